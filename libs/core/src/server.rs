@@ -1,0 +1,164 @@
+//! The gRPC server bootstrap every service uses: its routes plus
+//! `grpc.health.v1` and server reflection, served on a bound listener until
+//! the shutdown token fires.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} for {service}: {source}")]
+pub struct BindError {
+    pub service: String,
+    pub address: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl BindError {
+    pub fn is_address_in_use(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::AddrInUse
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Binds `address` for `service`, with an error that says which port is taken.
+pub async fn bind(service: &str, address: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| BindError {
+            service: service.to_string(),
+            address,
+            source,
+        })
+}
+
+/// A service to serve: its routes and the gRPC service names health reports.
+pub struct GrpcService {
+    /// Used in logs, e.g. "registry".
+    pub name: &'static str,
+    /// Fully-qualified names, e.g. "keel.v1.RegistryService".
+    pub grpc_names: Vec<&'static str>,
+    pub routes: Routes,
+}
+
+/// Serves `service` on `listener` until `shutdown` is cancelled, then drains
+/// in-flight calls and returns.
+pub async fn serve_grpc(
+    service: GrpcService,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let address = listener.local_addr()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for grpc_name in &service.grpc_names {
+        health_reporter
+            .set_service_status(grpc_name, ServingStatus::Serving)
+            .await;
+    }
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = service
+        .routes
+        .add_service(health_service)
+        .add_service(reflection);
+    // Without TCP_NODELAY a small response waits for the peer's delayed ACK
+    // (about 40 ms on Linux): tonic sets it only on sockets it binds itself.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(service = service.name, %address, "grpc listening");
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await?;
+    tracing::info!(service = service.name, %address, "grpc stopped");
+    Ok(())
+}
+
+/// The sockets a service serves on, bound by the caller (the service's own
+/// binary, `keel up`, or a test on port 0).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// The admin HTTP server (`/healthz`, `/metrics`, HTTP APIs); `None`
+    /// serves no HTTP.
+    pub admin: Option<TcpListener>,
+}
+
+/// Runs a service's gRPC server and, when it has a listener, its admin HTTP
+/// server, until `shutdown` is cancelled. If either fails, both stop.
+pub async fn run_service(
+    service: GrpcService,
+    admin_router: axum::Router,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let name = service.name;
+    let stop_both = shutdown.child_token();
+    let grpc = serve_grpc(service, listeners.grpc, stop_both.clone());
+    let Some(admin_listener) = listeners.admin else {
+        return grpc.await;
+    };
+    let admin = crate::admin::serve_admin(name, admin_router, admin_listener, stop_both.clone());
+    let (grpc_result, admin_result) = tokio::join!(
+        async {
+            let result = grpc.await;
+            stop_both.cancel();
+            result
+        },
+        async {
+            let result = admin.await;
+            stop_both.cancel();
+            result
+        }
+    );
+    grpc_result?;
+    admin_result?;
+    Ok(())
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM, for the binaries.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received, draining");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,102 @@
+//! What a service's own binary does before it calls `serve`: read
+//! `--config <file>`, load the common settings and the service's section,
+//! default its database to `sqlite://<data_dir>/<service>.db`, bind its gRPC
+//! and admin ports, install logging and the shutdown signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{admin_port, CommonConfig};
+use crate::server::{bind, BindError, Listeners};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] Box<figment::Error>),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// A service ready to serve: its config, its bound sockets, its shutdown.
+pub struct Standalone<C> {
+    pub config: C,
+    pub listeners: Listeners,
+    pub shutdown: CancellationToken,
+}
+
+/// How a service's config exposes the two settings every binary needs.
+pub struct ServiceSettings<C> {
+    /// The service's name in logs and its database file name, e.g. "vector-index".
+    pub service: &'static str,
+    /// Its TOML section and environment prefix, e.g. "vector_index".
+    pub section: &'static str,
+    pub port: fn(&C) -> u16,
+    pub database_url: fn(&mut C) -> &mut String,
+}
+
+pub async fn prepare<C>(settings: ServiceSettings<C>) -> Result<Standalone<C>, StandaloneError>
+where
+    C: Serialize + DeserializeOwned + Default,
+{
+    crate::telemetry::init_logging();
+    let file = config_path(settings.service)?;
+    let mut sources = Figment::new();
+    if let Some(path) = &file {
+        sources = sources.merge(Toml::file_exact(path));
+    }
+    sources = sources.merge(Env::prefixed("KEEL_").split("__"));
+    let common: CommonConfig = Figment::from(Serialized::defaults(CommonConfig::default()))
+        .merge(sources.clone())
+        .extract()
+        .map_err(Box::new)?;
+    let mut config: C = Figment::from(Serialized::defaults(C::default()))
+        .merge(sources.focus(settings.section))
+        .extract()
+        .map_err(Box::new)?;
+    let database_url = (settings.database_url)(&mut config);
+    if database_url.is_empty() {
+        *database_url = keel_store::default_sqlite_url(&common.data_dir, settings.service);
+    }
+    let port = (settings.port)(&config);
+    let grpc = bind(settings.service, SocketAddr::new(common.host, port)).await?;
+    let admin_address = SocketAddr::new(common.host, admin_port(port));
+    let admin = bind(settings.service, admin_address).await?;
+    Ok(Standalone {
+        config,
+        listeners: Listeners {
+            grpc,
+            admin: Some(admin),
+        },
+        shutdown: crate::server::shutdown_on_signal(),
+    })
+}
+
+fn config_path(service: &str) -> Result<Option<PathBuf>, StandaloneError> {
+    let usage = || format!("usage: keel-{service} [--config <file>]");
+    let mut arguments = std::env::args().skip(1);
+    let mut path = None;
+    while let Some(argument) = arguments.next() {
+        if argument == "--config" {
+            let value = arguments.next().ok_or_else(|| {
+                StandaloneError::Usage(format!("--config needs a file; {}", usage()))
+            })?;
+            path = Some(PathBuf::from(value));
+        } else if let Some(value) = argument.strip_prefix("--config=") {
+            path = Some(PathBuf::from(value));
+        } else {
+            return Err(StandaloneError::Usage(format!(
+                "unknown argument {argument:?}; {}",
+                usage()
+            )));
+        }
+    }
+    Ok(path)
+}

@@ -1,0 +1,76 @@
+//! keel-models: the `Embedder` and `Generator` traits and the models behind
+//! them. The built-in `hashing` embedder and `extractive` generator are
+//! deterministic stand-ins with no model weights, for tests and for
+//! measuring Keel's own overhead; they are never a silent default.
+
+mod catalog;
+mod chat;
+mod config;
+mod extractive_generator;
+pub mod gguf_file;
+mod hashing_embedder;
+mod llama;
+pub mod minilm_gguf;
+pub mod model_files;
+mod openai_generator;
+mod text;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+pub use catalog::ModelCatalog;
+pub use chat::{
+    ChatMessage, FinishReason, Generation, GenerationParams, GenerationRequest, Passage, Role,
+};
+pub use config::{ModelsConfig, MINILM_EMBEDDER_NAME, SMOLLM2_GENERATOR_NAME};
+pub use extractive_generator::ExtractiveGenerator;
+pub use hashing_embedder::HashingEmbedder;
+pub use llama::{LlamaEmbedder, LlamaEmbedderOptions, LlamaGenerator, LlamaGeneratorOptions};
+pub use openai_generator::{OpenAiConfig, OpenAiConfigError, OpenAiGenerator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown embedder `{0}`")]
+    UnknownEmbedder(String),
+    #[error("unknown generator `{0}`")]
+    UnknownGenerator(String),
+    #[error("invalid model input: {0}")]
+    InvalidInput(String),
+    #[error("model failed: {0}")]
+    Backend(String),
+    /// The model could not be reached or did not answer in time (a remote
+    /// server down, overloaded or slow); another generator may succeed.
+    #[error("model unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Turns texts into vectors of a fixed dimension. Blocking: call it from
+/// `spawn_blocking` or a dedicated pool, never on the async runtime.
+pub trait Embedder: Send + Sync {
+    fn name(&self) -> &str;
+    fn dimension(&self) -> usize;
+    /// One vector per text, in order.
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// Answers a chat conversation. Blocking, like [`Embedder::embed`].
+pub trait Generator: Send + Sync {
+    fn name(&self) -> &str;
+    /// Generates the answer, handing each new piece of text to `on_delta` as
+    /// soon as it exists (the pieces concatenate to `Generation::text`).
+    /// When `on_delta` answers `Break` — the caller went away — generation
+    /// stops within a token and returns what it has, `FinishReason::Cancelled`.
+    fn generate(
+        &self,
+        request: &GenerationRequest,
+        on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, ModelError>;
+}
+
+/// An `on_delta` for callers that only want the whole answer.
+pub fn ignore_deltas(_delta: &str) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
+pub type SharedEmbedder = Arc<dyn Embedder>;
+pub type SharedGenerator = Arc<dyn Generator>;

@@ -1,0 +1,188 @@
+//! The gRPC edge: validates requests, converts protobuf <-> domain and maps
+//! errors. The only module, besides the monitoring client, that sees
+//! generated types.
+
+use keel_core::validate;
+use keel_core::FieldError;
+use keel_proto::v1 as pb;
+use keel_proto::v1::feedback_service_server::FeedbackService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::export::DatasetKind;
+use crate::feedback::{
+    ExportFilter, FeedbackBook, FeedbackFilter, FeedbackKind, FeedbackRecord, PageCursor,
+    Submission,
+};
+
+pub struct FeedbackApi {
+    book: FeedbackBook,
+}
+
+impl FeedbackApi {
+    pub fn new(book: FeedbackBook) -> FeedbackApi {
+        FeedbackApi { book }
+    }
+}
+
+#[tonic::async_trait]
+impl FeedbackService for FeedbackApi {
+    async fn submit_feedback(
+        &self,
+        request: Request<pb::SubmitFeedbackRequest>,
+    ) -> Result<Response<pb::FeedbackRecord>, Status> {
+        let wire = request.into_inner();
+        let kind = match pb::FeedbackKind::try_from(wire.kind) {
+            Ok(pb::FeedbackKind::Thumbs) => Some(FeedbackKind::Thumbs),
+            Ok(pb::FeedbackKind::Rating) => Some(FeedbackKind::Rating),
+            Ok(pb::FeedbackKind::Correction) => Some(FeedbackKind::Correction),
+            Ok(pb::FeedbackKind::Comment) => Some(FeedbackKind::Comment),
+            Ok(pb::FeedbackKind::Unspecified) | Err(_) => None,
+        };
+        let submission = Submission {
+            request_id: wire.request_id,
+            kind,
+            value: wire.value,
+            correction: wire.correction,
+            comment: wire.comment,
+            user_id: wire.user_id,
+            idempotency_key: wire.idempotency_key,
+        };
+        let record = self.book.submit(submission).await?;
+        Ok(Response::new(record_to_proto(record)))
+    }
+
+    async fn list_feedback(
+        &self,
+        request: Request<pb::ListFeedbackRequest>,
+    ) -> Result<Response<pb::ListFeedbackResponse>, Status> {
+        let list = request.into_inner();
+        let mut filter = FeedbackFilter::default();
+        if !list.request_id.is_empty() {
+            filter.request_id = Some(canonical_uuid("request_id", &list.request_id)?);
+        }
+        if !list.endpoint.is_empty() {
+            validate::name("endpoint", &list.endpoint)?;
+            filter.endpoint = Some(list.endpoint);
+        }
+        let page_size = validate::page_size("page_size", list.page_size)?;
+        let after = if list.page_token.is_empty() {
+            None
+        } else {
+            Some(PageCursor::decode("page_token", &list.page_token)?)
+        };
+        let page = self.book.list(&filter, after, page_size).await?;
+        Ok(Response::new(pb::ListFeedbackResponse {
+            records: page.records.into_iter().map(record_to_proto).collect(),
+            next_page_token: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),
+        }))
+    }
+
+    type ExportDatasetStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::DatasetLine, Status>>>;
+
+    async fn export_dataset(
+        &self,
+        request: Request<pb::ExportDatasetRequest>,
+    ) -> Result<Response<Self::ExportDatasetStream>, Status> {
+        let export = request.into_inner();
+        let kind = match pb::DatasetKind::try_from(export.kind) {
+            Ok(pb::DatasetKind::Sft) => DatasetKind::Sft,
+            Ok(pb::DatasetKind::Preference) => DatasetKind::Preference,
+            Ok(pb::DatasetKind::Eval) => DatasetKind::Eval,
+            Ok(pb::DatasetKind::Unspecified) | Err(_) => {
+                return Err(FieldError::new(
+                    "kind",
+                    format!("must be one of SFT, PREFERENCE, EVAL, got {}", export.kind),
+                )
+                .into())
+            }
+        };
+        let filter = export_filter_from_proto(&export)?;
+        let lines = self.book.export(kind, &filter).await?;
+        let total_lines = lines.len() as u64;
+        let mut messages = Vec::with_capacity(lines.len());
+        for (index, json) in lines.into_iter().enumerate() {
+            messages.push(Ok(pb::DatasetLine {
+                json,
+                line_number: index as u64 + 1,
+                total_lines,
+            }));
+        }
+        Ok(Response::new(tokio_stream::iter(messages)))
+    }
+}
+
+fn canonical_uuid(field: &str, text: &str) -> Result<String, FieldError> {
+    let uuid = Uuid::parse_str(text).map_err(|_| {
+        let shown: String = text.chars().take(64).collect();
+        FieldError::new(field, format!("must be a UUID, got {shown:?}"))
+    })?;
+    Ok(uuid.hyphenated().to_string())
+}
+
+fn export_filter_from_proto(export: &pb::ExportDatasetRequest) -> Result<ExportFilter, FieldError> {
+    let mut filter = ExportFilter::default();
+    if !export.endpoint.is_empty() {
+        validate::name("endpoint", &export.endpoint)?;
+        filter.endpoint = Some(export.endpoint.clone());
+    }
+    if !export.served_model.is_empty() {
+        validate::name("served_model", &export.served_model)?;
+        filter.served_model = Some(export.served_model.clone());
+    }
+    if export.served_version != 0 {
+        filter.served_version = Some(export.served_version);
+    }
+    if export.since_ms < 0 {
+        return Err(FieldError::new(
+            "since_ms",
+            format!("must be >= 0 (0: unbounded), got {}", export.since_ms),
+        ));
+    }
+    if export.until_ms < 0 {
+        return Err(FieldError::new(
+            "until_ms",
+            format!("must be >= 0 (0: unbounded), got {}", export.until_ms),
+        ));
+    }
+    if export.since_ms != 0 && export.until_ms != 0 && export.until_ms < export.since_ms {
+        return Err(FieldError::new(
+            "until_ms",
+            format!(
+                "must be >= since_ms ({}), got {}",
+                export.since_ms, export.until_ms
+            ),
+        ));
+    }
+    if export.since_ms != 0 {
+        filter.since_ms = Some(export.since_ms);
+    }
+    if export.until_ms != 0 {
+        filter.until_ms = Some(export.until_ms);
+    }
+    Ok(filter)
+}
+
+fn record_to_proto(record: FeedbackRecord) -> pb::FeedbackRecord {
+    let kind = match record.kind {
+        FeedbackKind::Thumbs => pb::FeedbackKind::Thumbs,
+        FeedbackKind::Rating => pb::FeedbackKind::Rating,
+        FeedbackKind::Correction => pb::FeedbackKind::Correction,
+        FeedbackKind::Comment => pb::FeedbackKind::Comment,
+    };
+    pb::FeedbackRecord {
+        id: record.id,
+        request_id: record.request_id,
+        kind: kind as i32,
+        value: record.value,
+        correction: record.correction,
+        comment: record.comment,
+        user_id: record.user_id,
+        idempotency_key: record.idempotency_key,
+        created_at_ms: record.created_at_ms,
+        endpoint: record.endpoint,
+        served_model: record.served_model,
+        served_version: record.served_version,
+    }
+}

@@ -1,0 +1,29 @@
+use serde::{Deserialize, Serialize};
+
+/// The feedback service's section (`[feedback]`) of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The gRPC port; the admin HTTP port (with `POST /v1/feedback`) is this + 100.
+    pub port: u16,
+    /// Empty: the binary fills `sqlite://<data_dir>/feedback.db`.
+    pub database_url: String,
+    /// The monitoring service, which holds the inference records feedback
+    /// refers to.
+    pub monitoring_url: String,
+    /// The deadline of each call to monitoring.
+    pub monitoring_timeout_ms: u64,
+}
+
+pub const DEFAULT_PORT: u16 = 7104;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            port: DEFAULT_PORT,
+            database_url: String::new(),
+            monitoring_url: "http://127.0.0.1:7105".to_string(),
+            monitoring_timeout_ms: 5_000,
+        }
+    }
+}

@@ -1,0 +1,57 @@
+use keel_core::FieldError;
+use keel_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    #[error("request_id `{request_id}` is unknown to monitoring")]
+    UnknownRequest { request_id: String },
+    #[error("monitoring is unavailable: {message}")]
+    MonitoringUnavailable { message: String },
+    #[error("monitoring failed: {message}")]
+    Monitoring { message: String },
+    #[error("invalid monitoring_url `{url}`: {message}")]
+    InvalidMonitoringUrl { url: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored feedback `{id}` is corrupt: {reason}")]
+    CorruptRow { id: String, reason: String },
+    #[error("dataset line cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Serve(#[from] keel_core::ServeError),
+}
+
+impl Error {
+    /// A database that cannot be reached is a dependency down, not a bug.
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            ))
+        )
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        let message = error.to_string();
+        if error.is_store_unavailable() {
+            tracing::warn!(error = %message, "database unavailable");
+            return tonic::Status::unavailable(message);
+        }
+        match error {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::UnknownRequest { .. } => tonic::Status::not_found(message),
+            Error::MonitoringUnavailable { .. } => tonic::Status::unavailable(message),
+            _ => {
+                tracing::error!(error = %message, "internal error");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Feedback on served answers: checked, tied to the inference record it is
+//! about, stored once per idempotency key, listed, and turned into datasets.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use keel_core::{validate, FieldError};
+use keel_store::Store;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::export::{self, DatasetKind};
+use crate::monitoring_client::MonitoringClient;
+use crate::store::{self, ExportQuery, FeedbackRow, ListQuery};
+
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+pub const MAX_USER_ID_BYTES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackKind {
+    Thumbs,
+    Rating,
+    Correction,
+    Comment,
+}
+
+impl FeedbackKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackKind::Thumbs => "thumbs",
+            FeedbackKind::Rating => "rating",
+            FeedbackKind::Correction => "correction",
+            FeedbackKind::Comment => "comment",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FeedbackKind> {
+        match text {
+            "thumbs" => Some(FeedbackKind::Thumbs),
+            "rating" => Some(FeedbackKind::Rating),
+            "correction" => Some(FeedbackKind::Correction),
+            "comment" => Some(FeedbackKind::Comment),
+            _ => None,
+        }
+    }
+}
+
+/// A submission as the caller sent it (over gRPC or HTTP), not yet checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Submission {
+    pub request_id: String,
+    /// `None`: unset or unknown.
+    pub kind: Option<FeedbackKind>,
+    pub value: f64,
+    pub correction: String,
+    pub comment: String,
+    pub user_id: String,
+    pub idempotency_key: String,
+}
+
+/// A submission that passed every rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedSubmission {
+    /// Canonical lowercase hyphenated UUID.
+    pub request_id: String,
+    pub kind: FeedbackKind,
+    pub value: f64,
+    pub correction: String,
+    pub comment: String,
+    pub user_id: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// The rules of a submission, shared by the gRPC and HTTP edges.
+pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, FieldError> {
+    let request_id = Uuid::parse_str(&submission.request_id)
+        .map_err(|_| {
+            let shown: String = submission.request_id.chars().take(64).collect();
+            FieldError::new("request_id", format!("must be a UUID, got {shown:?}"))
+        })?
+        .hyphenated()
+        .to_string();
+    let Some(kind) = submission.kind else {
+        return Err(FieldError::new(
+            "kind",
+            "must be one of THUMBS, RATING, CORRECTION, COMMENT",
+        ));
+    };
+    validate::max_len("correction", &submission.correction, MAX_TEXT_BYTES)?;
+    validate::max_len("comment", &submission.comment, MAX_TEXT_BYTES)?;
+    validate::max_len("user_id", &submission.user_id, MAX_USER_ID_BYTES)?;
+    let key_chars = submission.idempotency_key.chars().count();
+    if key_chars > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(FieldError::new(
+            "idempotency_key",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {key_chars}"),
+        ));
+    }
+    let value = match kind {
+        FeedbackKind::Thumbs => {
+            if submission.value != 1.0 && submission.value != -1.0 {
+                return Err(FieldError::new(
+                    "value",
+                    format!("must be 1 or -1 for THUMBS, got {}", submission.value),
+                ));
+            }
+            submission.value
+        }
+        FeedbackKind::Rating => {
+            let whole = submission.value.fract() == 0.0;
+            if !whole || !(1.0..=5.0).contains(&submission.value) {
+                return Err(FieldError::new(
+                    "value",
+                    format!(
+                        "must be an integer in 1..=5 for RATING, got {}",
+                        submission.value
+                    ),
+                ));
+            }
+            submission.value
+        }
+        FeedbackKind::Correction => {
+            validate::not_empty("correction", &submission.correction)?;
+            0.0
+        }
+        FeedbackKind::Comment => {
+            validate::not_empty("comment", &submission.comment)?;
+            0.0
+        }
+    };
+    let idempotency_key = if submission.idempotency_key.is_empty() {
+        None
+    } else {
+        Some(submission.idempotency_key)
+    };
+    Ok(CheckedSubmission {
+        request_id,
+        kind,
+        value,
+        correction: submission.correction,
+        comment: submission.comment,
+        user_id: submission.user_id,
+        idempotency_key,
+    })
+}
+
+/// A stored piece of feedback, with the served version it judges.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedbackRecord {
+    pub id: String,
+    pub request_id: String,
+    pub kind: FeedbackKind,
+    pub value: f64,
+    pub correction: String,
+    pub comment: String,
+    pub user_id: String,
+    /// Empty when the caller sent none.
+    pub idempotency_key: String,
+    pub created_at_ms: i64,
+    pub endpoint: String,
+    pub served_model: String,
+    pub served_version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub point_id: String,
+    pub text: String,
+}
+
+/// What feedback needs of an inference record kept by monitoring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    pub request_id: String,
+    pub endpoint: String,
+    pub served_model: String,
+    pub served_version: u32,
+    pub question: String,
+    pub prompt_messages: Vec<ChatMessage>,
+    pub contexts: Vec<Passage>,
+    pub answer: String,
+    pub started_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedbackFilter {
+    pub request_id: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+/// Where the next page starts: after this record in newest-first order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    pub created_at_ms: i64,
+    pub id: String,
+}
+
+impl PageCursor {
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.created_at_ms, self.id)
+    }
+
+    pub fn decode(field: &str, token: &str) -> Result<PageCursor, FieldError> {
+        let invalid =
+            || FieldError::new(field, "must be a next_page_token returned by this service");
+        let (time_part, id_part) = token.split_once('_').ok_or_else(invalid)?;
+        let created_at_ms: i64 = time_part.parse().map_err(|_| invalid())?;
+        let id = Uuid::parse_str(id_part).map_err(|_| invalid())?;
+        Ok(PageCursor {
+            created_at_ms,
+            id: id.hyphenated().to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackPage {
+    pub records: Vec<FeedbackRecord>,
+    pub next: Option<PageCursor>,
+}
+
+/// Which feedback an export reads; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportFilter {
+    pub endpoint: Option<String>,
+    pub served_model: Option<String>,
+    pub served_version: Option<u32>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+/// What `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub submitted: AtomicU64,
+    pub replayed: AtomicU64,
+    pub exported_lines: AtomicU64,
+}
+
+impl Counters {
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let series = [
+            ("keel_feedback_submitted_total", "Feedback records stored.", &self.submitted),
+            (
+                "keel_feedback_idempotent_replays_total",
+                "Submissions answered with the record of an earlier one with the same idempotency key.",
+                &self.replayed,
+            ),
+            ("keel_feedback_dataset_lines_total", "Dataset lines exported.", &self.exported_lines),
+        ];
+        for (name, help, counter) in series {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
+        text
+    }
+}
+
+/// The feedback service's domain: the store plus the monitoring client.
+#[derive(Clone)]
+pub struct FeedbackBook {
+    store: Store,
+    monitoring: MonitoringClient,
+    counters: Arc<Counters>,
+}
+
+impl FeedbackBook {
+    pub fn new(store: Store, monitoring: MonitoringClient) -> FeedbackBook {
+        FeedbackBook {
+            store,
+            monitoring,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Checks and stores a submission. A submission whose idempotency key
+    /// was seen returns the first record unchanged, without asking
+    /// monitoring, so a retry does not depend on monitoring being up.
+    pub async fn submit(&self, submission: Submission) -> Result<FeedbackRecord, Error> {
+        let checked = check_submission(submission)?;
+        if let Some(key) = &checked.idempotency_key {
+            if let Some(existing) = store::get_by_idempotency_key(&self.store, key).await? {
+                self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                return record_from_row(existing);
+            }
+        }
+        let Some(inference) = self.monitoring.get_inference(&checked.request_id).await? else {
+            return Err(Error::UnknownRequest {
+                request_id: checked.request_id,
+            });
+        };
+        let record = FeedbackRecord {
+            id: Uuid::now_v7().hyphenated().to_string(),
+            request_id: checked.request_id,
+            kind: checked.kind,
+            value: checked.value,
+            correction: checked.correction,
+            comment: checked.comment,
+            user_id: checked.user_id,
+            idempotency_key: checked.idempotency_key.clone().unwrap_or_default(),
+            created_at_ms: keel_core::time::now_ms(),
+            endpoint: inference.endpoint,
+            served_model: inference.served_model,
+            served_version: inference.served_version,
+        };
+        let inserted = store::insert_feedback(&self.store, &row_from_record(&record)).await?;
+        if inserted {
+            self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                id = %record.id,
+                request_id = %record.request_id,
+                kind = record.kind.as_str(),
+                "feedback stored"
+            );
+            return Ok(record);
+        }
+        // A concurrent submission with the same key won the race: answer
+        // with its record.
+        let key = checked.idempotency_key.unwrap_or_default();
+        let Some(winner) = store::get_by_idempotency_key(&self.store, &key).await? else {
+            return Err(Error::CorruptRow {
+                id: record.id,
+                reason: format!("idempotency key {key:?} conflicted but no record holds it"),
+            });
+        };
+        self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+        record_from_row(winner)
+    }
+
+    /// One page, newest first by (created_at_ms, id).
+    pub async fn list(
+        &self,
+        filter: &FeedbackFilter,
+        after: Option<PageCursor>,
+        page_size: u32,
+    ) -> Result<FeedbackPage, Error> {
+        let page_len = page_size as usize;
+        let list = ListQuery {
+            request_id: filter.request_id.clone(),
+            endpoint: filter.endpoint.clone(),
+            before: after.map(|cursor| (cursor.created_at_ms, cursor.id)),
+            // One more than asked tells whether another page follows.
+            limit: i64::from(page_size) + 1,
+        };
+        let mut rows = store::list_feedback(&self.store, &list).await?;
+        let has_more = rows.len() > page_len;
+        rows.truncate(page_len);
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            records.push(record_from_row(row)?);
+        }
+        let next = match records.last() {
+            Some(last) if has_more => Some(PageCursor {
+                created_at_ms: last.created_at_ms,
+                id: last.id.clone(),
+            }),
+            _ => None,
+        };
+        Ok(FeedbackPage { records, next })
+    }
+
+    /// The dataset lines (JSON objects without newlines) of the feedback
+    /// that matches `filter`, joined with the inference records.
+    pub async fn export(
+        &self,
+        kind: DatasetKind,
+        filter: &ExportFilter,
+    ) -> Result<Vec<String>, Error> {
+        let export_query = ExportQuery {
+            endpoint: filter.endpoint.clone(),
+            served_model: filter.served_model.clone(),
+            served_version: filter.served_version.map(i64::from),
+            since_ms: filter.since_ms,
+            until_ms: filter.until_ms,
+        };
+        let rows = store::export_feedback(&self.store, &export_query).await?;
+        let mut feedback = Vec::with_capacity(rows.len());
+        for row in rows {
+            feedback.push(record_from_row(row)?);
+        }
+        let request_ids: BTreeSet<String> = feedback
+            .iter()
+            .map(|record| record.request_id.clone())
+            .collect();
+        let request_ids: Vec<String> = request_ids.into_iter().collect();
+        let inferences = self.monitoring.batch_get_inferences(&request_ids).await?;
+        let lines =
+            tokio::task::spawn_blocking(move || export::build_lines(kind, &feedback, &inferences))
+                .await??;
+        self.counters
+            .exported_lines
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        tracing::info!(kind = ?kind, lines = lines.len(), "dataset exported");
+        Ok(lines)
+    }
+}
+
+fn row_from_record(record: &FeedbackRecord) -> FeedbackRow {
+    let idempotency_key = if record.idempotency_key.is_empty() {
+        None
+    } else {
+        Some(record.idempotency_key.clone())
+    };
+    FeedbackRow {
+        id: record.id.clone(),
+        request_id: record.request_id.clone(),
+        kind: record.kind.as_str().to_string(),
+        value: record.value,
+        correction: record.correction.clone(),
+        comment: record.comment.clone(),
+        user_id: record.user_id.clone(),
+        idempotency_key,
+        created_at_ms: record.created_at_ms,
+        endpoint: record.endpoint.clone(),
+        served_model: record.served_model.clone(),
+        served_version: i64::from(record.served_version),
+    }
+}
+
+fn record_from_row(row: FeedbackRow) -> Result<FeedbackRecord, Error> {
+    let Some(kind) = FeedbackKind::parse(&row.kind) else {
+        return Err(Error::CorruptRow {
+            id: row.id,
+            reason: format!("unknown kind {:?}", row.kind),
+        });
+    };
+    Ok(FeedbackRecord {
+        id: row.id,
+        request_id: row.request_id,
+        kind,
+        value: row.value,
+        correction: row.correction,
+        comment: row.comment,
+        user_id: row.user_id,
+        idempotency_key: row.idempotency_key.unwrap_or_default(),
+        created_at_ms: row.created_at_ms,
+        endpoint: row.endpoint,
+        served_model: row.served_model,
+        served_version: u32::try_from(row.served_version).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(kind: FeedbackKind, value: f64) -> Submission {
+        Submission {
+            request_id: "0190C3E5-8A2B-7C4D-9E1F-2A3B4C5D6E7F".to_string(),
+            kind: Some(kind),
+            value,
+            ..Submission::default()
+        }
+    }
+
+    #[test]
+    fn accepted_submissions_are_normalised() {
+        let checked = check_submission(submission(FeedbackKind::Thumbs, -1.0)).unwrap();
+        assert_eq!(checked.request_id, "0190c3e5-8a2b-7c4d-9e1f-2a3b4c5d6e7f");
+        assert_eq!(checked.value, -1.0);
+        assert_eq!(checked.idempotency_key, None);
+        let correction = Submission {
+            correction: "the right answer".to_string(),
+            value: 3.0,
+            idempotency_key: "k".to_string(),
+            ..submission(FeedbackKind::Correction, 0.0)
+        };
+        let checked = check_submission(correction).unwrap();
+        assert_eq!(checked.value, 0.0);
+        assert_eq!(checked.idempotency_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn rejected_submissions_name_the_field_and_rule() {
+        let cases: Vec<(Submission, &str)> = vec![
+            (
+                Submission {
+                    request_id: "abc".to_string(),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `request_id`: must be a UUID, got \"abc\"",
+            ),
+            (
+                Submission {
+                    kind: None,
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT",
+            ),
+            (
+                submission(FeedbackKind::Thumbs, 0.0),
+                "field `value`: must be 1 or -1 for THUMBS, got 0",
+            ),
+            (
+                submission(FeedbackKind::Rating, 6.0),
+                "field `value`: must be an integer in 1..=5 for RATING, got 6",
+            ),
+            (
+                submission(FeedbackKind::Rating, 2.5),
+                "field `value`: must be an integer in 1..=5 for RATING, got 2.5",
+            ),
+            (
+                submission(FeedbackKind::Rating, f64::NAN),
+                "field `value`: must be an integer in 1..=5 for RATING, got NaN",
+            ),
+            (
+                submission(FeedbackKind::Correction, 0.0),
+                "field `correction`: must not be empty",
+            ),
+            (
+                Submission {
+                    comment: "  ".to_string(),
+                    ..submission(FeedbackKind::Comment, 0.0)
+                },
+                "field `comment`: must not be empty",
+            ),
+            (
+                Submission {
+                    correction: "x".repeat(MAX_TEXT_BYTES + 1),
+                    ..submission(FeedbackKind::Correction, 0.0)
+                },
+                "field `correction`: must be at most 32768 bytes, got 32769",
+            ),
+            (
+                Submission {
+                    idempotency_key: "k".repeat(129),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `idempotency_key`: must be at most 128 characters, got 129",
+            ),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(check_submission(bad).unwrap_err().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn page_cursor_round_trips() {
+        let cursor = PageCursor {
+            created_at_ms: 5,
+            id: Uuid::from_u128(9).hyphenated().to_string(),
+        };
+        assert_eq!(
+            PageCursor::decode("page_token", &cursor.encode()).unwrap(),
+            cursor
+        );
+        assert!(PageCursor::decode("page_token", "5_nope").is_err());
+        assert!(PageCursor::decode("page_token", "nope").is_err());
+    }
+}

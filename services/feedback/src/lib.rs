@@ -1,0 +1,615 @@
+//! keel-feedback: human feedback on served answers (thumbs, ratings,
+//! corrections, comments), tied to monitoring's inference records, and the
+//! datasets built from it (SFT, preference pairs, evaluation sets).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod feedback;
+pub mod http;
+pub mod monitoring_client;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::{CancellationToken, GrpcService, Listeners};
+use keel_proto::v1::feedback_service_server::FeedbackServiceServer;
+
+pub use config::Config;
+pub use error::Error;
+
+/// Serves the feedback service on `listeners` until `shutdown` is
+/// cancelled. `config.database_url` must be set; monitoring may be down.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let timeout_ms = if config.monitoring_timeout_ms == 0 {
+        Config::default().monitoring_timeout_ms
+    } else {
+        config.monitoring_timeout_ms
+    };
+    let monitoring = monitoring_client::MonitoringClient::connect_lazy(
+        &config.monitoring_url,
+        Duration::from_millis(timeout_ms),
+    )?;
+    let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
+    let book = feedback::FeedbackBook::new(store.clone(), monitoring);
+    let counters = book.counters();
+    let metrics_renderer: keel_core::admin::MetricsRenderer = Arc::new(move || counters.render());
+    let admin_router = keel_core::admin::router(metrics_renderer).merge(http::router(book.clone()));
+    let service = GrpcService {
+        name: "feedback",
+        grpc_names: vec!["keel.v1.FeedbackService"],
+        routes: tonic::service::Routes::new(FeedbackServiceServer::new(api::FeedbackApi::new(
+            book,
+        ))),
+    };
+    let served = keel_core::run_service(service, admin_router, listeners, shutdown).await;
+    store.close().await;
+    served?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+
+    use keel_proto::v1 as pb;
+    use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
+    use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+    use tonic::transport::Channel;
+    use tonic::Code;
+
+    use super::*;
+
+    struct Running<C> {
+        client: C,
+        grpc: SocketAddr,
+        admin: SocketAddr,
+        shutdown: CancellationToken,
+        server: tokio::task::JoinHandle<Result<(), String>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn listeners() -> (Listeners, SocketAddr, SocketAddr) {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addresses = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+        let bound = Listeners {
+            grpc,
+            admin: Some(admin),
+        };
+        (bound, addresses.0, addresses.1)
+    }
+
+    async fn start_monitoring() -> Running<MonitoringServiceClient<Channel>> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keel_monitoring::Config {
+            port: 0,
+            database_url: keel_store::default_sqlite_url(dir.path(), "monitoring"),
+        };
+        let (bound, grpc, admin) = listeners().await;
+        let shutdown = CancellationToken::new();
+        let serving = keel_monitoring::serve(config, bound, shutdown.clone());
+        let server = tokio::spawn(async move { serving.await.map_err(|error| error.to_string()) });
+        let client = MonitoringServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+        Running {
+            client,
+            grpc,
+            admin,
+            shutdown,
+            server,
+            _dir: dir,
+        }
+    }
+
+    async fn start_feedback(monitoring_url: String) -> Running<FeedbackServiceClient<Channel>> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            port: 0,
+            database_url: keel_store::default_sqlite_url(dir.path(), "feedback"),
+            monitoring_url,
+            monitoring_timeout_ms: 2_000,
+        };
+        let (bound, grpc, admin) = listeners().await;
+        let shutdown = CancellationToken::new();
+        let serving = serve(config, bound, shutdown.clone());
+        let server = tokio::spawn(async move { serving.await.map_err(|error| error.to_string()) });
+        let client = FeedbackServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .unwrap();
+        Running {
+            client,
+            grpc,
+            admin,
+            shutdown,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// A loopback address nothing listens on.
+    fn closed_address() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    /// A plain HTTP/1.1 POST of a JSON body, on a blocking thread (tests
+    /// only); returns the status code and the body.
+    async fn http_post(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let path = path.to_string();
+        let body = body.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            write!(
+                stream,
+                "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            let (head, payload) = response.split_once("\r\n\r\n").unwrap();
+            let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+            (code, serde_json::from_str(payload).unwrap())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A plain HTTP/1.1 GET, on a blocking thread (tests only).
+    async fn http_get(address: SocketAddr, path: &str) -> String {
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        })
+        .await
+        .unwrap()
+    }
+
+    fn request_id(n: u128) -> String {
+        uuid::Uuid::from_u128(n).hyphenated().to_string()
+    }
+
+    fn inference(n: u128, started_at_ms: i64, question: &str, answer: &str) -> pb::InferenceRecord {
+        pb::InferenceRecord {
+            request_id: request_id(n),
+            endpoint: "support".to_string(),
+            route_target: "chain@champion".to_string(),
+            served_model: "chain".to_string(),
+            served_version: 4,
+            question: question.to_string(),
+            prompt_messages: vec![pb::ChatMessage {
+                role: "user".to_string(),
+                content: question.to_string(),
+            }],
+            contexts: vec![pb::Citation {
+                point_id: "doc-1".to_string(),
+                score: 0.9,
+                text: "passage".to_string(),
+            }],
+            answer: answer.to_string(),
+            latency_ms: 12.0,
+            status: pb::InferenceStatus::Ok as i32,
+            started_at_ms,
+            ..Default::default()
+        }
+    }
+
+    fn thumbs(n: u128, value: f64, key: &str) -> pb::SubmitFeedbackRequest {
+        pb::SubmitFeedbackRequest {
+            request_id: request_id(n),
+            kind: pb::FeedbackKind::Thumbs as i32,
+            value,
+            idempotency_key: key.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn assert_code<T: std::fmt::Debug>(
+        result: Result<T, tonic::Status>,
+        code: Code,
+        expected: &str,
+    ) {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(
+            status.message().contains(expected),
+            "message {:?} should contain {expected:?}",
+            status.message()
+        );
+    }
+
+    async fn export(
+        client: &mut FeedbackServiceClient<Channel>,
+        kind: pb::DatasetKind,
+    ) -> Result<Vec<pb::DatasetLine>, tonic::Status> {
+        let mut stream = client
+            .export_dataset(pb::ExportDatasetRequest {
+                kind: kind as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let mut lines = Vec::new();
+        while let Some(line) = stream.message().await? {
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
+    #[tokio::test]
+    async fn feedback_joins_monitoring_and_survives_it_going_down() {
+        let mut monitoring = start_monitoring().await;
+        monitoring
+            .client
+            .record_inferences(pb::RecordInferencesRequest {
+                records: vec![
+                    inference(1, 1_000, "How do I reset?", "Use the link."),
+                    inference(2, 2_000, "how do i reset", "Call us."),
+                ],
+            })
+            .await
+            .unwrap();
+        let mut feedback = start_feedback(format!("http://{}", monitoring.grpc)).await;
+        let client = &mut feedback.client;
+
+        let liked = client
+            .submit_feedback(thumbs(1, 1.0, ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(liked.request_id, request_id(1));
+        assert_eq!(liked.kind, pb::FeedbackKind::Thumbs as i32);
+        assert_eq!(
+            (
+                liked.endpoint.as_str(),
+                liked.served_model.as_str(),
+                liked.served_version
+            ),
+            ("support", "chain", 4)
+        );
+
+        assert_code(
+            client.submit_feedback(thumbs(77, 1.0, "")).await,
+            Code::NotFound,
+            &format!("request_id `{}` is unknown to monitoring", request_id(77)),
+        );
+
+        // The same key returns the first record unchanged.
+        let first = client
+            .submit_feedback(thumbs(2, -1.0, "retry-1"))
+            .await
+            .unwrap()
+            .into_inner();
+        let retried = client
+            .submit_feedback(thumbs(2, 1.0, "retry-1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried, first);
+        assert_eq!(first.value, -1.0);
+
+        // Two racing submissions with one key store one record.
+        let mut racer = client.clone();
+        let (left, right) = tokio::join!(
+            client.submit_feedback(pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Comment as i32,
+                comment: "left".to_string(),
+                ..thumbs(1, 0.0, "race")
+            }),
+            racer.submit_feedback(pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Comment as i32,
+                comment: "right".to_string(),
+                ..thumbs(1, 0.0, "race")
+            })
+        );
+        assert_eq!(left.unwrap().into_inner(), right.unwrap().into_inner());
+
+        let page = client
+            .list_feedback(pb::ListFeedbackRequest {
+                request_id: request_id(1),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].idempotency_key, "race");
+        let rest = client
+            .list_feedback(pb::ListFeedbackRequest {
+                request_id: request_id(1),
+                page_size: 10,
+                page_token: page.next_page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rest.records, vec![liked.clone()]);
+        assert!(rest.next_page_token.is_empty());
+
+        // Request 2 was disliked; request 1 liked with the same question.
+        let preference = export(client, pb::DatasetKind::Preference).await.unwrap();
+        assert_eq!(preference.len(), 1);
+        assert_eq!(
+            preference[0].json,
+            format!(
+                r#"{{"prompt":[{{"role":"user","content":"how do i reset"}}],"chosen":"Use the link.","rejected":"Call us.","request_id":"{}"}}"#,
+                request_id(2)
+            )
+        );
+        let eval = export(client, pb::DatasetKind::Eval).await.unwrap();
+        let positions: Vec<(u64, u64)> = eval
+            .iter()
+            .map(|line| (line.line_number, line.total_lines))
+            .collect();
+        assert_eq!(positions, vec![(1, 2), (2, 2)]);
+        assert!(eval[0].json.contains(&request_id(1)));
+
+        // The HTTP endpoint: same rules, JSON in and out.
+        let body = format!(
+            r#"{{"request_id":"{}","kind":"rating","value":5}}"#,
+            request_id(2)
+        );
+        let (code, record) = http_post(feedback.admin, "/v1/feedback", &body).await;
+        assert_eq!(code, 200, "{record}");
+        assert_eq!(record["kind"], "rating");
+        assert_eq!(record["value"], 5.0);
+        assert_eq!(record["served_version"], 4);
+        let body = format!(
+            r#"{{"request_id":"{}","kind":"stars","value":5}}"#,
+            request_id(2)
+        );
+        let (code, error) = http_post(feedback.admin, "/v1/feedback", &body).await;
+        assert_eq!(code, 400);
+        assert_eq!(
+            error["error"],
+            "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT"
+        );
+        let body = format!(
+            r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
+            request_id(78)
+        );
+        let (code, error) = http_post(feedback.admin, "/v1/feedback", &body).await;
+        assert_eq!(code, 404);
+        assert!(error["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown to monitoring"));
+        let (code, _) = http_post(feedback.admin, "/v1/feedback", "{not json").await;
+        assert_eq!(code, 400);
+        let exposition = http_get(feedback.admin, "/metrics").await;
+        assert!(
+            exposition.contains("keel_feedback_submitted_total 4\n"),
+            "{exposition}"
+        );
+        assert!(
+            exposition.contains("keel_feedback_idempotent_replays_total 2\n"),
+            "{exposition}"
+        );
+        assert!(
+            exposition.contains("keel_feedback_dataset_lines_total 3\n"),
+            "{exposition}"
+        );
+        assert!(http_get(monitoring.admin, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200"));
+
+        // Monitoring goes down: a retry still answers, new feedback cannot.
+        monitoring.shutdown.cancel();
+        monitoring.server.await.unwrap().unwrap();
+        let retried = client
+            .submit_feedback(thumbs(2, 1.0, "retry-1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried, first);
+        assert_code(
+            client.submit_feedback(thumbs(1, 1.0, "")).await,
+            Code::Unavailable,
+            "monitoring is unavailable",
+        );
+        assert_code(
+            export(client, pb::DatasetKind::Sft).await,
+            Code::Unavailable,
+            "monitoring",
+        );
+        let body = format!(
+            r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
+            request_id(1)
+        );
+        let (code, _) = http_post(feedback.admin, "/v1/feedback", &body).await;
+        assert_eq!(code, 503);
+
+        feedback.shutdown.cancel();
+        feedback.server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_rejected_and_monitoring_down_is_unavailable() {
+        // Monitoring never runs: the service still starts.
+        let mut feedback = start_feedback(format!("http://{}", closed_address())).await;
+        let client = &mut feedback.client;
+        let good = thumbs(1, 1.0, "");
+        let submit_cases: Vec<(pb::SubmitFeedbackRequest, &str)> = vec![
+            (
+                pb::SubmitFeedbackRequest {
+                    request_id: "nope".to_string(),
+                    ..good.clone()
+                },
+                "field `request_id`: must be a UUID, got \"nope\"",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    kind: pb::FeedbackKind::Unspecified as i32,
+                    ..good.clone()
+                },
+                "field `kind`",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    kind: 99,
+                    ..good.clone()
+                },
+                "field `kind`",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    value: 0.0,
+                    ..good.clone()
+                },
+                "field `value`: must be 1 or -1 for THUMBS, got 0",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    kind: pb::FeedbackKind::Rating as i32,
+                    value: 0.0,
+                    ..good.clone()
+                },
+                "field `value`: must be an integer in 1..=5 for RATING, got 0",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    kind: pb::FeedbackKind::Correction as i32,
+                    ..good.clone()
+                },
+                "field `correction`: must not be empty",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    kind: pb::FeedbackKind::Comment as i32,
+                    ..good.clone()
+                },
+                "field `comment`: must not be empty",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    kind: pb::FeedbackKind::Comment as i32,
+                    comment: "x".repeat(32 * 1024 + 1),
+                    ..good.clone()
+                },
+                "field `comment`: must be at most 32768 bytes",
+            ),
+            (
+                pb::SubmitFeedbackRequest {
+                    idempotency_key: "k".repeat(129),
+                    ..good.clone()
+                },
+                "field `idempotency_key`: must be at most 128 characters, got 129",
+            ),
+        ];
+        for (bad, expected) in submit_cases {
+            assert_code(
+                client.submit_feedback(bad).await,
+                Code::InvalidArgument,
+                expected,
+            );
+        }
+        let list_cases: Vec<(pb::ListFeedbackRequest, &str)> = vec![
+            (
+                pb::ListFeedbackRequest {
+                    request_id: "x".to_string(),
+                    ..Default::default()
+                },
+                "field `request_id`",
+            ),
+            (
+                pb::ListFeedbackRequest {
+                    endpoint: "bad endpoint".to_string(),
+                    ..Default::default()
+                },
+                "field `endpoint`",
+            ),
+            (
+                pb::ListFeedbackRequest {
+                    page_size: 1001,
+                    ..Default::default()
+                },
+                "field `page_size`: must be in 1..=1000, got 1001",
+            ),
+            (
+                pb::ListFeedbackRequest {
+                    page_token: "garbage".to_string(),
+                    ..Default::default()
+                },
+                "field `page_token`",
+            ),
+        ];
+        for (bad, expected) in list_cases {
+            assert_code(
+                client.list_feedback(bad).await,
+                Code::InvalidArgument,
+                expected,
+            );
+        }
+        let export_cases: Vec<(pb::ExportDatasetRequest, &str)> = vec![
+            (pb::ExportDatasetRequest::default(), "field `kind`"),
+            (
+                pb::ExportDatasetRequest {
+                    kind: pb::DatasetKind::Sft as i32,
+                    since_ms: 10,
+                    until_ms: 5,
+                    ..Default::default()
+                },
+                "field `until_ms`: must be >= since_ms (10), got 5",
+            ),
+            (
+                pb::ExportDatasetRequest {
+                    kind: pb::DatasetKind::Eval as i32,
+                    served_model: "bad model".to_string(),
+                    ..Default::default()
+                },
+                "field `served_model`",
+            ),
+        ];
+        for (bad, expected) in export_cases {
+            assert_code(
+                client.export_dataset(bad).await,
+                Code::InvalidArgument,
+                expected,
+            );
+        }
+        // A valid submission needs monitoring, which is down.
+        assert_code(
+            client.submit_feedback(good).await,
+            Code::Unavailable,
+            "monitoring is unavailable",
+        );
+        let body = format!(
+            r#"{{"request_id":"{}","kind":"thumbs","value":2}}"#,
+            request_id(1)
+        );
+        let (code, error) = http_post(feedback.admin, "/v1/feedback", &body).await;
+        assert_eq!(code, 400);
+        assert_eq!(
+            error["error"],
+            "field `value`: must be 1 or -1 for THUMBS, got 2"
+        );
+        // No feedback was stored by any of it.
+        let listed = client
+            .list_feedback(pb::ListFeedbackRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.records.is_empty());
+        feedback.shutdown.cancel();
+        feedback.server.await.unwrap().unwrap();
+    }
+}

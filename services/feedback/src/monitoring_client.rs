@@ -1,0 +1,123 @@
+//! The client of the monitoring service: fetches the inference records that
+//! feedback refers to and converts them to the domain's `Inference`.
+
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::error::Error;
+use crate::feedback::{ChatMessage, Inference, Passage};
+
+/// Monitoring's BatchGetInferences limit.
+pub const BATCH_LIMIT: usize = 1000;
+
+#[derive(Clone)]
+pub struct MonitoringClient {
+    client: MonitoringServiceClient<Channel>,
+}
+
+impl MonitoringClient {
+    /// A client that connects on first use, so the feedback service starts
+    /// while monitoring is down; every call has `timeout` as its deadline.
+    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<MonitoringClient, Error> {
+        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|error| {
+            Error::InvalidMonitoringUrl {
+                url: url.to_string(),
+                message: error.to_string(),
+            }
+        })?;
+        let channel = endpoint
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect_lazy();
+        Ok(MonitoringClient {
+            client: MonitoringServiceClient::new(channel),
+        })
+    }
+
+    /// The record of `request_id`; `None` when monitoring does not know it.
+    pub async fn get_inference(&self, request_id: &str) -> Result<Option<Inference>, Error> {
+        let request = pb::GetInferenceRequest {
+            request_id: request_id.to_string(),
+        };
+        match self.client.clone().get_inference(request).await {
+            Ok(response) => Ok(Some(inference_from_proto(response.into_inner()))),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(error_from_status(status)),
+        }
+    }
+
+    /// The records monitoring knows among `request_ids`, fetched in chunks.
+    pub async fn batch_get_inferences(
+        &self,
+        request_ids: &[String],
+    ) -> Result<Vec<Inference>, Error> {
+        let mut inferences = Vec::with_capacity(request_ids.len());
+        for chunk in request_ids.chunks(BATCH_LIMIT) {
+            let request = pb::BatchGetInferencesRequest {
+                request_ids: chunk.to_vec(),
+            };
+            let response = self
+                .client
+                .clone()
+                .batch_get_inferences(request)
+                .await
+                .map_err(error_from_status)?;
+            inferences.extend(
+                response
+                    .into_inner()
+                    .records
+                    .into_iter()
+                    .map(inference_from_proto),
+            );
+        }
+        Ok(inferences)
+    }
+}
+
+fn error_from_status(status: tonic::Status) -> Error {
+    let message = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        // Unknown is what a failed connection or a broken stream reads as.
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::ResourceExhausted => {
+            tracing::warn!(error = %message, "monitoring call failed");
+            Error::MonitoringUnavailable { message }
+        }
+        _ => Error::Monitoring { message },
+    }
+}
+
+fn inference_from_proto(record: pb::InferenceRecord) -> Inference {
+    Inference {
+        request_id: record.request_id,
+        endpoint: record.endpoint,
+        served_model: record.served_model,
+        served_version: record.served_version,
+        question: record.question,
+        prompt_messages: record
+            .prompt_messages
+            .into_iter()
+            .map(|message| ChatMessage {
+                role: message.role,
+                content: message.content,
+            })
+            .collect(),
+        contexts: record
+            .contexts
+            .into_iter()
+            .map(|citation| Passage {
+                point_id: citation.point_id,
+                text: citation.text,
+            })
+            .collect(),
+        answer: record.answer,
+        started_at_ms: record.started_at_ms,
+    }
+}

@@ -1,0 +1,402 @@
+//! The feedback table's SQL.
+
+use keel_store::{Migration, Store, StoreError};
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "feedback",
+    // idempotency_key is NULL when the caller sent none: NULLs never
+    // collide in a unique index, on either backend.
+    sqlite: "
+        CREATE TABLE feedback (
+            id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            correction TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            idempotency_key TEXT,
+            created_at_ms BIGINT NOT NULL,
+            endpoint TEXT NOT NULL,
+            served_model TEXT NOT NULL,
+            served_version BIGINT NOT NULL
+        );
+        CREATE UNIQUE INDEX feedback_by_idempotency_key ON feedback (idempotency_key);
+        CREATE INDEX feedback_by_time ON feedback (created_at_ms, id);
+        CREATE INDEX feedback_by_request ON feedback (request_id, created_at_ms);
+        CREATE INDEX feedback_by_endpoint ON feedback (endpoint, created_at_ms)
+    ",
+    // COLLATE \"C\": keyset pagination compares ids bytewise, as SQLite does.
+    postgres: "
+        CREATE TABLE feedback (
+            id TEXT COLLATE \"C\" PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            correction TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            idempotency_key TEXT,
+            created_at_ms BIGINT NOT NULL,
+            endpoint TEXT NOT NULL,
+            served_model TEXT NOT NULL,
+            served_version BIGINT NOT NULL
+        );
+        CREATE UNIQUE INDEX feedback_by_idempotency_key ON feedback (idempotency_key);
+        CREATE INDEX feedback_by_time ON feedback (created_at_ms, id);
+        CREATE INDEX feedback_by_request ON feedback (request_id, created_at_ms);
+        CREATE INDEX feedback_by_endpoint ON feedback (endpoint, created_at_ms)
+    ",
+}];
+
+const COLUMNS: &str = "id, request_id, kind, value, correction, comment, user_id, idempotency_key,
+    created_at_ms, endpoint, served_model, served_version";
+
+/// One row of `feedback`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackRow {
+    pub id: String,
+    pub request_id: String,
+    pub kind: String,
+    pub value: f64,
+    pub correction: String,
+    pub comment: String,
+    pub user_id: String,
+    pub idempotency_key: Option<String>,
+    pub created_at_ms: i64,
+    pub endpoint: String,
+    pub served_model: String,
+    pub served_version: i64,
+}
+
+type RowTuple = (
+    String,
+    String,
+    String,
+    f64,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    String,
+    i64,
+);
+
+fn from_tuple(tuple: RowTuple) -> FeedbackRow {
+    let (
+        id,
+        request_id,
+        kind,
+        value,
+        correction,
+        comment,
+        user_id,
+        idempotency_key,
+        created_at_ms,
+        endpoint,
+        served_model,
+        served_version,
+    ) = tuple;
+    FeedbackRow {
+        id,
+        request_id,
+        kind,
+        value,
+        correction,
+        comment,
+        user_id,
+        idempotency_key,
+        created_at_ms,
+        endpoint,
+        served_model,
+        served_version,
+    }
+}
+
+/// Inserts the row unless its idempotency key is taken; returns whether it
+/// was inserted.
+pub async fn insert_feedback(store: &Store, row: &FeedbackRow) -> Result<bool, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let result = sqlx::query(&format!(
+        "INSERT INTO feedback ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (idempotency_key) DO NOTHING"
+    ))
+    .bind(row.id.clone())
+    .bind(row.request_id.clone())
+    .bind(row.kind.clone())
+    .bind(row.value)
+    .bind(row.correction.clone())
+    .bind(row.comment.clone())
+    .bind(row.user_id.clone())
+    .bind(row.idempotency_key.clone())
+    .bind(row.created_at_ms)
+    .bind(row.endpoint.clone())
+    .bind(row.served_model.clone())
+    .bind(row.served_version)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn get_by_idempotency_key(
+    store: &Store,
+    key: &str,
+) -> Result<Option<FeedbackRow>, StoreError> {
+    let row: Option<RowTuple> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM feedback WHERE idempotency_key = $1"
+    ))
+    .bind(key.to_string())
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(from_tuple))
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+async fn fetch_rows(
+    store: &Store,
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<Vec<FeedbackRow>, StoreError> {
+    let mut query = sqlx::query_as::<_, RowTuple>(sql);
+    for arg in args {
+        query = match arg {
+            Arg::Text(text) => query.bind(text),
+            Arg::Int(number) => query.bind(number),
+        };
+    }
+    let tuples = query.fetch_all(store.pool()).await?;
+    Ok(tuples.into_iter().map(from_tuple).collect())
+}
+
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        return String::new();
+    }
+    format!("WHERE {}", clauses.join(" AND "))
+}
+
+/// Filters and keyset position of one page of `list_feedback`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub request_id: Option<String>,
+    pub endpoint: Option<String>,
+    /// Only rows strictly before this `(created_at_ms, id)`.
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// Newest first by (created_at_ms, id).
+pub async fn list_feedback(
+    store: &Store,
+    list: &ListQuery,
+) -> Result<Vec<FeedbackRow>, StoreError> {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    if let Some(request_id) = &list.request_id {
+        args.push(Arg::Text(request_id.clone()));
+        clauses.push(format!("request_id = ${}", args.len()));
+    }
+    if let Some(endpoint) = &list.endpoint {
+        args.push(Arg::Text(endpoint.clone()));
+        clauses.push(format!("endpoint = ${}", args.len()));
+    }
+    if let Some((created_at_ms, id)) = &list.before {
+        args.push(Arg::Int(*created_at_ms));
+        let earlier = args.len();
+        args.push(Arg::Int(*created_at_ms));
+        let same_time = args.len();
+        args.push(Arg::Text(id.clone()));
+        let smaller_id = args.len();
+        clauses.push(format!(
+            "(created_at_ms < ${earlier} OR (created_at_ms = ${same_time} AND id < ${smaller_id}))"
+        ));
+    }
+    args.push(Arg::Int(list.limit));
+    let limit = args.len();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM feedback {} ORDER BY created_at_ms DESC, id DESC LIMIT ${limit}",
+        where_clause(&clauses)
+    );
+    fetch_rows(store, &sql, args).await
+}
+
+/// Which feedback a dataset export reads; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ExportQuery {
+    pub endpoint: Option<String>,
+    pub served_model: Option<String>,
+    pub served_version: Option<i64>,
+    /// On created_at_ms, inclusive.
+    pub since_ms: Option<i64>,
+    /// Exclusive.
+    pub until_ms: Option<i64>,
+}
+
+/// Oldest first by (created_at_ms, id), so "latest" is the last one.
+pub async fn export_feedback(
+    store: &Store,
+    export: &ExportQuery,
+) -> Result<Vec<FeedbackRow>, StoreError> {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    if let Some(endpoint) = &export.endpoint {
+        args.push(Arg::Text(endpoint.clone()));
+        clauses.push(format!("endpoint = ${}", args.len()));
+    }
+    if let Some(served_model) = &export.served_model {
+        args.push(Arg::Text(served_model.clone()));
+        clauses.push(format!("served_model = ${}", args.len()));
+    }
+    if let Some(served_version) = export.served_version {
+        args.push(Arg::Int(served_version));
+        clauses.push(format!("served_version = ${}", args.len()));
+    }
+    if let Some(since_ms) = export.since_ms {
+        args.push(Arg::Int(since_ms));
+        clauses.push(format!("created_at_ms >= ${}", args.len()));
+    }
+    if let Some(until_ms) = export.until_ms {
+        args.push(Arg::Int(until_ms));
+        clauses.push(format!("created_at_ms < ${}", args.len()));
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM feedback {} ORDER BY created_at_ms ASC, id ASC",
+        where_clause(&clauses)
+    );
+    fetch_rows(store, &sql, args).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        id: &str,
+        request_id: &str,
+        created_at_ms: i64,
+        key: Option<&str>,
+        endpoint: &str,
+    ) -> FeedbackRow {
+        FeedbackRow {
+            id: id.to_string(),
+            request_id: request_id.to_string(),
+            kind: "rating".to_string(),
+            value: 4.0,
+            correction: String::new(),
+            comment: "ok".to_string(),
+            user_id: "u".to_string(),
+            idempotency_key: key.map(str::to_string),
+            created_at_ms,
+            endpoint: endpoint.to_string(),
+            served_model: "chain".to_string(),
+            served_version: if endpoint == "sales" { 2 } else { 1 },
+        }
+    }
+
+    fn ids(rows: &[FeedbackRow]) -> Vec<&str> {
+        rows.iter().map(|row| row.id.as_str()).collect()
+    }
+
+    async fn exercise(store: &Store) {
+        let rows = vec![
+            row("a1", "r1", 1_000, Some("key-1"), "support"),
+            row("a3", "r2", 2_000, None, "support"),
+            row("a2", "r2", 2_000, None, "sales"),
+            row("a4", "r1", 3_000, None, "support"),
+        ];
+        for each in &rows {
+            assert!(insert_feedback(store, each).await.unwrap());
+        }
+        // A second row with a taken key is not inserted.
+        let duplicate = row("a9", "r9", 9_000, Some("key-1"), "support");
+        assert!(!insert_feedback(store, &duplicate).await.unwrap());
+        assert_eq!(
+            get_by_idempotency_key(store, "key-1").await.unwrap(),
+            Some(rows[0].clone())
+        );
+        assert_eq!(get_by_idempotency_key(store, "key-2").await.unwrap(), None);
+
+        let first_page = list_feedback(
+            store,
+            &ListQuery {
+                limit: 2,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids(&first_page), vec!["a4", "a3"]);
+        let second_page = list_feedback(
+            store,
+            &ListQuery {
+                before: Some((2_000, "a3".to_string())),
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids(&second_page), vec!["a2", "a1"]);
+        let for_request = list_feedback(
+            store,
+            &ListQuery {
+                request_id: Some("r1".to_string()),
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids(&for_request), vec!["a4", "a1"]);
+
+        let everything = export_feedback(store, &ExportQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(ids(&everything), vec!["a1", "a2", "a3", "a4"]);
+        assert_eq!(everything[2].idempotency_key, None);
+        let filtered = export_feedback(
+            store,
+            &ExportQuery {
+                endpoint: Some("support".to_string()),
+                served_model: Some("chain".to_string()),
+                served_version: Some(1),
+                since_ms: Some(1_500),
+                until_ms: Some(3_000),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(ids(&filtered), vec!["a3"]);
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = keel_store::default_sqlite_url(dir.path(), "feedback");
+        let store = Store::open(&url, MIGRATIONS).await.unwrap();
+        exercise(&store).await;
+        store.close().await;
+        let reopened = Store::open(&url, MIGRATIONS).await.unwrap();
+        let everything = export_feedback(&reopened, &ExportQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(ids(&everything), vec!["a1", "a2", "a3", "a4"]);
+    }
+
+    #[tokio::test]
+    async fn postgres_store() {
+        let url = keel_store::testing::fresh_postgres_database()
+            .await
+            .expect("postgres must run at postgres://postgres@127.0.0.1:5432/test");
+        let store = Store::open(&url, MIGRATIONS).await.unwrap();
+        exercise(&store).await;
+    }
+}

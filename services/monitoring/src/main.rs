@@ -1,0 +1,16 @@
+//! The monitoring service as its own process: `keel-monitoring [--config <file>]`.
+
+use keel_core::standalone::{prepare, ServiceSettings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let standalone = prepare(ServiceSettings::<keel_monitoring::Config> {
+        service: "monitoring",
+        section: "monitoring",
+        port: |config| config.port,
+        database_url: |config| &mut config.database_url,
+    })
+    .await?;
+    keel_monitoring::serve(standalone.config, standalone.listeners, standalone.shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+use serde::{Deserialize, Serialize};
+
+/// The `[registry]` section of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The default gRPC port, used only by whoever binds.
+    pub port: u16,
+    /// Empty: the caller fills `sqlite://<data_dir>/registry.db`; `serve`
+    /// assumes it is set.
+    pub database_url: String,
+    /// Alias events buffered per watcher; a watcher further behind than this
+    /// gets its stream ended with ABORTED and resubscribes.
+    pub watch_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            port: 7101,
+            database_url: String::new(),
+            watch_buffer: 1024,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+use keel_core::FieldError;
+
+/// Everything the registry can fail with; [`tonic::Status`] codes are decided
+/// once, in the `From` impl below.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("watch lagged, resubscribe (skipped {skipped} events)")]
+    WatchLagged { skipped: u64 },
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] keel_store::StoreError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Serve(#[from] keel_core::ServeError),
+}
+
+fn is_database_unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::NotFound(_) => tonic::Status::not_found(message),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(message),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::WatchLagged { .. } => tonic::Status::aborted(message),
+            Error::Database(ref source) if is_database_unreachable(source) => {
+                tonic::Status::unavailable(message)
+            }
+            Error::Store(keel_store::StoreError::Database(ref source))
+                if is_database_unreachable(source) =>
+            {
+                tonic::Status::unavailable(message)
+            }
+            Error::Corrupt(_)
+            | Error::Store(_)
+            | Error::Database(_)
+            | Error::Task(_)
+            | Error::Serve(_) => {
+                tracing::error!(error = %message, "registry internal error");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

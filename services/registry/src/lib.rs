@@ -1,0 +1,55 @@
+//! keel-registry: models (RAG chains and prompt templates), their immutable
+//! versions, movable aliases with compare-and-set, the audit trail of every
+//! alias move, and a live stream of moves for watchers.
+
+pub mod aliases;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod pagination;
+pub mod reference;
+pub mod registry;
+pub mod spec;
+pub mod store;
+
+use std::sync::Arc;
+
+use keel_core::admin::MetricsRenderer;
+use keel_core::{CancellationToken, GrpcService, Listeners};
+use keel_proto::v1::registry_service_server::RegistryServiceServer;
+
+pub use config::Config;
+pub use error::Error;
+
+/// Serves the registry on `listeners` until `shutdown` is cancelled, then
+/// drains (open watch streams end) and returns.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
+    let registry = Arc::new(registry::Registry::new(
+        store.clone(),
+        config.watch_buffer,
+        shutdown.clone(),
+    ));
+    let metrics = registry.metrics();
+    let metrics_renderer: MetricsRenderer = Arc::new(move || metrics.render());
+    let admin_router = keel_core::admin::router(metrics_renderer);
+    let service = GrpcService {
+        name: "registry",
+        grpc_names: vec!["keel.v1.RegistryService"],
+        routes: tonic::service::Routes::new(RegistryServiceServer::new(api::RegistryApi::new(
+            registry,
+        ))),
+    };
+    let served = keel_core::run_service(service, admin_router, listeners, shutdown).await;
+    store.close().await;
+    served?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod test_support;

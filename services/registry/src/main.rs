@@ -1,0 +1,16 @@
+//! The registry service as its own process: `keel-registry [--config <file>]`.
+
+use keel_core::standalone::{prepare, ServiceSettings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let standalone = prepare(ServiceSettings::<keel_registry::Config> {
+        service: "registry",
+        section: "registry",
+        port: |config| config.port,
+        database_url: |config| &mut config.database_url,
+    })
+    .await?;
+    keel_registry::serve(standalone.config, standalone.listeners, standalone.shutdown).await?;
+    Ok(())
+}

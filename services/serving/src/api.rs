@@ -1,0 +1,247 @@
+//! The gRPC edge: converts requests, calls the domain, converts answers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use keel_core::trace_context::TraceContext;
+use keel_models::{FinishReason, Passage};
+use keel_proto::v1 as pb;
+use keel_proto::v1::serving_service_server::ServingService;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::endpoints::{Endpoint, EndpointInput, Endpoints, RouteInput};
+use crate::inference_log::InferenceLog;
+use crate::pipeline::{MessageInput, Pipeline, QueryEvent, QueryInput, QueryOutput};
+
+type QueryEventStream = Pin<Box<dyn Stream<Item = Result<pb::QueryStreamEvent, Status>> + Send>>;
+
+pub struct ServingApi {
+    endpoints: Endpoints,
+    pipeline: Arc<Pipeline>,
+    inference_log: InferenceLog,
+}
+
+impl ServingApi {
+    pub fn new(
+        endpoints: Endpoints,
+        pipeline: Arc<Pipeline>,
+        inference_log: InferenceLog,
+    ) -> ServingApi {
+        ServingApi {
+            endpoints,
+            pipeline,
+            inference_log,
+        }
+    }
+}
+
+fn endpoint_input(name: String, routes: Vec<pb::Route>, description: String) -> EndpointInput {
+    EndpointInput {
+        name,
+        routes: routes
+            .into_iter()
+            .map(|route| RouteInput {
+                target: route.target,
+                weight: route.weight,
+            })
+            .collect(),
+        description,
+    }
+}
+
+fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
+    pb::Endpoint {
+        name: endpoint.name,
+        routes: endpoint
+            .routes
+            .into_iter()
+            .map(|route| pb::Route {
+                target: route.target.to_string(),
+                weight: route.weight,
+            })
+            .collect(),
+        description: endpoint.description,
+        created_at_ms: endpoint.created_at_ms,
+        updated_at_ms: endpoint.updated_at_ms,
+    }
+}
+
+fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
+    let parent_trace = TraceContext::from_metadata(request.metadata());
+    let message = request.into_inner();
+    QueryInput {
+        endpoint: message.endpoint,
+        question: message.question,
+        messages: message
+            .messages
+            .into_iter()
+            .map(|chat| MessageInput {
+                role: chat.role,
+                content: chat.content,
+            })
+            .collect(),
+        user_id: message.user_id,
+        session_id: message.session_id,
+        parent_trace,
+    }
+}
+
+fn citations_to_proto(citations: Vec<Passage>) -> Vec<pb::Citation> {
+    citations
+        .into_iter()
+        .map(|passage| pb::Citation {
+            point_id: passage.id,
+            score: passage.score,
+            text: passage.text,
+        })
+        .collect()
+}
+
+fn finish_reason_to_proto(reason: Option<FinishReason>) -> i32 {
+    let reason = match reason {
+        None => pb::FinishReason::Unspecified,
+        Some(FinishReason::Stop) => pb::FinishReason::Stop,
+        Some(FinishReason::Length) => pb::FinishReason::Length,
+        Some(FinishReason::StopSequence) => pb::FinishReason::StopSequence,
+        Some(FinishReason::Cancelled) => pb::FinishReason::Cancelled,
+    };
+    reason as i32
+}
+
+fn query_output_to_proto(output: QueryOutput) -> pb::QueryResponse {
+    pb::QueryResponse {
+        answer: output.answer,
+        citations: citations_to_proto(output.citations),
+        request_id: output.request_id.to_string(),
+        trace_id: output.trace_id,
+        served_model: output.served_model,
+        served_version: output.served_version,
+        route_target: output.route_target,
+        usage: Some(pb::TokenUsage {
+            input_tokens: output.input_tokens,
+            output_tokens: output.output_tokens,
+        }),
+        latency_ms: output.latency_ms,
+        finish_reason: finish_reason_to_proto(output.finish_reason),
+        generator: output.generator,
+    }
+}
+
+fn query_event_to_proto(event: QueryEvent) -> pb::QueryStreamEvent {
+    use pb::query_stream_event::Event;
+    let event = match event {
+        QueryEvent::Citations {
+            citations,
+            request_id,
+            trace_id,
+        } => Event::Citations(pb::Citations {
+            citations: citations_to_proto(citations),
+            request_id: request_id.to_string(),
+            trace_id,
+        }),
+        QueryEvent::Delta(text) => Event::Delta(pb::AnswerDelta { text }),
+        QueryEvent::Done(output) => Event::Done(pb::QueryDone {
+            usage: Some(pb::TokenUsage {
+                input_tokens: output.input_tokens,
+                output_tokens: output.output_tokens,
+            }),
+            latency_ms: output.latency_ms,
+            request_id: output.request_id.to_string(),
+            trace_id: output.trace_id,
+            served_model: output.served_model,
+            served_version: output.served_version,
+            route_target: output.route_target,
+            finish_reason: finish_reason_to_proto(output.finish_reason),
+            generator: output.generator,
+        }),
+    };
+    pb::QueryStreamEvent { event: Some(event) }
+}
+
+#[tonic::async_trait]
+impl ServingService for ServingApi {
+    async fn create_endpoint(
+        &self,
+        request: Request<pb::CreateEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let message = request.into_inner();
+        let input = endpoint_input(message.name, message.routes, message.description);
+        let endpoint = self.endpoints.create(&input).await?;
+        Ok(Response::new(endpoint_to_proto(endpoint)))
+    }
+
+    async fn get_endpoint(
+        &self,
+        request: Request<pb::GetEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let endpoint = self.endpoints.get(&request.into_inner().name).await?;
+        Ok(Response::new(endpoint_to_proto(endpoint)))
+    }
+
+    async fn list_endpoints(
+        &self,
+        _request: Request<pb::ListEndpointsRequest>,
+    ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
+        let endpoints = self.endpoints.list().await?;
+        Ok(Response::new(pb::ListEndpointsResponse {
+            endpoints: endpoints.into_iter().map(endpoint_to_proto).collect(),
+        }))
+    }
+
+    async fn update_endpoint(
+        &self,
+        request: Request<pb::UpdateEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let message = request.into_inner();
+        let input = endpoint_input(message.name, message.routes, message.description);
+        let endpoint = self.endpoints.update(&input).await?;
+        Ok(Response::new(endpoint_to_proto(endpoint)))
+    }
+
+    async fn delete_endpoint(
+        &self,
+        request: Request<pb::DeleteEndpointRequest>,
+    ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
+        self.endpoints.delete(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteEndpointResponse {}))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let output = self.pipeline.query(query_input(request)).await?;
+        Ok(Response::new(query_output_to_proto(output)))
+    }
+
+    type QueryStreamStream = QueryEventStream;
+
+    async fn query_stream(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<QueryEventStream>, Status> {
+        let stream = self.pipeline.query_stream(query_input(request)).await?;
+        let first = tokio_stream::once(Ok(query_event_to_proto(stream.first)));
+        // Dropping this stream (the client cancelled) drops the receiver,
+        // which is what tells the generator to stop.
+        let rest = ReceiverStream::new(stream.rest)
+            .map(|item| item.map(query_event_to_proto).map_err(Status::from));
+        Ok(Response::new(Box::pin(first.chain(rest))))
+    }
+
+    async fn get_serving_stats(
+        &self,
+        _request: Request<pb::GetServingStatsRequest>,
+    ) -> Result<Response<pb::ServingStats>, Status> {
+        let stats = self.inference_log.stats();
+        Ok(Response::new(pb::ServingStats {
+            records_enqueued: stats.enqueued,
+            records_delivered: stats.delivered,
+            records_dropped_queue_full: stats.dropped_queue_full,
+            records_failed_delivery: stats.failed_delivery,
+            queue_depth: stats.queue_depth,
+        }))
+    }
+}

@@ -1,0 +1,82 @@
+use keel_core::FieldError;
+
+/// Everything that can go wrong in serving; `From<Error> for tonic::Status`
+/// below is the one place that decides status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A dependency (registry, vector index, database) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] keel_store::StoreError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Serve(#[from] keel_core::ServeError),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Error {
+        Error::Store(keel_store::StoreError::Database(error))
+    }
+}
+
+impl From<keel_models::ModelError> for Error {
+    fn from(error: keel_models::ModelError) -> Error {
+        use keel_models::ModelError;
+        match error {
+            ModelError::UnknownGenerator(_) | ModelError::UnknownEmbedder(_) => {
+                Error::FailedPrecondition(error.to_string())
+            }
+            ModelError::InvalidInput(_) => Error::FailedPrecondition(error.to_string()),
+            ModelError::Backend(_) | ModelError::Unavailable(_) => {
+                Error::Unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+fn is_database_unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::NotFound(_) => tonic::Status::not_found(message),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(message),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::Store(keel_store::StoreError::Database(ref database_error))
+                if is_database_unreachable(database_error) =>
+            {
+                tonic::Status::unavailable(message)
+            }
+            Error::Internal(_) | Error::Store(_) | Error::Config(_) | Error::Serve(_) => {
+                tracing::error!(error = %message, "internal error");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

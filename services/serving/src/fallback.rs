@@ -1,0 +1,273 @@
+//! A chain's generator and its fallbacks, tried in order. The next one runs
+//! only when the one before failed as unavailable (down, timed out,
+//! overloaded, broken) before it handed over any text: once the caller
+//! holds part of an answer, the error is that answer's. Blocking: runs on
+//! the generation pool.
+
+use std::ops::ControlFlow;
+
+use keel_models::{Generation, GenerationParams, GenerationRequest, ModelError, SharedGenerator};
+
+use crate::error::Error;
+
+/// One generator the chain may answer with.
+pub struct Candidate {
+    pub name: String,
+    pub generator: SharedGenerator,
+    pub params: GenerationParams,
+}
+
+pub struct Outcome {
+    /// The generator that answered, or the last one tried when none did.
+    pub generator: String,
+    pub result: Result<Generation, Error>,
+}
+
+/// Whether `error` blames the generator rather than the request, so that
+/// another generator may well succeed.
+pub fn allows_fallback(error: &ModelError) -> bool {
+    match error {
+        ModelError::Unavailable(_) | ModelError::Backend(_) => true,
+        ModelError::InvalidInput(_)
+        | ModelError::UnknownGenerator(_)
+        | ModelError::UnknownEmbedder(_) => false,
+    }
+}
+
+/// Generates with the first candidate that answers. Each candidate gets
+/// its own parameters in `request.params`.
+pub fn generate(
+    candidates: &[Candidate],
+    request: &mut GenerationRequest,
+    on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
+) -> Outcome {
+    let mut earlier_failures: Vec<String> = Vec::new();
+    for (index, candidate) in candidates.iter().enumerate() {
+        request.params = candidate.params.clone();
+        let mut handed_over_text = false;
+        let result = candidate.generator.generate(request, &mut |piece: &str| {
+            if !piece.is_empty() {
+                handed_over_text = true;
+            }
+            on_delta(piece)
+        });
+        let error = match result {
+            Ok(generation) => {
+                return Outcome {
+                    generator: candidate.name.clone(),
+                    result: Ok(generation),
+                }
+            }
+            Err(error) => error,
+        };
+        let next = candidates.get(index + 1);
+        let falls_back = !handed_over_text && allows_fallback(&error);
+        let Some(next) = next.filter(|_| falls_back) else {
+            return Outcome {
+                generator: candidate.name.clone(),
+                result: Err(name_failures(&candidate.name, error, &earlier_failures)),
+            };
+        };
+        tracing::warn!(generator = %candidate.name, fallback = %next.name, %error, "generator failed, falling back");
+        earlier_failures.push(format!("generator `{}` failed: {error}", candidate.name));
+    }
+    Outcome {
+        generator: String::new(),
+        result: Err(Error::FailedPrecondition(
+            "the chain names no generator".to_string(),
+        )),
+    }
+}
+
+/// The last failure, with its status class, naming every generator tried.
+fn name_failures(name: &str, error: ModelError, earlier_failures: &[String]) -> Error {
+    let mut message = String::new();
+    for earlier in earlier_failures {
+        message.push_str(earlier);
+        message.push_str("; then ");
+    }
+    message.push_str(&format!("generator `{name}` failed: {error}"));
+    match Error::from(error) {
+        Error::Unavailable(_) => Error::Unavailable(message),
+        Error::FailedPrecondition(_) => Error::FailedPrecondition(message),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use keel_models::{FinishReason, Generator};
+
+    use super::*;
+
+    /// Records the params it was called with; sends `deltas`, then fails
+    /// with `failure` or answers.
+    struct Scripted {
+        deltas: Vec<&'static str>,
+        failure: Option<fn(String) -> ModelError>,
+        seen_max_tokens: Mutex<Vec<Option<u32>>>,
+    }
+
+    impl Scripted {
+        fn answering(deltas: Vec<&'static str>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                deltas,
+                failure: None,
+                seen_max_tokens: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn failing(deltas: Vec<&'static str>, failure: fn(String) -> ModelError) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                deltas,
+                failure: Some(failure),
+                seen_max_tokens: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn calls(&self) -> Vec<Option<u32>> {
+            self.seen_max_tokens.lock().unwrap().clone()
+        }
+    }
+
+    impl Generator for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+
+        fn generate(
+            &self,
+            request: &GenerationRequest,
+            on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        ) -> Result<Generation, ModelError> {
+            self.seen_max_tokens
+                .lock()
+                .unwrap()
+                .push(request.params.max_tokens);
+            let mut text = String::new();
+            for delta in &self.deltas {
+                text.push_str(delta);
+                let _ = on_delta(delta);
+            }
+            if let Some(failure) = self.failure {
+                return Err(failure("scripted failure".to_string()));
+            }
+            Ok(Generation {
+                text,
+                input_tokens: 1,
+                output_tokens: self.deltas.len() as u32,
+                finish_reason: FinishReason::Stop,
+            })
+        }
+    }
+
+    fn candidate(name: &str, generator: Arc<Scripted>, max_tokens: u32) -> Candidate {
+        Candidate {
+            name: name.to_string(),
+            generator,
+            params: GenerationParams {
+                max_tokens: Some(max_tokens),
+                ..GenerationParams::default()
+            },
+        }
+    }
+
+    fn request() -> GenerationRequest {
+        GenerationRequest {
+            messages: Vec::new(),
+            question: "q".to_string(),
+            passages: Vec::new(),
+            params: GenerationParams::default(),
+        }
+    }
+
+    fn run(candidates: &[Candidate]) -> (Outcome, Vec<String>) {
+        let mut deltas = Vec::new();
+        let outcome = generate(candidates, &mut request(), &mut |piece: &str| {
+            deltas.push(piece.to_string());
+            ControlFlow::Continue(())
+        });
+        (outcome, deltas)
+    }
+
+    #[test]
+    fn an_unavailable_primary_falls_back_with_the_fallbacks_own_params() {
+        let primary = Scripted::failing(Vec::new(), ModelError::Unavailable);
+        let second = Scripted::failing(Vec::new(), ModelError::Backend);
+        let third = Scripted::answering(vec!["Thirty", " days"]);
+        let (outcome, deltas) = run(&[
+            candidate("remote", primary.clone(), 10),
+            candidate("backup", second.clone(), 20),
+            candidate("local", third.clone(), 30),
+        ]);
+        assert_eq!(outcome.generator, "local");
+        assert_eq!(outcome.result.unwrap().text, "Thirty days");
+        assert_eq!(deltas, vec!["Thirty", " days"]);
+        assert_eq!(primary.calls(), vec![Some(10)]);
+        assert_eq!(second.calls(), vec![Some(20)]);
+        assert_eq!(third.calls(), vec![Some(30)]);
+    }
+
+    #[test]
+    fn a_failure_after_text_was_handed_over_is_the_answers() {
+        let primary = Scripted::failing(vec!["Thir"], ModelError::Unavailable);
+        let fallback = Scripted::answering(vec!["never"]);
+        let (outcome, deltas) = run(&[
+            candidate("remote", primary, 10),
+            candidate("local", fallback.clone(), 20),
+        ]);
+        assert_eq!(outcome.generator, "remote");
+        let error = outcome.result.unwrap_err();
+        assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+        assert_eq!(deltas, vec!["Thir"]);
+        assert!(fallback.calls().is_empty());
+    }
+
+    #[test]
+    fn a_request_the_generator_refuses_does_not_fall_back() {
+        let primary = Scripted::failing(Vec::new(), ModelError::InvalidInput);
+        let fallback = Scripted::answering(vec!["never"]);
+        let (outcome, _) = run(&[
+            candidate("remote", primary, 10),
+            candidate("local", fallback.clone(), 20),
+        ]);
+        let error = outcome.result.unwrap_err();
+        assert!(matches!(error, Error::FailedPrecondition(_)), "{error:?}");
+        assert!(fallback.calls().is_empty());
+    }
+
+    #[test]
+    fn when_every_generator_fails_the_error_names_each() {
+        let (outcome, _) = run(&[
+            candidate(
+                "remote",
+                Scripted::failing(Vec::new(), ModelError::Unavailable),
+                10,
+            ),
+            candidate(
+                "local",
+                Scripted::failing(Vec::new(), ModelError::Backend),
+                20,
+            ),
+        ]);
+        assert_eq!(outcome.generator, "local");
+        let Err(Error::Unavailable(message)) = outcome.result else {
+            panic!("expected unavailable");
+        };
+        assert_eq!(
+            message,
+            "generator `remote` failed: model unavailable: scripted failure; \
+             then generator `local` failed: model failed: scripted failure"
+        );
+    }
+
+    #[test]
+    fn fallback_classes() {
+        assert!(allows_fallback(&ModelError::Unavailable("x".into())));
+        assert!(allows_fallback(&ModelError::Backend("x".into())));
+        assert!(!allows_fallback(&ModelError::InvalidInput("x".into())));
+        assert!(!allows_fallback(&ModelError::UnknownGenerator("x".into())));
+    }
+}

@@ -1,0 +1,129 @@
+//! keel-serving: endpoints that route traffic to registered RAG chains, and
+//! the query pipeline (resolve, retrieve, render, generate) with inference
+//! records shipped to monitoring off the request path.
+
+pub mod api;
+pub mod clients;
+pub mod config;
+pub mod endpoints;
+pub mod error;
+pub mod fallback;
+pub mod generation;
+pub mod inference_log;
+pub mod pipeline;
+pub mod prompt;
+pub mod registry;
+pub mod resolver;
+pub mod retrieval;
+pub mod routing;
+pub mod store;
+#[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::{CancellationToken, GrpcService, Listeners};
+use keel_models::ModelCatalog;
+use keel_proto::v1::serving_service_server::ServingServiceServer;
+
+pub use config::Config;
+pub use error::Error;
+
+use crate::api::ServingApi;
+use crate::endpoints::Endpoints;
+use crate::generation::GenerationPool;
+use crate::inference_log::DeliverySettings;
+use crate::pipeline::Pipeline;
+use crate::registry::RegistryClient;
+use crate::resolver::Resolver;
+use crate::retrieval::Retriever;
+
+/// Serves the serving service on `listeners` until `shutdown` is cancelled,
+/// then drains in-flight calls, flushes the queued inference records
+/// (bounded by a deadline) and returns.
+pub async fn serve(
+    config: Config,
+    catalog: ModelCatalog,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    config.check().map_err(Error::Config)?;
+    let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
+    let dependency_timeout = Duration::from_millis(config.dependency_timeout_ms);
+    let delivery_timeout = Duration::from_millis(config.delivery_timeout_ms);
+    let registry = RegistryClient::new(
+        clients::lazy_channel(&config.registry_url, dependency_timeout)?,
+        dependency_timeout,
+    );
+    let retriever = Retriever::new(
+        clients::lazy_channel(&config.vector_index_url, dependency_timeout)?,
+        dependency_timeout,
+    );
+    let monitoring_channel = clients::lazy_channel(&config.monitoring_url, delivery_timeout)?;
+
+    // Background tasks stop after the gRPC server drained, so the last
+    // queries still get their records delivered.
+    let background_shutdown = CancellationToken::new();
+    let (inference_log, delivery_worker) =
+        inference_log::channel(DeliverySettings::from_config(&config));
+    let delivery_task =
+        tokio::spawn(delivery_worker.run(monitoring_channel, background_shutdown.clone()));
+    let resolver = Arc::new(Resolver::new(registry.clone()));
+    let watch_task = tokio::spawn(resolver.clone().watch_aliases(background_shutdown.clone()));
+
+    let pipeline = Arc::new(Pipeline::new(
+        store.clone(),
+        resolver,
+        retriever,
+        catalog,
+        GenerationPool::new(config.generation_workers, config.generation_queue),
+        inference_log.clone(),
+    ));
+    let api = ServingApi::new(
+        Endpoints::new(store.clone(), registry),
+        pipeline.clone(),
+        inference_log.clone(),
+    );
+    let metrics_log = inference_log.clone();
+    let metrics_pipeline = pipeline.clone();
+    let metrics: keel_core::admin::MetricsRenderer = Arc::new(move || {
+        let mut text = inference_log::render_metrics(&metrics_log.stats());
+        text.push_str(&pipeline::render_metrics(&metrics_pipeline.stats()));
+        text
+    });
+    let service = GrpcService {
+        name: "serving",
+        grpc_names: vec!["keel.v1.ServingService"],
+        routes: tonic::service::Routes::new(ServingServiceServer::new(api)),
+    };
+    let served = keel_core::run_service(
+        service,
+        keel_core::admin::router(metrics),
+        listeners,
+        shutdown,
+    )
+    .await;
+
+    background_shutdown.cancel();
+    if let Err(error) = watch_task.await {
+        tracing::warn!(%error, "alias watch task failed");
+    }
+    if let Err(error) = delivery_task.await {
+        tracing::warn!(%error, "inference delivery task failed");
+    }
+    let stats = inference_log.stats();
+    tracing::info!(
+        delivered = stats.delivered,
+        failed_delivery = stats.failed_delivery,
+        dropped_queue_full = stats.dropped_queue_full,
+        "inference log closed"
+    );
+    store.close().await;
+    served?;
+    Ok(())
+}

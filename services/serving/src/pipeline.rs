@@ -1,0 +1,717 @@
+//! One query: validate, pick a route, resolve the chain, retrieve, render the
+//! prompt, generate (falling back along the chain's generators), answer, and
+//! hand an inference record to the log, whether the query succeeded or not.
+//!
+//! Each query runs in a task of its own, so that it finishes and records
+//! what happened also when its caller goes away: a unary caller's dropped
+//! future sets a flag, a streaming caller's dropped stream closes the event
+//! channel, and either way the generator is told to stop at its next delta.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use keel_core::trace_context::TraceContext;
+use keel_core::{validate, FieldError};
+use keel_models::{
+    ChatMessage, FinishReason, Generation, GenerationRequest, ModelCatalog, Passage, Role,
+};
+use keel_store::Store;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::fallback::{self, Candidate};
+use crate::generation::GenerationPool;
+use crate::inference_log::{InferenceEntry, InferenceLog};
+use crate::resolver::Resolver;
+use crate::retrieval::{Retriever, SearchQuery};
+use crate::{routing, store};
+
+pub const MAX_QUESTION_BYTES: usize = 16 * 1024;
+pub const MAX_MESSAGES: usize = 64;
+pub const MAX_ID_BYTES: usize = 256;
+pub const SNIPPET_CHARS: usize = 300;
+/// Events of a streamed answer waiting for the client. Small: the
+/// transport buffers too, and a client that stops reading should hold the
+/// generator back soon.
+pub const STREAM_EVENT_BUFFER: usize = 16;
+
+/// A message as the caller sent it; the role is checked in validation.
+#[derive(Debug, Clone)]
+pub struct MessageInput {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryInput {
+    pub endpoint: String,
+    pub question: String,
+    pub messages: Vec<MessageInput>,
+    pub user_id: String,
+    pub session_id: String,
+    /// The caller's trace context, when it sent a valid `traceparent`.
+    pub parent_trace: Option<TraceContext>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryOutput {
+    pub answer: String,
+    /// Best first; `text` is a snippet of the passage.
+    pub citations: Vec<Passage>,
+    pub request_id: Uuid,
+    pub trace_id: String,
+    pub served_model: String,
+    pub served_version: u32,
+    pub route_target: String,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub latency_ms: f64,
+    pub finish_reason: Option<FinishReason>,
+    /// The generator that answered: the chain's own, or one of its fallbacks.
+    pub generator: String,
+}
+
+/// What a streamed query sends, in this order: `Citations` once, `Delta`
+/// any number of times, `Done` once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryEvent {
+    Citations {
+        /// Best first; `text` is a snippet of the passage.
+        citations: Vec<Passage>,
+        request_id: Uuid,
+        trace_id: String,
+    },
+    Delta(String),
+    Done(QueryOutput),
+}
+
+/// A streamed query that got as far as its first event. Errors before it
+/// were returned instead; an error after it arrives as the last item.
+pub struct QueryStream {
+    pub first: QueryEvent,
+    pub rest: mpsc::Receiver<Result<QueryEvent, Error>>,
+}
+
+/// Where a query's answer goes while it is generated.
+#[derive(Clone)]
+enum Listener {
+    /// A unary call: the answer is returned whole; the flag is set when the
+    /// caller went away.
+    Unary { caller_gone: Arc<AtomicBool> },
+    /// A streaming call: events go to the client through a bounded channel,
+    /// which closes when the client goes away.
+    Stream {
+        events: mpsc::Sender<Result<QueryEvent, Error>>,
+    },
+}
+
+impl Listener {
+    fn is_gone(&self) -> bool {
+        match self {
+            Listener::Unary { caller_gone } => caller_gone.load(Ordering::Acquire),
+            Listener::Stream { events } => events.is_closed(),
+        }
+    }
+
+    /// Sends the first event of a stream; `Break` when the client left.
+    async fn send_citations(&self, event: QueryEvent) -> ControlFlow<()> {
+        match self {
+            Listener::Unary { .. } => ControlFlow::Continue(()),
+            Listener::Stream { events } => match events.send(Ok(event)).await {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_client_left) => ControlFlow::Break(()),
+            },
+        }
+    }
+
+    /// From the generation thread: hands one piece of the answer over;
+    /// `Break` tells the generator that nobody listens any more.
+    fn deliver_blocking(&self, piece: &str) -> ControlFlow<()> {
+        match self {
+            Listener::Unary { caller_gone } => {
+                if caller_gone.load(Ordering::Acquire) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            Listener::Stream { events } => {
+                match events.blocking_send(Ok(QueryEvent::Delta(piece.to_string()))) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_client_left) => ControlFlow::Break(()),
+                }
+            }
+        }
+    }
+}
+
+/// Tells a unary query's task that its caller went away: it lives in the
+/// caller's future and is dropped with it.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A valid query with its identity, as it enters its task.
+struct Admitted {
+    query: ValidQuery,
+    request_id: Uuid,
+    trace: TraceContext,
+    started: Instant,
+    started_at_ms: i64,
+}
+
+/// A query that passed every input rule.
+#[derive(Debug, Clone, PartialEq)]
+struct ValidQuery {
+    endpoint: String,
+    /// The question on its own: `question`, or the last (user) message.
+    question: String,
+    /// The conversation as sent; empty when the caller sent `question`.
+    messages: Vec<ChatMessage>,
+    user_id: String,
+    session_id: String,
+}
+
+fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
+    validate::name("endpoint", &input.endpoint)?;
+    validate::max_len("user_id", &input.user_id, MAX_ID_BYTES)?;
+    validate::max_len("session_id", &input.session_id, MAX_ID_BYTES)?;
+    let has_question = !input.question.is_empty();
+    let has_messages = !input.messages.is_empty();
+    if has_question == has_messages {
+        return Err(FieldError::new(
+            "question",
+            "exactly one of `question` and `messages` must be set",
+        ));
+    }
+    if has_question {
+        validate::not_empty("question", &input.question)?;
+        validate::max_len("question", &input.question, MAX_QUESTION_BYTES)?;
+        return Ok(ValidQuery {
+            endpoint: input.endpoint.clone(),
+            question: input.question.clone(),
+            messages: Vec::new(),
+            user_id: input.user_id.clone(),
+            session_id: input.session_id.clone(),
+        });
+    }
+    if input.messages.len() > MAX_MESSAGES {
+        return Err(FieldError::new(
+            "messages",
+            format!(
+                "must hold at most {MAX_MESSAGES} messages, got {}",
+                input.messages.len()
+            ),
+        ));
+    }
+    let mut messages = Vec::with_capacity(input.messages.len());
+    for (index, message) in input.messages.iter().enumerate() {
+        let role = Role::parse(&message.role).ok_or_else(|| {
+            FieldError::new(
+                format!("messages[{index}].role"),
+                format!("must be system, user or assistant, got {:?}", message.role),
+            )
+        })?;
+        validate::max_len(
+            &format!("messages[{index}].content"),
+            &message.content,
+            MAX_QUESTION_BYTES,
+        )?;
+        messages.push(ChatMessage {
+            role,
+            content: message.content.clone(),
+        });
+    }
+    let last_index = messages.len() - 1;
+    let question = match messages.last() {
+        Some(last) if last.role == Role::User => last.content.clone(),
+        _ => {
+            return Err(FieldError::new(
+                format!("messages[{last_index}].role"),
+                "the last message must be from the user",
+            ))
+        }
+    };
+    validate::not_empty(&format!("messages[{last_index}].content"), &question)?;
+    Ok(ValidQuery {
+        endpoint: input.endpoint.clone(),
+        question,
+        messages,
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+    })
+}
+
+/// What a query learned on its way, for its inference record, also when a
+/// later step failed.
+#[derive(Default)]
+struct Progress {
+    route_target: String,
+    served_model: String,
+    served_version: u32,
+    generator: String,
+    contexts: Vec<Passage>,
+    prompt_messages: Vec<ChatMessage>,
+    generation: Option<Generation>,
+}
+
+#[derive(Debug, Default)]
+struct QueryCounters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryStats {
+    pub ok: u64,
+    pub failed: u64,
+}
+
+pub struct Pipeline {
+    store: Store,
+    resolver: Arc<Resolver>,
+    retriever: Retriever,
+    catalog: ModelCatalog,
+    generation_pool: GenerationPool,
+    inference_log: InferenceLog,
+    counters: QueryCounters,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Store,
+        resolver: Arc<Resolver>,
+        retriever: Retriever,
+        catalog: ModelCatalog,
+        generation_pool: GenerationPool,
+        inference_log: InferenceLog,
+    ) -> Pipeline {
+        Pipeline {
+            store,
+            resolver,
+            retriever,
+            catalog,
+            generation_pool,
+            inference_log,
+            counters: QueryCounters::default(),
+        }
+    }
+
+    pub fn stats(&self) -> QueryStats {
+        QueryStats {
+            ok: self.counters.ok.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Answers `input` whole. The query runs in its own task: when the
+    /// caller goes away, generation stops at the next delta and the query
+    /// is still recorded, with what was generated.
+    pub async fn query(self: &Arc<Self>, input: QueryInput) -> Result<QueryOutput, Error> {
+        let admitted = admit(&input)?;
+        let caller_gone = Arc::new(AtomicBool::new(false));
+        let _set_when_caller_leaves = SetOnDrop(caller_gone.clone());
+        let pipeline = self.clone();
+        let task = tokio::spawn(async move {
+            pipeline
+                .execute(admitted, Listener::Unary { caller_gone })
+                .await
+        });
+        task.await
+            .map_err(|error| Error::Internal(format!("query task failed: {error}")))?
+    }
+
+    /// Answers `input` as a stream of events. Returns once the first event
+    /// (the citations) exists, or with the error that came before it.
+    pub async fn query_stream(self: &Arc<Self>, input: QueryInput) -> Result<QueryStream, Error> {
+        let admitted = admit(&input)?;
+        let (events, mut receiver) = mpsc::channel(STREAM_EVENT_BUFFER);
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            let listener = Listener::Stream {
+                events: events.clone(),
+            };
+            let result = pipeline.execute(admitted, listener).await;
+            let _client_may_have_left = events.send(result.map(QueryEvent::Done)).await;
+        });
+        match receiver.recv().await {
+            Some(Ok(first)) => Ok(QueryStream {
+                first,
+                rest: receiver,
+            }),
+            Some(Err(error)) => Err(error),
+            None => Err(Error::Internal(
+                "query task ended without an answer".to_string(),
+            )),
+        }
+    }
+
+    async fn execute(&self, admitted: Admitted, listener: Listener) -> Result<QueryOutput, Error> {
+        let Admitted {
+            query,
+            request_id,
+            trace,
+            started,
+            started_at_ms,
+        } = admitted;
+        let trace_id = trace.trace_id_hex();
+        let mut progress = Progress::default();
+        let result = self
+            .answer(&query, request_id, &trace, &listener, &mut progress)
+            .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+        let error_text = result.as_ref().err().map(ToString::to_string);
+        match &error_text {
+            None => self.counters.ok.fetch_add(1, Ordering::Relaxed),
+            Some(error) => {
+                tracing::info!(request_id = %request_id, endpoint = %query.endpoint, %error, "query failed");
+                self.counters.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let generation = progress.generation.clone();
+        let (answer, input_tokens, output_tokens, finish_reason) = match &generation {
+            Some(generation) => (
+                generation.text.clone(),
+                generation.input_tokens,
+                generation.output_tokens,
+                Some(generation.finish_reason),
+            ),
+            None => (String::new(), 0, 0, None),
+        };
+        if finish_reason == Some(FinishReason::Cancelled) {
+            tracing::debug!(request_id = %request_id, output_tokens, "caller left, generation stopped");
+        }
+        let citations: Vec<Passage> = progress.contexts.iter().map(snippet_of).collect();
+        let output = QueryOutput {
+            answer: answer.clone(),
+            citations,
+            request_id,
+            trace_id: trace_id.clone(),
+            served_model: progress.served_model.clone(),
+            served_version: progress.served_version,
+            route_target: progress.route_target.clone(),
+            input_tokens,
+            output_tokens,
+            latency_ms,
+            finish_reason,
+            generator: progress.generator.clone(),
+        };
+        self.inference_log.record(InferenceEntry {
+            request_id: request_id.to_string(),
+            trace_id,
+            endpoint: query.endpoint,
+            route_target: progress.route_target,
+            served_model: progress.served_model,
+            served_version: progress.served_version,
+            user_id: query.user_id,
+            session_id: query.session_id,
+            question: query.question,
+            input_messages: query.messages,
+            contexts: progress.contexts,
+            prompt_messages: progress.prompt_messages,
+            answer,
+            input_tokens,
+            output_tokens,
+            latency_ms,
+            error: error_text,
+            started_at_ms,
+            generator: progress.generator,
+            finish_reason,
+        });
+        result.map(|()| output)
+    }
+
+    async fn answer(
+        &self,
+        query: &ValidQuery,
+        request_id: Uuid,
+        trace: &TraceContext,
+        listener: &Listener,
+        progress: &mut Progress,
+    ) -> Result<(), Error> {
+        let endpoint = store::get_endpoint(&self.store, &query.endpoint)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("endpoint `{}` not found", query.endpoint)))?;
+        let route = routing::pick_route(&endpoint.name, &endpoint.routes, &query.user_id)
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "endpoint `{}` has no route with a positive weight",
+                    endpoint.name
+                ))
+            })?;
+        progress.route_target = route.target.to_string();
+
+        let chain = self.resolver.resolve(&route.target).await?;
+        progress.served_model = chain.model.clone();
+        progress.served_version = chain.version;
+        progress.generator = chain.generator.clone();
+        // Before retrieval, so a misconfigured chain fails without load on the index.
+        let mut candidates = Vec::with_capacity(1 + chain.fallbacks.len());
+        candidates.push(Candidate {
+            name: chain.generator.clone(),
+            generator: self.catalog.generator(&chain.generator)?,
+            params: chain.params.clone(),
+        });
+        for fallback in &chain.fallbacks {
+            candidates.push(Candidate {
+                name: fallback.name.clone(),
+                generator: self.catalog.generator(&fallback.name)?,
+                params: fallback.params.clone(),
+            });
+        }
+
+        let search = SearchQuery {
+            collection: &chain.collection,
+            text: &query.question,
+            top_k: chain.top_k,
+            filter: &chain.filter,
+        };
+        let passages = self.retriever.search(&search, &trace.child()).await?;
+        progress.contexts = passages.clone();
+
+        // Overload is refused before the first event of a stream, so a
+        // streaming caller sees RESOURCE_EXHAUSTED as the call's status.
+        let slot = self.generation_pool.reserve().await?;
+        let citations = QueryEvent::Citations {
+            citations: passages.iter().map(snippet_of).collect(),
+            request_id,
+            trace_id: trace.trace_id_hex(),
+        };
+        if listener.send_citations(citations).await.is_break() || listener.is_gone() {
+            progress.generation = Some(nothing_generated());
+            return Ok(());
+        }
+
+        let prompt = chain.prompt.clone();
+        let question = query.question.clone();
+        let messages = query.messages.clone();
+        let job_listener = listener.clone();
+        // Rendering and generating are CPU work: both run on the pool.
+        let (prompt_messages, outcome) = slot
+            .run(
+                move || -> Result<(Vec<ChatMessage>, fallback::Outcome), Error> {
+                    let rendered = prompt.render(&question, &passages, &messages)?;
+                    let prompt_messages = vec![ChatMessage {
+                        role: Role::User,
+                        content: rendered,
+                    }];
+                    let mut request = GenerationRequest {
+                        messages: prompt_messages.clone(),
+                        question,
+                        passages,
+                        params: keel_models::GenerationParams::default(),
+                    };
+                    // The caller may have left while the query waited for a worker.
+                    if job_listener.is_gone() {
+                        let outcome = fallback::Outcome {
+                            generator: String::new(),
+                            result: Ok(nothing_generated()),
+                        };
+                        return Ok((prompt_messages, outcome));
+                    }
+                    let outcome =
+                        fallback::generate(&candidates, &mut request, &mut |piece: &str| {
+                            job_listener.deliver_blocking(piece)
+                        });
+                    Ok((prompt_messages, outcome))
+                },
+            )
+            .await??;
+        progress.prompt_messages = prompt_messages;
+        if !outcome.generator.is_empty() {
+            progress.generator = outcome.generator;
+        }
+        progress.generation = Some(outcome.result?);
+        Ok(())
+    }
+}
+
+/// Validates `input` and gives the query its identity.
+fn admit(input: &QueryInput) -> Result<Admitted, Error> {
+    let started = Instant::now();
+    let started_at_ms = keel_core::time::now_ms();
+    // Malformed requests are refused before they become inference
+    // records: one invalid record could make monitoring refuse a whole
+    // batch.
+    let query = validate_query(input)?;
+    let trace = match &input.parent_trace {
+        Some(parent) => parent.child(),
+        None => TraceContext::new_root(),
+    };
+    Ok(Admitted {
+        query,
+        request_id: Uuid::now_v7(),
+        trace,
+        started,
+        started_at_ms,
+    })
+}
+
+/// The answer of a query whose caller left before generation began.
+fn nothing_generated() -> Generation {
+    Generation {
+        text: String::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        finish_reason: FinishReason::Cancelled,
+    }
+}
+
+/// Prometheus text for the admin `/metrics`.
+pub fn render_metrics(stats: &QueryStats) -> String {
+    let name = "keel_serving_queries_total";
+    format!(
+        "# HELP {name} Queries answered, by outcome.\n# TYPE {name} counter\n\
+         {name}{{status=\"ok\"}} {}\n{name}{{status=\"error\"}} {}\n",
+        stats.ok, stats.failed
+    )
+}
+
+/// The passage with its text cut to the first 300 characters.
+fn snippet_of(passage: &Passage) -> Passage {
+    Passage {
+        id: passage.id.clone(),
+        text: passage.text.chars().take(SNIPPET_CHARS).collect(),
+        score: passage.score,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn question(text: &str) -> QueryInput {
+        QueryInput {
+            endpoint: "support".to_string(),
+            question: text.to_string(),
+            messages: Vec::new(),
+            user_id: String::new(),
+            session_id: String::new(),
+            parent_trace: None,
+        }
+    }
+
+    fn conversation(messages: &[(&str, &str)]) -> QueryInput {
+        let mut input = question("");
+        input.messages = messages
+            .iter()
+            .map(|(role, content)| MessageInput {
+                role: role.to_string(),
+                content: content.to_string(),
+            })
+            .collect();
+        input
+    }
+
+    #[test]
+    fn query_validation_table() {
+        let mut both = conversation(&[("user", "hi")]);
+        both.question = "hi".to_string();
+        let mut bad_endpoint = question("hi");
+        bad_endpoint.endpoint = "bad name".to_string();
+        let mut long_user = question("hi");
+        long_user.user_id = "u".repeat(257);
+        let mut long_session = question("hi");
+        long_session.session_id = "s".repeat(257);
+        let too_many: Vec<(&str, &str)> = (0..65).map(|_| ("user", "hi")).collect();
+        let cases: Vec<(QueryInput, &str, &str)> = vec![
+            (
+                question(""),
+                "question",
+                "exactly one of `question` and `messages`",
+            ),
+            (both, "question", "exactly one of `question` and `messages`"),
+            (bad_endpoint, "endpoint", "must match"),
+            (long_user, "user_id", "at most 256 bytes"),
+            (long_session, "session_id", "at most 256 bytes"),
+            (question("   "), "question", "must not be empty"),
+            (
+                question(&"q".repeat(16 * 1024 + 1)),
+                "question",
+                "at most 16384 bytes",
+            ),
+            (
+                conversation(&too_many),
+                "messages",
+                "at most 64 messages, got 65",
+            ),
+            (
+                conversation(&[("user", "hi"), ("robot", "x"), ("user", "q")]),
+                "messages[1].role",
+                "must be system, user or assistant",
+            ),
+            (
+                conversation(&[("user", "hi"), ("assistant", "hello")]),
+                "messages[1].role",
+                "the last message must be from the user",
+            ),
+            (
+                conversation(&[("system", "be brief"), ("user", "")]),
+                "messages[1].content",
+                "must not be empty",
+            ),
+        ];
+        for (case, field, rule_part) in cases {
+            let error = validate_query(&case).unwrap_err();
+            assert_eq!(error.field, field, "{case:?}");
+            assert!(error.rule.contains(rule_part), "{case:?}: {}", error.rule);
+        }
+    }
+
+    #[test]
+    fn the_question_is_the_last_user_message() {
+        let valid = validate_query(&conversation(&[
+            ("system", "be brief"),
+            ("user", "first"),
+            ("assistant", "answer"),
+            ("user", "second?"),
+        ]))
+        .unwrap();
+        assert_eq!(valid.question, "second?");
+        assert_eq!(valid.messages.len(), 4);
+        assert_eq!(valid.messages[0].role, Role::System);
+        let plain = validate_query(&question("why?")).unwrap();
+        assert_eq!(plain.question, "why?");
+        assert!(plain.messages.is_empty());
+        assert!(validate_query(&question(&"q".repeat(16 * 1024))).is_ok());
+        assert!(validate_query(&conversation(&vec![("user", "hi"); 64])).is_ok());
+    }
+
+    #[test]
+    fn query_metrics_are_prometheus_text() {
+        let text = render_metrics(&QueryStats { ok: 4, failed: 2 });
+        assert_eq!(
+            text,
+            "# HELP keel_serving_queries_total Queries answered, by outcome.\n\
+             # TYPE keel_serving_queries_total counter\n\
+             keel_serving_queries_total{status=\"ok\"} 4\n\
+             keel_serving_queries_total{status=\"error\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn snippets_are_the_first_300_characters() {
+        let long = Passage {
+            id: "p".to_string(),
+            text: "é".repeat(400),
+            score: 0.5,
+        };
+        let snippet = snippet_of(&long);
+        assert_eq!(snippet.text.chars().count(), 300);
+        assert_eq!(snippet.id, "p");
+        let short = Passage {
+            id: "q".to_string(),
+            text: "short".to_string(),
+            score: 0.1,
+        };
+        assert_eq!(snippet_of(&short).text, "short");
+    }
+}

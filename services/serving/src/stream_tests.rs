@@ -1,0 +1,410 @@
+//! Streaming, fallbacks and cancellation, through the real server on port 0
+//! in the fake world of `tests.rs`.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_models::{
+    FinishReason, Generation, GenerationRequest, Generator, ModelCatalog, ModelError,
+};
+use keel_proto::v1 as pb;
+use keel_proto::v1::query_stream_event::Event;
+use keel_proto::v1::serving_service_client::ServingServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::test_support::{chain_spec, FakeOpenAi};
+use crate::tests::{ask, create, eventually, route, World};
+
+const QUESTION: &str = "How does Keel route traffic between chain versions?";
+
+/// Says `w0 w1 w2 …`, a word per `pause`, counting the words it made, and
+/// stops at the first `Break`.
+struct SlowWords {
+    words: usize,
+    pause: Duration,
+    produced: Arc<AtomicUsize>,
+}
+
+impl Generator for SlowWords {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn generate(
+        &self,
+        _request: &GenerationRequest,
+        on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, ModelError> {
+        let mut text = String::new();
+        let mut finish_reason = FinishReason::Stop;
+        for index in 0..self.words {
+            let piece = format!("w{index} ");
+            text.push_str(&piece);
+            self.produced.fetch_add(1, Ordering::SeqCst);
+            if on_delta(&piece).is_break() {
+                finish_reason = FinishReason::Cancelled;
+                break;
+            }
+            std::thread::sleep(self.pause);
+        }
+        Ok(Generation {
+            output_tokens: text.split_whitespace().count() as u32,
+            text,
+            input_tokens: 1,
+            finish_reason,
+        })
+    }
+}
+
+/// Hands over one piece of text, then fails as unavailable.
+struct FailsMidAnswer;
+
+impl Generator for FailsMidAnswer {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn generate(
+        &self,
+        _request: &GenerationRequest,
+        on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, ModelError> {
+        let _ = on_delta("partial ");
+        Err(ModelError::Unavailable("connection lost".to_string()))
+    }
+}
+
+/// A chain `model` (v1, @champion) answering with `generator`, then
+/// `fallbacks`, behind an endpoint of the same name.
+async fn chain_endpoint(
+    world: &World,
+    client: &mut ServingServiceClient<Channel>,
+    model: &str,
+    generator: &str,
+    fallbacks: &[&str],
+) {
+    world.registry.add_model(model, pb::ModelKind::Chain);
+    let mut spec = chain_spec("docs", 2, "qa@champion", generator);
+    spec.fallbacks = fallbacks
+        .iter()
+        .map(|name| pb::GeneratorSpec {
+            name: name.to_string(),
+            params: None,
+        })
+        .collect();
+    let version = world.registry.add_chain_version(model, spec);
+    world.registry.set_alias(model, "champion", version);
+    client
+        .create_endpoint(create(model, vec![route(&format!("{model}@champion"), 1)]))
+        .await
+        .unwrap();
+}
+
+/// Every event of a streamed query, and the status that ended it, if any.
+async fn stream_all(
+    client: &mut ServingServiceClient<Channel>,
+    request: pb::QueryRequest,
+) -> Result<(Vec<Event>, Option<tonic::Status>), tonic::Status> {
+    let mut stream = client.query_stream(request).await?.into_inner();
+    let mut events = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => events.push(event.event.unwrap()),
+            Ok(None) => return Ok((events, None)),
+            Err(status) => return Ok((events, Some(status))),
+        }
+    }
+}
+
+fn delta_texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Delta(delta) => Some(delta.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stream_sends_citations_then_deltas_then_done() {
+    let world = World::start().await;
+    let serving = world.serving_with(ModelCatalog::builtin()).await;
+    let mut client = serving.client.clone();
+    client
+        .create_endpoint(create("support", vec![route("bot@champion", 1)]))
+        .await
+        .unwrap();
+    let unary = client
+        .query(ask("support", QUESTION))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unary.finish_reason, pb::FinishReason::Stop as i32);
+    assert_eq!(unary.generator, "extractive");
+
+    let (events, ending) = stream_all(&mut client, ask("support", QUESTION))
+        .await
+        .unwrap();
+    assert!(ending.is_none(), "{ending:?}");
+    let Some(Event::Citations(citations)) = events.first() else {
+        panic!("the first event is not the citations: {events:?}");
+    };
+    let ids: Vec<&str> = citations
+        .citations
+        .iter()
+        .map(|citation| citation.point_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["p1", "p2"]);
+    assert_eq!(citations.citations[0].text.chars().count(), 300);
+    let Some(Event::Done(done)) = events.last() else {
+        panic!("the last event is not done: {events:?}");
+    };
+    let middle = &events[1..events.len() - 1];
+    assert!(
+        middle.iter().all(|event| matches!(event, Event::Delta(_))),
+        "{middle:?}"
+    );
+    let deltas = delta_texts(&events);
+    assert!(deltas.len() > 3, "{deltas:?}");
+    assert_eq!(deltas.concat(), unary.answer);
+
+    assert_eq!(done.request_id, citations.request_id);
+    assert_ne!(done.request_id, unary.request_id);
+    assert_eq!(done.trace_id, citations.trace_id);
+    assert_eq!(done.trace_id.len(), 32);
+    assert_eq!(done.served_model, "bot");
+    assert_eq!(done.served_version, 1);
+    assert_eq!(done.route_target, "bot@champion");
+    assert_eq!(done.finish_reason, pb::FinishReason::Stop as i32);
+    assert_eq!(done.generator, "extractive");
+    assert_eq!(done.usage, unary.usage);
+    assert!(done.latency_ms > 0.0);
+
+    let record = eventually("the streamed record", async || {
+        world.monitoring.record(&done.request_id)
+    })
+    .await;
+    assert_eq!(record.answer, unary.answer);
+    assert_eq!(record.generator, "extractive");
+    assert_eq!(record.status, pb::InferenceStatus::Ok as i32);
+    assert_eq!(record.contexts.len(), 2);
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn stream_errors_before_the_first_event_are_the_call_status() {
+    let world = World::start().await;
+    let serving = world.serving_with(ModelCatalog::builtin()).await;
+    let mut client = serving.client.clone();
+    client
+        .create_endpoint(create("broken", vec![route("broken@champion", 1)]))
+        .await
+        .unwrap();
+    let cases = [
+        (ask("nowhere", QUESTION), Code::NotFound, "nowhere"),
+        (
+            ask("broken", QUESTION),
+            Code::FailedPrecondition,
+            "no-such-generator",
+        ),
+        (ask("broken", ""), Code::InvalidArgument, "question"),
+    ];
+    for (request, code, needle) in cases {
+        let status = client.query_stream(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn an_unavailable_openai_server_falls_back_to_the_next_generator() {
+    let down = FakeOpenAi::failing(503).await;
+    let up = FakeOpenAi::answering("Keel routes traffic by weight.").await;
+    let mut catalog = ModelCatalog::builtin();
+    catalog.add_generator("openai-down", down.generator(1));
+    catalog.add_generator("openai-up", up.generator(0));
+    let world = World::start().await;
+    let serving = world.serving_with(catalog).await;
+    let mut client = serving.client.clone();
+    chain_endpoint(&world, &mut client, "remote", "openai-down", &["openai-up"]).await;
+
+    let unary = client
+        .query(ask("remote", QUESTION))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unary.answer, "Keel routes traffic by weight.");
+    assert_eq!(unary.generator, "openai-up");
+    assert_eq!(unary.finish_reason, pb::FinishReason::Stop as i32);
+    assert_eq!(
+        unary.usage,
+        Some(pb::TokenUsage {
+            input_tokens: 11,
+            output_tokens: 5,
+        })
+    );
+    // One attempt and one retry on the 503, then the fallback.
+    assert_eq!(down.requests(), 2);
+    assert_eq!(up.requests(), 1);
+
+    let (events, ending) = stream_all(&mut client, ask("remote", QUESTION))
+        .await
+        .unwrap();
+    assert!(ending.is_none(), "{ending:?}");
+    assert!(matches!(events.first(), Some(Event::Citations(_))));
+    assert_eq!(
+        delta_texts(&events),
+        vec!["Keel ", "routes ", "traffic ", "by ", "weight."]
+    );
+    let Some(Event::Done(done)) = events.last() else {
+        panic!("no done event: {events:?}");
+    };
+    assert_eq!(done.generator, "openai-up");
+    let record = eventually("the fallback's record", async || {
+        world.monitoring.record(&done.request_id)
+    })
+    .await;
+    assert_eq!(record.generator, "openai-up");
+    assert_eq!(record.answer, "Keel routes traffic by weight.");
+
+    chain_endpoint(
+        &world,
+        &mut client,
+        "all-down",
+        "openai-down",
+        &["openai-down"],
+    )
+    .await;
+    let status = client.query(ask("all-down", QUESTION)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert_eq!(
+        status.message().matches("HTTP 503").count(),
+        2,
+        "{}",
+        status.message()
+    );
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn a_failure_after_a_delta_ends_the_stream_and_does_not_fall_back() {
+    let mut catalog = ModelCatalog::builtin();
+    catalog.add_generator("flaky", Arc::new(FailsMidAnswer));
+    let world = World::start().await;
+    let serving = world.serving_with(catalog).await;
+    let mut client = serving.client.clone();
+    chain_endpoint(&world, &mut client, "flaky", "flaky", &["extractive"]).await;
+
+    let (events, ending) = stream_all(&mut client, ask("flaky", QUESTION))
+        .await
+        .unwrap();
+    assert!(matches!(events.first(), Some(Event::Citations(_))));
+    assert_eq!(delta_texts(&events), vec!["partial "]);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let status = ending.unwrap();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("generator `flaky` failed"),
+        "{}",
+        status.message()
+    );
+
+    let status = client.query(ask("flaky", QUESTION)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    serving.stop().await;
+}
+
+/// A catalog with the `slow` generator (2000 words, 10 ms apart) and the
+/// counter of the words it made.
+fn slow_catalog() -> (ModelCatalog, Arc<AtomicUsize>) {
+    let produced = Arc::new(AtomicUsize::new(0));
+    let mut catalog = ModelCatalog::builtin();
+    catalog.add_generator(
+        "slow",
+        Arc::new(SlowWords {
+            words: 2000,
+            pause: Duration::from_millis(10),
+            produced: produced.clone(),
+        }),
+    );
+    (catalog, produced)
+}
+
+#[tokio::test]
+async fn a_client_that_drops_the_stream_stops_the_generator() {
+    let (catalog, produced) = slow_catalog();
+    let world = World::start().await;
+    let serving = world.serving_with(catalog).await;
+    let mut client = serving.client.clone();
+    chain_endpoint(&world, &mut client, "slow", "slow", &[]).await;
+
+    let mut stream = client
+        .query_stream(ask("slow", QUESTION))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Event::Citations(citations)) = stream.message().await.unwrap().unwrap().event else {
+        panic!("the first event is not the citations");
+    };
+    let Some(Event::Delta(first)) = stream.message().await.unwrap().unwrap().event else {
+        panic!("the second event is not a delta");
+    };
+    assert_eq!(first.text, "w0 ");
+    drop(stream);
+    let produced_at_drop = produced.load(Ordering::SeqCst);
+
+    // The record is written once the generator has stopped.
+    let record = eventually("the cancelled stream's record", async || {
+        world.monitoring.record(&citations.request_id)
+    })
+    .await;
+    let produced_in_all = produced.load(Ordering::SeqCst);
+    assert!(
+        produced_in_all - produced_at_drop <= 20,
+        "the generator went on for {} words after the client left",
+        produced_in_all - produced_at_drop
+    );
+    assert!(record.answer.starts_with("w0 "), "{}", record.answer);
+    // The record holds what was generated, all of it.
+    assert_eq!(record.answer.split_whitespace().count(), produced_in_all);
+    assert_eq!(record.status, pb::InferenceStatus::Ok as i32);
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn a_unary_caller_that_leaves_stops_the_generator() {
+    let (catalog, produced) = slow_catalog();
+    let world = World::start().await;
+    let serving = world.serving_with(catalog).await;
+    let mut client = serving.client.clone();
+    chain_endpoint(&world, &mut client, "slow", "slow", &[]).await;
+
+    let mut caller = client.clone();
+    let call = caller.query(ask("slow", QUESTION));
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), call).await;
+    assert!(gave_up.is_err(), "a 20 s answer came back in 300 ms");
+    let produced_at_drop = produced.load(Ordering::SeqCst);
+    assert!(produced_at_drop > 0);
+
+    let record = eventually("the abandoned query's record", async || {
+        world
+            .monitoring
+            .records()
+            .into_iter()
+            .find(|record| record.endpoint == "slow")
+    })
+    .await;
+    let produced_in_all = produced.load(Ordering::SeqCst);
+    assert!(
+        produced_in_all - produced_at_drop <= 20,
+        "the generator went on for {} words after the caller left",
+        produced_in_all - produced_at_drop
+    );
+    assert_eq!(record.answer.split_whitespace().count(), produced_in_all);
+    serving.stop().await;
+}

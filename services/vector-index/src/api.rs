@@ -1,0 +1,335 @@
+//! The gRPC edge: validates requests, converts them to the domain's types,
+//! calls [`VectorIndex`] and converts the answers back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keel_core::payload::{json_to_struct, struct_to_json};
+use keel_core::validate;
+use keel_core::FieldError;
+use keel_proto::v1 as pb;
+use keel_proto::v1::vector_index_service_server::VectorIndexService;
+use serde_json::{Map, Value};
+use tonic::{Request, Response, Status};
+
+use crate::collections::{
+    CollectionInfo, NewCollection, NewPoint, Query, SearchRequest, VectorIndex, MAX_DIMENSION,
+};
+use crate::distance::Metric;
+use crate::filter::PayloadFilter;
+use crate::index::{HnswParams, DEFAULT_HNSW_PARAMS};
+
+pub const MAX_POINTS_PER_CALL: usize = 1000;
+pub const MAX_IDS_PER_CALL: usize = 1000;
+pub const MAX_ID_CHARS: usize = 256;
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub const MAX_TOP_K: u64 = 1000;
+
+pub struct Api {
+    index: Arc<VectorIndex>,
+}
+
+impl Api {
+    pub fn new(index: Arc<VectorIndex>) -> Api {
+        Api { index }
+    }
+}
+
+#[tonic::async_trait]
+impl VectorIndexService for Api {
+    async fn create_collection(
+        &self,
+        request: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::Collection>, Status> {
+        let request = request.into_inner();
+        let new = validate_create(request)?;
+        let info = self.index.create_collection(new).await?;
+        Ok(Response::new(collection_to_proto(info)))
+    }
+
+    async fn get_collection(
+        &self,
+        request: Request<pb::GetCollectionRequest>,
+    ) -> Result<Response<pb::Collection>, Status> {
+        let request = request.into_inner();
+        validate::name("name", &request.name)?;
+        let info = self.index.get_collection(&request.name)?;
+        Ok(Response::new(collection_to_proto(info)))
+    }
+
+    async fn list_collections(
+        &self,
+        _request: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        let collections = self
+            .index
+            .list_collections()
+            .into_iter()
+            .map(collection_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListCollectionsResponse { collections }))
+    }
+
+    async fn drop_collection(
+        &self,
+        request: Request<pb::DropCollectionRequest>,
+    ) -> Result<Response<pb::DropCollectionResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("name", &request.name)?;
+        self.index.drop_collection(&request.name).await?;
+        Ok(Response::new(pb::DropCollectionResponse {}))
+    }
+
+    async fn upsert_points(
+        &self,
+        request: Request<pb::UpsertPointsRequest>,
+    ) -> Result<Response<pb::UpsertPointsResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("collection", &request.collection)?;
+        let points = validate_points(request.points)?;
+        let upserted = self
+            .index
+            .upsert_points(&request.collection, points)
+            .await?;
+        Ok(Response::new(pb::UpsertPointsResponse { upserted }))
+    }
+
+    async fn delete_points(
+        &self,
+        request: Request<pb::DeletePointsRequest>,
+    ) -> Result<Response<pb::DeletePointsResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("collection", &request.collection)?;
+        validate::in_range("ids", request.ids.len() as u64, 1, MAX_IDS_PER_CALL as u64)?;
+        for (position, id) in request.ids.iter().enumerate() {
+            validate_id(&format!("ids[{position}]"), id)?;
+        }
+        let deleted = self
+            .index
+            .delete_points(&request.collection, request.ids)
+            .await?;
+        Ok(Response::new(pb::DeletePointsResponse { deleted }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("collection", &request.collection)?;
+        let query = match (request.vector.is_empty(), request.text.is_empty()) {
+            (false, false) => {
+                return Err(FieldError::new(
+                    "text",
+                    "must be empty when `vector` is given: give exactly one",
+                )
+                .into())
+            }
+            (true, true) => {
+                return Err(
+                    FieldError::new("vector", "one of `vector` or `text` must be given").into(),
+                )
+            }
+            (false, true) => {
+                validate_finite("vector", &request.vector)?;
+                Query::Vector(request.vector)
+            }
+            (true, false) => {
+                validate::max_len("text", &request.text, MAX_TEXT_BYTES)?;
+                Query::Text(request.text)
+            }
+        };
+        validate::in_range("top_k", u64::from(request.top_k), 1, MAX_TOP_K)?;
+        let filter = match &request.filter {
+            Some(filter) => struct_to_json("filter", filter)?,
+            None => Map::new(),
+        };
+        let search = SearchRequest {
+            query,
+            top_k: request.top_k as usize,
+            filter: PayloadFilter::new(filter),
+        };
+        let hits = self.index.search(&request.collection, search).await?;
+        let points = hits
+            .into_iter()
+            .map(|hit| pb::ScoredPoint {
+                id: hit.point.id.clone(),
+                score: hit.score,
+                text: hit.point.text.clone(),
+                payload: request
+                    .with_payload
+                    .then(|| json_to_struct(&hit.point.payload)),
+            })
+            .collect();
+        Ok(Response::new(pb::SearchResponse { points }))
+    }
+}
+
+fn validate_create(request: pb::CreateCollectionRequest) -> Result<NewCollection, FieldError> {
+    validate::name("name", &request.name)?;
+    validate::in_range(
+        "dimension",
+        u64::from(request.dimension),
+        0,
+        MAX_DIMENSION as u64,
+    )?;
+    let metric = match pb::Metric::try_from(request.metric) {
+        Ok(pb::Metric::Unspecified | pb::Metric::Cosine) => Metric::Cosine,
+        Ok(pb::Metric::Dot) => Metric::Dot,
+        Ok(pb::Metric::L2) => Metric::L2,
+        Err(_) => {
+            return Err(FieldError::new(
+                "metric",
+                format!(
+                    "must be one of METRIC_COSINE, METRIC_DOT, METRIC_L2, got {}",
+                    request.metric
+                ),
+            ))
+        }
+    };
+    let hnsw = match request.hnsw {
+        None => DEFAULT_HNSW_PARAMS,
+        Some(params) => HnswParams {
+            m: param_or_default("hnsw.m", params.m, DEFAULT_HNSW_PARAMS.m, 2, 128)?,
+            ef_construction: param_or_default(
+                "hnsw.ef_construction",
+                params.ef_construction,
+                DEFAULT_HNSW_PARAMS.ef_construction,
+                8,
+                4096,
+            )?,
+            ef_search: param_or_default(
+                "hnsw.ef_search",
+                params.ef_search,
+                DEFAULT_HNSW_PARAMS.ef_search,
+                8,
+                4096,
+            )?,
+        },
+    };
+    let embedder = (!request.embedder.is_empty()).then_some(request.embedder);
+    Ok(NewCollection {
+        name: request.name,
+        dimension: request.dimension as usize,
+        metric,
+        embedder,
+        hnsw,
+    })
+}
+
+/// 0 means the default; anything else must be within `min..=max`.
+fn param_or_default(
+    field: &str,
+    value: u32,
+    default: usize,
+    min: u64,
+    max: u64,
+) -> Result<usize, FieldError> {
+    if value == 0 {
+        return Ok(default);
+    }
+    validate::in_range(field, u64::from(value), min, max)?;
+    Ok(value as usize)
+}
+
+fn validate_id(field: &str, id: &str) -> Result<(), FieldError> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_ID_CHARS {
+        return Err(FieldError::new(
+            field,
+            format!("must be 1..={MAX_ID_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_finite(field: &str, vector: &[f32]) -> Result<(), FieldError> {
+    if let Some(position) = vector.iter().position(|value| !value.is_finite()) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "values must be finite, got {} at index {position}",
+                vector[position]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_points(points: Vec<pb::Point>) -> Result<Vec<NewPoint>, FieldError> {
+    validate::in_range("points", points.len() as u64, 1, MAX_POINTS_PER_CALL as u64)?;
+    let mut first_position_by_id: HashMap<&str, usize> = HashMap::with_capacity(points.len());
+    for (position, point) in points.iter().enumerate() {
+        let id_field = format!("points[{position}].id");
+        validate_id(&id_field, &point.id)?;
+        if let Some(first) = first_position_by_id.insert(point.id.as_str(), position) {
+            return Err(FieldError::new(
+                id_field,
+                format!(
+                    "duplicates points[{first}].id {:?}: ids must be distinct within a request",
+                    point.id
+                ),
+            ));
+        }
+    }
+    let mut converted = Vec::with_capacity(points.len());
+    for (position, point) in points.into_iter().enumerate() {
+        let vector_field = format!("points[{position}].vector");
+        if point.vector.is_empty() && point.text.is_empty() {
+            return Err(FieldError::new(
+                vector_field,
+                "must not be empty when `text` is empty",
+            ));
+        }
+        validate_finite(&vector_field, &point.vector)?;
+        validate::max_len(
+            &format!("points[{position}].text"),
+            &point.text,
+            MAX_TEXT_BYTES,
+        )?;
+        let payload_field = format!("points[{position}].payload");
+        let payload = match &point.payload {
+            Some(payload) => struct_to_json(&payload_field, payload)?,
+            None => Map::new(),
+        };
+        let payload_bytes = Value::Object(payload.clone()).to_string().len();
+        if payload_bytes > MAX_PAYLOAD_BYTES {
+            return Err(FieldError::new(
+                payload_field,
+                format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON, got {payload_bytes}"),
+            ));
+        }
+        converted.push(NewPoint {
+            id: point.id,
+            vector: point.vector,
+            text: point.text,
+            payload,
+        });
+    }
+    Ok(converted)
+}
+
+fn metric_to_proto(metric: Metric) -> pb::Metric {
+    match metric {
+        Metric::Cosine => pb::Metric::Cosine,
+        Metric::Dot => pb::Metric::Dot,
+        Metric::L2 => pb::Metric::L2,
+    }
+}
+
+fn collection_to_proto(info: CollectionInfo) -> pb::Collection {
+    pb::Collection {
+        name: info.name,
+        dimension: info.dimension as u32,
+        metric: metric_to_proto(info.metric) as i32,
+        embedder: info.embedder.unwrap_or_default(),
+        hnsw: Some(pb::HnswParams {
+            m: info.hnsw.m as u32,
+            ef_construction: info.hnsw.ef_construction as u32,
+            ef_search: info.hnsw.ef_search as u32,
+        }),
+        point_count: info.point_count,
+        created_at_ms: info.created_at_ms,
+    }
+}

@@ -1,0 +1,657 @@
+//! The service's domain: collections, their points and searches. The
+//! database holds the truth; each collection's graph lives in memory and is
+//! rebuilt from it at start-up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use keel_core::FieldError;
+use keel_models::{ModelCatalog, ModelError, SharedEmbedder};
+use keel_store::Store;
+use parking_lot::RwLock;
+use serde_json::{Map, Value};
+
+use crate::distance::Metric;
+use crate::error::Error;
+use crate::filter::PayloadFilter;
+use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint};
+use crate::metrics::Metrics;
+use crate::store::{self, CollectionRow, PointRow};
+
+pub const MAX_DIMENSION: usize = 65_536;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCollection {
+    pub name: String,
+    /// 0: the embedder's dimension.
+    pub dimension: usize,
+    pub metric: Metric,
+    pub embedder: Option<String>,
+    pub hnsw: HnswParams,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub dimension: usize,
+    pub metric: Metric,
+    pub embedder: Option<String>,
+    pub hnsw: HnswParams,
+    pub point_count: u64,
+    pub created_at_ms: i64,
+}
+
+/// A point to upsert; an empty `vector` asks the collection to embed `text`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPoint {
+    pub id: String,
+    pub vector: Vec<f32>,
+    pub text: String,
+    pub payload: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    Vector(Vec<f32>),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    pub query: Query,
+    pub top_k: usize,
+    pub filter: PayloadFilter,
+}
+
+struct Collection {
+    name: String,
+    dimension: usize,
+    metric: Metric,
+    embedder_name: Option<String>,
+    /// `None` with a name: the embedder is missing from this process.
+    embedder: Option<SharedEmbedder>,
+    hnsw: HnswParams,
+    created_at_ms: i64,
+    index: Arc<RwLock<CollectionIndex>>,
+    /// Serialises the writes of this collection (so insertion order in the
+    /// database and in the graph agree); holds true once dropped.
+    writer: tokio::sync::Mutex<bool>,
+}
+
+impl Collection {
+    fn info(&self) -> CollectionInfo {
+        CollectionInfo {
+            name: self.name.clone(),
+            dimension: self.dimension,
+            metric: self.metric,
+            embedder: self.embedder_name.clone(),
+            hnsw: self.hnsw,
+            point_count: self.index.read().live_count() as u64,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+
+    /// Embeds on a blocking thread and checks the vectors' shape.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
+        let embedder_name = self.embedder_name.clone().unwrap_or_default();
+        let Some(embedder) = self.embedder.clone() else {
+            return Err(Error::EmbedderUnavailable {
+                collection: self.name.clone(),
+                embedder: embedder_name,
+            });
+        };
+        let expected_count = texts.len();
+        let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+            .await?
+            .map_err(|source| Error::Embedding {
+                embedder: embedder_name.clone(),
+                source,
+            })?;
+        if vectors.len() != expected_count {
+            return Err(Error::Embedding {
+                embedder: embedder_name,
+                source: ModelError::Backend(format!(
+                    "returned {} vectors for {expected_count} texts",
+                    vectors.len()
+                )),
+            });
+        }
+        for vector in &vectors {
+            if vector.len() != self.dimension {
+                return Err(Error::EmbedderDimension {
+                    collection: self.name.clone(),
+                    embedder: embedder_name,
+                    expected: self.dimension,
+                    got: vector.len(),
+                });
+            }
+            if !vector.iter().all(|value| value.is_finite()) {
+                return Err(Error::Embedding {
+                    embedder: embedder_name,
+                    source: ModelError::Backend("returned a non-finite value".to_string()),
+                });
+            }
+        }
+        Ok(vectors)
+    }
+}
+
+/// A point validated against its collection, in both of its forms.
+struct PreparedPoint {
+    row: PointRow,
+    indexed: IndexedPoint,
+}
+
+pub struct VectorIndex {
+    store: Store,
+    catalog: ModelCatalog,
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// The last insertion sequence handed out.
+    last_seq: AtomicI64,
+    exact_search_threshold: usize,
+    pub metrics: Metrics,
+}
+
+impl VectorIndex {
+    /// Loads every collection from `store` and rebuilds its graph.
+    pub async fn open(
+        store: Store,
+        catalog: ModelCatalog,
+        exact_search_threshold: usize,
+    ) -> Result<Arc<VectorIndex>, Error> {
+        let mut collections = BTreeMap::new();
+        for row in store::list_collections(&store).await? {
+            let collection = load_collection(&store, &catalog, row).await?;
+            collections.insert(collection.name.clone(), Arc::new(collection));
+        }
+        let last_seq = store::max_seq(&store).await?;
+        Ok(Arc::new(VectorIndex {
+            store,
+            catalog,
+            collections: RwLock::new(collections),
+            last_seq: AtomicI64::new(last_seq),
+            exact_search_threshold,
+            metrics: Metrics::default(),
+        }))
+    }
+
+    fn collection(&self, name: &str) -> Result<Arc<Collection>, Error> {
+        self.collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    pub fn collection_count(&self) -> usize {
+        self.collections.read().len()
+    }
+
+    pub fn point_count(&self) -> u64 {
+        let collections: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
+        collections
+            .iter()
+            .map(|collection| collection.index.read().live_count() as u64)
+            .sum()
+    }
+
+    pub async fn create_collection(
+        self: &Arc<Self>,
+        new: NewCollection,
+    ) -> Result<CollectionInfo, Error> {
+        let embedder = match &new.embedder {
+            None => None,
+            Some(name) => Some(self.catalog.embedder(name).map_err(|_| {
+                FieldError::new(
+                    "embedder",
+                    format!(
+                        "must be one of {:?}, got {name:?}",
+                        self.catalog.embedder_names()
+                    ),
+                )
+            })?),
+        };
+        let dimension =
+            resolve_dimension(new.dimension, new.embedder.as_deref(), embedder.as_ref())?;
+        if self.collections.read().contains_key(&new.name) {
+            return Err(Error::CollectionExists(new.name));
+        }
+        let collection = Arc::new(Collection {
+            name: new.name.clone(),
+            dimension,
+            metric: new.metric,
+            embedder_name: new.embedder.clone(),
+            embedder,
+            hnsw: new.hnsw,
+            created_at_ms: keel_core::time::now_ms(),
+            index: Arc::new(RwLock::new(CollectionIndex::empty(new.metric, new.hnsw))),
+            writer: tokio::sync::Mutex::new(false),
+        });
+        let row = CollectionRow {
+            name: collection.name.clone(),
+            dimension: dimension as i64,
+            metric: new.metric.as_str().to_string(),
+            embedder: new.embedder.unwrap_or_default(),
+            hnsw_m: new.hnsw.m as i64,
+            hnsw_ef_construction: new.hnsw.ef_construction as i64,
+            hnsw_ef_search: new.hnsw.ef_search as i64,
+            created_at_ms: collection.created_at_ms,
+        };
+        let this = Arc::clone(self);
+        // Spawned so that a caller hanging up cannot leave the database
+        // and the in-memory map disagreeing.
+        tokio::spawn(async move {
+            let mut tx = this.store.begin_write().await?;
+            if !store::insert_collection(&mut tx, &row).await? {
+                return Err(Error::CollectionExists(row.name));
+            }
+            tx.commit().await?;
+            this.collections
+                .write()
+                .insert(row.name.clone(), Arc::clone(&collection));
+            tracing::info!(collection = %row.name, dimension, metric = row.metric, "collection created");
+            Ok(collection.info())
+        })
+        .await?
+    }
+
+    pub fn get_collection(&self, name: &str) -> Result<CollectionInfo, Error> {
+        Ok(self.collection(name)?.info())
+    }
+
+    /// Every collection, by name.
+    pub fn list_collections(&self) -> Vec<CollectionInfo> {
+        let collections: Vec<Arc<Collection>> = self.collections.read().values().cloned().collect();
+        collections
+            .iter()
+            .map(|collection| collection.info())
+            .collect()
+    }
+
+    pub async fn drop_collection(self: &Arc<Self>, name: &str) -> Result<(), Error> {
+        let collection = self.collection(name)?;
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut dropped = collection.writer.lock().await;
+            if *dropped {
+                return Err(Error::CollectionNotFound(collection.name.clone()));
+            }
+            let mut tx = this.store.begin_write().await?;
+            let existed = store::delete_collection(&mut tx, &collection.name).await?;
+            tx.commit().await?;
+            *dropped = true;
+            let mut collections = this.collections.write();
+            if collections
+                .get(&collection.name)
+                .is_some_and(|current| Arc::ptr_eq(current, &collection))
+            {
+                collections.remove(&collection.name);
+            }
+            drop(collections);
+            if !existed {
+                tracing::warn!(collection = %collection.name, "dropped collection had no database row");
+            }
+            tracing::info!(collection = %collection.name, "collection dropped");
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Inserts or replaces `points`; returns how many were written. The ids
+    /// must be distinct (the API checks it).
+    pub async fn upsert_points(
+        self: &Arc<Self>,
+        collection_name: &str,
+        points: Vec<NewPoint>,
+    ) -> Result<u64, Error> {
+        let collection = self.collection(collection_name)?;
+        let prepared = prepare_points(&collection, points).await?;
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.write_points(collection, prepared).await }).await?
+    }
+
+    async fn write_points(
+        &self,
+        collection: Arc<Collection>,
+        prepared: Vec<PreparedPoint>,
+    ) -> Result<u64, Error> {
+        let dropped = collection.writer.lock().await;
+        if *dropped {
+            return Err(Error::CollectionNotFound(collection.name.clone()));
+        }
+        let count = prepared.len() as i64;
+        let first_seq = self.last_seq.fetch_add(count, Ordering::SeqCst) + 1;
+        let mut rows = Vec::with_capacity(prepared.len());
+        let mut indexed = Vec::with_capacity(prepared.len());
+        for (offset, point) in prepared.into_iter().enumerate() {
+            let mut row = point.row;
+            row.seq = first_seq + offset as i64;
+            rows.push(row);
+            indexed.push(point.indexed);
+        }
+        let mut tx = self.store.begin_write().await?;
+        store::upsert_points(&mut tx, &collection.name, &rows).await?;
+        tx.commit().await?;
+        let pending = collection.index.write().stage_upsert(indexed);
+        tokio::task::spawn_blocking(move || pending.run()).await?;
+        rebuild_if_needed(&collection).await?;
+        drop(dropped);
+        self.metrics
+            .points_upserted
+            .fetch_add(count as u64, Ordering::Relaxed);
+        tracing::debug!(collection = %collection.name, count, "points upserted");
+        Ok(count as u64)
+    }
+
+    /// Deletes the points with these ids; returns how many existed.
+    pub async fn delete_points(
+        self: &Arc<Self>,
+        collection_name: &str,
+        ids: Vec<String>,
+    ) -> Result<u64, Error> {
+        let collection = self.collection(collection_name)?;
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let dropped = collection.writer.lock().await;
+            if *dropped {
+                return Err(Error::CollectionNotFound(collection.name.clone()));
+            }
+            let mut tx = this.store.begin_write().await?;
+            let deleted = store::delete_points(&mut tx, &collection.name, &ids).await?;
+            tx.commit().await?;
+            let deleted_in_memory = collection.index.write().delete(&ids);
+            if deleted_in_memory as u64 != deleted {
+                tracing::warn!(collection = %collection.name, deleted, deleted_in_memory, "index and database disagreed on deleted points");
+            }
+            rebuild_if_needed(&collection).await?;
+            drop(dropped);
+            this.metrics.points_deleted.fetch_add(deleted, Ordering::Relaxed);
+            Ok(deleted)
+        })
+        .await?
+    }
+
+    pub async fn search(
+        &self,
+        collection_name: &str,
+        request: SearchRequest,
+    ) -> Result<Vec<Hit>, Error> {
+        let collection = self.collection(collection_name)?;
+        let (field, vector) = match request.query {
+            Query::Vector(vector) => {
+                if vector.len() != collection.dimension {
+                    return Err(FieldError::new(
+                        "vector",
+                        format!(
+                            "must have {} values, got {}",
+                            collection.dimension,
+                            vector.len()
+                        ),
+                    )
+                    .into());
+                }
+                ("vector", vector)
+            }
+            Query::Text(text) => {
+                if collection.embedder_name.is_none() {
+                    return Err(FieldError::new(
+                        "text",
+                        format!(
+                            "collection `{}` has no embedder, search by `vector`",
+                            collection.name
+                        ),
+                    )
+                    .into());
+                }
+                let mut vectors = collection.embed(vec![text]).await?;
+                ("text", vectors.pop().unwrap_or_default())
+            }
+        };
+        let Some(query) = collection.metric.index_form(&vector) else {
+            return Err(FieldError::new(
+                field,
+                "must not be an all-zero vector in a cosine collection",
+            )
+            .into());
+        };
+        let index = Arc::clone(&collection.index);
+        let threshold = self.exact_search_threshold;
+        let hits = tokio::task::spawn_blocking(move || {
+            index
+                .read()
+                .search(&query, request.top_k, &request.filter, threshold)
+        })
+        .await?;
+        self.metrics.searches.fetch_add(1, Ordering::Relaxed);
+        Ok(hits)
+    }
+}
+
+fn resolve_dimension(
+    requested: usize,
+    embedder_name: Option<&str>,
+    embedder: Option<&SharedEmbedder>,
+) -> Result<usize, FieldError> {
+    let (Some(name), Some(embedder)) = (embedder_name, embedder) else {
+        if requested == 0 || requested > MAX_DIMENSION {
+            return Err(FieldError::new(
+                "dimension",
+                format!("must be in 1..={MAX_DIMENSION}, got {requested}"),
+            ));
+        }
+        return Ok(requested);
+    };
+    let embedder_dimension = embedder.dimension();
+    if requested != 0 && requested != embedder_dimension {
+        return Err(FieldError::new(
+            "dimension",
+            format!("must be 0 or {embedder_dimension} (the dimension of embedder `{name}`), got {requested}"),
+        ));
+    }
+    Ok(embedder_dimension)
+}
+
+/// Checks every point against the collection and embeds the texts that
+/// need it, before anything is written.
+async fn prepare_points(
+    collection: &Collection,
+    points: Vec<NewPoint>,
+) -> Result<Vec<PreparedPoint>, Error> {
+    let mut texts_to_embed = Vec::new();
+    let mut embed_positions = Vec::new();
+    for (position, point) in points.iter().enumerate() {
+        if !point.vector.is_empty() {
+            if point.vector.len() != collection.dimension {
+                return Err(FieldError::new(
+                    format!("points[{position}].vector"),
+                    format!(
+                        "must have {} values, got {}",
+                        collection.dimension,
+                        point.vector.len()
+                    ),
+                )
+                .into());
+            }
+            continue;
+        }
+        if collection.embedder_name.is_none() {
+            return Err(FieldError::new(
+                format!("points[{position}].vector"),
+                format!(
+                    "must have {} values: collection `{}` has no embedder for `text`",
+                    collection.dimension, collection.name
+                ),
+            )
+            .into());
+        }
+        texts_to_embed.push(point.text.clone());
+        embed_positions.push(position);
+    }
+    let mut embedded = vec![None; points.len()];
+    if !texts_to_embed.is_empty() {
+        let vectors = collection.embed(texts_to_embed).await?;
+        for (position, vector) in embed_positions.into_iter().zip(vectors) {
+            if let Some(slot) = embedded.get_mut(position) {
+                *slot = Some(vector);
+            }
+        }
+    }
+    let mut prepared = Vec::with_capacity(points.len());
+    for ((position, point), embedded_vector) in points.into_iter().enumerate().zip(embedded) {
+        let (field, vector) = match embedded_vector {
+            Some(vector) => (format!("points[{position}].text"), vector),
+            None => (format!("points[{position}].vector"), point.vector),
+        };
+        let Some(index_vector) = collection.metric.index_form(&vector) else {
+            return Err(FieldError::new(
+                field,
+                "must not be an all-zero vector in a cosine collection",
+            )
+            .into());
+        };
+        let payload_json = Value::Object(point.payload.clone()).to_string();
+        prepared.push(PreparedPoint {
+            row: PointRow {
+                id: point.id.clone(),
+                seq: 0,
+                vector: store::encode_vector(&vector),
+                text: point.text.clone(),
+                payload: payload_json,
+            },
+            indexed: IndexedPoint {
+                id: point.id,
+                vector: index_vector,
+                text: point.text,
+                payload: point.payload,
+            },
+        });
+    }
+    Ok(prepared)
+}
+
+/// Rebuilds the collection's graph from its live points once tombstones are
+/// more than half of it. The caller holds the collection's writer lock, so
+/// nothing changes between the snapshot and the swap; searches go on
+/// against the old graph meanwhile.
+async fn rebuild_if_needed(collection: &Collection) -> Result<(), Error> {
+    let (snapshot, metric, params, tombstones) = {
+        let index = collection.index.read();
+        if !index.needs_rebuild() {
+            return Ok(());
+        }
+        (
+            index.live_points(),
+            index.metric(),
+            index.params(),
+            index.tombstone_count(),
+        )
+    };
+    let lock = Arc::clone(&collection.index);
+    let name = collection.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let points = snapshot.len();
+        let rebuilt = CollectionIndex::build(metric, params, snapshot);
+        let replaced = std::mem::replace(&mut *lock.write(), rebuilt);
+        drop(replaced);
+        tracing::info!(
+            collection = %name,
+            points,
+            tombstones,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "collection graph rebuilt"
+        );
+    })
+    .await?;
+    Ok(())
+}
+
+/// Reads a collection and its points and builds its graph in insertion
+/// order, on a blocking thread.
+async fn load_collection(
+    store: &Store,
+    catalog: &ModelCatalog,
+    row: CollectionRow,
+) -> Result<Collection, Error> {
+    let corrupt = |reason: String| Error::Corrupt {
+        collection: row.name.clone(),
+        reason,
+    };
+    let metric = Metric::parse(&row.metric)
+        .ok_or_else(|| corrupt(format!("unknown metric {:?}", row.metric)))?;
+    let dimension = usize::try_from(row.dimension)
+        .map_err(|_| corrupt(format!("dimension {}", row.dimension)))?;
+    let hnsw = HnswParams {
+        m: usize::try_from(row.hnsw_m).map_err(|_| corrupt(format!("hnsw m {}", row.hnsw_m)))?,
+        ef_construction: usize::try_from(row.hnsw_ef_construction)
+            .map_err(|_| corrupt(format!("hnsw ef_construction {}", row.hnsw_ef_construction)))?,
+        ef_search: usize::try_from(row.hnsw_ef_search)
+            .map_err(|_| corrupt(format!("hnsw ef_search {}", row.hnsw_ef_search)))?,
+    };
+    let embedder_name = (!row.embedder.is_empty()).then(|| row.embedder.clone());
+    let embedder = match &embedder_name {
+        None => None,
+        Some(name) => match catalog.embedder(name) {
+            Ok(embedder) => Some(embedder),
+            Err(_) => {
+                tracing::warn!(collection = %row.name, embedder = %name, "embedder not in the catalog; text upserts and searches will fail");
+                None
+            }
+        },
+    };
+    let started = Instant::now();
+    let point_rows = store::load_points(store, &row.name).await?;
+    let name = row.name.clone();
+    let index = tokio::task::spawn_blocking(move || -> Result<CollectionIndex, String> {
+        let mut points = Vec::with_capacity(point_rows.len());
+        for point_row in point_rows {
+            points.push(Arc::new(decode_point(point_row, metric, dimension)?));
+        }
+        Ok(CollectionIndex::build(metric, hnsw, points))
+    })
+    .await?
+    .map_err(corrupt)?;
+    tracing::info!(
+        collection = %name,
+        points = index.live_count(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "collection loaded"
+    );
+    Ok(Collection {
+        name,
+        dimension,
+        metric,
+        embedder_name,
+        embedder,
+        hnsw,
+        created_at_ms: row.created_at_ms,
+        index: Arc::new(RwLock::new(index)),
+        writer: tokio::sync::Mutex::new(false),
+    })
+}
+
+fn decode_point(row: PointRow, metric: Metric, dimension: usize) -> Result<IndexedPoint, String> {
+    let vector = store::decode_vector(&row.vector)
+        .filter(|vector| vector.len() == dimension)
+        .ok_or_else(|| {
+            format!(
+                "point `{}` has {} vector bytes, expected {}",
+                row.id,
+                row.vector.len(),
+                dimension * 4
+            )
+        })?;
+    let index_vector = metric
+        .index_form(&vector)
+        .ok_or_else(|| format!("point `{}` has an all-zero vector", row.id))?;
+    let payload: Map<String, Value> = serde_json::from_str(&row.payload)
+        .map_err(|error| format!("point `{}` has an unreadable payload: {error}", row.id))?;
+    Ok(IndexedPoint {
+        id: row.id,
+        vector: index_vector,
+        text: row.text,
+        payload,
+    })
+}

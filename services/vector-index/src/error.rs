@@ -1,0 +1,73 @@
+use keel_core::FieldError;
+use keel_models::ModelError;
+use keel_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    #[error("collection `{0}` not found")]
+    CollectionNotFound(String),
+    #[error("collection `{0}` already exists")]
+    CollectionExists(String),
+    /// The collection names an embedder this process's catalog lacks.
+    #[error("embedder `{embedder}` of collection `{collection}` is not available in this process")]
+    EmbedderUnavailable {
+        collection: String,
+        embedder: String,
+    },
+    #[error(
+        "embedder `{embedder}` returned {got} dimensions, collection `{collection}` has {expected}"
+    )]
+    EmbedderDimension {
+        collection: String,
+        embedder: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("embedder `{embedder}` failed: {source}")]
+    Embedding {
+        embedder: String,
+        source: ModelError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored data of collection `{collection}` is corrupt: {reason}")]
+    Corrupt { collection: String, reason: String },
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Serve(#[from] keel_core::ServeError),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            Error::CollectionNotFound(_) => tonic::Status::not_found(message),
+            Error::CollectionExists(_) => tonic::Status::already_exists(message),
+            Error::EmbedderUnavailable { .. } | Error::EmbedderDimension { .. } => {
+                tonic::Status::failed_precondition(message)
+            }
+            Error::Embedding {
+                source: ModelError::InvalidInput(_),
+                ..
+            } => tonic::Status::invalid_argument(message),
+            Error::Embedding { .. } => {
+                tracing::warn!(error = %message, "embedder unavailable");
+                tonic::Status::unavailable(message)
+            }
+            Error::Store(StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            )) => {
+                tracing::warn!(error = %message, "database unavailable");
+                tonic::Status::unavailable(message)
+            }
+            _ => {
+                tracing::error!(error = %message, "internal error");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The in-memory index of one collection: an HNSW graph (hnsw_rs) over the
+//! points' vectors, the points themselves, and tombstones for the graph
+//! nodes whose point was replaced or deleted (hnsw_rs cannot remove a node).
+//! Everything here is synchronous and CPU-bound: callers run it on blocking
+//! threads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hnsw_rs::hnsw::{FilterT, Hnsw, Neighbour};
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::distance::{GraphDistance, Metric};
+use crate::filter::PayloadFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+pub const DEFAULT_HNSW_PARAMS: HnswParams = HnswParams {
+    m: 16,
+    ef_construction: 200,
+    ef_search: 64,
+};
+
+/// A point as the index keeps it; `vector` is in the metric's index form
+/// (unit length for cosine).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedPoint {
+    pub id: String,
+    pub vector: Vec<f32>,
+    pub text: String,
+    pub payload: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub point: Arc<IndexedPoint>,
+    pub score: f32,
+}
+
+type Graph = Hnsw<'static, f32, GraphDistance>;
+
+/// hnsw_rs caps the number of layers at 16.
+const MAX_LAYERS: usize = 16;
+
+/// A filter matching fewer than 1/10 of the live points is searched
+/// exactly: the graph walk would visit mostly non-matching nodes.
+const SELECTIVE_FILTER_DIVISOR: usize = 10;
+
+/// Exact scans over at least this many points are scored in parallel.
+const PARALLEL_SCAN_MIN_POINTS: usize = 20_000;
+
+pub struct CollectionIndex {
+    metric: Metric,
+    params: HnswParams,
+    graph: Arc<Graph>,
+    /// By graph data id, in insertion order; `None` is a tombstone.
+    slots: Vec<Option<Arc<IndexedPoint>>>,
+    /// External id -> slot of its live version.
+    live_slots_by_id: HashMap<String, usize>,
+}
+
+/// Graph inserts for points that [`CollectionIndex::stage_upsert`] already
+/// made visible to exact scans. Run them without holding the index lock:
+/// hnsw_rs inserts through `&self`, so searches go on meanwhile.
+#[must_use]
+pub struct PendingInserts {
+    graph: Arc<Graph>,
+    points: Vec<(usize, Arc<IndexedPoint>)>,
+}
+
+impl PendingInserts {
+    pub fn run(self) {
+        for (slot, point) in &self.points {
+            self.graph.insert_slice((&point.vector, *slot));
+        }
+    }
+}
+
+fn new_graph(metric: Metric, params: HnswParams, capacity: usize) -> Graph {
+    Hnsw::new(
+        params.m,
+        capacity.max(16),
+        MAX_LAYERS,
+        params.ef_construction,
+        GraphDistance { metric },
+    )
+}
+
+impl CollectionIndex {
+    pub fn empty(metric: Metric, params: HnswParams) -> CollectionIndex {
+        CollectionIndex {
+            metric,
+            params,
+            graph: Arc::new(new_graph(metric, params, 0)),
+            slots: Vec::new(),
+            live_slots_by_id: HashMap::new(),
+        }
+    }
+
+    /// Builds the graph from `points` in the given (insertion) order; a later
+    /// point with the same id replaces an earlier one.
+    pub fn build(
+        metric: Metric,
+        params: HnswParams,
+        points: Vec<Arc<IndexedPoint>>,
+    ) -> CollectionIndex {
+        let graph = new_graph(metric, params, points.len());
+        let mut index = CollectionIndex {
+            metric,
+            params,
+            graph: Arc::new(graph),
+            slots: Vec::with_capacity(points.len()),
+            live_slots_by_id: HashMap::with_capacity(points.len()),
+        };
+        let pending = index.stage(points);
+        pending.run();
+        index
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    pub fn params(&self) -> HnswParams {
+        self.params
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live_slots_by_id.len()
+    }
+
+    pub fn tombstone_count(&self) -> usize {
+        self.slots.len() - self.live_slots_by_id.len()
+    }
+
+    /// True once tombstones are more than half of the graph.
+    pub fn needs_rebuild(&self) -> bool {
+        self.tombstone_count() * 2 > self.slots.len()
+    }
+
+    /// The live points in insertion order, to rebuild from.
+    pub fn live_points(&self) -> Vec<Arc<IndexedPoint>> {
+        self.slots.iter().flatten().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<IndexedPoint>> {
+        let slot = *self.live_slots_by_id.get(id)?;
+        self.slots.get(slot)?.as_ref()
+    }
+
+    /// Makes `points` live (tombstoning the versions they replace) and
+    /// returns the graph inserts still to run.
+    pub fn stage_upsert(&mut self, points: Vec<IndexedPoint>) -> PendingInserts {
+        self.stage(points.into_iter().map(Arc::new).collect())
+    }
+
+    fn stage(&mut self, points: Vec<Arc<IndexedPoint>>) -> PendingInserts {
+        let mut inserts = Vec::with_capacity(points.len());
+        for point in points {
+            let slot = self.slots.len();
+            if let Some(replaced_slot) = self.live_slots_by_id.insert(point.id.clone(), slot) {
+                self.tombstone(replaced_slot);
+            }
+            self.slots.push(Some(Arc::clone(&point)));
+            inserts.push((slot, point));
+        }
+        PendingInserts {
+            graph: Arc::clone(&self.graph),
+            points: inserts,
+        }
+    }
+
+    /// Removes the points with these ids; returns how many were live.
+    pub fn delete(&mut self, ids: &[String]) -> usize {
+        let mut deleted = 0;
+        for id in ids {
+            if let Some(slot) = self.live_slots_by_id.remove(id) {
+                self.tombstone(slot);
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    fn tombstone(&mut self, slot: usize) {
+        if let Some(entry) = self.slots.get_mut(slot) {
+            *entry = None;
+        }
+    }
+
+    /// The `top_k` best live points for `query` (index form) among those
+    /// the filter keeps, best first, ties by id.
+    pub fn search(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        filter: &PayloadFilter,
+        exact_search_threshold: usize,
+    ) -> Vec<Hit> {
+        let live_count = self.live_count();
+        if live_count == 0 || top_k == 0 {
+            return Vec::new();
+        }
+        let ef = self.params.ef_search.max(top_k);
+        if filter.is_empty() {
+            if live_count <= exact_search_threshold {
+                return self.exact_search(query, top_k, self.slots.iter().flatten());
+            }
+            let hits = self.graph_search(query, top_k, ef, filter, None);
+            if hits.len() >= top_k.min(live_count) {
+                return hits;
+            }
+            return self.exact_search(query, top_k, self.slots.iter().flatten());
+        }
+        // Ascending, as `Vec<usize>`'s `FilterT` (a binary search) needs.
+        let matching_slots: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| {
+                let point = entry.as_ref()?;
+                filter.matches(&point.payload).then_some(slot)
+            })
+            .collect();
+        let matching_points = || {
+            matching_slots
+                .iter()
+                .filter_map(|slot| self.slots.get(*slot)?.as_ref())
+        };
+        let selective = matching_slots.len() <= exact_search_threshold
+            || matching_slots.len() * SELECTIVE_FILTER_DIVISOR < live_count;
+        if selective {
+            return self.exact_search(query, top_k, matching_points());
+        }
+        let hits = self.graph_search(query, top_k, ef, filter, Some(&matching_slots));
+        if hits.len() >= top_k.min(matching_slots.len()) {
+            return hits;
+        }
+        self.exact_search(query, top_k, matching_points())
+    }
+
+    fn graph_search(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        ef: usize,
+        filter: &PayloadFilter,
+        allowed_slots: Option<&Vec<usize>>,
+    ) -> Vec<Hit> {
+        let is_live = |slot: &usize| self.slots.get(*slot).is_some_and(Option::is_some);
+        let neighbours: Vec<Neighbour> = match allowed_slots {
+            Some(allowed) => self
+                .graph
+                .search_filter(query, ef, ef, Some(allowed as &dyn FilterT)),
+            None if self.tombstone_count() == 0 => self.graph.search(query, ef, ef),
+            None => self
+                .graph
+                .search_filter(query, ef, ef, Some(&is_live as &dyn FilterT)),
+        };
+        // Re-checked here so that no behaviour of the graph search can let a
+        // tombstone or a non-matching point through; scores are recomputed
+        // exactly from the kept vectors.
+        let mut hits = Vec::with_capacity(neighbours.len());
+        for neighbour in neighbours {
+            let Some(Some(point)) = self.slots.get(neighbour.d_id) else {
+                continue;
+            };
+            if !filter.matches(&point.payload) {
+                continue;
+            }
+            hits.push(Hit {
+                score: self.metric.score(query, &point.vector),
+                point: Arc::clone(point),
+            });
+        }
+        self.rank(hits, top_k)
+    }
+
+    fn exact_search<'a>(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        candidates: impl Iterator<Item = &'a Arc<IndexedPoint>>,
+    ) -> Vec<Hit> {
+        let candidates: Vec<&Arc<IndexedPoint>> = candidates.collect();
+        let metric = self.metric;
+        let score = |point: &&Arc<IndexedPoint>| Hit {
+            score: metric.score(query, &point.vector),
+            point: Arc::clone(point),
+        };
+        let hits: Vec<Hit> = if candidates.len() >= PARALLEL_SCAN_MIN_POINTS {
+            candidates.par_iter().map(score).collect()
+        } else {
+            candidates.iter().map(score).collect()
+        };
+        self.rank(hits, top_k)
+    }
+
+    fn rank(&self, mut hits: Vec<Hit>, top_k: usize) -> Vec<Hit> {
+        let metric = self.metric;
+        let order = |left: &Hit, right: &Hit| {
+            metric
+                .compare_scores(left.score, right.score)
+                .then_with(|| left.point.id.cmp(&right.point.id))
+        };
+        if top_k == 0 {
+            return Vec::new();
+        }
+        if hits.len() > top_k {
+            hits.select_nth_unstable_by(top_k - 1, order);
+            hits.truncate(top_k);
+        }
+        hits.sort_by(order);
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn point(id: &str, vector: Vec<f32>, payload: Value) -> IndexedPoint {
+        IndexedPoint {
+            id: id.to_string(),
+            vector,
+            text: format!("text of {id}"),
+            payload: payload.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn ids(hits: &[Hit]) -> Vec<&str> {
+        hits.iter().map(|hit| hit.point.id.as_str()).collect()
+    }
+
+    fn grid_index(metric: Metric, count: usize) -> CollectionIndex {
+        let mut index = CollectionIndex::empty(metric, DEFAULT_HNSW_PARAMS);
+        let points = (0..count)
+            .map(|n| {
+                let angle = n as f32 * 0.1;
+                point(
+                    &format!("p{n:03}"),
+                    vec![
+                        angle.cos() * (1.0 + n as f32),
+                        angle.sin() * (1.0 + n as f32),
+                        1.0,
+                    ],
+                    json!({"parity": n % 2, "bucket": n % 7}),
+                )
+            })
+            .collect();
+        index.stage_upsert(points).run();
+        index
+    }
+
+    #[test]
+    fn l2_search_is_ascending_and_graph_agrees_with_exact() {
+        let index = grid_index(Metric::L2, 300);
+        let query = [3.0, 0.5, 1.0];
+        let via_graph = index.search(&query, 5, &PayloadFilter::default(), 0);
+        let exact = index.search(&query, 5, &PayloadFilter::default(), usize::MAX);
+        assert_eq!(ids(&via_graph), ids(&exact));
+        assert_eq!(via_graph.len(), 5);
+        for pair in via_graph.windows(2) {
+            assert!(pair[0].score <= pair[1].score);
+        }
+    }
+
+    #[test]
+    fn ties_are_ordered_by_id() {
+        let mut index = CollectionIndex::empty(Metric::Dot, DEFAULT_HNSW_PARAMS);
+        index
+            .stage_upsert(vec![
+                point("b", vec![1.0, 0.0], json!({})),
+                point("a", vec![1.0, 0.0], json!({})),
+                point("c", vec![2.0, 0.0], json!({})),
+            ])
+            .run();
+        let hits = index.search(&[1.0, 0.0], 3, &PayloadFilter::default(), 0);
+        assert_eq!(ids(&hits), vec!["c", "a", "b"]);
+        assert_eq!(hits[0].score, 2.0);
+    }
+
+    #[test]
+    fn replace_and_delete_leave_tombstones_and_rebuild_drops_them() {
+        let mut index = grid_index(Metric::L2, 10);
+        index
+            .stage_upsert(vec![point(
+                "p000",
+                vec![100.0, 100.0, 100.0],
+                json!({"new": true}),
+            )])
+            .run();
+        assert_eq!(index.live_count(), 10);
+        assert_eq!(index.tombstone_count(), 1);
+        let hits = index.search(&[100.0, 100.0, 100.0], 10, &PayloadFilter::default(), 0);
+        assert_eq!(hits[0].point.id, "p000");
+        assert_eq!(hits[0].score, 0.0);
+        assert_eq!(hits.len(), 10);
+        assert_eq!(hits.iter().filter(|hit| hit.point.id == "p000").count(), 1);
+
+        let deleted = index.delete(&["p001".to_string(), "p002".to_string(), "nope".to_string()]);
+        assert_eq!(deleted, 2);
+        let hits = index.search(&[0.0, 0.0, 0.0], 10, &PayloadFilter::default(), 0);
+        assert_eq!(hits.len(), 8);
+        assert!(!ids(&hits).contains(&"p001"));
+        assert!(!index.needs_rebuild());
+
+        let to_delete: Vec<String> = (3..8).map(|n| format!("p{n:03}")).collect();
+        index.delete(&to_delete);
+        assert!(index.needs_rebuild());
+        let rebuilt = CollectionIndex::build(index.metric(), index.params(), index.live_points());
+        assert_eq!(rebuilt.tombstone_count(), 0);
+        assert_eq!(rebuilt.live_count(), 3);
+        let hits = rebuilt.search(&[100.0, 100.0, 100.0], 10, &PayloadFilter::default(), 0);
+        assert_eq!(ids(&hits), vec!["p000", "p009", "p008"]);
+    }
+
+    #[test]
+    fn selective_and_broad_filters_return_top_k_matching() {
+        let index = grid_index(Metric::Cosine, 400);
+        let broad = PayloadFilter::new(json!({"parity": 1}).as_object().cloned().unwrap());
+        let hits = index.search(&[1.0, 0.0, 0.0], 20, &broad, 0);
+        assert_eq!(hits.len(), 20);
+        assert!(hits
+            .iter()
+            .all(|hit| hit.point.payload["parity"] == json!(1)));
+        let narrow = PayloadFilter::new(
+            json!({"parity": 0, "bucket": 3})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        );
+        let hits = index.search(&[1.0, 0.0, 0.0], 1000, &narrow, 0);
+        let expected = (0..400).filter(|n| n % 2 == 0 && n % 7 == 3).count();
+        assert_eq!(hits.len(), expected);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// A filtered search never returns a non-matching, deleted or
+        /// replaced point, and returns top_k results when enough match.
+        #[test]
+        fn filtered_search_only_returns_live_matching_points(
+            vectors in proptest::collection::vec(proptest::collection::vec(-10.0f32..10.0, 4), 1..120),
+            categories in proptest::collection::vec(0u8..4, 120),
+            deleted in proptest::collection::vec(0usize..120, 0..40),
+            wanted in 0u8..4,
+            top_k in 1usize..50,
+            exact_threshold in prop_oneof![Just(0usize), Just(1000usize)],
+            metric in prop_oneof![Just(Metric::Cosine), Just(Metric::Dot), Just(Metric::L2)],
+        ) {
+            let mut index = CollectionIndex::empty(metric, HnswParams { m: 4, ef_construction: 16, ef_search: 8 });
+            let points: Vec<IndexedPoint> = vectors
+                .iter()
+                .enumerate()
+                .filter_map(|(n, vector)| {
+                    let vector = metric.index_form(vector)?;
+                    Some(point(&format!("p{n}"), vector, json!({"category": categories[n]})))
+                })
+                .collect();
+            index.stage_upsert(points.clone()).run();
+            let deleted_ids: Vec<String> = deleted.iter().map(|n| format!("p{n}")).collect();
+            index.delete(&deleted_ids);
+            // Replacing every third point flips its category: the old version
+            // must never surface.
+            let replacements: Vec<IndexedPoint> = points
+                .iter()
+                .step_by(3)
+                .filter(|p| !deleted_ids.contains(&p.id))
+                .map(|p| {
+                    let flipped = (p.payload["category"].as_u64().unwrap_or(0) + 1) % 4;
+                    point(&p.id, p.vector.clone(), json!({"category": flipped, "replaced": true}))
+                })
+                .collect();
+            index.stage_upsert(replacements).run();
+
+            let filter = PayloadFilter::new(json!({"category": wanted}).as_object().cloned().unwrap());
+            let hits = index.search(&[1.0, 0.5, -0.5, 2.0], top_k, &filter, exact_threshold);
+            let live = index.live_points();
+            let matching = live.iter().filter(|p| filter.matches(&p.payload)).count();
+            prop_assert_eq!(hits.len(), top_k.min(matching));
+            for hit in &hits {
+                prop_assert!(filter.matches(&hit.point.payload));
+                prop_assert!(!deleted_ids.contains(&hit.point.id));
+                let current = index.get(&hit.point.id).map(|p| p.payload.clone());
+                prop_assert_eq!(Some(hit.point.payload.clone()), current);
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The end-to-end harness: a whole Keel (`keel::cluster::start`: five
+//! servers on ephemeral loopback ports, wired by real gRPC clients) on a
+//! fresh SQLite directory or fresh Postgres databases, plus the five
+//! generated clients connected to it. The scenarios live in `tests/e2e/`.
+
+// Test support: failing loudly, with the reason, is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod fixtures;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use keel::cluster::{RunningKeel, Service};
+use keel::config::KeelConfig;
+use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
+use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_proto::v1::registry_service_client::RegistryServiceClient;
+use keel_proto::v1::serving_service_client::ServingServiceClient;
+use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub use keel::cluster;
+
+/// Runs a scenario `async fn name(backend: Backend)` once per backend, as
+/// the tests `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario($crate::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a cluster keeps its data. It outlives the cluster, so that a second
+/// cluster can start on the same data (restart tests).
+pub struct Storage {
+    data_dir: tempfile::TempDir,
+    /// One fresh database per service, in `Service::ALL` order; `None` on SQLite.
+    postgres_urls: Option<Vec<String>>,
+}
+
+impl Storage {
+    /// A fresh tempdir (SQLite) or five fresh Postgres databases. Panics when
+    /// Postgres cannot be reached: a skipped backend must never look green.
+    pub async fn fresh(backend: Backend) -> Storage {
+        let data_dir = tempfile::tempdir().expect("cannot create a tempdir");
+        let postgres_urls = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let mut urls = Vec::new();
+                for service in Service::ALL {
+                    let url = keel_store::testing::fresh_postgres_database()
+                        .await
+                        .unwrap_or_else(|error| {
+                            panic!(
+                                "cannot create a postgres database for {service} on {}: {error}",
+                                keel_store::testing::test_postgres_url()
+                            )
+                        });
+                    urls.push(url);
+                }
+                Some(urls)
+            }
+        };
+        Storage {
+            data_dir,
+            postgres_urls,
+        }
+    }
+
+    /// A config on ephemeral ports pointing at this storage.
+    pub fn config(&self) -> KeelConfig {
+        let mut config = KeelConfig::default().with_ephemeral_ports();
+        config.common.data_dir = self.data_dir.path().to_path_buf();
+        if let Some(urls) = &self.postgres_urls {
+            config.registry.database_url = urls[0].clone();
+            config.vector_index.database_url = urls[1].clone();
+            config.serving.database_url = urls[2].clone();
+            config.feedback.database_url = urls[3].clone();
+            config.monitoring.database_url = urls[4].clone();
+        }
+        config
+    }
+}
+
+/// A running Keel and a client per service.
+pub struct Cluster {
+    pub keel: RunningKeel,
+    pub registry: RegistryServiceClient<Channel>,
+    pub vector_index: VectorIndexServiceClient<Channel>,
+    pub serving: ServingServiceClient<Channel>,
+    pub feedback: FeedbackServiceClient<Channel>,
+    pub monitoring: MonitoringServiceClient<Channel>,
+}
+
+impl Cluster {
+    pub async fn start(storage: &Storage) -> Cluster {
+        Cluster::start_with(storage, |_| {}).await
+    }
+
+    /// Starts a cluster with the builtin models on `storage`, after `adjust`
+    /// has changed the config, and waits until every service answers.
+    pub async fn start_with(storage: &Storage, adjust: impl FnOnce(&mut KeelConfig)) -> Cluster {
+        let mut config = storage.config();
+        adjust(&mut config);
+        Cluster::start_with_catalog(config, keel_models::ModelCatalog::builtin()).await
+    }
+
+    /// Starts a cluster with `catalog`'s models and waits until every
+    /// service answers.
+    pub async fn start_with_catalog(
+        config: KeelConfig,
+        catalog: keel_models::ModelCatalog,
+    ) -> Cluster {
+        let keel = keel::cluster::start(config, catalog)
+            .await
+            .unwrap_or_else(|error| panic!("cluster did not start: {error}"));
+        let cluster = Cluster {
+            registry: RegistryServiceClient::new(channel(&keel, Service::Registry)),
+            vector_index: VectorIndexServiceClient::new(channel(&keel, Service::VectorIndex)),
+            serving: ServingServiceClient::new(channel(&keel, Service::Serving)),
+            feedback: FeedbackServiceClient::new(channel(&keel, Service::Feedback)),
+            monitoring: MonitoringServiceClient::new(channel(&keel, Service::Monitoring)),
+            keel,
+        };
+        cluster.wait_until_serving().await;
+        cluster
+    }
+
+    /// Polls each service's gRPC health until it reports SERVING: a service
+    /// whose store failed to open never does, and the test says which.
+    async fn wait_until_serving(&self) {
+        for service in Service::ALL {
+            let channel = channel(&self.keel, service);
+            eventually(
+                &format!("{service} to report healthy"),
+                Duration::from_secs(30),
+                || {
+                    let mut health = HealthClient::new(channel.clone());
+                    async move {
+                        let request = HealthCheckRequest {
+                            service: String::new(),
+                        };
+                        let response = health.check(request).await.ok()?.into_inner();
+                        (response.status() == ServingStatus::Serving).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Stops every service and asserts that they all stopped cleanly.
+    pub async fn shutdown(self) {
+        self.keel
+            .shutdown()
+            .await
+            .unwrap_or_else(|error| panic!("cluster shutdown failed: {error}"));
+    }
+}
+
+fn channel(keel: &RunningKeel, service: Service) -> Channel {
+    Channel::from_shared(keel.grpc_url(service))
+        .expect("a bound address is a valid url")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// Calls `attempt` until it returns `Some`, and panics naming `what` when
+/// `timeout` passes first. The pause between attempts is a polling
+/// interval, not synchronisation: the condition decides.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts that `result` failed with `code` and a message containing every
+/// one of `needles` (the field, or the unknown thing's name).
+pub fn assert_status<T: std::fmt::Debug>(
+    case: &str,
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needles: &[&str],
+) {
+    let status = match result {
+        Ok(value) => panic!("{case}: expected {code:?}, got Ok({value:?})"),
+        Err(status) => status,
+    };
+    assert_eq!(
+        status.code(),
+        code,
+        "{case}: expected {code:?}, got {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    for needle in needles {
+        assert!(
+            status.message().contains(needle),
+            "{case}: message {:?} does not name {needle:?}",
+            status.message()
+        );
+    }
+}

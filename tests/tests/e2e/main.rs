@@ -1,0 +1,14 @@
+//! End-to-end scenarios over a whole Keel on ephemeral loopback ports; each
+//! runs on SQLite and on Postgres (`<scenario>::sqlite`, `<scenario>::postgres`).
+//! One test binary, to keep link time down.
+
+// Scenario helpers are not #[test] functions, but they are test code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod champion;
+mod full_loop;
+mod monitoring_outage;
+mod restart;
+mod streaming;
+mod traffic_split;

@@ -1,0 +1,80 @@
+//! (f) With monitoring down, queries still succeed at the same speed, and
+//! serving counts the records it could not deliver.
+
+use std::time::{Duration, Instant};
+
+use keel::cluster::Service;
+use keel_proto::v1::GetServingStatsRequest;
+use keel_tests::fixtures::{self, ENDPOINT, REFUND_QUESTION, SHIPPING_QUESTION};
+use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
+
+on_both_backends!(monitoring_outage);
+
+const QUERIES: usize = 40;
+
+async fn monitoring_outage(backend: Backend) {
+    let storage = Storage::fresh(backend).await;
+    let cluster = Cluster::start_with(&storage, |config| {
+        // Small and quick, so undelivered records show up within the test.
+        config.serving.inference_queue_capacity = 32;
+        config.serving.inference_batch_size = 4;
+        config.serving.inference_flush_interval_ms = 10;
+        config.serving.delivery_attempts = 2;
+        config.serving.delivery_timeout_ms = 200;
+    })
+    .await;
+    fixtures::setup_application(&cluster).await;
+    // Warm up connections and caches before measuring.
+    fixtures::query(&cluster, ENDPOINT, SHIPPING_QUESTION.text, "warm-up").await;
+
+    let median_up = median_latency(&cluster, "up").await;
+    let mut cluster = cluster;
+    cluster.keel.stop_service(Service::Monitoring).await;
+    let median_down = median_latency(&cluster, "down").await;
+    let limit = median_up * 2 + Duration::from_millis(20);
+    assert!(
+        median_down < limit,
+        "median query latency with monitoring down {median_down:?} >= 2 x {median_up:?} + 20 ms"
+    );
+
+    let stats = eventually(
+        "serving to count undelivered records",
+        Duration::from_secs(15),
+        || {
+            let mut serving = cluster.serving.clone();
+            async move {
+                let stats = serving
+                    .get_serving_stats(GetServingStatsRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                (stats.records_failed_delivery + stats.records_dropped_queue_full > 0)
+                    .then_some(stats)
+            }
+        },
+    )
+    .await;
+    // Every query handed its record over, queued or counted as dropped.
+    let handed_over = stats.records_enqueued + stats.records_dropped_queue_full;
+    assert!(handed_over >= (2 * QUERIES) as u64, "{stats:?}");
+    cluster.shutdown().await;
+}
+
+/// The median client-side latency of QUERIES queries, all of which succeed.
+async fn median_latency(cluster: &Cluster, phase: &str) -> Duration {
+    let mut latencies = Vec::with_capacity(QUERIES);
+    for index in 0..QUERIES {
+        let started = Instant::now();
+        let response = fixtures::query(
+            cluster,
+            ENDPOINT,
+            REFUND_QUESTION.text,
+            &format!("{phase}-{index}"),
+        )
+        .await;
+        latencies.push(started.elapsed());
+        assert_eq!(response.citations[0].point_id, REFUND_QUESTION.passage_id);
+    }
+    latencies.sort();
+    latencies[QUERIES / 2]
+}
