@@ -178,6 +178,22 @@ impl Cluster {
     }
 }
 
+/// The real local models (`minilm`, `smollm2`) plus the built-ins, from
+/// `KEEL_MODELS_DIR` (which `scripts/test` sets) or `<repo>/.models`.
+/// Panics saying how to fetch them: a real-model test never passes by
+/// skipping.
+pub async fn real_model_catalog() -> keel_models::ModelCatalog {
+    let dir = match std::env::var_os(keel_models::model_files::MODELS_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.models"),
+    };
+    let config = keel_models::ModelsConfig::in_dir(dir);
+    tokio::task::spawn_blocking(move || keel_models::ModelCatalog::load(&config))
+        .await
+        .expect("loading the models panicked")
+        .unwrap_or_else(|error| panic!("the real models did not load: {error}"))
+}
+
 fn channel(keel: &RunningKeel, service: Service) -> Channel {
     Channel::from_shared(keel.grpc_url(service))
         .expect("a bound address is a valid url")

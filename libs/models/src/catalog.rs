@@ -10,7 +10,8 @@ use crate::extractive_generator::EXTRACTIVE_GENERATOR_NAME;
 use crate::hashing_embedder::HASHING_EMBEDDER_NAME;
 use crate::llama::{LlamaEmbedder, LlamaEmbedderOptions, LlamaGenerator, LlamaGeneratorOptions};
 use crate::{
-    ExtractiveGenerator, HashingEmbedder, ModelError, ModelsConfig, SharedEmbedder, SharedGenerator,
+    ExtractiveGenerator, HashingEmbedder, ModelError, ModelsConfig, OpenAiGenerator,
+    SharedEmbedder, SharedGenerator,
 };
 
 /// The embedders and generators a process can use, by name.
@@ -41,9 +42,11 @@ impl ModelCatalog {
     }
 
     /// The built-in models plus the local ones: `minilm` and `smollm2`,
-    /// loaded from `config.dir`. A missing file is an error that says how to
-    /// get it, unless `config.require_local_models` is off (then the model
-    /// is left out, with a warning). Blocking: loading reads the files.
+    /// loaded from `config.dir`, plus the remote generators of
+    /// `config.openai` under their configured names. A missing file is an
+    /// error that says how to get it, unless `config.require_local_models`
+    /// is off (then the model is left out, with a warning). Blocking:
+    /// loading reads the files.
     pub fn load(config: &ModelsConfig) -> Result<ModelCatalog, ModelError> {
         let mut catalog = ModelCatalog::builtin();
         let paths = config.paths();
@@ -70,7 +73,35 @@ impl ModelCatalog {
                 Arc::new(LlamaGenerator::load(&options)?),
             );
         }
+        catalog.add_remote_generators(config)?;
         Ok(catalog)
+    }
+
+    /// Adds `config.openai`'s generators; a name already in the catalog is
+    /// refused, so a remote model never silently replaces a local one.
+    fn add_remote_generators(&mut self, config: &ModelsConfig) -> Result<(), ModelError> {
+        for (name, remote) in &config.openai {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid_name {
+                return Err(ModelError::Backend(format!(
+                    "models.openai.{name:?}: a generator name is 1 to 64 of [A-Za-z0-9_.-]"
+                )));
+            }
+            if self.generators.contains_key(name) {
+                return Err(ModelError::Backend(format!(
+                    "models.openai.{name}: `{name}` is already a built-in or local generator"
+                )));
+            }
+            let generator = OpenAiGenerator::new(remote.clone())
+                .map_err(|error| ModelError::Backend(format!("models.openai.{name}: {error}")))?
+                .named(name);
+            self.add_generator(name, Arc::new(generator));
+        }
+        Ok(())
     }
 
     pub fn add_embedder(&mut self, name: &str, embedder: SharedEmbedder) {
@@ -124,6 +155,7 @@ fn model_file_present(model: &str, path: &Path, config: &ModelsConfig) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Generator as _;
 
     #[test]
     fn a_missing_model_file_says_how_to_fetch_it() {
@@ -146,5 +178,59 @@ mod tests {
         let catalog = ModelCatalog::load(&config).unwrap();
         assert_eq!(catalog.embedder_names(), vec!["hashing".to_string()]);
         assert_eq!(catalog.generator_names(), vec!["extractive".to_string()]);
+    }
+
+    fn without_local_models() -> ModelsConfig {
+        let mut config = ModelsConfig::in_dir(std::path::PathBuf::from("/nonexistent/keel-models"));
+        config.require_local_models = false;
+        config
+    }
+
+    fn remote(model: &str) -> crate::OpenAiConfig {
+        crate::OpenAiConfig {
+            model: model.to_string(),
+            ..crate::OpenAiConfig::default()
+        }
+    }
+
+    #[test]
+    fn remote_generators_join_under_their_configured_names() {
+        let mut config = without_local_models();
+        config.openai.insert("gpt4o".to_string(), remote("gpt-4o-mini"));
+        config.openai.insert("vllm".to_string(), remote("qwen"));
+        let catalog = ModelCatalog::load(&config).unwrap();
+        assert_eq!(catalog.generator_names(), ["extractive", "gpt4o", "vllm"]);
+        assert_eq!(catalog.generator("gpt4o").unwrap().name(), "gpt4o");
+        assert_eq!(catalog.generator("vllm").unwrap().name(), "vllm");
+    }
+
+    #[test]
+    fn a_remote_generator_cannot_take_a_local_name_or_a_bad_one() {
+        for (name, expected) in [
+            ("extractive", "already a built-in or local generator"),
+            ("has space", "1 to 64 of"),
+            ("", "1 to 64 of"),
+        ] {
+            let mut config = without_local_models();
+            config.openai.insert(name.to_string(), remote("m"));
+            let Err(error) = ModelCatalog::load(&config) else {
+                panic!("{name:?} was accepted");
+            };
+            assert!(error.to_string().contains(expected), "{name:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_remote_generator_with_a_bad_config_names_its_section() {
+        let mut config = without_local_models();
+        let mut bad = remote("m");
+        bad.base_url = "ftp://example.com".to_string();
+        config.openai.insert("gpt4o".to_string(), bad);
+        let Err(error) = ModelCatalog::load(&config) else {
+            panic!("a bad base_url was accepted");
+        };
+        let message = error.to_string();
+        assert!(message.contains("models.openai.gpt4o"), "{message}");
+        assert!(message.contains("base_url"), "{message}");
     }
 }

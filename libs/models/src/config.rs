@@ -1,10 +1,12 @@
 //! Where the local model files live and how the local models run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model_files::{models_dir, ModelPaths};
+use crate::OpenAiConfig;
 
 /// The catalog name of the local sentence embedder.
 pub const MINILM_EMBEDDER_NAME: &str = "minilm";
@@ -35,6 +37,9 @@ pub struct ModelsConfig {
     pub embedder_batch_tokens: usize,
     /// Longest embedder input in tokens; longer inputs are cut.
     pub embedder_max_sequence_tokens: usize,
+    /// Remote OpenAI-compatible generators, by the name chain specs use:
+    /// `[models.openai.gpt4o]` with `base_url`, `model`, `api_key_env`, ...
+    pub openai: BTreeMap<String, OpenAiConfig>,
 }
 
 impl Default for ModelsConfig {
@@ -61,6 +66,7 @@ impl ModelsConfig {
             generator_max_tokens: 256,
             embedder_batch_tokens: 512,
             embedder_max_sequence_tokens: 256,
+            openai: BTreeMap::new(),
         }
     }
 
@@ -104,5 +110,30 @@ mod tests {
         assert_eq!(config.threads, 4);
         assert_eq!(config.generator_context_length, 2048);
         assert_eq!(config.embedder_batch_tokens, 512);
+        assert!(config.openai.is_empty());
+    }
+
+    #[test]
+    fn remote_generators_are_named_sections_with_defaults_filled_in() {
+        let config: ModelsConfig = toml::from_str(
+            r#"
+            [openai.gpt4o]
+            base_url = "https://api.openai.com/v1"
+            model = "gpt-4o-mini"
+            api_key_env = "OPENAI_API_KEY"
+
+            [openai.local_vllm]
+            base_url = "http://127.0.0.1:8000/v1"
+            model = "Qwen/Qwen2.5-7B-Instruct"
+            max_retries = 5
+            "#,
+        )
+        .unwrap();
+        let names: Vec<&str> = config.openai.keys().map(String::as_str).collect();
+        assert_eq!(names, ["gpt4o", "local_vllm"]);
+        assert_eq!(config.openai["gpt4o"].api_key_env, "OPENAI_API_KEY");
+        assert_eq!(config.openai["gpt4o"].max_retries, 2);
+        assert_eq!(config.openai["local_vllm"].max_retries, 5);
+        assert_eq!(config.threads, 2);
     }
 }

@@ -86,6 +86,8 @@ pub enum OpenAiConfigError {
 }
 
 pub struct OpenAiGenerator {
+    /// The catalog name chains use for it: `openai` unless configured.
+    name: String,
     config: OpenAiConfig,
     /// `<base_url>/chat/completions`.
     endpoint: String,
@@ -141,11 +143,18 @@ impl OpenAiGenerator {
             .timeout_global(Some(Duration::from_millis(config.request_timeout_ms)))
             .build();
         Ok(OpenAiGenerator {
+            name: OPENAI_GENERATOR_NAME.to_string(),
             agent: ureq::Agent::new_with_config(agent_config),
             endpoint,
             api_key,
             config,
         })
+    }
+
+    /// The same generator under the name a chain spec refers to it by.
+    pub fn named(mut self, name: &str) -> OpenAiGenerator {
+        self.name = name.to_string();
+        self
     }
 
     pub fn config(&self) -> &OpenAiConfig {
@@ -354,7 +363,7 @@ impl OpenAiGenerator {
 
 impl Generator for OpenAiGenerator {
     fn name(&self) -> &str {
-        OPENAI_GENERATOR_NAME
+        &self.name
     }
 
     fn generate(

@@ -8,7 +8,7 @@ use keel_proto::v1::monitoring_service_server::MonitoringService;
 use tonic::{Request, Response, Status};
 
 use crate::inferences::{
-    ChatMessage, Context, InferenceFilter, InferenceLog, InferenceRecord, InferenceStatus,
+    ChatMessage, Context, FinishReason, InferenceFilter, InferenceLog, InferenceRecord, InferenceStatus,
     PageCursor, RequestId,
 };
 use crate::metrics::VersionMetrics;
@@ -221,6 +221,19 @@ fn record_from_proto(
             text: citation.text,
         });
     }
+    let finish_reason = match pb::FinishReason::try_from(record.finish_reason) {
+        Ok(pb::FinishReason::Unspecified) => FinishReason::Unspecified,
+        Ok(pb::FinishReason::Stop) => FinishReason::Stop,
+        Ok(pb::FinishReason::Length) => FinishReason::Length,
+        Ok(pb::FinishReason::StopSequence) => FinishReason::StopSequence,
+        Ok(pb::FinishReason::Cancelled) => FinishReason::Cancelled,
+        Err(_) => {
+            return Err(FieldError::new(
+                field("finish_reason"),
+                format!("must be a FinishReason value, got {}", record.finish_reason),
+            ))
+        }
+    };
     let usage = record.usage.unwrap_or_default();
     Ok(InferenceRecord {
         request_id,
@@ -243,6 +256,7 @@ fn record_from_proto(
         error: record.error,
         started_at_ms: record.started_at_ms,
         generator: record.generator,
+        finish_reason,
     })
 }
 
@@ -302,6 +316,17 @@ fn record_to_proto(record: InferenceRecord) -> pb::InferenceRecord {
         error: record.error,
         started_at_ms: record.started_at_ms,
         generator: record.generator,
+        finish_reason: finish_reason_to_proto(record.finish_reason) as i32,
+    }
+}
+
+fn finish_reason_to_proto(reason: FinishReason) -> pb::FinishReason {
+    match reason {
+        FinishReason::Unspecified => pb::FinishReason::Unspecified,
+        FinishReason::Stop => pb::FinishReason::Stop,
+        FinishReason::Length => pb::FinishReason::Length,
+        FinishReason::StopSequence => pb::FinishReason::StopSequence,
+        FinishReason::Cancelled => pb::FinishReason::Cancelled,
     }
 }
 

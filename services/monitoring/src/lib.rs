@@ -157,6 +157,7 @@ mod tests {
             error: String::new(),
             started_at_ms,
             generator: "extractive".to_string(),
+            finish_reason: pb::FinishReason::Stop as i32,
         }
     }
 
@@ -375,6 +376,13 @@ mod tests {
                     ..good.clone()
                 },
                 "field `records[1].started_at_ms`",
+            ),
+            (
+                pb::InferenceRecord {
+                    finish_reason: 9,
+                    ..good.clone()
+                },
+                "field `records[1].finish_reason`",
             ),
         ];
         for (bad, expected) in cases {

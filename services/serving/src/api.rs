@@ -99,7 +99,7 @@ fn citations_to_proto(citations: Vec<Passage>) -> Vec<pb::Citation> {
         .collect()
 }
 
-fn finish_reason_to_proto(reason: Option<FinishReason>) -> i32 {
+pub(crate) fn finish_reason_to_proto(reason: Option<FinishReason>) -> i32 {
     let reason = match reason {
         None => pb::FinishReason::Unspecified,
         Some(FinishReason::Stop) => pb::FinishReason::Stop,

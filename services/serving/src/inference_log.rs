@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::api::finish_reason_to_proto;
 use crate::config::Config;
 
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
@@ -46,9 +47,8 @@ pub struct InferenceEntry {
     /// The generator that answered (the chain's own or a fallback), or the
     /// last one tried.
     pub generator: String,
-    /// `Cancelled` when the caller left before the answer was complete.
-    /// Monitoring's record has no field for it yet: until it does, a
-    /// cancelled answer shows there as the shorter text it is.
+    /// `Cancelled` when the caller left before the answer was complete;
+    /// `None` when no generation finished (an error).
     pub finish_reason: Option<keel_models::FinishReason>,
 }
 
@@ -331,6 +331,7 @@ fn entry_to_proto(entry: InferenceEntry) -> pb::InferenceRecord {
         error: entry.error.unwrap_or_default(),
         started_at_ms: entry.started_at_ms,
         generator: entry.generator,
+        finish_reason: finish_reason_to_proto(entry.finish_reason),
     }
 }
 

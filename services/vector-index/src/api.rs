@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::collections::{
     CollectionInfo, NewCollection, NewPoint, Query, SearchRequest, VectorIndex, MAX_DIMENSION,
 };
+use crate::config::NO_EMBEDDER;
 use crate::distance::Metric;
 use crate::filter::PayloadFilter;
 use crate::index::{HnswParams, DEFAULT_HNSW_PARAMS};
@@ -28,11 +29,16 @@ pub const MAX_TOP_K: u64 = 1000;
 
 pub struct Api {
     index: Arc<VectorIndex>,
+    /// Used when a create request names no embedder; `none`: vectors only.
+    default_embedder: String,
 }
 
 impl Api {
-    pub fn new(index: Arc<VectorIndex>) -> Api {
-        Api { index }
+    pub fn new(index: Arc<VectorIndex>, default_embedder: String) -> Api {
+        Api {
+            index,
+            default_embedder,
+        }
     }
 }
 
@@ -43,7 +49,7 @@ impl VectorIndexService for Api {
         request: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::Collection>, Status> {
         let request = request.into_inner();
-        let new = validate_create(request)?;
+        let new = validate_create(request, &self.default_embedder)?;
         let info = self.index.create_collection(new).await?;
         Ok(Response::new(collection_to_proto(info)))
     }
@@ -166,7 +172,11 @@ impl VectorIndexService for Api {
     }
 }
 
-fn validate_create(request: pb::CreateCollectionRequest) -> Result<NewCollection, FieldError> {
+/// `embedder`: empty means `default_embedder`; `none` means vectors only.
+fn validate_create(
+    request: pb::CreateCollectionRequest,
+    default_embedder: &str,
+) -> Result<NewCollection, FieldError> {
     validate::name("name", &request.name)?;
     validate::in_range(
         "dimension",
@@ -208,7 +218,11 @@ fn validate_create(request: pb::CreateCollectionRequest) -> Result<NewCollection
             )?,
         },
     };
-    let embedder = (!request.embedder.is_empty()).then_some(request.embedder);
+    let embedder = match request.embedder.as_str() {
+        "" => default_embedder.to_string(),
+        _ => request.embedder,
+    };
+    let embedder = (!embedder.is_empty() && embedder != NO_EMBEDDER).then_some(embedder);
     Ok(NewCollection {
         name: request.name,
         dimension: request.dimension as usize,

@@ -47,7 +47,10 @@ pub async fn serve(
     let service = GrpcService {
         name: "vector-index",
         grpc_names: vec!["keel.v1.VectorIndexService"],
-        routes: tonic::service::Routes::new(VectorIndexServiceServer::new(api::Api::new(index))),
+        routes: tonic::service::Routes::new(VectorIndexServiceServer::new(api::Api::new(
+            index,
+            config.default_embedder.clone(),
+        ))),
     };
     let result = keel_core::run_service(service, admin_router, listeners, shutdown).await;
     store.close().await;

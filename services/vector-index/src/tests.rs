@@ -27,6 +27,8 @@ impl TestServer {
             port: 0,
             database_url: database_url.to_string(),
             exact_search_threshold,
+            // Not minilm: these tests run without model files.
+            default_embedder: "hashing".to_string(),
         };
         let shutdown = keel_core::CancellationToken::new();
         let listeners = keel_core::Listeners {
@@ -189,6 +191,42 @@ fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, field: &s
 }
 
 #[tokio::test]
+async fn a_collection_naming_no_embedder_gets_the_default_and_none_means_vectors_only() {
+    assert_eq!(Config::default().default_embedder, "minilm");
+    let dir = tempfile::tempdir().unwrap();
+    let server = sqlite_server(&dir, 1000).await;
+    let mut client = server.client.clone();
+    // The test server's default is `hashing` (no model files here).
+    let defaulted = client
+        .create_collection(create_request("docs", 0, pb::Metric::Cosine, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(defaulted.embedder, "hashing");
+    assert_eq!(defaulted.dimension, 384);
+    upsert(&mut client, "docs", vec![text_point("a", "reset your password")]).await;
+
+    let vectors_only = client
+        .create_collection(create_request("vectors", 3, pb::Metric::Cosine, "none"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vectors_only.embedder, "");
+    assert_eq!(vectors_only.dimension, 3);
+    let text_search = client
+        .search(pb::SearchRequest {
+            collection: "vectors".to_string(),
+            text: "password".to_string(),
+            top_k: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(text_search.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn collections_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let server = sqlite_server(&dir, 1000).await;
@@ -236,7 +274,7 @@ async fn collections_lifecycle() {
     );
 
     let duplicate = client
-        .create_collection(create_request("zeta", 3, pb::Metric::Dot, ""))
+        .create_collection(create_request("zeta", 3, pb::Metric::Dot, "none"))
         .await
         .unwrap_err();
     assert_eq!(duplicate.code(), Code::AlreadyExists);
@@ -324,7 +362,7 @@ async fn create_rejects_bad_input_and_changes_nothing() {
     let server = sqlite_server(&dir, 1000).await;
     let mut client = server.client.clone();
     let with_hnsw = |m, ef_construction, ef_search| {
-        let mut request = create_request("c", 3, pb::Metric::Dot, "");
+        let mut request = create_request("c", 3, pb::Metric::Dot, "none");
         request.hnsw = Some(pb::HnswParams {
             m,
             ef_construction,
@@ -335,27 +373,27 @@ async fn create_rejects_bad_input_and_changes_nothing() {
     let cases = vec![
         (
             "empty name",
-            create_request("", 3, pb::Metric::Dot, ""),
+            create_request("", 3, pb::Metric::Dot, "none"),
             "name",
         ),
         (
             "bad name",
-            create_request("-c", 3, pb::Metric::Dot, ""),
+            create_request("-c", 3, pb::Metric::Dot, "none"),
             "name",
         ),
         (
             "long name",
-            create_request(&"c".repeat(129), 3, pb::Metric::Dot, ""),
+            create_request(&"c".repeat(129), 3, pb::Metric::Dot, "none"),
             "name",
         ),
         (
             "no dimension",
-            create_request("c", 0, pb::Metric::Dot, ""),
+            create_request("c", 0, pb::Metric::Dot, "none"),
             "dimension",
         ),
         (
             "huge dimension",
-            create_request("c", 65_537, pb::Metric::Dot, ""),
+            create_request("c", 65_537, pb::Metric::Dot, "none"),
             "dimension",
         ),
         (
@@ -372,7 +410,7 @@ async fn create_rejects_bad_input_and_changes_nothing() {
             "unknown metric",
             pb::CreateCollectionRequest {
                 metric: 9,
-                ..create_request("c", 3, pb::Metric::Dot, "")
+                ..create_request("c", 3, pb::Metric::Dot, "none")
             },
             "metric",
         ),
@@ -405,7 +443,7 @@ async fn create_rejects_bad_input_and_changes_nothing() {
     assert!(listed.collections.is_empty());
     // The edges of the ranges are accepted.
     client
-        .create_collection(create_request("c", 65_536, pb::Metric::Dot, ""))
+        .create_collection(create_request("c", 65_536, pb::Metric::Dot, "none"))
         .await
         .unwrap();
     let mut edge = with_hnsw(128, 8, 4096);
@@ -420,7 +458,7 @@ async fn upsert_rejects_bad_input_and_changes_nothing() {
     let server = sqlite_server(&dir, 1000).await;
     let mut client = server.client.clone();
     client
-        .create_collection(create_request("c", 3, pb::Metric::Cosine, ""))
+        .create_collection(create_request("c", 3, pb::Metric::Cosine, "none"))
         .await
         .unwrap();
     upsert(
@@ -552,7 +590,7 @@ async fn search_and_delete_reject_bad_input() {
     let server = sqlite_server(&dir, 1000).await;
     let mut client = server.client.clone();
     client
-        .create_collection(create_request("c", 3, pb::Metric::Cosine, ""))
+        .create_collection(create_request("c", 3, pb::Metric::Cosine, "none"))
         .await
         .unwrap();
     upsert(
@@ -698,7 +736,7 @@ async fn upsert_replaces_and_delete_removes() {
     let server = sqlite_server(&dir, 0).await;
     let mut client = server.client.clone();
     client
-        .create_collection(create_request("c", 2, pb::Metric::Dot, ""))
+        .create_collection(create_request("c", 2, pb::Metric::Dot, "none"))
         .await
         .unwrap();
     let upserted = upsert(
@@ -825,7 +863,7 @@ async fn filtered_search_never_returns_non_matching_points() {
     let server = sqlite_server(&dir, 0).await;
     let mut client = server.client.clone();
     client
-        .create_collection(create_request("c", 8, pb::Metric::L2, ""))
+        .create_collection(create_request("c", 8, pb::Metric::L2, "none"))
         .await
         .unwrap();
     let vectors = pseudo_random_vectors(400, 8, 7);
@@ -903,7 +941,7 @@ async fn restart_keeps_acknowledged_points(database_url: &str) {
     let mut client = server.client.clone();
     // A beam wider than the collection makes the graph search exhaustive, so
     // the graph rebuilt without tombstones must give identical results.
-    let mut vectors_request = create_request("vectors", 16, pb::Metric::Cosine, "");
+    let mut vectors_request = create_request("vectors", 16, pb::Metric::Cosine, "none");
     vectors_request.hnsw = Some(pb::HnswParams {
         m: 0,
         ef_construction: 0,
@@ -1013,7 +1051,7 @@ async fn concurrent_searches_and_upserts() {
     let server = sqlite_server(&dir, 0).await;
     let mut client = server.client.clone();
     client
-        .create_collection(create_request("c", 8, pb::Metric::Dot, ""))
+        .create_collection(create_request("c", 8, pb::Metric::Dot, "none"))
         .await
         .unwrap();
     let vectors = pseudo_random_vectors(200, 8, 5);

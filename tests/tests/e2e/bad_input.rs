@@ -516,25 +516,25 @@ async fn vector_index_cases(cluster: &Cluster) {
     for (case, request, code, needle) in [
         (
             "create collection: empty name",
-            create(String::new(), 8, "", None),
+            create(String::new(), 8, "none", None),
             InvalidArgument,
             "name",
         ),
         (
             "create collection: long name",
-            create(long_name(), 8, "", None),
+            create(long_name(), 8, "none", None),
             InvalidArgument,
             "name",
         ),
         (
             "create collection: no dimension, no embedder",
-            create("fresh".into(), 0, "", None),
+            create("fresh".into(), 0, "none", None),
             InvalidArgument,
             "dimension",
         ),
         (
             "create collection: dimension 65537",
-            create("fresh".into(), 65537, "", None),
+            create("fresh".into(), 65537, "none", None),
             InvalidArgument,
             "dimension",
         ),
@@ -546,13 +546,13 @@ async fn vector_index_cases(cluster: &Cluster) {
         ),
         (
             "create collection: hnsw m 1",
-            create("fresh".into(), 8, "", hnsw(1, 200)),
+            create("fresh".into(), 8, "none", hnsw(1, 200)),
             InvalidArgument,
             "m",
         ),
         (
             "create collection: ef_construction 5000",
-            create("fresh".into(), 8, "", hnsw(16, 5000)),
+            create("fresh".into(), 8, "none", hnsw(16, 5000)),
             InvalidArgument,
             "ef_construction",
         ),

@@ -9,6 +9,7 @@ mod bad_input;
 mod champion;
 mod full_loop;
 mod monitoring_outage;
+mod real_models;
 mod restart;
 mod streaming;
 mod traffic_split;

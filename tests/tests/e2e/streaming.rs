@@ -113,6 +113,7 @@ async fn streaming(backend: Backend) {
     assert_eq!(record.answer, answer);
     assert_eq!(record.status, InferenceStatus::Ok as i32);
     assert_eq!(record.generator, "extractive");
+    assert_eq!(record.finish_reason, WireFinishReason::Stop as i32);
     assert_eq!(record.trace_id, done.trace_id);
 
     // A client that leaves after the first delta.
@@ -137,6 +138,7 @@ async fn streaming(backend: Backend) {
     );
     assert!(record.answer.starts_with("w0 w1 "), "{}", record.answer);
     assert_eq!(record.generator, SLOW_GENERATOR);
+    assert_eq!(record.finish_reason, WireFinishReason::Cancelled as i32);
 
     cluster.shutdown().await;
 }
@@ -182,7 +184,7 @@ async fn stream_all(
 
 /// Reads the citations and the first delta, then drops the stream: the
 /// request id and the first delta's text.
-async fn leave_after_first_delta(cluster: &Cluster, request: QueryRequest) -> (String, String) {
+pub(crate) async fn leave_after_first_delta(cluster: &Cluster, request: QueryRequest) -> (String, String) {
     let mut stream = cluster
         .serving
         .clone()
@@ -210,7 +212,7 @@ async fn leave_after_first_delta(cluster: &Cluster, request: QueryRequest) -> (S
     (citations.request_id, delta.text)
 }
 
-async fn inference_record(cluster: &Cluster, request_id: &str) -> InferenceRecord {
+pub(crate) async fn inference_record(cluster: &Cluster, request_id: &str) -> InferenceRecord {
     eventually(
         &format!("the inference record of {request_id}"),
         Duration::from_secs(15),

@@ -181,6 +181,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
             endpoint: ENDPOINT.to_string(),
             question: question.to_string(),
             user: Some(format!("demo-user-{}", number + 1)),
+            stream: false,
         };
         let response = query::query(urls, &query_args).await?;
         output::demo_answer(question, &response);

@@ -3,12 +3,13 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::io::Write as _;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_proto::v1::{
-    AliasEvent, Collection, Endpoint, FeedbackKind, FeedbackRecord, GetMetricsResponse, Metric,
-    Model, ModelKind, ModelVersion, QueryResponse,
+    AliasEvent, Citation, Collection, Endpoint, FeedbackKind, FeedbackRecord, FinishReason,
+    GetMetricsResponse, Metric, Model, ModelKind, ModelVersion, QueryDone, QueryResponse,
 };
 
 use crate::cli::CliError;
@@ -145,8 +146,67 @@ pub fn endpoints(endpoints: &[Endpoint]) {
 pub fn query_response(response: &QueryResponse) {
     println!("{}", response.answer);
     println!();
+    query_source(
+        &response.citations,
+        &QuerySource {
+            served_model: &response.served_model,
+            served_version: response.served_version,
+            route_target: &response.route_target,
+            generator: &response.generator,
+            request_id: &response.request_id,
+            trace_id: &response.trace_id,
+            latency_ms: response.latency_ms,
+        },
+    );
+}
+
+/// A piece of a streamed answer, shown the moment it arrives.
+pub fn answer_delta(text: &str) {
+    print!("{text}");
+    // A failed flush only delays the text until the next one.
+    let _ = std::io::stdout().flush();
+}
+
+/// What follows a streamed answer: its citations and where it came from.
+pub fn streamed_query_done(citations: &[Citation], done: &QueryDone) {
+    println!();
+    println!();
+    query_source(
+        citations,
+        &QuerySource {
+            served_model: &done.served_model,
+            served_version: done.served_version,
+            route_target: &done.route_target,
+            generator: &done.generator,
+            request_id: &done.request_id,
+            trace_id: &done.trace_id,
+            latency_ms: done.latency_ms,
+        },
+    );
+    let finish = FinishReason::try_from(done.finish_reason)
+        .map(|reason| {
+            reason
+                .as_str_name()
+                .trim_start_matches("FINISH_REASON_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| done.finish_reason.to_string());
+    println!("finish: {finish}");
+}
+
+struct QuerySource<'a> {
+    served_model: &'a str,
+    served_version: u32,
+    route_target: &'a str,
+    generator: &'a str,
+    request_id: &'a str,
+    trace_id: &'a str,
+    latency_ms: f64,
+}
+
+fn query_source(citations: &[Citation], source: &QuerySource<'_>) {
     println!("citations:");
-    for (rank, citation) in response.citations.iter().enumerate() {
+    for (rank, citation) in citations.iter().enumerate() {
         println!(
             "  {}. {} (score {:.3}): {}",
             rank + 1,
@@ -156,12 +216,12 @@ pub fn query_response(response: &QueryResponse) {
         );
     }
     println!(
-        "served: {} version {} (route {})",
-        response.served_model, response.served_version, response.route_target
+        "served: {} version {} (route {}, generator {})",
+        source.served_model, source.served_version, source.route_target, source.generator
     );
-    println!("request_id: {}", response.request_id);
-    println!("trace_id: {}", response.trace_id);
-    println!("latency: {:.1} ms", response.latency_ms);
+    println!("request_id: {}", source.request_id);
+    println!("trace_id: {}", source.trace_id);
+    println!("latency: {:.1} ms", source.latency_ms);
 }
 
 pub fn feedback_recorded(record: &FeedbackRecord) {

@@ -103,6 +103,10 @@ mod tests {
         }
         assert_eq!(prod.registry.watch_buffer, 4096);
         assert_eq!(prod.serving.dependency_timeout_ms, 2000);
+        assert_eq!(prod.models.dir, Path::new("/var/lib/keel/models"));
+        assert_eq!(prod.models.threads, 4);
+        // The remote generator is an example, commented out.
+        assert!(prod.models.openai.is_empty());
     }
 
     #[test]
