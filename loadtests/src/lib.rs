@@ -7,6 +7,7 @@ pub mod client;
 pub mod corpus;
 pub mod error;
 pub mod latency;
+pub mod model_bench;
 pub mod report;
 pub mod runner;
 pub mod schedule;

@@ -28,8 +28,26 @@ pub enum StandaloneError {
 /// A service ready to serve: its config, its bound sockets, its shutdown.
 pub struct Standalone<C> {
     pub config: C,
+    /// The settings every service shares (`data_dir`, `host`).
+    pub common: CommonConfig,
     pub listeners: Listeners,
     pub shutdown: CancellationToken,
+    /// The file and environment the config came from, for other sections.
+    sources: Figment,
+}
+
+impl<C> Standalone<C> {
+    /// Another section of the same file and environment (e.g. `models`),
+    /// its defaults filled in.
+    pub fn section<T>(&self, name: &str) -> Result<T, StandaloneError>
+    where
+        T: Serialize + DeserializeOwned + Default,
+    {
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(self.sources.focus(name))
+            .extract()
+            .map_err(|error| StandaloneError::Config(Box::new(error)))
+    }
 }
 
 /// How a service's config exposes the two settings every binary needs.
@@ -71,11 +89,13 @@ where
     let admin = bind(settings.service, admin_address).await?;
     Ok(Standalone {
         config,
+        common,
         listeners: Listeners {
             grpc,
             admin: Some(admin),
         },
         shutdown: crate::server::shutdown_on_signal(),
+        sources,
     })
 }
 

@@ -155,7 +155,6 @@ fn model_file_present(model: &str, path: &Path, config: &ModelsConfig) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Generator as _;
 
     #[test]
     fn a_missing_model_file_says_how_to_fetch_it() {
@@ -196,7 +195,9 @@ mod tests {
     #[test]
     fn remote_generators_join_under_their_configured_names() {
         let mut config = without_local_models();
-        config.openai.insert("gpt4o".to_string(), remote("gpt-4o-mini"));
+        config
+            .openai
+            .insert("gpt4o".to_string(), remote("gpt-4o-mini"));
         config.openai.insert("vllm".to_string(), remote("qwen"));
         let catalog = ModelCatalog::load(&config).unwrap();
         assert_eq!(catalog.generator_names(), ["extractive", "gpt4o", "vllm"]);

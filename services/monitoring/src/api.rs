@@ -8,8 +8,8 @@ use keel_proto::v1::monitoring_service_server::MonitoringService;
 use tonic::{Request, Response, Status};
 
 use crate::inferences::{
-    ChatMessage, Context, FinishReason, InferenceFilter, InferenceLog, InferenceRecord, InferenceStatus,
-    PageCursor, RequestId,
+    ChatMessage, Context, FinishReason, InferenceFilter, InferenceLog, InferenceRecord,
+    InferenceStatus, PageCursor, RequestId,
 };
 use crate::metrics::VersionMetrics;
 

@@ -11,9 +11,15 @@ async fn main() -> anyhow::Result<()> {
         database_url: |config| &mut config.database_url,
     })
     .await?;
+    // The models named in the `[models]` section (minilm and smollm2 by
+    // default, plus any remote generators), as `keel up` loads them.
+    let models: keel_models::ModelsConfig = standalone.section("models")?;
+    let models = models.with_default_dir(&standalone.common.data_dir);
+    let catalog =
+        tokio::task::spawn_blocking(move || keel_models::ModelCatalog::load(&models)).await??;
     keel_vector_index::serve(
         standalone.config,
-        keel_models::ModelCatalog::builtin(),
+        catalog,
         standalone.listeners,
         standalone.shutdown,
     )

@@ -204,7 +204,12 @@ async fn a_collection_naming_no_embedder_gets_the_default_and_none_means_vectors
         .into_inner();
     assert_eq!(defaulted.embedder, "hashing");
     assert_eq!(defaulted.dimension, 384);
-    upsert(&mut client, "docs", vec![text_point("a", "reset your password")]).await;
+    upsert(
+        &mut client,
+        "docs",
+        vec![text_point("a", "reset your password")],
+    )
+    .await;
 
     let vectors_only = client
         .create_collection(create_request("vectors", 3, pb::Metric::Cosine, "none"))

@@ -99,8 +99,20 @@ async fn real_models(backend: Backend) {
     assert_eq!(summary.files, 8);
 
     let specs = repo_path("samples/specs");
-    register(&urls, PROMPT_MODEL, ModelKindArg::Prompt, &specs.join("prompt.yaml")).await;
-    register(&urls, CHAIN_MODEL, ModelKindArg::Chain, &specs.join("chain.yaml")).await;
+    register(
+        &urls,
+        PROMPT_MODEL,
+        ModelKindArg::Prompt,
+        &specs.join("prompt.yaml"),
+    )
+    .await;
+    register(
+        &urls,
+        CHAIN_MODEL,
+        ModelKindArg::Chain,
+        &specs.join("chain.yaml"),
+    )
+    .await;
     let target = format!("{CHAIN_MODEL}@champion");
     fixtures::create_endpoint(&cluster, ENDPOINT, &[(target.as_str(), 100)]).await;
 
@@ -118,15 +130,24 @@ async fn real_models(backend: Backend) {
                 .collect::<Vec<_>>()
         );
         assert_eq!(response.generator, "smollm2");
-        assert!(!response.answer.trim().is_empty(), "{question:?}: no answer");
+        assert!(
+            !response.answer.trim().is_empty(),
+            "{question:?}: no answer"
+        );
         assert!(
             !response.answer.contains("<|im_"),
             "{question:?}: a special token in {:?}",
             response.answer
         );
         let usage = response.usage.expect("usage");
-        assert!(usage.input_tokens > 50, "{usage:?}: the passages are in the prompt");
-        assert!(usage.output_tokens > 0 && usage.output_tokens <= 120, "{usage:?}");
+        assert!(
+            usage.input_tokens > 50,
+            "{usage:?}: the passages are in the prompt"
+        );
+        assert!(
+            usage.output_tokens > 0 && usage.output_tokens <= 120,
+            "{usage:?}"
+        );
     }
 
     register_long_chain(&cluster).await;
@@ -138,7 +159,12 @@ async fn real_models(backend: Backend) {
     let (request_id, first_delta) = leave_after_first_delta(&cluster, request).await;
     assert!(!first_delta.is_empty());
     let record = inference_record(&cluster, &request_id).await;
-    assert_eq!(record.status, InferenceStatus::Ok as i32, "{}", record.error);
+    assert_eq!(
+        record.status,
+        InferenceStatus::Ok as i32,
+        "{}",
+        record.error
+    );
     assert_eq!(record.finish_reason, FinishReason::Cancelled as i32);
     assert_eq!(record.generator, "smollm2");
     let output_tokens = record.usage.expect("usage").output_tokens;
@@ -148,13 +174,19 @@ async fn real_models(backend: Backend) {
          the client left; answer {:?}",
         record.answer
     );
-    assert!(record.answer.starts_with(first_delta.as_str()), "{}", record.answer);
+    assert!(
+        record.answer.starts_with(first_delta.as_str()),
+        "{}",
+        record.answer
+    );
 
     cluster.shutdown().await;
 }
 
 fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 /// Creates the model, a version from the spec file and @champion, as

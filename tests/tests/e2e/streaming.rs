@@ -184,7 +184,10 @@ async fn stream_all(
 
 /// Reads the citations and the first delta, then drops the stream: the
 /// request id and the first delta's text.
-pub(crate) async fn leave_after_first_delta(cluster: &Cluster, request: QueryRequest) -> (String, String) {
+pub(crate) async fn leave_after_first_delta(
+    cluster: &Cluster,
+    request: QueryRequest,
+) -> (String, String) {
     let mut stream = cluster
         .serving
         .clone()
