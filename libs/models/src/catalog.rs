@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use std::path::Path;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{MINILM_EMBEDDER_NAME, SMOLLM2_GENERATOR_NAME};
 use crate::extractive_generator::EXTRACTIVE_GENERATOR_NAME;
@@ -99,6 +99,12 @@ impl ModelCatalog {
             let generator = OpenAiGenerator::new(remote.clone())
                 .map_err(|error| ModelError::Backend(format!("models.openai.{name}: {error}")))?
                 .named(name);
+            info!(
+                generator = %name,
+                base_url = %remote.base_url,
+                model = %remote.model,
+                "remote OpenAI-compatible generator configured"
+            );
             self.add_generator(name, Arc::new(generator));
         }
         Ok(())

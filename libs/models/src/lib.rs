@@ -59,7 +59,8 @@ pub trait Generator: Send + Sync {
     /// Generates the answer, handing each new piece of text to `on_delta` as
     /// soon as it exists (the pieces concatenate to `Generation::text`).
     /// When `on_delta` answers `Break` — the caller went away — generation
-    /// stops within a token and returns what it has, `FinishReason::Cancelled`.
+    /// stops within a few tokens, hands over nothing more, and returns what
+    /// it has, `FinishReason::Cancelled`.
     fn generate(
         &self,
         request: &GenerationRequest,

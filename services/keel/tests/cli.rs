@@ -3,6 +3,9 @@
 //! makes `cargo test --no-run` build `target/debug/keel`, which
 //! `scripts/test` uses to fetch the models.)
 
+// Test helpers are not #[test] functions, but they are test code.
+#![allow(clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn keel(arguments: &[&str]) -> Output {

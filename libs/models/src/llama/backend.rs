@@ -11,6 +11,13 @@ use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 
 use crate::ModelError;
 
+/// `LLAMA_FLASH_ATTN_TYPE_DISABLED`. llama.cpp's default, AUTO, turns
+/// flash attention on for the CPU, where on this 2-core x86 machine it cut
+/// SmolLM2's decode from 75 to 49 tokens/s and prefill from 200 to 174 at an
+/// 800-token prompt (llama-cpp-python, which defaults to off, measured
+/// both ways). llama-cpp-2 does not re-export the constant.
+pub(crate) const FLASH_ATTENTION_DISABLED: i32 = 0;
+
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The process's llama.cpp backend, initialised on first use. llama.cpp's
