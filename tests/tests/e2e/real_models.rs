@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use keel::cli::registry::{self, CreateModelArgs, ModelKindArg, SetAliasArgs};
-use keel::cli::{ingest, ServiceUrls};
+use keel::cli::registry::ModelKindArg;
+use keel::cli::{demo, ingest, ServiceUrls};
 use keel_proto::v1::{
     create_version_request, ChainSpec, CreateCollectionRequest, FinishReason, GenerationParams,
     GeneratorSpec, InferenceStatus, Metric, ModelKind, PromptSpec,
@@ -99,20 +99,15 @@ async fn real_models(backend: Backend) {
     assert_eq!(summary.files, 8);
 
     let specs = repo_path("samples/specs");
-    register(
-        &urls,
-        PROMPT_MODEL,
-        ModelKindArg::Prompt,
-        &specs.join("prompt.yaml"),
-    )
-    .await;
-    register(
-        &urls,
-        CHAIN_MODEL,
-        ModelKindArg::Chain,
-        &specs.join("chain.yaml"),
-    )
-    .await;
+    // As `keel model create`, `keel version create` and `keel alias set`.
+    for (model, kind, file) in [
+        (PROMPT_MODEL, ModelKindArg::Prompt, "prompt.yaml"),
+        (CHAIN_MODEL, ModelKindArg::Chain, "chain.yaml"),
+    ] {
+        demo::register(&urls, model, kind, &specs.join(file))
+            .await
+            .unwrap_or_else(|error| panic!("register {model} from {file}: {error}"));
+    }
     let target = format!("{CHAIN_MODEL}@champion");
     fixtures::create_endpoint(&cluster, ENDPOINT, &[(target.as_str(), 100)]).await;
 
@@ -187,33 +182,6 @@ fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(relative)
-}
-
-/// Creates the model, a version from the spec file and @champion, as
-/// `keel model create`, `keel version create` and `keel alias set` do.
-async fn register(urls: &ServiceUrls, model: &str, kind: ModelKindArg, spec: &Path) {
-    let model_args = CreateModelArgs {
-        name: model.to_string(),
-        kind,
-        description: String::new(),
-    };
-    registry::create_model(urls, &model_args)
-        .await
-        .unwrap_or_else(|error| panic!("create model {model}: {error}"));
-    let version = registry::create_version(urls, model, spec)
-        .await
-        .unwrap_or_else(|error| panic!("create a version of {model}: {error}"));
-    let alias_args = SetAliasArgs {
-        model: model.to_string(),
-        alias: "champion".to_string(),
-        version: version.version,
-        expect: None,
-        actor: "e2e".to_string(),
-        reason: "first version".to_string(),
-    };
-    registry::set_alias(urls, &alias_args)
-        .await
-        .unwrap_or_else(|error| panic!("set {model}@champion: {error}"));
 }
 
 async fn register_long_chain(cluster: &Cluster) {

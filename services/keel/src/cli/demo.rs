@@ -233,8 +233,8 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
 }
 
 /// Creates the model (unless it exists), a version from `spec`, and moves
-/// the alias to that version.
-async fn register(
+/// `@champion` to that version, printing each step.
+pub async fn register(
     urls: &ServiceUrls,
     model: &str,
     kind: ModelKindArg,
