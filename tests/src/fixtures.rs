@@ -2,7 +2,7 @@
 //! one distinct fact, a prompt, a chain with two versions and an endpoint.
 
 use keel_proto::v1::{
-    create_version_request, ChainSpec, CreateCollectionRequest, CreateEndpointRequest,
+    create_version_request, ChainSpec, Collection, CreateCollectionRequest, CreateEndpointRequest,
     CreateModelRequest, CreateVersionRequest, GeneratorSpec, Metric, ModelKind, ModelVersion,
     Point, PromptSpec, QueryRequest, QueryResponse, Route, SetAliasRequest, UpsertPointsRequest,
 };
@@ -90,18 +90,25 @@ pub const PROMPT_TEMPLATE: &str = "Answer the question using only the context be
 Question: {{ question }}";
 
 pub async fn create_collection(cluster: &Cluster) {
+    create_text_collection(cluster, COLLECTION, "hashing").await;
+}
+
+/// A cosine collection whose points and queries `embedder` embeds (empty:
+/// the service's default embedder).
+pub async fn create_text_collection(cluster: &Cluster, name: &str, embedder: &str) -> Collection {
     cluster
         .vector_index
         .clone()
         .create_collection(CreateCollectionRequest {
-            name: COLLECTION.to_string(),
+            name: name.to_string(),
             dimension: 0,
             metric: Metric::Cosine as i32,
-            embedder: "hashing".to_string(),
+            embedder: embedder.to_string(),
             hnsw: None,
         })
         .await
-        .expect("create collection");
+        .unwrap_or_else(|status| panic!("create collection {name}: {status}"))
+        .into_inner()
 }
 
 pub fn corpus_point(passage: &Passage) -> Point {
@@ -225,6 +232,25 @@ pub async fn register_models(cluster: &Cluster) {
     .await;
     assert_eq!((v1.version, v2.version), (1, 2));
     set_champion(cluster, 1).await;
+}
+
+/// A CHAIN model with one version of `spec`, and an endpoint routing all of
+/// its traffic to that version.
+pub async fn register_chain_endpoint(
+    cluster: &Cluster,
+    chain_model: &str,
+    spec: ChainSpec,
+    endpoint: &str,
+) {
+    create_model(cluster, chain_model, ModelKind::Chain).await;
+    let version = create_version(
+        cluster,
+        chain_model,
+        create_version_request::Spec::Chain(spec),
+    )
+    .await;
+    let target = format!("{chain_model}/{}", version.version);
+    create_endpoint(cluster, endpoint, &[(target.as_str(), 100)]).await;
 }
 
 pub async fn create_endpoint(cluster: &Cluster, name: &str, routes: &[(&str, u32)]) {

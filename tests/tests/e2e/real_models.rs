@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use keel::cli::registry::ModelKindArg;
 use keel::cli::{demo, ingest, ServiceUrls};
 use keel_proto::v1::{
-    create_version_request, ChainSpec, CreateCollectionRequest, FinishReason, GenerationParams,
-    GeneratorSpec, InferenceStatus, Metric, ModelKind, PromptSpec,
+    create_version_request, ChainSpec, FinishReason, GenerationParams, GeneratorSpec,
+    InferenceStatus, ModelKind, PromptSpec,
 };
 use keel_tests::fixtures;
 use keel_tests::{on_both_backends, real_model_catalog, Backend, Cluster, Storage};
@@ -78,19 +78,8 @@ async fn real_models(backend: Backend) {
     let cluster = Cluster::start_with_catalog(storage.config(), real_model_catalog().await).await;
     let urls = ServiceUrls::of_cluster(&cluster.keel);
 
-    let collection = cluster
-        .vector_index
-        .clone()
-        .create_collection(CreateCollectionRequest {
-            name: COLLECTION.to_string(),
-            dimension: 0,
-            metric: Metric::Cosine as i32,
-            embedder: String::new(),
-            hnsw: None,
-        })
-        .await
-        .expect("create collection")
-        .into_inner();
+    // No embedder named: the service's default, minilm.
+    let collection = fixtures::create_text_collection(&cluster, COLLECTION, "").await;
     assert_eq!(collection.embedder, "minilm");
     assert_eq!(collection.dimension, 384);
     let summary = ingest::ingest(&urls, &repo_path("samples/corpus"), COLLECTION, 800)
@@ -194,7 +183,6 @@ async fn register_long_chain(cluster: &Cluster) {
         }),
     )
     .await;
-    fixtures::create_model(cluster, LONG_CHAIN_MODEL, ModelKind::Chain).await;
     let chain = ChainSpec {
         collection: COLLECTION.to_string(),
         top_k: 1,
@@ -210,12 +198,5 @@ async fn register_long_chain(cluster: &Cluster) {
         }),
         fallbacks: Vec::new(),
     };
-    let version = fixtures::create_version(
-        cluster,
-        LONG_CHAIN_MODEL,
-        create_version_request::Spec::Chain(chain),
-    )
-    .await;
-    let target = format!("{LONG_CHAIN_MODEL}/{}", version.version);
-    fixtures::create_endpoint(cluster, LONG_ENDPOINT, &[(target.as_str(), 100)]).await;
+    fixtures::register_chain_endpoint(cluster, LONG_CHAIN_MODEL, chain, LONG_ENDPOINT).await;
 }

@@ -17,8 +17,8 @@ use keel_models::{
 };
 use keel_proto::v1::query_stream_event::Event;
 use keel_proto::v1::{
-    create_version_request, FinishReason as WireFinishReason, GetInferenceRequest, InferenceRecord,
-    InferenceStatus, ModelKind, QueryRequest,
+    FinishReason as WireFinishReason, GetInferenceRequest, InferenceRecord, InferenceStatus,
+    QueryRequest,
 };
 use keel_tests::fixtures::{self, CHAIN_MODEL, ENDPOINT, REFUND_QUESTION};
 use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
@@ -145,19 +145,11 @@ async fn streaming(backend: Backend) {
 
 /// A chain whose generator is the slow one, and an endpoint routing to it.
 async fn register_slow_chain(cluster: &Cluster) {
-    fixtures::create_model(cluster, SLOW_CHAIN, ModelKind::Chain).await;
     let mut spec = fixtures::chain_spec(fixtures::V1_TOP_K);
     if let Some(generator) = spec.generator.as_mut() {
         generator.name = SLOW_GENERATOR.to_string();
     }
-    let version = fixtures::create_version(
-        cluster,
-        SLOW_CHAIN,
-        create_version_request::Spec::Chain(spec),
-    )
-    .await;
-    let target = format!("{SLOW_CHAIN}/{}", version.version);
-    fixtures::create_endpoint(cluster, SLOW_ENDPOINT, &[(target.as_str(), 100)]).await;
+    fixtures::register_chain_endpoint(cluster, SLOW_CHAIN, spec, SLOW_ENDPOINT).await;
 }
 
 /// Every event of a streamed query, and the status that ended it, if any.
