@@ -355,9 +355,6 @@ fn run_generation(
     let mut output_tokens: u32 = 0;
     let mut position = i32::try_from(job.prompt.len()).map_err(|error| batch_failed(&error))?;
     let mut finish_reason = loop {
-        if output_tokens >= job.max_tokens {
-            break FinishReason::Length;
-        }
         let token = sampler.sample(context, batch.n_tokens() - 1);
         output_tokens += 1;
         if vocab.is_eog(token) {
@@ -373,6 +370,11 @@ fn run_generation(
         }
         if filtered.stopped {
             break FinishReason::StopSequence;
+        }
+        // Checked before the decode: the last allowed token is never fed
+        // back through the model for a next token nobody will sample.
+        if output_tokens >= job.max_tokens {
+            break FinishReason::Length;
         }
         batch.clear();
         batch
