@@ -4,6 +4,8 @@
 #   smollm2 prefill and decode tokens/s vs llama-cpp-python on the same GGUF;
 #   minilm sentences/s at batch 32 and batch 1 vs sentence-transformers on
 #   PyTorch (CPU).
+# Then Keel's two models at once (decoding during an embedding loop) against
+# each alone: each must keep its share of the CPU.
 # Both sides use the same thread count (default 2) and the same workload
 # file, and take turns round by round so that drift in the machine's speed
 # hits both alike. Exits 1 when a ratio misses its bar.
@@ -43,4 +45,11 @@ done
 echo
 echo "## Keel's models vs the reference implementations ($threads threads, $(nproc) cores)"
 echo
-python3 loadtests/models/report.py "$work/keel.jsonl" "$work/reference.jsonl"
+status=0
+python3 loadtests/models/report.py "$work/keel.jsonl" "$work/reference.jsonl" || status=1
+echo
+echo "## Keel's models sharing the CPU: decoding while embedding, vs each alone"
+echo
+"$bin/keel-model-bench" contention --workload "$work/workload.json" --models "$models" \
+  --threads "$threads" || status=1
+exit "$status"

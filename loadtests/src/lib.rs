@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod error;
 pub mod latency;
 pub mod model_bench;
+pub mod model_contention;
 pub mod report;
 pub mod runner;
 pub mod schedule;

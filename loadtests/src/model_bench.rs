@@ -258,7 +258,8 @@ pub fn run_round(
     })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The middle value (the mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
     if values.len() % 2 == 1 {

@@ -29,7 +29,8 @@ pub struct ModelsConfig {
     pub threads: u32,
     /// Tokens of prompt plus answer a generation may hold.
     pub generator_context_length: u32,
-    /// Generations that run at once, each with its own llama.cpp context.
+    /// Generations in progress at once, each with its own llama.cpp
+    /// context; they take turns on the CPU.
     pub generator_contexts: usize,
     /// `max_tokens` when a request does not set it.
     pub generator_max_tokens: u32,

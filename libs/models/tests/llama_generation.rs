@@ -8,11 +8,11 @@ use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
 use keel_models::{
-    ignore_deltas, ChatMessage, FinishReason, Generation, GenerationParams, GenerationRequest,
-    Generator, LlamaGenerator, LlamaGeneratorOptions, ModelError, ModelsConfig, Role,
+    ignore_deltas, FinishReason, Generation, GenerationParams, GenerationRequest, Generator,
+    LlamaGenerator, LlamaGeneratorOptions, ModelError, ModelsConfig,
 };
 
-use support::{models_dir, require_model_file};
+use support::{ask, greedy, models_dir, require_model_file};
 
 const CONTEXT_LENGTH: u32 = 2048;
 
@@ -26,26 +26,6 @@ fn generator() -> &'static LlamaGenerator {
         options.context_length = CONTEXT_LENGTH;
         LlamaGenerator::load(&options).unwrap()
     })
-}
-
-fn ask(question: &str, params: GenerationParams) -> GenerationRequest {
-    GenerationRequest {
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: question.to_string(),
-        }],
-        question: question.to_string(),
-        passages: Vec::new(),
-        params,
-    }
-}
-
-fn greedy(max_tokens: u32) -> GenerationParams {
-    GenerationParams {
-        temperature: Some(0.0),
-        max_tokens: Some(max_tokens),
-        ..GenerationParams::default()
-    }
 }
 
 /// Generates, collecting the deltas as they come.

@@ -1,15 +1,21 @@
 //! `keel-model-bench`: times Keel's `smollm2` and `minilm` on a workload
 //! file. `workload` writes the file from a corpus; `run` prints one JSON
-//! line of medians per call. See loadtests/models_bench.sh.
+//! line of medians per call; `contention` times the two models alone and
+//! at once and fails when they do not share the CPU. See
+//! loadtests/models_bench.sh.
 
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use keel_loadtests::model_bench::{run_round, Workload};
-use keel_models::{ModelCatalog, ModelsConfig, MINILM_EMBEDDER_NAME, SMOLLM2_GENERATOR_NAME};
+use keel_loadtests::model_contention::measure_contention;
+use keel_models::{
+    ModelCatalog, ModelsConfig, SharedEmbedder, SharedGenerator, MINILM_EMBEDDER_NAME,
+    SMOLLM2_GENERATOR_NAME,
+};
 
 #[derive(Parser)]
 #[command(name = "keel-model-bench", about = "Times Keel's in-process models")]
@@ -28,19 +34,26 @@ enum Command {
         out: PathBuf,
     },
     /// Time the models on a workload and print the medians as JSON.
-    Run {
-        #[arg(long)]
-        workload: PathBuf,
-        /// Where `keel models fetch` put the models.
-        #[arg(long)]
-        models: PathBuf,
-        /// Timed generations and embedding passes (after one warm-up).
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        /// CPU threads per model, as `[models] threads` in Keel's config.
-        #[arg(long, default_value_t = 2)]
-        threads: u32,
-    },
+    Run(BenchArgs),
+    /// Time smollm2's decoding and minilm's embedding alone, then at once
+    /// (an ingest during a chat); print the shares and exit 1 when a model
+    /// is starved or the two lose throughput.
+    Contention(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long)]
+    workload: PathBuf,
+    /// Where `keel models fetch` put the models.
+    #[arg(long)]
+    models: PathBuf,
+    /// Timed generations and embedding passes (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// CPU threads per model, as `[models] threads` in Keel's config.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,23 +64,42 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(&out, serde_json::to_string_pretty(&workload)?)
                 .with_context(|| format!("writing {}", out.display()))?;
         }
-        Command::Run {
-            workload,
-            models,
-            repeats,
-            threads,
-        } => {
-            let text = std::fs::read_to_string(&workload)
-                .with_context(|| format!("reading {}", workload.display()))?;
-            let workload: Workload = serde_json::from_str(&text)?;
-            let mut config = ModelsConfig::in_dir(models);
-            config.threads = threads;
-            let catalog = ModelCatalog::load(&config)?;
-            let generator = catalog.generator(SMOLLM2_GENERATOR_NAME)?;
-            let embedder = catalog.embedder(MINILM_EMBEDDER_NAME)?;
-            let result = run_round(generator.as_ref(), embedder.as_ref(), &workload, repeats)?;
+        Command::Run(args) => {
+            let (generator, embedder, workload) = load(&args)?;
+            let result = run_round(
+                generator.as_ref(),
+                embedder.as_ref(),
+                &workload,
+                args.repeats,
+            )?;
             println!("{}", serde_json::to_string(&result)?);
+        }
+        Command::Contention(args) => {
+            let (generator, embedder, workload) = load(&args)?;
+            let result = measure_contention(
+                generator.as_ref(),
+                embedder.as_ref(),
+                &workload,
+                args.repeats,
+            )?;
+            println!("{}", result.table());
+            if !result.meets_bars() {
+                anyhow::bail!("the models do not share the CPU: a share missed its bar");
+            }
         }
     }
     Ok(())
+}
+
+/// The workload file and the two models, loaded as `keel up` loads them.
+fn load(args: &BenchArgs) -> anyhow::Result<(SharedGenerator, SharedEmbedder, Workload)> {
+    let text = std::fs::read_to_string(&args.workload)
+        .with_context(|| format!("reading {}", args.workload.display()))?;
+    let workload: Workload = serde_json::from_str(&text)?;
+    let mut config = ModelsConfig::in_dir(args.models.clone());
+    config.threads = args.threads;
+    let catalog = ModelCatalog::load(&config)?;
+    let generator = catalog.generator(SMOLLM2_GENERATOR_NAME)?;
+    let embedder = catalog.embedder(MINILM_EMBEDDER_NAME)?;
+    Ok((generator, embedder, workload))
 }

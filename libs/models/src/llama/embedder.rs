@@ -15,6 +15,7 @@ use llama_cpp_2::token::LlamaToken;
 use tracing::{debug, info};
 
 use super::backend::{backend, load_model};
+use super::cpu::CpuShare;
 use super::workers::{start_workers, WorkerStart};
 use crate::{Embedder, ModelError};
 
@@ -211,6 +212,7 @@ fn embed_sequences(
 ) -> Result<Vec<Vec<f32>>, ModelError> {
     let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
     let mut vectors = Vec::with_capacity(sequences.len());
+    let mut cpu = CpuShare::new();
     for range in plan_batches(&lengths, batch_tokens, MAX_SEQUENCES_PER_BATCH) {
         context
             .clear_kv_cache_seq(None, None, None)
@@ -224,8 +226,7 @@ fn embed_sequences(
                 ModelError::Backend(format!("cannot fill the llama.cpp batch: {error}"))
             })?;
         }
-        context
-            .decode(batch)
+        cpu.decode(context, batch)
             .map_err(|error| ModelError::Backend(format!("llama.cpp decode failed: {error}")))?;
         for seq_id in (0_i32..).take(range.len()) {
             let pooled = context.embeddings_seq_ith(seq_id).map_err(|error| {

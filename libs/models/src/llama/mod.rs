@@ -4,6 +4,7 @@
 //! own and is reused across requests.
 
 mod backend;
+mod cpu;
 mod embedder;
 mod generator;
 mod sampling;

@@ -1,9 +1,12 @@
-//! Shared by the real-model test binaries: where the model files are.
+//! Shared by the real-model test binaries: where the model files are, and
+//! the requests they send.
 
 // Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+use keel_models::{ChatMessage, GenerationParams, GenerationRequest, Role};
 
 /// `KEEL_MODELS_DIR`, default `<repo>/.models` (what `scripts/test` fetches).
 pub fn models_dir() -> PathBuf {
@@ -23,4 +26,26 @@ pub fn require_model_file(path: &Path, dir: &Path) {
         path.display(),
         dir.display()
     );
+}
+
+/// A one-message chat asking `question`.
+pub fn ask(question: &str, params: GenerationParams) -> GenerationRequest {
+    GenerationRequest {
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: question.to_string(),
+        }],
+        question: question.to_string(),
+        passages: Vec::new(),
+        params,
+    }
+}
+
+/// Greedy decoding (temperature 0) of at most `max_tokens`.
+pub fn greedy(max_tokens: u32) -> GenerationParams {
+    GenerationParams {
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+        ..GenerationParams::default()
+    }
 }
