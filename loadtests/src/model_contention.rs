@@ -54,20 +54,24 @@ impl ContentionResult {
         let mut table = String::from(
             "| measure | alone | together | share | bar | |\n| --- | ---: | ---: | ---: | ---: | --- |\n",
         );
-        table.push_str(&format!(
-            "| smollm2 decode, tokens/s | {:.1} | {:.1} | {:.2} | >= {MIN_SHARE} | {} |\n",
+        let mut row = |measure: &str, alone: f64, together: f64, share: f64| {
+            table.push_str(&format!(
+                "| {measure} | {alone:.1} | {together:.1} | {share:.2} | >= {MIN_SHARE} | {} |\n",
+                verdict(share >= MIN_SHARE)
+            ));
+        };
+        row(
+            "smollm2 decode, tokens/s",
             self.decode_alone_tokens_per_s,
             self.decode_together_tokens_per_s,
             self.decode_share(),
-            verdict(self.decode_share() >= MIN_SHARE)
-        ));
-        table.push_str(&format!(
-            "| minilm batch {EMBED_BATCH}, sentences/s | {:.1} | {:.1} | {:.2} | >= {MIN_SHARE} | {} |\n",
+        );
+        row(
+            &format!("minilm batch {EMBED_BATCH}, sentences/s"),
             self.embed_alone_sentences_per_s,
             self.embed_together_sentences_per_s,
             self.embed_share(),
-            verdict(self.embed_share() >= MIN_SHARE)
-        ));
+        );
         let total = self.decode_share() + self.embed_share();
         table.push_str(&format!(
             "| both | | | {total:.2} | >= {MIN_TOTAL_SHARE} | {} |\n",

@@ -35,17 +35,13 @@ use llama_cpp_2::DecodeError;
 /// One job's share of the CPU. The turn is taken at the job's first
 /// llama.cpp call and given back when the share is dropped.
 pub(crate) struct CpuShare {
+    /// Once taken, holds this thread's CPU time so far, on the queue's clock.
     turn: Option<Turn<'static>>,
-    /// This thread's CPU time in llama.cpp calls, on the queue's clock.
-    used: Duration,
 }
 
 impl CpuShare {
     pub(crate) fn new() -> CpuShare {
-        CpuShare {
-            turn: None,
-            used: CPU_TIME_USED.get(),
-        }
+        CpuShare { turn: None }
     }
 
     /// Whether this thread's last job ended within [`ANTICIPATION`].
@@ -62,21 +58,18 @@ impl CpuShare {
         context: &mut LlamaContext<'_>,
         batch: &mut LlamaBatch,
     ) -> Result<(), DecodeError> {
-        match &mut self.turn {
-            Some(turn) => self.used = turn.yield_to_waiters_behind(self.used),
-            None => {
-                let (turn, charged_from) = CPU.take_turn(self.used, CpuShare::arrival());
-                self.turn = Some(turn);
-                self.used = charged_from;
+        let turn = match self.turn.take() {
+            Some(mut turn) => {
+                turn.used = turn.yield_to_waiters_behind(turn.used);
+                turn
             }
-        }
+            None => CPU.take_turn(CPU_TIME_USED.get(), CpuShare::arrival()).0,
+        };
+        let turn = self.turn.insert(turn);
         let started = Instant::now();
         let result = context.decode(batch);
-        self.used += started.elapsed();
-        CPU_TIME_USED.set(self.used);
-        if let Some(turn) = &mut self.turn {
-            turn.used = self.used;
-        }
+        turn.used += started.elapsed();
+        CPU_TIME_USED.set(turn.used);
         result
     }
 }
