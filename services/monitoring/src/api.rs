@@ -130,6 +130,20 @@ impl MonitoringService for MonitoringApi {
             versions: versions.into_iter().map(metrics_to_proto).collect(),
         }))
     }
+
+    async fn get_trace(
+        &self,
+        _request: Request<pb::GetTraceRequest>,
+    ) -> Result<Response<pb::Trace>, Status> {
+        Err(Status::unimplemented("the trace store is not built yet"))
+    }
+
+    async fn search_traces(
+        &self,
+        _request: Request<pb::SearchTracesRequest>,
+    ) -> Result<Response<pb::SearchTracesResponse>, Status> {
+        Err(Status::unimplemented("the trace store is not built yet"))
+    }
 }
 
 fn filter_from_proto(list: &pb::ListInferencesRequest) -> Result<InferenceFilter, FieldError> {
@@ -238,6 +252,7 @@ fn record_from_proto(
     Ok(InferenceRecord {
         request_id,
         trace_id: record.trace_id,
+        span_id: record.span_id,
         endpoint: record.endpoint,
         route_target: record.route_target,
         served_model: record.served_model,
@@ -288,6 +303,7 @@ fn record_to_proto(record: InferenceRecord) -> pb::InferenceRecord {
     pb::InferenceRecord {
         request_id: record.request_id.to_string(),
         trace_id: record.trace_id,
+        span_id: record.span_id,
         endpoint: record.endpoint,
         route_target: record.route_target,
         served_model: record.served_model,

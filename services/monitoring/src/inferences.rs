@@ -97,6 +97,9 @@ pub struct Context {
 pub struct InferenceRecord {
     pub request_id: RequestId,
     pub trace_id: String,
+    /// Absent from records stored before the field existed.
+    #[serde(default)]
+    pub span_id: String,
     pub endpoint: String,
     pub route_target: String,
     pub served_model: String,
@@ -346,6 +349,7 @@ pub(crate) mod tests {
         InferenceRecord {
             request_id: RequestId::from_uuid(Uuid::from_u128(n)),
             trace_id: format!("{n:032x}"),
+            span_id: format!("{n:016x}"),
             endpoint: endpoint.to_string(),
             route_target: "support-chain@champion".to_string(),
             served_model: "support-chain".to_string(),

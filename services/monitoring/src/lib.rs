@@ -130,6 +130,7 @@ mod tests {
         pb::InferenceRecord {
             request_id: record.request_id.to_string(),
             trace_id: record.trace_id,
+            span_id: record.span_id,
             endpoint: record.endpoint,
             route_target: record.route_target,
             served_model: record.served_model,

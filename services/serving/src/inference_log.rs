@@ -26,6 +26,8 @@ const MAX_SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 pub struct InferenceEntry {
     pub request_id: String,
     pub trace_id: String,
+    /// The query's span in serving; empty when telemetry is off.
+    pub span_id: String,
     pub endpoint: String,
     pub route_target: String,
     pub served_model: String,
@@ -295,6 +297,7 @@ fn entry_to_proto(entry: InferenceEntry) -> pb::InferenceRecord {
     pb::InferenceRecord {
         request_id: entry.request_id,
         trace_id: entry.trace_id,
+        span_id: entry.span_id,
         endpoint: entry.endpoint,
         route_target: entry.route_target,
         served_model: entry.served_model,

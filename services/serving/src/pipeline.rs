@@ -407,6 +407,7 @@ impl Pipeline {
         self.inference_log.record(InferenceEntry {
             request_id: request_id.to_string(),
             trace_id,
+            span_id: String::new(),
             endpoint: query.endpoint,
             route_target: progress.route_target,
             served_model: progress.served_model,
