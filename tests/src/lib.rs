@@ -87,9 +87,13 @@ impl Storage {
         }
     }
 
-    /// A config on ephemeral ports pointing at this storage.
+    /// A config on ephemeral ports pointing at this storage. Its spans go
+    /// to no trace store: the scenarios share one process, and each
+    /// cluster's store would get every other cluster's spans. The trace
+    /// scenarios turn `telemetry.to_monitoring` back on.
     pub fn config(&self) -> KeelConfig {
         let mut config = KeelConfig::default().with_ephemeral_ports();
+        config.telemetry.to_monitoring = false;
         config.common.data_dir = self.data_dir.path().to_path_buf();
         if let Some(urls) = &self.postgres_urls {
             config.registry.database_url = urls[0].clone();
@@ -131,6 +135,9 @@ impl Cluster {
         config: KeelConfig,
         catalog: keel_models::ModelCatalog,
     ) -> Cluster {
+        // As `keel up` does, once per process: logs, spans, trace context.
+        keel_core::telemetry::init_quiet("keel-e2e", &config.telemetry)
+            .unwrap_or_else(|error| panic!("telemetry did not start: {error}"));
         let keel = keel::cluster::start(config, catalog)
             .await
             .unwrap_or_else(|error| panic!("cluster did not start: {error}"));

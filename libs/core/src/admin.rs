@@ -1,18 +1,39 @@
 //! The admin HTTP server (gRPC port + 100): `/healthz`, `/metrics` and the
 //! service's own HTTP routes.
 
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Renders the service's metrics in the Prometheus text format.
-pub type MetricsRenderer = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+use crate::health::Readiness;
+use crate::metrics::ServiceMetrics;
 
-pub fn router(metrics: MetricsRenderer) -> Router {
+/// `/metrics` (Prometheus text) and `/healthz`: 200 while the service can
+/// serve, 503 while its store is unreachable, as gRPC health says.
+pub fn router(metrics: ServiceMetrics, readiness: Readiness) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || async move { metrics() }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    metrics.render(),
+                )
+            }),
+        )
+        .route(
+        "/healthz",
+        get(move || async move {
+            if readiness.is_serving() {
+                (StatusCode::OK, "ok\n")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not serving: store unreachable\n")
+            }
+        }),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.

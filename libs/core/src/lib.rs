@@ -1,15 +1,21 @@
-//! keel-core: what every Keel service shares — config loading, logging,
-//! the gRPC server bootstrap (health, reflection, graceful shutdown), the
-//! admin HTTP server, input validation, W3C trace context, JSON payloads.
+//! keel-core: what every Keel service shares — config loading, logs and
+//! traces, the gRPC server bootstrap (health, reflection, trace context,
+//! graceful shutdown), the admin HTTP server, input validation, JSON
+//! payloads.
 
 pub mod admin;
 pub mod config;
+pub mod gen_ai;
+pub mod grpc_metrics;
+pub mod grpc_tracing;
+pub mod health;
+pub mod metrics;
 pub mod payload;
 pub mod server;
+mod span_export;
 pub mod standalone;
 pub mod telemetry;
 pub mod time;
-pub mod trace_context;
 pub mod validate;
 
 pub use server::{

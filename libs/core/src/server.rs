@@ -8,7 +8,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use keel_store::Store;
 use tonic_health::ServingStatus;
+
+use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::health::Readiness;
+use crate::metrics::{PoolCollector, ServiceMetrics};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {address} for {service}: {source}")]
@@ -32,6 +37,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Binds `address` for `service`, with an error that says which port is taken.
@@ -45,13 +52,23 @@ pub async fn bind(service: &str, address: SocketAddr) -> Result<TcpListener, Bin
         })
 }
 
-/// A service to serve: its routes and the gRPC service names health reports.
+/// A service to serve: its routes and the gRPC service names health and
+/// reflection report.
 pub struct GrpcService {
     /// Used in logs, e.g. "registry".
     pub name: &'static str,
     /// Fully-qualified names, e.g. "keel.v1.RegistryService".
     pub grpc_names: Vec<&'static str>,
     pub routes: Routes,
+    /// The service's database: health reports NOT_SERVING while it does
+    /// not answer.
+    pub store: Option<Store>,
+    /// Descriptor sets of services outside `keel.v1` that the port serves
+    /// (OTLP's on monitoring), for reflection.
+    pub extra_descriptor_sets: Vec<&'static [u8]>,
+    /// The service's registry: every call is counted and timed in it, and
+    /// the admin port renders it on `/metrics`.
+    pub metrics: ServiceMetrics,
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains
@@ -59,6 +76,7 @@ pub struct GrpcService {
 pub async fn serve_grpc(
     service: GrpcService,
     listener: TcpListener,
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let address = listener.local_addr()?;
@@ -71,24 +89,71 @@ pub async fn serve_grpc(
     health_reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let call_metrics = GrpcMetricsLayer::new(&service.metrics)?;
+    if let Some(store) = &service.store {
+        service
+            .metrics
+            .register(Box::new(PoolCollector::new(store.clone())?))?;
+    }
+    let health_watch = service.store.clone().map(|store| {
+        tokio::spawn(crate::health::watch_store(
+            service.name,
+            store,
+            service.grpc_names.clone(),
+            health_reporter.clone(),
+            readiness,
+            shutdown.clone(),
+        ))
+    });
+    let reflection_v1 = reflection_builder(&service, REFLECTION_V1).build_v1()?;
+    let reflection_v1alpha = reflection_builder(&service, REFLECTION_V1ALPHA).build_v1alpha()?;
     let routes = service
         .routes
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     // Without TCP_NODELAY a small response waits for the peer's delayed ACK
     // (about 40 ms on Linux): tonic sets it only on sockets it binds itself.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(service = service.name, %address, "grpc listening");
-    tonic::transport::Server::builder()
+    let layers = tower::ServiceBuilder::new()
+        .layer(crate::grpc_tracing::server_layer())
+        .layer(call_metrics);
+    let served = tonic::transport::Server::builder()
+        .layer(layers)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await?;
+        .await;
+    if let Some(watch) = health_watch {
+        watch.abort();
+    }
+    served?;
     tracing::info!(service = service.name, %address, "grpc stopped");
     Ok(())
+}
+
+const HEALTH: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+/// Reflection that lists what this port serves and nothing else: the
+/// service's own names, health, and the reflection version itself.
+fn reflection_builder(
+    service: &GrpcService,
+    reflection_name: &str,
+) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for descriptor_set in &service.extra_descriptor_sets {
+        builder = builder.register_encoded_file_descriptor_set(descriptor_set);
+    }
+    for name in &service.grpc_names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+        .with_service_name(HEALTH)
+        .with_service_name(reflection_name)
 }
 
 /// The sockets a service serves on, bound by the caller (the service's own
@@ -101,19 +166,23 @@ pub struct Listeners {
 }
 
 /// Runs a service's gRPC server and, when it has a listener, its admin HTTP
-/// server, until `shutdown` is cancelled. If either fails, both stop.
+/// server (`/healthz`, `/metrics` and the service's own `admin_routes`),
+/// until `shutdown` is cancelled. If either fails, both stop.
 pub async fn run_service(
     service: GrpcService,
-    admin_router: axum::Router,
+    admin_routes: axum::Router,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let name = service.name;
+    let metrics = service.metrics.clone();
     let stop_both = shutdown.child_token();
-    let grpc = serve_grpc(service, listeners.grpc, stop_both.clone());
+    let readiness = Readiness::serving();
+    let grpc = serve_grpc(service, listeners.grpc, readiness.clone(), stop_both.clone());
     let Some(admin_listener) = listeners.admin else {
         return grpc.await;
     };
+    let admin_router = admin_routes.merge(crate::admin::router(metrics, readiness));
     let admin = crate::admin::serve_admin(name, admin_router, admin_listener, stop_both.clone());
     let (grpc_result, admin_result) = tokio::join!(
         async {

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{admin_port, CommonConfig};
 use crate::server::{bind, BindError, Listeners};
+use crate::span_export::SpanDestination;
+use crate::telemetry::{ExporterConfig, TelemetryConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
@@ -23,6 +25,8 @@ pub enum StandaloneError {
     Config(#[from] Box<figment::Error>),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// A service ready to serve: its config, its bound sockets, its shutdown.
@@ -34,6 +38,8 @@ pub struct Standalone<C> {
     pub shutdown: CancellationToken,
     /// The file and environment the config came from, for other sections.
     sources: Figment,
+    /// Spans go to monitoring's trace store while this lives.
+    _span_destination: Option<SpanDestination>,
 }
 
 impl<C> Standalone<C> {
@@ -64,13 +70,24 @@ pub async fn prepare<C>(settings: ServiceSettings<C>) -> Result<Standalone<C>, S
 where
     C: Serialize + DeserializeOwned + Default,
 {
-    crate::telemetry::init_logging();
     let file = config_path(settings.service)?;
     let mut sources = Figment::new();
     if let Some(path) = &file {
         sources = sources.merge(Toml::file_exact(path));
     }
     sources = sources.merge(Env::prefixed("KEEL_").split("__"));
+    let telemetry: TelemetryConfig = Figment::from(Serialized::defaults(TelemetryConfig::default()))
+        .merge(sources.focus("telemetry"))
+        .extract()
+        .map_err(Box::new)?;
+    crate::telemetry::init(&format!("keel-{}", settings.service), &telemetry)?;
+    let span_destination = if telemetry.enabled && telemetry.to_monitoring {
+        Some(crate::telemetry::add_destination(&ExporterConfig::keel_monitoring(
+            &telemetry.monitoring_url,
+        ))?)
+    } else {
+        None
+    };
     let common: CommonConfig = Figment::from(Serialized::defaults(CommonConfig::default()))
         .merge(sources.clone())
         .extract()
@@ -96,6 +113,7 @@ where
         },
         shutdown: crate::server::shutdown_on_signal(),
         sources,
+        _span_destination: span_destination,
     })
 }
 

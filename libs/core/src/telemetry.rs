@@ -1,22 +1,373 @@
-//! Logging. `RUST_LOG` overrides the default level (`info`).
+//! Logs and traces. Logs go to stderr (`RUST_LOG` overrides the default
+//! level); spans go through OpenTelemetry to the OTLP destinations in
+//! `[telemetry]` and to the trace store of each Keel this process runs.
+//!
+//! The subscriber is process-wide, so it is installed once; a second
+//! `init` keeps the first one's settings.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use serde::{Deserialize, Serialize};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the process-wide log subscriber; later calls are no-ops, so
-/// tests and the all-in-one binary can both call it. Logs go to stderr, so
-/// a command's results on stdout stay clean.
+pub use crate::span_export::SpanDestination;
+use crate::span_export::{SpanDestinations, SpanFanOut};
+
+/// How spans leave a process: `[telemetry]` in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Off: no spans are made or exported (responses still carry a trace id).
+    pub enabled: bool,
+    /// The share of new traces kept, 0.0..=1.0. A caller's own sampling
+    /// decision (the `traceparent` flag) is followed.
+    pub sample_ratio: f64,
+    /// Put prompts, answers and query texts on spans. Off by default: they
+    /// may hold personal data, and the inference log keeps them anyway.
+    pub record_content: bool,
+    /// The longest a finished span waits for its batch to be exported.
+    pub export_interval_ms: u64,
+    /// Send spans to Keel's own trace store (monitoring): `keel up` wires
+    /// its own; a service on its own uses `monitoring_url`.
+    pub to_monitoring: bool,
+    pub monitoring_url: String,
+    /// Other OTLP destinations (Jaeger, Tempo, Phoenix, Langfuse, MLflow, a
+    /// collector).
+    pub exporters: Vec<ExporterConfig>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> TelemetryConfig {
+        TelemetryConfig {
+            enabled: true,
+            sample_ratio: 1.0,
+            record_content: false,
+            export_interval_ms: 1000,
+            to_monitoring: true,
+            monitoring_url: "http://127.0.0.1:7105".to_string(),
+            exporters: Vec::new(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "telemetry.sample_ratio: must be in 0.0..=1.0, got {}",
+                self.sample_ratio
+            ));
+        }
+        if self.export_interval_ms == 0 {
+            return Err("telemetry.export_interval_ms: must be positive".to_string());
+        }
+        for (index, exporter) in self.exporters.iter().enumerate() {
+            if !exporter.endpoint.starts_with("http://") && !exporter.endpoint.starts_with("https://")
+            {
+                return Err(format!(
+                    "telemetry.exporters[{index}].endpoint: must start with http:// or https://, got {:?}",
+                    exporter.endpoint
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One OTLP destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    pub protocol: OtlpProtocol,
+    /// gRPC: the collector's address (`http://host:4317`). HTTP: the whole
+    /// traces URL (`http://host:4318/v1/traces`).
+    pub endpoint: String,
+    /// Sent with every export, e.g. `authorization = "Basic …"` for Langfuse.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_export_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl ExporterConfig {
+    /// Keel's own trace store: monitoring's gRPC port.
+    pub fn keel_monitoring(grpc_url: &str) -> ExporterConfig {
+        ExporterConfig {
+            protocol: OtlpProtocol::Grpc,
+            endpoint: grpc_url.to_string(),
+            headers: BTreeMap::new(),
+            timeout_ms: default_export_timeout_ms(),
+        }
+    }
+}
+
+fn default_export_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid telemetry configuration: {0}")]
+    Config(String),
+    #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
+    Exporter { endpoint: String, reason: String },
+}
+
+/// What `init` installed, kept for the life of the process.
+struct Installed {
+    provider: Option<SdkTracerProvider>,
+    destinations: SpanDestinations,
+    record_content: bool,
+    /// The configured exporters, registered once, never removed.
+    _configured: Vec<SpanDestination>,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// The log level when `RUST_LOG` is unset.
+const DEFAULT_LOG_FILTER: &str =
+    "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,llama-cpp-2=warn,otel::tracing=warn";
+/// For commands whose own output tells the story (the demo).
+const QUIET_LOG_FILTER: &str = "warn,llama-cpp-2=error,otel::tracing=error";
+
+/// Installs logs only: for the CLI, whose calls start no traces.
 pub fn init_logging() {
-    // llama.cpp logs every tensor and setting of a model it loads at info
-    // level (target `llama-cpp-2`); only its warnings matter to an operator.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn,llama-cpp-2=warn")
+    let _already_installed = tracing_subscriber::registry()
+        .with(log_layer(DEFAULT_LOG_FILTER))
+        .try_init();
+}
+
+/// Installs logs and, when `config.enabled`, spans exported over OTLP as
+/// `service_name`. Later calls change nothing.
+pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<(), TelemetryError> {
+    install(service_name, config, DEFAULT_LOG_FILTER)
+}
+
+/// `init`, logging only warnings unless `RUST_LOG` says otherwise.
+pub fn init_quiet(service_name: &str, config: &TelemetryConfig) -> Result<(), TelemetryError> {
+    install(service_name, config, QUIET_LOG_FILTER)
+}
+
+fn install(
+    service_name: &str,
+    config: &TelemetryConfig,
+    default_log_filter: &str,
+) -> Result<(), TelemetryError> {
+    config.check().map_err(TelemetryError::Config)?;
+    if INSTALLED.get().is_some() {
+        return Ok(());
+    }
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_string())
+        .build();
+    let destinations = SpanDestinations::new(resource.clone());
+    let mut configured = Vec::new();
+    for exporter in &config.exporters {
+        configured.push(destinations.add(exporter)?);
+    }
+    let provider = if config.enabled {
+        Some(tracer_provider(resource, config, &destinations))
+    } else {
+        None
+    };
+    let installed = Installed {
+        provider: provider.clone(),
+        destinations,
+        record_content: config.record_content,
+        _configured: configured,
+    };
+    if INSTALLED.set(installed).is_err() {
+        // Another thread won the race; its settings stand.
+        return Ok(());
+    }
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let span_layer = provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("keel"))
+            .with_filter(span_targets())
     });
-    let _already_installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let _already_installed = tracing_subscriber::registry()
+        .with(log_layer(default_log_filter))
+        .with(span_layer)
+        .try_init();
+    Ok(())
+}
+
+fn tracer_provider(
+    resource: Resource,
+    config: &TelemetryConfig,
+    destinations: &SpanDestinations,
+) -> SdkTracerProvider {
+    let batches = BatchConfigBuilder::default()
+        .with_scheduled_delay(Duration::from_millis(config.export_interval_ms))
+        .with_max_queue_size(16_384)
+        .with_max_export_batch_size(1024)
+        .build();
+    let processor = BatchSpanProcessor::builder(SpanFanOut::new(destinations.clone()))
+        .with_batch_config(batches)
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            config.sample_ratio,
+        ))))
+        .with_resource(resource)
+        .build()
+}
+
+/// Logs at `default_filter` unless `RUST_LOG` is set. llama.cpp logs every
+/// tensor and setting of a model it loads at info level (target
+/// `llama-cpp-2`), and the per-call gRPC spans belong to traces, not logs.
+fn log_layer<S>(default_filter: &str) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
+{
+    let levels =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Spans are for traces: a log line stays one line, without the fields
+    // of every span it happened in.
+    let filter = levels.and(filter_fn(|metadata| !metadata.is_span()));
+    tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_filter(filter)
+}
+
+/// The spans that become OpenTelemetry spans: Keel's own and the gRPC
+/// spans of the tower layers, never those of the libraries underneath
+/// (hyper, h2, sqlx), which would multiply every trace.
+fn span_targets() -> Targets {
+    Targets::new()
+        .with_target("keel", tracing::Level::INFO)
+        .with_target(GRPC_SPAN_TARGET, tracing::Level::INFO)
+}
+
+/// The target of the spans `tonic-tracing-opentelemetry` makes per call.
+const GRPC_SPAN_TARGET: &str = "otel::tracing";
+
+/// Sends this process's spans also to `destination` until the returned
+/// guard is dropped: how `keel up` and each test cluster reach their own
+/// trace store. A no-op when telemetry is not installed or disabled.
+pub fn add_destination(destination: &ExporterConfig) -> Result<SpanDestination, TelemetryError> {
+    match INSTALLED.get() {
+        Some(installed) if installed.provider.is_some() => installed.destinations.add(destination),
+        _ => Ok(SpanDestination::none()),
+    }
+}
+
+/// Whether prompts and answers may be put on spans.
+pub fn records_content() -> bool {
+    INSTALLED
+        .get()
+        .map(|installed| installed.record_content)
+        .unwrap_or(false)
+}
+
+/// Exports what is buffered and stops the exporters: at the end of `main`.
+pub fn shutdown() {
+    let Some(provider) = INSTALLED.get().and_then(|installed| installed.provider.as_ref()) else {
+        return;
+    };
+    if let Err(error) = provider.force_flush() {
+        tracing::warn!(%error, "spans not flushed at shutdown");
+    }
+}
+
+/// The trace and span ids of `span`, as lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+/// `None` when telemetry is off or `span` is disabled.
+pub fn span_ids(span: &tracing::Span) -> Option<SpanIds> {
+    let context = span.context();
+    let otel_span = context.span();
+    let span_context = otel_span.span_context();
+    if !span_context.is_valid() {
+        return None;
+    }
+    Some(SpanIds {
+        trace_id: span_context.trace_id().to_string(),
+        span_id: span_context.span_id().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_export_everything_to_monitoring_without_content() {
+        let config = TelemetryConfig::default();
+        assert!(config.enabled && config.to_monitoring);
+        assert_eq!(config.sample_ratio, 1.0);
+        assert!(!config.record_content);
+        assert_eq!(config.check(), Ok(()));
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let ratio = TelemetryConfig {
+            sample_ratio: 1.5,
+            ..TelemetryConfig::default()
+        };
+        assert!(ratio.check().unwrap_err().starts_with("telemetry.sample_ratio"));
+        let endpoint = TelemetryConfig {
+            exporters: vec![ExporterConfig {
+                protocol: OtlpProtocol::Grpc,
+                endpoint: "collector:4317".to_string(),
+                headers: BTreeMap::new(),
+                timeout_ms: 1000,
+            }],
+            ..TelemetryConfig::default()
+        };
+        assert!(endpoint
+            .check()
+            .unwrap_err()
+            .starts_with("telemetry.exporters[0].endpoint"));
+    }
+
+    #[test]
+    fn exporters_parse_from_toml() {
+        let text = r#"
+            sample_ratio = 0.25
+            [[exporters]]
+            protocol = "http/protobuf"
+            endpoint = "https://cloud.langfuse.com/api/public/otel/v1/traces"
+            headers = { authorization = "Basic abc" }
+            [[exporters]]
+            protocol = "grpc"
+            endpoint = "http://127.0.0.1:4317"
+        "#;
+        let config: TelemetryConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.sample_ratio, 0.25);
+        assert_eq!(config.exporters[0].protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(config.exporters[0].headers["authorization"], "Basic abc");
+        assert_eq!(config.exporters[1].protocol, OtlpProtocol::Grpc);
+        assert_eq!(config.exporters[1].timeout_ms, 10_000);
+    }
 }

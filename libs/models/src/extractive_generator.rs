@@ -27,6 +27,10 @@ impl Generator for ExtractiveGenerator {
         EXTRACTIVE_GENERATOR_NAME
     }
 
+    fn provider(&self) -> &str {
+        "keel"
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest,

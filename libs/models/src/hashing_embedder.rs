@@ -51,6 +51,10 @@ impl Embedder for HashingEmbedder {
         HASHING_EMBEDDER_NAME
     }
 
+    fn provider(&self) -> &str {
+        "keel"
+    }
+
     fn dimension(&self) -> usize {
         self.dimension
     }

@@ -48,6 +48,9 @@ pub enum ModelError {
 /// `spawn_blocking` or a dedicated pool, never on the async runtime.
 pub trait Embedder: Send + Sync {
     fn name(&self) -> &str;
+    /// Who runs the model, as traces name it (`gen_ai.provider.name`):
+    /// `llama.cpp`, `openai`, or `keel` for the built-ins.
+    fn provider(&self) -> &str;
     fn dimension(&self) -> usize;
     /// One vector per text, in order.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError>;
@@ -56,6 +59,8 @@ pub trait Embedder: Send + Sync {
 /// Answers a chat conversation. Blocking, like [`Embedder::embed`].
 pub trait Generator: Send + Sync {
     fn name(&self) -> &str;
+    /// Who runs the model, as traces name it (`gen_ai.provider.name`).
+    fn provider(&self) -> &str;
     /// Generates the answer, handing each new piece of text to `on_delta` as
     /// soon as it exists (the pieces concatenate to `Generation::text`).
     /// When `on_delta` answers `Break` — the caller went away — generation

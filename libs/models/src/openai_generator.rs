@@ -366,6 +366,10 @@ impl Generator for OpenAiGenerator {
         &self.name
     }
 
+    fn provider(&self) -> &str {
+        "openai"
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest,

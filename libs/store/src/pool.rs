@@ -34,6 +34,8 @@ pub fn default_sqlite_url(data_dir: &Path, service: &str) -> String {
     )
 }
 
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A service's database: a pool plus the knowledge of which backend it is.
 #[derive(Clone)]
 pub struct Store {
@@ -62,6 +64,9 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            // A stopped database answers UNAVAILABLE within seconds rather
+            // than holding each call for sqlx's default 30 s.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |connection, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -101,6 +106,12 @@ impl Store {
             transaction,
             _sqlite_write_guard: guard,
         })
+    }
+
+    /// One round trip to the database: `Ok` while it answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn close(&self) {

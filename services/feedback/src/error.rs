@@ -23,6 +23,8 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] keel_core::metrics::MetricsError),
 }
 
 impl Error {

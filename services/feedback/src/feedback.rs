@@ -2,7 +2,6 @@
 //! about, stored once per idempotency key, listed, and turned into datasets.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use keel_core::{validate, FieldError};
@@ -11,6 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::metrics::Counters;
 use crate::export::{self, DatasetKind};
 use crate::monitoring_client::MonitoringClient;
 use crate::store::{self, ExportQuery, FeedbackRow, ListQuery};
@@ -239,36 +239,6 @@ pub struct ExportFilter {
     pub until_ms: Option<i64>,
 }
 
-/// What `/metrics` reports.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub submitted: AtomicU64,
-    pub replayed: AtomicU64,
-    pub exported_lines: AtomicU64,
-}
-
-impl Counters {
-    pub fn render(&self) -> String {
-        let mut text = String::new();
-        let series = [
-            ("keel_feedback_submitted_total", "Feedback records stored.", &self.submitted),
-            (
-                "keel_feedback_idempotent_replays_total",
-                "Submissions answered with the record of an earlier one with the same idempotency key.",
-                &self.replayed,
-            ),
-            ("keel_feedback_dataset_lines_total", "Dataset lines exported.", &self.exported_lines),
-        ];
-        for (name, help, counter) in series {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                counter.load(Ordering::Relaxed)
-            ));
-        }
-        text
-    }
-}
-
 /// The feedback service's domain: the store plus the monitoring client.
 #[derive(Clone)]
 pub struct FeedbackBook {
@@ -278,16 +248,12 @@ pub struct FeedbackBook {
 }
 
 impl FeedbackBook {
-    pub fn new(store: Store, monitoring: MonitoringClient) -> FeedbackBook {
+    pub fn new(store: Store, monitoring: MonitoringClient, counters: Counters) -> FeedbackBook {
         FeedbackBook {
             store,
             monitoring,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(counters),
         }
-    }
-
-    pub fn counters(&self) -> Arc<Counters> {
-        self.counters.clone()
     }
 
     /// Checks and stores a submission. A submission whose idempotency key
@@ -297,7 +263,7 @@ impl FeedbackBook {
         let checked = check_submission(submission)?;
         if let Some(key) = &checked.idempotency_key {
             if let Some(existing) = store::get_by_idempotency_key(&self.store, key).await? {
-                self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                self.counters.replayed.inc();
                 return record_from_row(existing);
             }
         }
@@ -322,7 +288,7 @@ impl FeedbackBook {
         };
         let inserted = store::insert_feedback(&self.store, &row_from_record(&record)).await?;
         if inserted {
-            self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+            self.counters.submitted.inc();
             tracing::info!(
                 id = %record.id,
                 request_id = %record.request_id,
@@ -340,7 +306,7 @@ impl FeedbackBook {
                 reason: format!("idempotency key {key:?} conflicted but no record holds it"),
             });
         };
-        self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+        self.counters.replayed.inc();
         record_from_row(winner)
     }
 
@@ -404,9 +370,7 @@ impl FeedbackBook {
         let lines =
             tokio::task::spawn_blocking(move || export::build_lines(kind, &feedback, &inferences))
                 .await??;
-        self.counters
-            .exported_lines
-            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.counters.exported_lines.inc_by(lines.len() as u64);
         tracing::info!(kind = ?kind, lines = lines.len(), "dataset exported");
         Ok(lines)
     }

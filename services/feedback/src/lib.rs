@@ -8,12 +8,13 @@ pub mod error;
 pub mod export;
 pub mod feedback;
 pub mod http;
+pub mod metrics;
 pub mod monitoring_client;
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use keel_core::metrics::ServiceMetrics;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::feedback_service_server::FeedbackServiceServer;
 
@@ -37,18 +38,21 @@ pub async fn serve(
         Duration::from_millis(timeout_ms),
     )?;
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
-    let book = feedback::FeedbackBook::new(store.clone(), monitoring);
-    let counters = book.counters();
-    let metrics_renderer: keel_core::admin::MetricsRenderer = Arc::new(move || counters.render());
-    let admin_router = keel_core::admin::router(metrics_renderer).merge(http::router(book.clone()));
+    let service_metrics = ServiceMetrics::new("feedback");
+    let counters = metrics::Counters::new(&service_metrics)?;
+    let book = feedback::FeedbackBook::new(store.clone(), monitoring, counters);
+    let admin_routes = http::router(book.clone());
     let service = GrpcService {
         name: "feedback",
         grpc_names: vec!["keel.v1.FeedbackService"],
         routes: tonic::service::Routes::new(FeedbackServiceServer::new(api::FeedbackApi::new(
             book,
         ))),
+        store: Some(store.clone()),
+        extra_descriptor_sets: Vec::new(),
+        metrics: service_metrics,
     };
-    let served = keel_core::run_service(service, admin_router, listeners, shutdown).await;
+    let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
     store.close().await;
     served?;
     Ok(())
@@ -397,15 +401,15 @@ mod tests {
         assert_eq!(code, 400);
         let exposition = http_get(feedback.admin, "/metrics").await;
         assert!(
-            exposition.contains("keel_feedback_submitted_total 4\n"),
+            exposition.contains("keel_feedback_submitted_total{service=\"feedback\"} 4\n"),
             "{exposition}"
         );
         assert!(
-            exposition.contains("keel_feedback_idempotent_replays_total 2\n"),
+            exposition.contains("keel_feedback_idempotent_replays_total{service=\"feedback\"} 2\n"),
             "{exposition}"
         );
         assert!(
-            exposition.contains("keel_feedback_dataset_lines_total 3\n"),
+            exposition.contains("keel_feedback_dataset_lines_total{service=\"feedback\"} 3\n"),
             "{exposition}"
         );
         assert!(http_get(monitoring.admin, "/healthz")

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use keel_core::grpc_tracing::{traced, TracedChannel};
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 use crate::error::Error;
@@ -16,7 +17,7 @@ pub const BATCH_LIMIT: usize = 1000;
 
 #[derive(Clone)]
 pub struct MonitoringClient {
-    client: MonitoringServiceClient<Channel>,
+    client: MonitoringServiceClient<TracedChannel>,
 }
 
 impl MonitoringClient {
@@ -34,7 +35,7 @@ impl MonitoringClient {
             .timeout(timeout)
             .connect_lazy();
         Ok(MonitoringClient {
-            client: MonitoringServiceClient::new(channel),
+            client: MonitoringServiceClient::new(traced(channel)),
         })
     }
 

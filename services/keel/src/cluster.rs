@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use futures::future::{select_all, BoxFuture, FutureExt};
+use keel_core::telemetry::{ExporterConfig, SpanDestination};
 use keel_core::{CancellationToken, Listeners};
 use keel_models::ModelCatalog;
 use tokio::net::TcpListener;
@@ -68,6 +69,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Bind(#[from] keel_core::BindError),
+    #[error(transparent)]
+    Telemetry(#[from] keel_core::telemetry::TelemetryError),
     #[error("{service} failed: {source}")]
     Service {
         service: &'static str,
@@ -94,6 +97,8 @@ pub struct RunningKeel {
     root: CancellationToken,
     /// Indexed by `Service::index`.
     services: Vec<RunningService>,
+    /// This process's spans go to this Keel's trace store while it runs.
+    span_destination: Option<SpanDestination>,
 }
 
 struct BoundService {
@@ -145,6 +150,15 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     config.serving.vector_index_url = client_url(vector_index.grpc_addr);
     config.serving.monitoring_url = client_url(monitoring.grpc_addr);
     config.feedback.monitoring_url = client_url(monitoring.grpc_addr);
+    // Every request's trace is kept for evaluation out of the box: spans
+    // go to this Keel's own monitoring, besides any configured exporter.
+    let span_destination = if config.telemetry.enabled && config.telemetry.to_monitoring {
+        Some(keel_core::telemetry::add_destination(
+            &ExporterConfig::keel_monitoring(&client_url(monitoring.grpc_addr)),
+        )?)
+    } else {
+        None
+    };
 
     let root = CancellationToken::new();
     let addresses = [
@@ -216,7 +230,11 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
             outcome: None,
         });
     }
-    Ok(RunningKeel { root, services })
+    Ok(RunningKeel {
+        root,
+        services,
+        span_destination,
+    })
 }
 
 impl RunningKeel {
@@ -294,6 +312,10 @@ impl RunningKeel {
     /// Stops every service, waits for all of them to drain, and reports the
     /// first error any of them ended with.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
+        // The spans finished so far reach monitoring while it still runs.
+        if self.span_destination.is_some() {
+            let _flushed = tokio::task::spawn_blocking(keel_core::telemetry::shutdown).await;
+        }
         self.root.cancel();
         let services = std::mem::take(&mut self.services);
         let mut first_error = None;

@@ -19,6 +19,8 @@ pub struct KeelConfig {
     pub monitoring: keel_monitoring::Config,
     /// The in-process models (`minilm`, `smollm2`) and where their files are.
     pub models: keel_models::ModelsConfig,
+    /// Where spans go: Keel's own trace store and any OTLP exporter.
+    pub telemetry: keel_core::telemetry::TelemetryConfig,
 }
 
 impl KeelConfig {

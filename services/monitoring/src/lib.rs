@@ -9,9 +9,9 @@ pub mod inferences;
 pub mod metrics;
 pub mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use keel_core::metrics::ServiceMetrics;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::monitoring_service_server::MonitoringServiceServer;
 
@@ -28,30 +28,28 @@ pub async fn serve(
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let log = inferences::InferenceLog::new(store.clone());
     let records_stored = log.records_stored();
-    let metrics_renderer: keel_core::admin::MetricsRenderer =
-        Arc::new(move || render_metrics(&records_stored));
-    let admin_router = keel_core::admin::router(metrics_renderer);
+    let service_metrics = ServiceMetrics::new("monitoring");
+    service_metrics.counter_fn(
+        "keel_monitoring_records_stored_total",
+        "Inference records stored since the process started.",
+        move || records_stored.load(Ordering::Relaxed),
+    )?;
     let service = GrpcService {
         name: "monitoring",
         grpc_names: vec!["keel.v1.MonitoringService"],
         routes: tonic::service::Routes::new(MonitoringServiceServer::new(api::MonitoringApi::new(
             log,
         ))),
+        store: Some(store.clone()),
+        extra_descriptor_sets: Vec::new(),
+        metrics: service_metrics,
     };
-    let served = keel_core::run_service(service, admin_router, listeners, shutdown).await;
+    let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     store.close().await;
     served?;
     Ok(())
 }
 
-fn render_metrics(records_stored: &AtomicU64) -> String {
-    format!(
-        "# HELP keel_monitoring_records_stored_total Inference records stored since the process started.\n\
-         # TYPE keel_monitoring_records_stored_total counter\n\
-         keel_monitoring_records_stored_total {}\n",
-        records_stored.load(Ordering::Relaxed)
-    )
-}
 
 #[cfg(test)]
 mod tests {
@@ -307,7 +305,7 @@ mod tests {
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         let exposition = http_get(running.admin, "/metrics").await;
         assert!(
-            exposition.contains("keel_monitoring_records_stored_total 100\n"),
+            exposition.contains("keel_monitoring_records_stored_total{service=\"monitoring\"} 100\n"),
             "{exposition}"
         );
 

@@ -12,5 +12,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     keel_monitoring::serve(standalone.config, standalone.listeners, standalone.shutdown).await?;
+    // Spans still buffered go out before the process ends.
+    keel_core::telemetry::shutdown();
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! Alias moves (set, delete) with compare-and-set, their audit trail, and
 //! the live stream of moves watchers subscribe to.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::Stream;
@@ -201,7 +200,7 @@ impl Registry {
     }
 
     fn publish(&self, event: &AliasEvent) {
-        Metrics::increment(&self.metrics.alias_moves);
+        self.metrics.alias_moves.inc();
         tracing::info!(
             model = %event.model,
             alias = %event.alias,
@@ -228,14 +227,14 @@ struct WatcherGauge(Arc<Metrics>);
 
 impl WatcherGauge {
     fn new(metrics: Arc<Metrics>) -> WatcherGauge {
-        metrics.watchers.fetch_add(1, Ordering::Relaxed);
+        metrics.watchers.inc();
         WatcherGauge(metrics)
     }
 }
 
 impl Drop for WatcherGauge {
     fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+        self.0.watchers.dec();
     }
 }
 
@@ -257,7 +256,7 @@ async fn next_live_event(
                 }
             }
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                Metrics::increment(&state.gauge.0.watchers_lagged);
+                state.gauge.0.watchers_lagged.inc();
                 tracing::warn!(skipped, "alias watcher lagged, ending its stream");
                 return Some((Err(Error::WatchLagged { skipped }), None));
             }
@@ -355,7 +354,12 @@ mod tests {
         shutdown: CancellationToken,
     ) -> (Registry, crate::test_support::TestDatabase) {
         let database = test_database(TestBackend::Sqlite).await;
-        let registry = Registry::new(open_store(&database).await, watch_buffer, shutdown);
+        let registry = Registry::new(
+            open_store(&database).await,
+            watch_buffer,
+            Metrics::unregistered(),
+            shutdown,
+        );
         registry
             .create_model(NewModel {
                 name: "prompt".into(),
@@ -406,11 +410,11 @@ mod tests {
         );
         assert!(events.next().await.is_none());
         assert_eq!(
-            registry.metrics().watchers_lagged.load(Ordering::Relaxed),
+            registry.metrics.watchers_lagged.get(),
             1
         );
         drop(events);
-        assert_eq!(registry.metrics().watchers.load(Ordering::Relaxed), 0);
+        assert_eq!(registry.metrics.watchers.get(), 0);
     }
 
     #[tokio::test]
@@ -447,11 +451,13 @@ mod tests {
         let first = Arc::new(Registry::new(
             open_store(&database).await,
             16,
+            Metrics::unregistered(),
             CancellationToken::new(),
         ));
         let second = Arc::new(Registry::new(
             open_store(&database).await,
             16,
+            Metrics::unregistered(),
             CancellationToken::new(),
         ));
         first

@@ -24,6 +24,8 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] keel_core::metrics::MetricsError),
 }
 
 fn is_database_unreachable(error: &sqlx::Error) -> bool {
@@ -57,7 +59,8 @@ impl From<Error> for tonic::Status {
             | Error::Store(_)
             | Error::Database(_)
             | Error::Task(_)
-            | Error::Serve(_) => {
+            | Error::Serve(_)
+            | Error::Metrics(_) => {
                 tracing::error!(error = %message, "registry internal error");
                 tonic::Status::internal(message)
             }

@@ -15,7 +15,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use keel_core::admin::MetricsRenderer;
+use keel_core::metrics::ServiceMetrics;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::registry_service_server::RegistryServiceServer;
 
@@ -30,22 +30,24 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
+    let service_metrics = ServiceMetrics::new("registry");
     let registry = Arc::new(registry::Registry::new(
         store.clone(),
         config.watch_buffer,
+        metrics::Metrics::new(&service_metrics)?,
         shutdown.clone(),
     ));
-    let metrics = registry.metrics();
-    let metrics_renderer: MetricsRenderer = Arc::new(move || metrics.render());
-    let admin_router = keel_core::admin::router(metrics_renderer);
     let service = GrpcService {
         name: "registry",
         grpc_names: vec!["keel.v1.RegistryService"],
         routes: tonic::service::Routes::new(RegistryServiceServer::new(api::RegistryApi::new(
             registry,
         ))),
+        store: Some(store.clone()),
+        extra_descriptor_sets: Vec::new(),
+        metrics: service_metrics,
     };
-    let served = keel_core::run_service(service, admin_router, listeners, shutdown).await;
+    let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     store.close().await;
     served?;
     Ok(())

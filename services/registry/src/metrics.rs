@@ -1,54 +1,45 @@
-//! Counters rendered on the admin `/metrics` endpoint (Prometheus text).
+//! The registry's own series on `/metrics`, beside the per-call ones every
+//! service has.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use keel_core::metrics::{MetricsError, ServiceMetrics};
+use prometheus::{IntCounter, IntGauge};
 
-#[derive(Debug, Default)]
 pub struct Metrics {
-    pub models_created: AtomicU64,
-    pub versions_created: AtomicU64,
-    pub alias_moves: AtomicU64,
-    pub watchers: AtomicI64,
-    pub watchers_lagged: AtomicU64,
+    pub models_created: IntCounter,
+    pub versions_created: IntCounter,
+    pub alias_moves: IntCounter,
+    /// Open `WatchAliases` streams.
+    pub watchers: IntGauge,
+    pub watchers_lagged: IntCounter,
 }
 
 impl Metrics {
-    pub fn increment(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn new(registry: &ServiceMetrics) -> Result<Metrics, MetricsError> {
+        Ok(Metrics {
+            models_created: registry.counter(
+                "keel_registry_models_created_total",
+                "Models created.",
+            )?,
+            versions_created: registry.counter(
+                "keel_registry_versions_created_total",
+                "Versions created.",
+            )?,
+            alias_moves: registry.counter(
+                "keel_registry_alias_moves_total",
+                "Aliases set, moved or deleted.",
+            )?,
+            watchers: registry.gauge("keel_registry_watchers", "Open WatchAliases streams.")?,
+            watchers_lagged: registry.counter(
+                "keel_registry_watchers_lagged_total",
+                "Watch streams ended because their subscriber fell behind.",
+            )?,
+        })
     }
 
-    pub fn render(&self) -> String {
-        let counters = [
-            (
-                "keel_registry_models_created_total",
-                "counter",
-                self.models_created.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "keel_registry_versions_created_total",
-                "counter",
-                self.versions_created.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "keel_registry_alias_moves_total",
-                "counter",
-                self.alias_moves.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "keel_registry_watchers",
-                "gauge",
-                self.watchers.load(Ordering::Relaxed),
-            ),
-            (
-                "keel_registry_watchers_lagged_total",
-                "counter",
-                self.watchers_lagged.load(Ordering::Relaxed) as i64,
-            ),
-        ];
-        let mut text = String::new();
-        for (name, kind, value) in counters {
-            text.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
-        }
-        text
+    /// Series in a registry of their own, for tests of the domain.
+    #[cfg(test)]
+    pub fn unregistered() -> Metrics {
+        Metrics::new(&ServiceMetrics::new("registry")).unwrap()
     }
 }
 
@@ -57,12 +48,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
-        let metrics = Metrics::default();
-        Metrics::increment(&metrics.alias_moves);
-        let text = metrics.render();
-        assert!(text.contains(
-            "# TYPE keel_registry_alias_moves_total counter\nkeel_registry_alias_moves_total 1\n"
-        ));
+    fn the_series_render_with_the_service_label() {
+        let registry = ServiceMetrics::new("registry");
+        let metrics = Metrics::new(&registry).unwrap();
+        metrics.alias_moves.inc();
+        metrics.watchers.inc();
+        let text = registry.render();
+        assert!(
+            text.contains("keel_registry_alias_moves_total{service=\"registry\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("keel_registry_watchers{service=\"registry\"} 1\n"));
     }
 }

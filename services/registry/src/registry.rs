@@ -88,19 +88,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Store, watch_buffer: usize, shutdown: CancellationToken) -> Registry {
+    pub fn new(
+        store: Store,
+        watch_buffer: usize,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Registry {
         let (events, _) = broadcast::channel(watch_buffer.max(1));
         Registry {
             store,
             events,
             alias_moves: Mutex::new(()),
             shutdown,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
         }
-    }
-
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.metrics.clone()
     }
 
     pub async fn create_model(&self, new_model: NewModel) -> Result<Model, Error> {
@@ -125,7 +126,7 @@ impl Registry {
             )));
         }
         tx.commit().await?;
-        Metrics::increment(&self.metrics.models_created);
+        self.metrics.models_created.inc();
         tracing::info!(model = %new_model.name, kind = new_model.kind.label(), "model created");
         Ok(Model {
             name: new_model.name,
@@ -238,7 +239,7 @@ impl Registry {
         );
         store::insert_version(tx.conn(), &row).await?;
         tx.commit().await?;
-        Metrics::increment(&self.metrics.versions_created);
+        self.metrics.versions_created.inc();
         tracing::info!(model = %new_version.model, version, "version created");
         Ok(ModelVersion {
             model: new_version.model,

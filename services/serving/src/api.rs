@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use keel_core::trace_context::TraceContext;
 use keel_models::{FinishReason, Passage};
 use keel_proto::v1 as pb;
 use keel_proto::v1::serving_service_server::ServingService;
@@ -69,7 +68,6 @@ fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
 }
 
 fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
-    let parent_trace = TraceContext::from_metadata(request.metadata());
     let message = request.into_inner();
     QueryInput {
         endpoint: message.endpoint,
@@ -84,7 +82,6 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
             .collect(),
         user_id: message.user_id,
         session_id: message.session_id,
-        parent_trace,
     }
 }
 

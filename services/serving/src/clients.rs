@@ -1,24 +1,19 @@
-//! Channels to the services serving depends on. They connect lazily, so
-//! serving starts while its dependencies are still down.
+//! Calls to the services serving depends on: deadlines and what their
+//! failures mean to serving's callers.
 
 use std::future::Future;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::error::Error;
 
+/// A channel that connects on first use, so serving starts while its
+/// dependencies are still down.
 pub fn lazy_channel(url: &str, connect_timeout: Duration) -> Result<Channel, Error> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|error| Error::Config(format!("invalid url `{url}`: {error}")))?
-        .connect_timeout(connect_timeout)
-        // Pings find a dependency that vanished without closing the
-        // connection, which would otherwise hang the alias watch forever.
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    keel_core::grpc_tracing::lazy_channel(url, connect_timeout)
+        .map_err(|error| Error::Config(error.to_string()))
 }
 
 /// Runs one call with a deadline; a late answer is DEADLINE_EXCEEDED.

@@ -28,6 +28,9 @@ pub struct Config {
     pub generation_queue: usize,
     /// Deadline of each call to the registry and the vector index.
     pub dependency_timeout_ms: u64,
+    /// What each generator costs, by its name in the catalog, for the cost
+    /// series on `/metrics`; a generator without a price costs nothing.
+    pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             generation_workers: 2,
             generation_queue: 64,
             dependency_timeout_ms: 5000,
+            prices: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -76,6 +80,18 @@ impl Config {
         }
         if self.database_url.is_empty() {
             return Err("serving.database_url must be set".to_string());
+        }
+        for (generator, price) in &self.prices {
+            for (field, value) in [
+                ("input_per_million_tokens", price.input_per_million_tokens),
+                ("output_per_million_tokens", price.output_per_million_tokens),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(format!(
+                        "serving.prices.{generator}.{field} must be a non-negative number, got {value}"
+                    ));
+                }
+            }
         }
         Ok(())
     }

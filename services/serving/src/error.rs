@@ -25,6 +25,8 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] keel_core::metrics::MetricsError),
 }
 
 impl From<sqlx::Error> for Error {
@@ -73,7 +75,11 @@ impl From<Error> for tonic::Status {
             {
                 tonic::Status::unavailable(message)
             }
-            Error::Internal(_) | Error::Store(_) | Error::Config(_) | Error::Serve(_) => {
+            Error::Internal(_)
+            | Error::Store(_)
+            | Error::Config(_)
+            | Error::Serve(_)
+            | Error::Metrics(_) => {
                 tracing::error!(error = %message, "internal error");
                 tonic::Status::internal(message)
             }

@@ -5,8 +5,12 @@
 //! the generation pool.
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
-use keel_models::{Generation, GenerationParams, GenerationRequest, ModelError, SharedGenerator};
+use keel_core::gen_ai::{self, ChatRequest, ChatResult};
+use keel_models::{
+    FinishReason, Generation, GenerationParams, GenerationRequest, ModelError, SharedGenerator,
+};
 
 use crate::error::Error;
 
@@ -35,22 +39,40 @@ pub fn allows_fallback(error: &ModelError) -> bool {
 }
 
 /// Generates with the first candidate that answers. Each candidate gets
-/// its own parameters in `request.params`.
+/// its own parameters in `request.params`, and its own `chat {model}` span
+/// under `parent`, so a fallback shows in the trace as a failed call
+/// followed by the one that answered.
 pub fn generate(
     candidates: &[Candidate],
     request: &mut GenerationRequest,
+    parent: &tracing::Span,
     on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
 ) -> Outcome {
     let mut earlier_failures: Vec<String> = Vec::new();
     for (index, candidate) in candidates.iter().enumerate() {
         request.params = candidate.params.clone();
+        let chat_span = gen_ai::chat_span(
+            parent,
+            &ChatRequest {
+                model: &candidate.name,
+                provider: candidate.generator.provider(),
+                max_tokens: candidate.params.max_tokens,
+                temperature: candidate.params.temperature,
+                top_p: candidate.params.top_p,
+            },
+        );
+        let started = Instant::now();
         let mut handed_over_text = false;
-        let result = candidate.generator.generate(request, &mut |piece: &str| {
-            if !piece.is_empty() {
-                handed_over_text = true;
-            }
-            on_delta(piece)
+        let result = chat_span.in_scope(|| {
+            candidate.generator.generate(request, &mut |piece: &str| {
+                if !piece.is_empty() && !handed_over_text {
+                    handed_over_text = true;
+                    gen_ai::record_first_chunk(&chat_span, started.elapsed().as_secs_f64());
+                }
+                on_delta(piece)
+            })
         });
+        record_on_span(&chat_span, request, &result);
         let error = match result {
             Ok(generation) => {
                 return Outcome {
@@ -76,6 +98,43 @@ pub fn generate(
         result: Err(Error::FailedPrecondition(
             "the chain names no generator".to_string(),
         )),
+    }
+}
+
+fn record_on_span(
+    span: &tracing::Span,
+    request: &GenerationRequest,
+    result: &Result<Generation, ModelError>,
+) {
+    let generation = match result {
+        Ok(generation) => generation,
+        Err(error) => {
+            gen_ai::record_error(span, error);
+            return;
+        }
+    };
+    gen_ai::record_chat_result(
+        span,
+        &ChatResult {
+            finish_reason: finish_reason_name(generation.finish_reason),
+            input_tokens: generation.input_tokens,
+            output_tokens: generation.output_tokens,
+        },
+    );
+    let prompt: Vec<(&str, &str)> = request
+        .messages
+        .iter()
+        .map(|message| (message.role.as_str(), message.content.as_str()))
+        .collect();
+    gen_ai::record_chat_content(span, &prompt, &generation.text);
+}
+
+/// The reason as OpenAI and the GenAI conventions spell it.
+fn finish_reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::StopSequence => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
     }
 }
 
@@ -137,6 +196,10 @@ mod tests {
             "scripted"
         }
 
+        fn provider(&self) -> &str {
+            "test"
+        }
+
         fn generate(
             &self,
             request: &GenerationRequest,
@@ -185,7 +248,8 @@ mod tests {
 
     fn run(candidates: &[Candidate]) -> (Outcome, Vec<String>) {
         let mut deltas = Vec::new();
-        let outcome = generate(candidates, &mut request(), &mut |piece: &str| {
+        let no_parent = tracing::Span::none();
+        let outcome = generate(candidates, &mut request(), &no_parent, &mut |piece: &str| {
             deltas.push(piece.to_string());
             ControlFlow::Continue(())
         });

@@ -338,48 +338,6 @@ fn entry_to_proto(entry: InferenceEntry) -> pb::InferenceRecord {
     }
 }
 
-/// Prometheus text for the admin `/metrics`.
-pub fn render_metrics(stats: &DeliveryStats) -> String {
-    let series: [(&str, &str, &str, u64); 5] = [
-        (
-            "keel_serving_inference_records_enqueued_total",
-            "counter",
-            "Inference records handed to the delivery queue.",
-            stats.enqueued,
-        ),
-        (
-            "keel_serving_inference_records_delivered_total",
-            "counter",
-            "Inference records acknowledged by monitoring.",
-            stats.delivered,
-        ),
-        (
-            "keel_serving_inference_records_dropped_queue_full_total",
-            "counter",
-            "Inference records dropped because the queue was full.",
-            stats.dropped_queue_full,
-        ),
-        (
-            "keel_serving_inference_records_failed_delivery_total",
-            "counter",
-            "Inference records given up on after the delivery attempts failed.",
-            stats.failed_delivery,
-        ),
-        (
-            "keel_serving_inference_queue_depth",
-            "gauge",
-            "Inference records waiting for delivery.",
-            stats.queue_depth,
-        ),
-    ];
-    let mut text = String::new();
-    for (name, kind, help, value) in series {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {
@@ -515,20 +473,5 @@ mod tests {
         // After shutdown nothing more is accepted, and that is counted.
         log.record(entry(8));
         assert_eq!(log.stats().dropped_queue_full, 1);
-    }
-
-    #[test]
-    fn metrics_are_prometheus_text() {
-        let text = render_metrics(&DeliveryStats {
-            enqueued: 5,
-            delivered: 3,
-            dropped_queue_full: 1,
-            failed_delivery: 1,
-            queue_depth: 1,
-        });
-        assert!(text.contains("# TYPE keel_serving_inference_records_enqueued_total counter\n"));
-        assert!(text.contains("\nkeel_serving_inference_records_enqueued_total 5\n"));
-        assert!(text.contains("\nkeel_serving_inference_records_failed_delivery_total 1\n"));
-        assert!(text.contains("# TYPE keel_serving_inference_queue_depth gauge\nkeel_serving_inference_queue_depth 1\n"));
     }
 }

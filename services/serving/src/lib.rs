@@ -10,6 +10,7 @@ pub mod error;
 pub mod fallback;
 pub mod generation;
 pub mod inference_log;
+pub mod metrics;
 pub mod pipeline;
 pub mod prompt;
 pub mod registry;
@@ -27,6 +28,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_core::metrics::{MetricsError, ServiceMetrics};
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_models::ModelCatalog;
 use keel_proto::v1::serving_service_server::ServingServiceServer;
@@ -37,7 +39,8 @@ pub use error::Error;
 use crate::api::ServingApi;
 use crate::endpoints::Endpoints;
 use crate::generation::GenerationPool;
-use crate::inference_log::DeliverySettings;
+use crate::inference_log::{DeliverySettings, InferenceLog};
+use crate::metrics::QueryMetrics;
 use crate::pipeline::Pipeline;
 use crate::registry::RegistryClient;
 use crate::resolver::Resolver;
@@ -76,38 +79,32 @@ pub async fn serve(
     let resolver = Arc::new(Resolver::new(registry.clone()));
     let watch_task = tokio::spawn(resolver.clone().watch_aliases(background_shutdown.clone()));
 
+    let service_metrics = ServiceMetrics::new("serving");
+    let generation_pool = GenerationPool::new(config.generation_workers, config.generation_queue);
+    register_queue_metrics(&service_metrics, &inference_log, &generation_pool)?;
     let pipeline = Arc::new(Pipeline::new(
         store.clone(),
         resolver,
         retriever,
         catalog,
-        GenerationPool::new(config.generation_workers, config.generation_queue),
+        generation_pool,
         inference_log.clone(),
+        QueryMetrics::new(&service_metrics, config.prices.clone())?,
     ));
     let api = ServingApi::new(
         Endpoints::new(store.clone(), registry),
         pipeline.clone(),
         inference_log.clone(),
     );
-    let metrics_log = inference_log.clone();
-    let metrics_pipeline = pipeline.clone();
-    let metrics: keel_core::admin::MetricsRenderer = Arc::new(move || {
-        let mut text = inference_log::render_metrics(&metrics_log.stats());
-        text.push_str(&pipeline::render_metrics(&metrics_pipeline.stats()));
-        text
-    });
     let service = GrpcService {
         name: "serving",
         grpc_names: vec!["keel.v1.ServingService"],
         routes: tonic::service::Routes::new(ServingServiceServer::new(api)),
+        store: Some(store.clone()),
+        extra_descriptor_sets: Vec::new(),
+        metrics: service_metrics,
     };
-    let served = keel_core::run_service(
-        service,
-        keel_core::admin::router(metrics),
-        listeners,
-        shutdown,
-    )
-    .await;
+    let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
 
     background_shutdown.cancel();
     if let Err(error) = watch_task.await {
@@ -126,4 +123,51 @@ pub async fn serve(
     store.close().await;
     served?;
     Ok(())
+}
+
+/// The queues a query may wait in: inference records on their way to
+/// monitoring, and queries waiting for a generation worker.
+fn register_queue_metrics(
+    registry: &ServiceMetrics,
+    inference_log: &InferenceLog,
+    generation_pool: &GenerationPool,
+) -> Result<(), MetricsError> {
+    let log = inference_log.clone();
+    registry.gauge_fn(
+        "keel_serving_inference_queue_depth",
+        "Inference records queued, neither delivered nor given up yet.",
+        move || i64::try_from(log.stats().queue_depth).unwrap_or(i64::MAX),
+    )?;
+    let counters: [(&str, &str, fn(&inference_log::DeliveryStats) -> u64); 4] = [
+        (
+            "keel_serving_inference_records_enqueued_total",
+            "Inference records handed to the delivery queue.",
+            |stats| stats.enqueued,
+        ),
+        (
+            "keel_serving_inference_records_delivered_total",
+            "Inference records acknowledged by monitoring.",
+            |stats| stats.delivered,
+        ),
+        (
+            "keel_serving_inference_records_dropped_queue_full_total",
+            "Inference records dropped because the queue was full.",
+            |stats| stats.dropped_queue_full,
+        ),
+        (
+            "keel_serving_inference_records_failed_delivery_total",
+            "Inference records given up on after the delivery attempts failed.",
+            |stats| stats.failed_delivery,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let log = inference_log.clone();
+        registry.counter_fn(name, help, move || read(&log.stats()))?;
+    }
+    let pool = generation_pool.clone();
+    registry.gauge_fn(
+        "keel_serving_generation_queue_depth",
+        "Queries waiting for a generation worker.",
+        move || i64::try_from(pool.waiting()).unwrap_or(i64::MAX),
+    )
 }

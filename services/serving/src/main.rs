@@ -24,5 +24,7 @@ async fn main() -> anyhow::Result<()> {
         standalone.shutdown,
     )
     .await?;
+    // Spans still buffered go out before the process ends.
+    keel_core::telemetry::shutdown();
     Ok(())
 }

@@ -8,23 +8,26 @@
 //! channel, and either way the generator is told to stop at its next delta.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use keel_core::trace_context::TraceContext;
+use keel_core::telemetry::span_ids;
 use keel_core::{validate, FieldError};
 use keel_models::{
     ChatMessage, FinishReason, Generation, GenerationRequest, ModelCatalog, Passage, Role,
 };
 use keel_store::Store;
 use tokio::sync::mpsc;
+use tracing::field::Empty;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::Error;
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
 use crate::inference_log::{InferenceEntry, InferenceLog};
+use crate::metrics::{QueryMetrics, QueryObservation};
 use crate::resolver::Resolver;
 use crate::retrieval::{Retriever, SearchQuery};
 use crate::{routing, store};
@@ -52,8 +55,6 @@ pub struct QueryInput {
     pub messages: Vec<MessageInput>,
     pub user_id: String,
     pub session_id: String,
-    /// The caller's trace context, when it sent a valid `traceparent`.
-    pub parent_trace: Option<TraceContext>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,7 +163,13 @@ impl Drop for SetOnDrop {
 struct Admitted {
     query: ValidQuery,
     request_id: Uuid,
-    trace: TraceContext,
+    /// The query's span: a child of the call's span, so of the caller's
+    /// trace when it sent one. It lives as long as the query's task, also
+    /// when a streaming call's span has ended.
+    span: tracing::Span,
+    trace_id: String,
+    /// Empty when telemetry is off.
+    span_id: String,
     started: Instant,
     started_at_ms: i64,
 }
@@ -260,18 +267,9 @@ struct Progress {
     contexts: Vec<Passage>,
     prompt_messages: Vec<ChatMessage>,
     generation: Option<Generation>,
-}
-
-#[derive(Debug, Default)]
-struct QueryCounters {
-    ok: AtomicU64,
-    failed: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueryStats {
-    pub ok: u64,
-    pub failed: u64,
+    /// Time spent waiting on retrieval and on generation (a worker, then
+    /// the model): what is not serving's own overhead.
+    waited_on_dependencies: Duration,
 }
 
 pub struct Pipeline {
@@ -281,7 +279,7 @@ pub struct Pipeline {
     catalog: ModelCatalog,
     generation_pool: GenerationPool,
     inference_log: InferenceLog,
-    counters: QueryCounters,
+    metrics: QueryMetrics,
 }
 
 impl Pipeline {
@@ -292,6 +290,7 @@ impl Pipeline {
         catalog: ModelCatalog,
         generation_pool: GenerationPool,
         inference_log: InferenceLog,
+        metrics: QueryMetrics,
     ) -> Pipeline {
         Pipeline {
             store,
@@ -300,14 +299,7 @@ impl Pipeline {
             catalog,
             generation_pool,
             inference_log,
-            counters: QueryCounters::default(),
-        }
-    }
-
-    pub fn stats(&self) -> QueryStats {
-        QueryStats {
-            ok: self.counters.ok.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
+            metrics,
         }
     }
 
@@ -319,11 +311,15 @@ impl Pipeline {
         let caller_gone = Arc::new(AtomicBool::new(false));
         let _set_when_caller_leaves = SetOnDrop(caller_gone.clone());
         let pipeline = self.clone();
-        let task = tokio::spawn(async move {
-            pipeline
-                .execute(admitted, Listener::Unary { caller_gone })
-                .await
-        });
+        let span = admitted.span.clone();
+        let task = tokio::spawn(
+            async move {
+                pipeline
+                    .execute(admitted, Listener::Unary { caller_gone })
+                    .await
+            }
+            .instrument(span),
+        );
         task.await
             .map_err(|error| Error::Internal(format!("query task failed: {error}")))?
     }
@@ -334,13 +330,17 @@ impl Pipeline {
         let admitted = admit(&input)?;
         let (events, mut receiver) = mpsc::channel(STREAM_EVENT_BUFFER);
         let pipeline = self.clone();
-        tokio::spawn(async move {
-            let listener = Listener::Stream {
-                events: events.clone(),
-            };
-            let result = pipeline.execute(admitted, listener).await;
-            let _client_may_have_left = events.send(result.map(QueryEvent::Done)).await;
-        });
+        let span = admitted.span.clone();
+        tokio::spawn(
+            async move {
+                let listener = Listener::Stream {
+                    events: events.clone(),
+                };
+                let result = pipeline.execute(admitted, listener).await;
+                let _client_may_have_left = events.send(result.map(QueryEvent::Done)).await;
+            }
+            .instrument(span),
+        );
         match receiver.recv().await {
             Some(Ok(first)) => Ok(QueryStream {
                 first,
@@ -357,25 +357,24 @@ impl Pipeline {
         let Admitted {
             query,
             request_id,
-            trace,
+            span,
+            trace_id,
+            span_id,
             started,
             started_at_ms,
         } = admitted;
-        let trace_id = trace.trace_id_hex();
         let mut progress = Progress::default();
         let result = self
-            .answer(&query, request_id, &trace, &listener, &mut progress)
+            .answer(&query, request_id, &trace_id, &span, &listener, &mut progress)
             .await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
 
         let error_text = result.as_ref().err().map(ToString::to_string);
-        match &error_text {
-            None => self.counters.ok.fetch_add(1, Ordering::Relaxed),
-            Some(error) => {
-                tracing::info!(request_id = %request_id, endpoint = %query.endpoint, %error, "query failed");
-                self.counters.failed.fetch_add(1, Ordering::Relaxed)
-            }
-        };
+        record_on_span(&span, &progress, error_text.as_deref());
+        if let Some(error) = &error_text {
+            tracing::info!(request_id = %request_id, endpoint = %query.endpoint, %error, "query failed");
+        }
         let generation = progress.generation.clone();
         let (answer, input_tokens, output_tokens, finish_reason) = match &generation {
             Some(generation) => (
@@ -389,6 +388,17 @@ impl Pipeline {
         if finish_reason == Some(FinishReason::Cancelled) {
             tracing::debug!(request_id = %request_id, output_tokens, "caller left, generation stopped");
         }
+        self.metrics.observe(&QueryObservation {
+            endpoint: &query.endpoint,
+            served_model: &progress.served_model,
+            served_version: progress.served_version,
+            generator: &progress.generator,
+            succeeded: error_text.is_none(),
+            total: elapsed,
+            waited_on_dependencies: progress.waited_on_dependencies,
+            input_tokens,
+            output_tokens,
+        });
         let citations: Vec<Passage> = progress.contexts.iter().map(snippet_of).collect();
         let output = QueryOutput {
             answer: answer.clone(),
@@ -407,7 +417,7 @@ impl Pipeline {
         self.inference_log.record(InferenceEntry {
             request_id: request_id.to_string(),
             trace_id,
-            span_id: String::new(),
+            span_id,
             endpoint: query.endpoint,
             route_target: progress.route_target,
             served_model: progress.served_model,
@@ -434,7 +444,8 @@ impl Pipeline {
         &self,
         query: &ValidQuery,
         request_id: Uuid,
-        trace: &TraceContext,
+        trace_id: &str,
+        query_span: &tracing::Span,
         listener: &Listener,
         progress: &mut Progress,
     ) -> Result<(), Error> {
@@ -475,16 +486,27 @@ impl Pipeline {
             top_k: chain.top_k,
             filter: &chain.filter,
         };
-        let passages = self.retriever.search(&search, &trace.child()).await?;
+        let retrieval_started = Instant::now();
+        let retrieved = self.retriever.search(&search).await;
+        progress.waited_on_dependencies += retrieval_started.elapsed();
+        let passages = retrieved?;
         progress.contexts = passages.clone();
 
         // Overload is refused before the first event of a stream, so a
         // streaming caller sees RESOURCE_EXHAUSTED as the call's status.
-        let slot = self.generation_pool.reserve().await?;
+        let generation_started = Instant::now();
+        let slot = self.generation_pool.reserve().await;
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(error) => {
+                progress.waited_on_dependencies += generation_started.elapsed();
+                return Err(error);
+            }
+        };
         let citations = QueryEvent::Citations {
             citations: passages.iter().map(snippet_of).collect(),
             request_id,
-            trace_id: trace.trace_id_hex(),
+            trace_id: trace_id.to_string(),
         };
         if listener.send_citations(citations).await.is_break() || listener.is_gone() {
             progress.generation = Some(nothing_generated());
@@ -495,8 +517,9 @@ impl Pipeline {
         let question = query.question.clone();
         let messages = query.messages.clone();
         let job_listener = listener.clone();
+        let job_span = query_span.clone();
         // Rendering and generating are CPU work: both run on the pool.
-        let (prompt_messages, outcome) = slot
+        let generated = slot
             .run(
                 move || -> Result<(Vec<ChatMessage>, fallback::Outcome), Error> {
                     let rendered = prompt.render(&question, &passages, &messages)?;
@@ -519,13 +542,15 @@ impl Pipeline {
                         return Ok((prompt_messages, outcome));
                     }
                     let outcome =
-                        fallback::generate(&candidates, &mut request, &mut |piece: &str| {
+                        fallback::generate(&candidates, &mut request, &job_span, &mut |piece| {
                             job_listener.deliver_blocking(piece)
                         });
                     Ok((prompt_messages, outcome))
                 },
             )
-            .await??;
+            .await;
+        progress.waited_on_dependencies += generation_started.elapsed();
+        let (prompt_messages, outcome) = generated??;
         progress.prompt_messages = prompt_messages;
         if !outcome.generator.is_empty() {
             progress.generator = outcome.generator;
@@ -535,7 +560,8 @@ impl Pipeline {
     }
 }
 
-/// Validates `input` and gives the query its identity.
+/// Validates `input` and gives the query its identity: a request id and a
+/// span under the current one (the gRPC call's).
 fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     let started = Instant::now();
     let started_at_ms = keel_core::time::now_ms();
@@ -543,17 +569,52 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     // records: one invalid record could make monitoring refuse a whole
     // batch.
     let query = validate_query(input)?;
-    let trace = match &input.parent_trace {
-        Some(parent) => parent.child(),
-        None => TraceContext::new_root(),
+    let request_id = Uuid::now_v7();
+    let span = tracing::info_span!(
+        "query",
+        otel.name = %format!("query {}", query.endpoint),
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+        keel.endpoint = %query.endpoint,
+        keel.request_id = %request_id,
+        keel.route_target = Empty,
+        keel.served_model = Empty,
+        keel.served_version = Empty,
+        keel.generator = Empty,
+    );
+    // Without telemetry the response still carries a trace id, for logs
+    // and the inference record.
+    let (trace_id, span_id) = match span_ids(&span) {
+        Some(ids) => (ids.trace_id, ids.span_id),
+        None => (Uuid::new_v4().simple().to_string(), String::new()),
     };
     Ok(Admitted {
         query,
-        request_id: Uuid::now_v7(),
-        trace,
+        request_id,
+        span,
+        trace_id,
+        span_id,
         started,
         started_at_ms,
     })
+}
+
+/// What the query learned, on its span: the route and version served, and
+/// the error when it failed.
+fn record_on_span(span: &tracing::Span, progress: &Progress, error: Option<&str>) {
+    if !progress.route_target.is_empty() {
+        span.record("keel.route_target", progress.route_target.as_str());
+    }
+    if !progress.served_model.is_empty() {
+        span.record("keel.served_model", progress.served_model.as_str());
+        span.record("keel.served_version", i64::from(progress.served_version));
+    }
+    if !progress.generator.is_empty() {
+        span.record("keel.generator", progress.generator.as_str());
+    }
+    if let Some(error) = error {
+        keel_core::gen_ai::record_error(span, &error);
+    }
 }
 
 /// The answer of a query whose caller left before generation began.
@@ -564,16 +625,6 @@ fn nothing_generated() -> Generation {
         output_tokens: 0,
         finish_reason: FinishReason::Cancelled,
     }
-}
-
-/// Prometheus text for the admin `/metrics`.
-pub fn render_metrics(stats: &QueryStats) -> String {
-    let name = "keel_serving_queries_total";
-    format!(
-        "# HELP {name} Queries answered, by outcome.\n# TYPE {name} counter\n\
-         {name}{{status=\"ok\"}} {}\n{name}{{status=\"error\"}} {}\n",
-        stats.ok, stats.failed
-    )
 }
 
 /// The passage with its text cut to the first 300 characters.
@@ -596,7 +647,6 @@ mod tests {
             messages: Vec::new(),
             user_id: String::new(),
             session_id: String::new(),
-            parent_trace: None,
         }
     }
 
@@ -684,18 +734,6 @@ mod tests {
         assert!(plain.messages.is_empty());
         assert!(validate_query(&question(&"q".repeat(16 * 1024))).is_ok());
         assert!(validate_query(&conversation(&vec![("user", "hi"); 64])).is_ok());
-    }
-
-    #[test]
-    fn query_metrics_are_prometheus_text() {
-        let text = render_metrics(&QueryStats { ok: 4, failed: 2 });
-        assert_eq!(
-            text,
-            "# HELP keel_serving_queries_total Queries answered, by outcome.\n\
-             # TYPE keel_serving_queries_total counter\n\
-             keel_serving_queries_total{status=\"ok\"} 4\n\
-             keel_serving_queries_total{status=\"error\"} 2\n"
-        );
     }
 
     #[test]

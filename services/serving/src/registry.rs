@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use keel_core::grpc_tracing::{traced, TracedChannel};
 use keel_proto::v1 as pb;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
 use tonic::transport::Channel;
@@ -71,14 +72,18 @@ pub struct RegisteredVersion {
 
 #[derive(Clone)]
 pub struct RegistryClient {
-    client: RegistryServiceClient<Channel>,
+    client: RegistryServiceClient<TracedChannel>,
+    /// The alias watch lives as long as serving: a span for it would be a
+    /// trace that never ends.
+    watch_client: RegistryServiceClient<Channel>,
     timeout: Duration,
 }
 
 impl RegistryClient {
     pub fn new(channel: Channel, timeout: Duration) -> RegistryClient {
         RegistryClient {
-            client: RegistryServiceClient::new(channel),
+            client: RegistryServiceClient::new(traced(channel.clone())),
+            watch_client: RegistryServiceClient::new(channel),
             timeout,
         }
     }
@@ -119,7 +124,7 @@ impl RegistryClient {
 
     /// Subscribes to every alias move from now on.
     pub async fn watch_aliases(&self) -> Result<AliasWatch, Error> {
-        let mut client = self.client.clone();
+        let mut client = self.watch_client.clone();
         let request = pb::WatchAliasesRequest {
             model: String::new(),
             send_initial_state: false,

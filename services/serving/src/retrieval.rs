@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel_core::trace_context::TraceContext;
+use keel_core::grpc_tracing::{traced, TracedChannel};
 use keel_models::Passage;
 use keel_proto::v1 as pb;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
@@ -15,7 +15,7 @@ use crate::error::Error;
 
 #[derive(Clone)]
 pub struct Retriever {
-    client: VectorIndexServiceClient<Channel>,
+    client: VectorIndexServiceClient<TracedChannel>,
     timeout: Duration,
 }
 
@@ -29,23 +29,20 @@ pub struct SearchQuery<'a> {
 impl Retriever {
     pub fn new(channel: Channel, timeout: Duration) -> Retriever {
         Retriever {
-            client: VectorIndexServiceClient::new(channel),
+            client: VectorIndexServiceClient::new(traced(channel)),
             timeout,
         }
     }
 
     /// The best passages, best first, with their whole text.
-    pub async fn search(
-        &self,
-        query: &SearchQuery<'_>,
-        trace: &TraceContext,
-    ) -> Result<Vec<Passage>, Error> {
+    /// The call carries the current span's trace context.
+    pub async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<Passage>, Error> {
         let filter = if query.filter.is_empty() {
             None
         } else {
             Some(keel_core::payload::json_to_struct(query.filter))
         };
-        let mut request = tonic::Request::new(pb::SearchRequest {
+        let request = tonic::Request::new(pb::SearchRequest {
             collection: query.collection.to_string(),
             vector: Vec::new(),
             text: query.text.to_string(),
@@ -53,7 +50,6 @@ impl Retriever {
             filter,
             with_payload: false,
         });
-        trace.inject(request.metadata_mut());
         let mut client = self.client.clone();
         let response = match with_deadline(self.timeout, client.search(request)).await {
             Ok(response) => response.into_inner(),

@@ -33,6 +33,10 @@ impl Generator for SlowWords {
         "slow"
     }
 
+    fn provider(&self) -> &str {
+        "test"
+    }
+
     fn generate(
         &self,
         _request: &GenerationRequest,
@@ -65,6 +69,10 @@ struct FailsMidAnswer;
 impl Generator for FailsMidAnswer {
     fn name(&self) -> &str {
         "flaky"
+    }
+
+    fn provider(&self) -> &str {
+        "test"
     }
 
     fn generate(

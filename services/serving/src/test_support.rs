@@ -39,8 +39,16 @@ impl RunningServer {
             name,
             grpc_names: vec![],
             routes,
+            store: None,
+            extra_descriptor_sets: Vec::new(),
+            metrics: keel_core::metrics::ServiceMetrics::new(name),
         };
-        tokio::spawn(keel_core::serve_grpc(service, listener, shutdown.clone()));
+        tokio::spawn(keel_core::serve_grpc(
+            service,
+            listener,
+            keel_core::health::Readiness::serving(),
+            shutdown.clone(),
+        ));
         RunningServer { address, shutdown }
     }
 
@@ -145,6 +153,20 @@ impl MonitoringService for MonitoringState {
         &self,
         _: Request<pb::GetMetricsRequest>,
     ) -> Result<Response<pb::GetMetricsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn get_trace(
+        &self,
+        _: Request<pb::GetTraceRequest>,
+    ) -> Result<Response<pb::Trace>, Status> {
+        unimplemented()
+    }
+
+    async fn search_traces(
+        &self,
+        _: Request<pb::SearchTracesRequest>,
+    ) -> Result<Response<pb::SearchTracesResponse>, Status> {
         unimplemented()
     }
 }

@@ -107,6 +107,13 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) async fn start() -> World {
+        // Spans and W3C trace context, as a service's binary installs them;
+        // no exporter: these tests read the context the calls carry.
+        let telemetry = keel_core::telemetry::TelemetryConfig {
+            to_monitoring: false,
+            ..Default::default()
+        };
+        keel_core::telemetry::init_quiet("keel-serving-tests", &telemetry).unwrap();
         let registry = FakeRegistry::new();
         registry.add_model("qa", pb::ModelKind::Prompt);
         let qa_version = registry.add_prompt_version("qa", TEMPLATE);
@@ -695,6 +702,7 @@ async fn admin_serves_health_and_metrics() {
         ..Config::default()
     };
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_address = grpc.local_addr().unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_address = admin.local_addr().unwrap();
     let listeners = Listeners {
@@ -708,6 +716,11 @@ async fn admin_serves_health_and_metrics() {
         listeners,
         shutdown.clone(),
     ));
+    let mut client = ServingServiceClient::connect(format!("http://{grpc_address}"))
+        .await
+        .unwrap();
+    let missing = client.query(ask("nowhere", "hi?")).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
 
     let get = async |path: &str| -> String {
         let mut stream = tokio::net::TcpStream::connect(admin_address).await.unwrap();
@@ -722,14 +735,19 @@ async fn admin_serves_health_and_metrics() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let metrics = get("/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(
-        metrics.contains("\nkeel_serving_inference_records_enqueued_total 0\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("\nkeel_serving_queries_total{status=\"ok\"} 0\n"),
-        "{metrics}"
-    );
+    let expected = [
+        // The failed query was recorded, and counted.
+        "\nkeel_serving_inference_records_enqueued_total{service=\"serving\"} 1\n",
+        "\nkeel_serving_queries_total{endpoint=\"nowhere\",status=\"error\",service=\"serving\"} 1\n",
+        // Every call, by method and status code, and timed.
+        "\nkeel_grpc_server_handled_total{grpc_code=\"NOT_FOUND\",grpc_method=\"Query\",grpc_service=\"keel.v1.ServingService\",service=\"serving\"} 1\n",
+        "\nkeel_grpc_server_handling_seconds_count{grpc_code=\"NOT_FOUND\",grpc_method=\"Query\",grpc_service=\"keel.v1.ServingService\",service=\"serving\"} 1\n",
+        "\nkeel_serving_generation_queue_depth{service=\"serving\"} 0\n",
+        "\nkeel_db_pool_connections_max{service=\"serving\"} 4\n",
+    ];
+    for series in expected {
+        assert!(metrics.contains(series), "{series} missing from {metrics}");
+    }
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(20), task)

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use keel_core::gen_ai;
 use keel_core::FieldError;
 use keel_models::{ModelCatalog, ModelError, SharedEmbedder};
 use keel_store::Store;
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::distance::Metric;
 use crate::error::Error;
@@ -103,12 +105,18 @@ impl Collection {
             });
         };
         let expected_count = texts.len();
-        let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
-            .await?
-            .map_err(|source| Error::Embedding {
-                embedder: embedder_name.clone(),
-                source,
-            })?;
+        let span = gen_ai::embeddings_span(&embedder_name, embedder.provider(), expected_count);
+        let embedded = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+            .instrument(span.clone())
+            .await?;
+        match &embedded {
+            Ok(_) => gen_ai::record_embeddings_result(&span, self.dimension),
+            Err(error) => gen_ai::record_error(&span, error),
+        }
+        let vectors = embedded.map_err(|source| Error::Embedding {
+            embedder: embedder_name.clone(),
+            source,
+        })?;
         if vectors.len() != expected_count {
             return Err(Error::Embedding {
                 embedder: embedder_name,
@@ -160,6 +168,7 @@ impl VectorIndex {
         store: Store,
         catalog: ModelCatalog,
         exact_search_threshold: usize,
+        metrics: Metrics,
     ) -> Result<Arc<VectorIndex>, Error> {
         let mut collections = BTreeMap::new();
         for row in store::list_collections(&store).await? {
@@ -173,7 +182,7 @@ impl VectorIndex {
             collections: RwLock::new(collections),
             last_seq: AtomicI64::new(last_seq),
             exact_search_threshold,
-            metrics: Metrics::default(),
+            metrics,
         }))
     }
 
@@ -338,9 +347,7 @@ impl VectorIndex {
         tokio::task::spawn_blocking(move || pending.run()).await?;
         rebuild_if_needed(&collection).await?;
         drop(dropped);
-        self.metrics
-            .points_upserted
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.metrics.points_upserted.inc_by(count as u64);
         tracing::debug!(collection = %collection.name, count, "points upserted");
         Ok(count as u64)
     }
@@ -367,13 +374,36 @@ impl VectorIndex {
             }
             rebuild_if_needed(&collection).await?;
             drop(dropped);
-            this.metrics.points_deleted.fetch_add(deleted, Ordering::Relaxed);
+            this.metrics.points_deleted.inc_by(deleted);
             Ok(deleted)
         })
         .await?
     }
 
+    /// The search runs in a `retrieval {collection}` span.
     pub async fn search(
+        &self,
+        collection_name: &str,
+        request: SearchRequest,
+    ) -> Result<Vec<Hit>, Error> {
+        let query_text = match &request.query {
+            Query::Text(text) => Some(text.as_str()),
+            Query::Vector(_) => None,
+        };
+        let top_k = u32::try_from(request.top_k).unwrap_or(u32::MAX);
+        let span = gen_ai::retrieval_span(collection_name, top_k, query_text);
+        let result = self
+            .search_unobserved(collection_name, request)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(hits) => gen_ai::record_retrieval_result(&span, hits.len()),
+            Err(error) => gen_ai::record_error(&span, error),
+        }
+        result
+    }
+
+    async fn search_unobserved(
         &self,
         collection_name: &str,
         request: SearchRequest,
@@ -424,7 +454,7 @@ impl VectorIndex {
                 .search(&query, request.top_k, &request.filter, threshold)
         })
         .await?;
-        self.metrics.searches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.searches.inc();
         Ok(hits)
     }
 }

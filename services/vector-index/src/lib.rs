@@ -14,6 +14,7 @@ pub mod store;
 
 use std::sync::Arc;
 
+use keel_core::metrics::ServiceMetrics;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::vector_index_service_server::VectorIndexServiceServer;
 
@@ -30,20 +31,29 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
-    let index = VectorIndex::open(store.clone(), catalog, config.exact_search_threshold).await?;
+    let service_metrics = ServiceMetrics::new("vector-index");
+    let index = VectorIndex::open(
+        store.clone(),
+        catalog,
+        config.exact_search_threshold,
+        metrics::Metrics::new(&service_metrics)?,
+    )
+    .await?;
     tracing::info!(
         collections = index.collection_count(),
         points = index.point_count(),
         "vector index loaded"
     );
-    let metrics_index = Arc::clone(&index);
-    let metrics_renderer: keel_core::admin::MetricsRenderer = Arc::new(move || {
-        metrics_index.metrics.render(
-            metrics_index.collection_count(),
-            metrics_index.point_count(),
-        )
-    });
-    let admin_router = keel_core::admin::router(metrics_renderer);
+    let counted = Arc::clone(&index);
+    service_metrics.gauge_fn("keel_vector_index_collections", "Collections.", move || {
+        i64::try_from(counted.collection_count()).unwrap_or(i64::MAX)
+    })?;
+    let counted = Arc::clone(&index);
+    service_metrics.gauge_fn(
+        "keel_vector_index_points",
+        "Live points in all collections.",
+        move || i64::try_from(counted.point_count()).unwrap_or(i64::MAX),
+    )?;
     let service = GrpcService {
         name: "vector-index",
         grpc_names: vec!["keel.v1.VectorIndexService"],
@@ -51,8 +61,11 @@ pub async fn serve(
             index,
             config.default_embedder.clone(),
         ))),
+        store: Some(store.clone()),
+        extra_descriptor_sets: Vec::new(),
+        metrics: service_metrics,
     };
-    let result = keel_core::run_service(service, admin_router, listeners, shutdown).await;
+    let result = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     store.close().await;
     result?;
     Ok(())

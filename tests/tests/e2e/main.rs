@@ -8,8 +8,10 @@
 mod bad_input;
 mod champion;
 mod full_loop;
+mod health_and_reflection;
 mod monitoring_outage;
 mod real_models;
 mod restart;
 mod streaming;
+mod traces;
 mod traffic_split;

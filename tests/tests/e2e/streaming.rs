@@ -41,6 +41,10 @@ impl Generator for SlowWords {
         SLOW_GENERATOR
     }
 
+    fn provider(&self) -> &str {
+        "test"
+    }
+
     fn generate(
         &self,
         _request: &GenerationRequest,

@@ -138,6 +138,10 @@ impl Embedder for LlamaEmbedder {
         &self.name
     }
 
+    fn provider(&self) -> &str {
+        "llama.cpp"
+    }
+
     fn dimension(&self) -> usize {
         self.dimension
     }

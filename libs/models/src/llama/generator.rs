@@ -196,6 +196,10 @@ impl Generator for LlamaGenerator {
         &self.name
     }
 
+    fn provider(&self) -> &str {
+        "llama.cpp"
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest,

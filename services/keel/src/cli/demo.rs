@@ -62,10 +62,6 @@ struct DemoPaths {
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
-    // The services' logs would drown the demo's story; RUST_LOG brings them back.
-    if std::env::var_os("RUST_LOG").is_some() {
-        keel_core::telemetry::init_logging();
-    }
     let samples = Path::new(SAMPLES_DIR);
     let paths = DemoPaths {
         data_dir: args.data_dir.unwrap_or_else(fresh_data_dir),
@@ -73,6 +69,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         specs: readable_path(args.specs.unwrap_or_else(|| samples.join("specs"))).await,
     };
     let config = up::load_config(None, Some(paths.data_dir.clone()))?;
+    // The services' logs would drown the demo's story (RUST_LOG brings them
+    // back); their spans go to the trace store as with `keel up`.
+    keel_core::telemetry::init_quiet("keel", &config.telemetry)
+        .map_err(|error| CliError::Invalid(error.to_string()))?;
     let models_dir = config
         .models
         .clone()

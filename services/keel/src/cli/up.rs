@@ -19,8 +19,9 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs) -> Result<(), CliError> {
-    keel_core::telemetry::init_logging();
     let config = load_config(args.config.as_deref(), args.data_dir)?;
+    keel_core::telemetry::init("keel", &config.telemetry)
+        .map_err(|error| CliError::Invalid(error.to_string()))?;
     tracing::info!(data_dir = %config.common.data_dir.display(), "starting keel");
     let mut running = start_cluster(config).await?;
     let signal = keel_core::shutdown_on_signal();
@@ -107,6 +108,12 @@ mod tests {
         assert_eq!(prod.models.threads, 4);
         // The remote generator is an example, commented out.
         assert!(prod.models.openai.is_empty());
+        assert_eq!(prod.telemetry.sample_ratio, 0.25);
+        assert_eq!(
+            prod.telemetry.exporters[0].endpoint,
+            "http://otel-collector:4317"
+        );
+        assert!(dev.telemetry.to_monitoring && dev.telemetry.exporters.is_empty());
     }
 
     #[test]
