@@ -8,8 +8,8 @@ use keel_proto::v1::monitoring_service_server::MonitoringService;
 use tonic::{Request, Response, Status};
 
 use crate::inferences::{
-    ChatMessage, Context, FinishReason, InferenceFilter, InferenceLog, InferenceRecord,
-    InferenceStatus, PageCursor, RequestId,
+    ChatMessage, Context, FinishReason, InferenceCursor, InferenceFilter, InferenceLog,
+    InferenceRecord, InferenceStatus, RequestId,
 };
 use crate::metrics::VersionMetrics;
 
@@ -93,7 +93,7 @@ impl MonitoringService for MonitoringApi {
         let after = if list.page_token.is_empty() {
             None
         } else {
-            Some(PageCursor::decode("page_token", &list.page_token)?)
+            Some(InferenceCursor::decode("page_token", &list.page_token)?)
         };
         let page = self.log.list(&filter, after, page_size).await?;
         Ok(Response::new(pb::ListInferencesResponse {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod cursor;
 pub mod error;
 pub mod inferences;
 pub mod metrics;
