@@ -4,8 +4,8 @@
 //! `google.rpc.Status` on error as the OTLP specification asks. Same
 //! conversion and writer as the gRPC intake.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,7 +29,6 @@ const JSON: &str = "application/json";
 pub fn router(writer: SpanWriter) -> Router {
     Router::new()
         .route("/v1/traces", post(export_traces))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(writer)
 }
 
@@ -51,13 +50,33 @@ impl Encoding {
 async fn export_traces(
     State(writer): State<SpanWriter>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let encoding = match request_encoding(&headers) {
         Ok(encoding) => encoding,
         Err(message) => {
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{message}\n")).into_response()
         }
+    };
+    let too_large = || {
+        error_response(
+            encoding,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::InvalidArgument,
+            format!("request body must be at most {MAX_BODY_BYTES} bytes: send smaller batches"),
+        )
+    };
+    // Refused on its declared length before a byte of it is read.
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    // Past the limit (a chunked body), or the client went away mid-body.
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return too_large();
     };
     let request = match decode(encoding, &body) {
         Ok(request) => request,
