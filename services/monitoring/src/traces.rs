@@ -3,7 +3,7 @@
 //! over both (a whole trace by id; traces by endpoint, model, duration,
 //! status and time, newest first).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use keel_core::FieldError;
@@ -491,8 +491,10 @@ impl TraceStore {
         let has_more = rows.len() > page_len;
         rows.truncate(page_len);
         let trace_ids: Vec<String> = rows.iter().map(|row| row.trace_id.clone()).collect();
-        let mut models = store::trace_models(&self.store, &trace_ids).await?;
-        models.sort();
+        let mut models_by_trace: HashMap<String, Vec<String>> = HashMap::new();
+        for (trace_id, model) in store::trace_models(&self.store, &trace_ids).await? {
+            models_by_trace.entry(trace_id).or_default().push(model);
+        }
         let next = match rows.last() {
             Some(last) if has_more => Some(TraceCursor {
                 position: last.start_time_unix_nano,
@@ -503,12 +505,11 @@ impl TraceStore {
         let traces = rows
             .into_iter()
             .map(|row| {
-                let trace_models = models
-                    .iter()
-                    .filter(|(trace_id, _)| *trace_id == row.trace_id)
-                    .map(|(_, model)| model.clone())
-                    .collect();
-                summary_from_row(row, trace_models)
+                let mut models = models_by_trace.remove(&row.trace_id).unwrap_or_default();
+                // Sorted here, not in SQL, so both backends agree whatever
+                // their collation.
+                models.sort();
+                summary_from_row(row, models)
             })
             .collect();
         Ok(TracePage { traces, next })
