@@ -5,7 +5,7 @@
 //! that stores its spans, and `trace_models` lists the models a trace used,
 //! so every SearchTraces filter is a column of an index.
 
-use keel_store::{Migration, Store, StoreError, WriteTx};
+use keel_store::{Backend, Migration, Store, StoreError, WriteTx};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -409,9 +409,17 @@ pub async fn metrics_rows(
 /// a trace's `status_code` is the largest of its spans'.
 pub const SPAN_STATUS_ERROR: i64 = 2;
 
-/// Rows per multi-row INSERT: 14 arguments a span row stays far below
-/// SQLite's 32766 and Postgres' 65535 bound arguments per statement.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per multi-row INSERT. SQLite looks each `$N` placeholder up by
+/// name, scanning those already seen, so a long statement costs it
+/// quadratically (4096 spans: 65 ms in statements of 20 rows, 225 ms of
+/// 200); Postgres gains from fewer, longer statements (55 ms at 20 rows,
+/// 36 ms at 200).
+fn rows_per_statement(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 20,
+        Backend::Postgres => 200,
+    }
+}
 
 /// One row of `spans`.
 #[derive(Debug, Clone, PartialEq)]
@@ -452,10 +460,11 @@ fn values_placeholders(rows: usize, columns: usize) -> String {
 /// those it inserted (a span already stored is left as it was).
 pub async fn insert_spans(
     tx: &mut WriteTx,
+    backend: Backend,
     rows: &[&SpanRow],
 ) -> Result<Vec<(String, String)>, StoreError> {
     let mut inserted = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    for chunk in rows.chunks(rows_per_statement(backend)) {
         let sql = format!(
             "INSERT INTO spans ({SPAN_COLUMNS}) VALUES {}
              ON CONFLICT (trace_id, span_id) DO NOTHING
@@ -510,8 +519,12 @@ pub struct TraceUpsert {
 /// end, the first root and endpoint stored, the added span count, the worst
 /// status. `rows` must hold one row per trace (Postgres refuses to update
 /// a row twice in one statement).
-pub async fn upsert_traces(tx: &mut WriteTx, rows: &[TraceUpsert]) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+pub async fn upsert_traces(
+    tx: &mut WriteTx,
+    backend: Backend,
+    rows: &[TraceUpsert],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(rows_per_statement(backend)) {
         let sql = format!(
             "INSERT INTO traces (trace_id, start_time_unix_nano, end_time_unix_nano,
                 root_span_id, root_span_name, root_service_name, span_count, status_code,
@@ -561,9 +574,10 @@ pub async fn upsert_traces(tx: &mut WriteTx, rows: &[TraceUpsert]) -> Result<(),
 /// Records `(trace_id, model)` pairs; a pair already stored is skipped.
 pub async fn insert_trace_models(
     tx: &mut WriteTx,
+    backend: Backend,
     pairs: &[(String, String)],
 ) -> Result<(), StoreError> {
-    for chunk in pairs.chunks(ROWS_PER_INSERT) {
+    for chunk in pairs.chunks(rows_per_statement(backend)) {
         let sql = format!(
             "INSERT INTO trace_models (trace_id, model) VALUES {}
              ON CONFLICT (trace_id, model) DO NOTHING",

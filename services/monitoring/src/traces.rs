@@ -389,9 +389,10 @@ pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
 /// Stores the spans not stored yet and folds them into their traces'
 /// summaries, all in one transaction. Returns how many spans were new.
 pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, Error> {
+    let backend = store.backend();
     let mut tx = store.begin_write().await?;
     let rows: Vec<&SpanRow> = spans.iter().map(|span| &span.row).collect();
-    let mut inserted: HashSet<(String, String)> = store::insert_spans(&mut tx, &rows)
+    let mut inserted: HashSet<(String, String)> = store::insert_spans(&mut tx, backend, &rows)
         .await?
         .into_iter()
         .collect();
@@ -404,7 +405,7 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
         .collect();
     let deltas = summarize(&new_spans);
     let upserts: Vec<TraceUpsert> = deltas.iter().map(delta_to_upsert).collect();
-    store::upsert_traces(&mut tx, &upserts).await?;
+    store::upsert_traces(&mut tx, backend, &upserts).await?;
     let models: Vec<(String, String)> = deltas
         .iter()
         .flat_map(|delta| {
@@ -414,7 +415,7 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
                 .map(|model| (delta.trace_id.clone(), model.clone()))
         })
         .collect();
-    store::insert_trace_models(&mut tx, &models).await?;
+    store::insert_trace_models(&mut tx, backend, &models).await?;
     tx.commit().await?;
     Ok(new_spans.len() as u64)
 }
