@@ -65,7 +65,7 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> tonic::Status {
         let message = error.to_string();
         if error.is_unavailable() {
-            tracing::warn!(error = %message, "database unavailable");
+            tracing::warn!(error = %message, "unavailable, the client may retry");
             return tonic::Status::unavailable(message);
         }
         match error {
