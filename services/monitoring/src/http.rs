@@ -4,6 +4,8 @@
 //! `google.rpc.Status` on error as the OTLP specification asks. Same
 //! conversion and writer as the gRPC intake.
 
+use std::io::Read;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -47,13 +49,21 @@ impl Encoding {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+}
+
 async fn export_traces(
     State(writer): State<SpanWriter>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let encoding = match request_encoding(&headers) {
-        Ok(encoding) => encoding,
+    let (encoding, compression) = match request_encoding(&headers).and_then(|encoding| {
+        request_compression(&headers).map(|compression| (encoding, compression))
+    }) {
+        Ok(both) => both,
         Err(message) => {
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{message}\n")).into_response()
         }
@@ -64,6 +74,14 @@ async fn export_traces(
             StatusCode::PAYLOAD_TOO_LARGE,
             tonic::Code::InvalidArgument,
             format!("request body must be at most {MAX_BODY_BYTES} bytes: send smaller batches"),
+        )
+    };
+    let bad_request = |message: String| {
+        error_response(
+            encoding,
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            message,
         )
     };
     // Refused on its declared length before a byte of it is read.
@@ -78,16 +96,30 @@ async fn export_traces(
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return too_large();
     };
+    let body = match compression {
+        Compression::None => body.to_vec(),
+        Compression::Gzip => {
+            match tokio::task::spawn_blocking(move || gunzip(&body, MAX_BODY_BYTES)).await {
+                Ok(Ok(inflated)) => inflated,
+                Ok(Err(Inflate::TooLarge)) => return too_large(),
+                Ok(Err(Inflate::Invalid(message))) => {
+                    return bad_request(format!("request body is not valid gzip: {message}"))
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "gzip task failed");
+                    return error_response(
+                        encoding,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        tonic::Code::Internal,
+                        error.to_string(),
+                    );
+                }
+            }
+        }
+    };
     let request = match decode(encoding, &body) {
         Ok(request) => request,
-        Err(message) => {
-            return error_response(
-                encoding,
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                message,
-            )
-        }
+        Err(message) => return bad_request(message),
     };
     match otlp::export(&writer, request).await {
         Ok(outcome) => success_response(encoding, &outcome),
@@ -100,14 +132,6 @@ async fn export_traces(
 
 /// The encoding `Content-Type` names, or why the request cannot be read.
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
-    if let Some(content_encoding) = headers.get(header::CONTENT_ENCODING) {
-        let content_encoding = content_encoding.to_str().unwrap_or_default().trim();
-        if !content_encoding.is_empty() && !content_encoding.eq_ignore_ascii_case("identity") {
-            return Err(format!(
-                "content-encoding {content_encoding:?} is not supported: send the body uncompressed"
-            ));
-        }
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -126,6 +150,43 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
             "content-type must be {PROTOBUF} or {JSON}, got {content_type:?}"
         )),
     }
+}
+
+/// The `Content-Encoding` of the body: none or gzip (what OTLP exporters
+/// send).
+fn request_compression(headers: &HeaderMap) -> Result<Compression, String> {
+    let Some(content_encoding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Compression::None);
+    };
+    let content_encoding = content_encoding.to_str().unwrap_or_default().trim();
+    if content_encoding.is_empty() || content_encoding.eq_ignore_ascii_case("identity") {
+        return Ok(Compression::None);
+    }
+    if content_encoding.eq_ignore_ascii_case("gzip") {
+        return Ok(Compression::Gzip);
+    }
+    Err(format!(
+        "content-encoding must be gzip or none, got {content_encoding:?}"
+    ))
+}
+
+enum Inflate {
+    TooLarge,
+    Invalid(String),
+}
+
+/// The gzip body inflated, refused past `limit` bytes so a small body
+/// cannot inflate into a huge one.
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
+    let mut inflated = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|error| Inflate::Invalid(error.to_string()))?;
+    if inflated.len() > limit {
+        return Err(Inflate::TooLarge);
+    }
+    Ok(inflated)
 }
 
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
@@ -252,11 +313,40 @@ mod tests {
         let refused = request_encoding(&headers(&[(header::CONTENT_TYPE, "text/plain")]));
         assert!(refused.unwrap_err().contains("content-type must be"));
         assert!(request_encoding(&HeaderMap::new()).is_err());
-        let gzip = request_encoding(&headers(&[
-            (header::CONTENT_TYPE, "application/x-protobuf"),
-            (header::CONTENT_ENCODING, "gzip"),
-        ]));
-        assert!(gzip.unwrap_err().contains("\"gzip\" is not supported"));
+    }
+
+    #[test]
+    fn gzip_bodies_are_inflated_within_the_limit() {
+        use std::io::Write as _;
+
+        assert_eq!(
+            request_compression(&HeaderMap::new()),
+            Ok(Compression::None)
+        );
+        assert_eq!(
+            request_compression(&headers(&[(header::CONTENT_ENCODING, "GZIP")])),
+            Ok(Compression::Gzip)
+        );
+        assert_eq!(
+            request_compression(&headers(&[(header::CONTENT_ENCODING, "identity")])),
+            Ok(Compression::None)
+        );
+        let brotli = request_compression(&headers(&[(header::CONTENT_ENCODING, "br")]));
+        assert_eq!(
+            brotli.unwrap_err(),
+            "content-encoding must be gzip or none, got \"br\""
+        );
+
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&[7u8; 1000]).unwrap();
+        let gzipped = encoder.finish().unwrap();
+        assert_eq!(gunzip(&gzipped, 1000).ok(), Some(vec![7u8; 1000]));
+        // A small body that inflates past the limit is refused.
+        assert!(matches!(gunzip(&gzipped, 999), Err(Inflate::TooLarge)));
+        assert!(matches!(
+            gunzip(b"not gzip", 1000),
+            Err(Inflate::Invalid(_))
+        ));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use tonic::codec::CompressionEncoding;
 
 pub use config::Config;
 pub use error::Error;
@@ -53,7 +54,9 @@ pub async fn serve(
         traces::TraceStore::new(store.clone()),
     ));
     let otlp_traces = TraceServiceServer::new(api::OtlpTraceApi::new(writer))
-        .max_decoding_message_size(http::MAX_BODY_BYTES);
+        .max_decoding_message_size(http::MAX_BODY_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
     let service = GrpcService {
         name: "monitoring",
         grpc_names: vec!["keel.v1.MonitoringService", OTLP_TRACE_SERVICE],

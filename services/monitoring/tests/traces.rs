@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use serde_json::json;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -154,22 +155,35 @@ async fn http_post(
     content_type: &str,
     body: Vec<u8>,
 ) -> HttpResponse {
+    http_post_with(address, path, &[("Content-Type", content_type)], body).await
+}
+
+/// A POST with these headers besides `Content-Length`.
+async fn http_post_with(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> HttpResponse {
     let content_length = body.len();
-    http_post_declaring(address, path, content_type, content_length, body).await
+    http_post_declaring(address, path, headers, content_length, body).await
 }
 
 /// A POST whose `Content-Length` is `content_length`, whatever `body` holds.
 async fn http_post_declaring(
     address: SocketAddr,
     path: &str,
-    content_type: &str,
+    headers: &[(&str, &str)],
     content_length: usize,
     body: Vec<u8>,
 ) -> HttpResponse {
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
-    );
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
+    ));
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(address).unwrap();
         stream
@@ -515,8 +529,18 @@ async fn export_then_get_trace(database: Database) {
     assert_eq!(summary.endpoint, "support");
     assert_eq!(summary.models, vec!["smollm2".to_string()]);
 
-    // Re-sent (an exporter retrying after a lost answer): nothing twice.
-    running.export(query_trace()).await;
+    // Re-sent (an exporter retrying after a lost answer), gzip-compressed
+    // as the OpenTelemetry Collector sends by default: nothing twice.
+    let resent = running
+        .otlp
+        .clone()
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .export(query_trace())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resent.partial_success.unwrap().rejected_spans, 1);
     assert_eq!(running.trace(&trace_hex(QUERY_TRACE)).await, trace);
     let again = running.search(pb::SearchTracesRequest::default()).await;
     assert_eq!(again.traces, found.traces);
@@ -688,6 +712,55 @@ async fn otlp_http_protobuf_and_json(database: Database) {
         json!({"my.span.attr": "some value", "my.count": 42})
     );
 
+    // gzip-compressed, as the OpenTelemetry Collector sends by default.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(
+            &export_request(vec![resource_spans(
+                "serving",
+                vec![span(8, 1, None, "gzipped", 0, 10)],
+            )])
+            .encode_to_vec(),
+        )
+        .unwrap();
+    let response = http_post_with(
+        running.admin,
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ],
+        encoder.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(running.trace(&trace_hex(8)).await.spans[0].name, "gzipped");
+    let response = http_post_with(
+        running.admin,
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ],
+        b"not gzip".to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    let response = http_post_with(
+        running.admin,
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "br"),
+        ],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 415);
+    assert!(
+        String::from_utf8_lossy(&response.body).contains("content-encoding must be gzip or none")
+    );
+
     // JSON partial success: int64 as a string, as proto3 JSON has it.
     let rejected = json!({"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": "", "spanId": "eee19b7ec3c1b175", "name": "no trace id"}
@@ -748,7 +821,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
     let response = http_post_declaring(
         running.admin,
         "/v1/traces",
-        "application/x-protobuf",
+        &[("Content-Type", "application/x-protobuf")],
         keel_monitoring::http::MAX_BODY_BYTES + 1,
         Vec::new(),
     )
@@ -774,7 +847,11 @@ async fn otlp_http_protobuf_and_json(database: Database) {
     let all = running.search_ids(pb::SearchTracesRequest::default()).await;
     assert_eq!(
         all,
-        vec![trace_hex(7), "5b8efff798038103d269b633813fc60c".to_string()]
+        vec![
+            trace_hex(8),
+            trace_hex(7),
+            "5b8efff798038103d269b633813fc60c".to_string()
+        ]
     );
     running.stop().await;
 }
