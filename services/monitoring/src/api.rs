@@ -1,29 +1,79 @@
 //! The gRPC edge: validates requests, converts protobuf <-> domain and maps
-//! errors. The only module that sees generated types.
+//! errors. The only module that sees generated Keel types; OTLP export
+//! requests go to `otlp`, which converts them itself because the HTTP
+//! intake sends the same messages.
 
+use keel_core::payload::json_to_struct;
 use keel_core::validate;
 use keel_core::FieldError;
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_server::MonitoringService;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::inferences::{
-    ChatMessage, Context, FinishReason, InferenceFilter, InferenceLog, InferenceRecord,
-    InferenceStatus, PageCursor, RequestId,
+    ChatMessage, Context, FinishReason, InferenceCursor, InferenceFilter, InferenceLog,
+    InferenceRecord, InferenceStatus, RequestId,
 };
 use crate::metrics::VersionMetrics;
+use crate::otlp;
+use crate::span_writer::SpanWriter;
+use crate::traces::{
+    SpanKind, SpanStatus, StoredEvent, StoredSpan, TraceCursor, TraceFilter, TraceId,
+    TraceStatusFilter, TraceStore, TraceSummary,
+};
 
 pub const MAX_BATCH: usize = 1000;
 pub const DEFAULT_WINDOW_SECONDS: u32 = 3600;
 pub const MAX_WINDOW_SECONDS: u32 = 30 * 24 * 3600;
 
+/// Longest `model` and `service_name` filter: attribute values, not Keel
+/// names, so only their length is bounded.
+pub const MAX_FILTER_BYTES: usize = 256;
+
+/// `since_ms`/`until_ms` beyond this overflow Unix nanoseconds in an i64
+/// (the year 2262).
+pub const MAX_TIME_MS: i64 = i64::MAX / 1_000_000;
+
 pub struct MonitoringApi {
     log: InferenceLog,
+    traces: TraceStore,
 }
 
 impl MonitoringApi {
-    pub fn new(log: InferenceLog) -> MonitoringApi {
-        MonitoringApi { log }
+    pub fn new(log: InferenceLog, traces: TraceStore) -> MonitoringApi {
+        MonitoringApi { log, traces }
+    }
+}
+
+/// The OTLP collector's TraceService: any OpenTelemetry SDK exports here.
+pub struct OtlpTraceApi {
+    writer: SpanWriter,
+}
+
+impl OtlpTraceApi {
+    pub fn new(writer: SpanWriter) -> OtlpTraceApi {
+        OtlpTraceApi { writer }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpTraceApi {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let outcome = otlp::export(&self.writer, request.into_inner()).await?;
+        let partial = outcome.rejected_spans > 0 || !outcome.error_message.is_empty();
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: partial.then_some(ExportTracePartialSuccess {
+                rejected_spans: outcome.rejected_spans,
+                error_message: outcome.error_message,
+            }),
+        }))
     }
 }
 
@@ -93,7 +143,7 @@ impl MonitoringService for MonitoringApi {
         let after = if list.page_token.is_empty() {
             None
         } else {
-            Some(PageCursor::decode("page_token", &list.page_token)?)
+            Some(InferenceCursor::decode("page_token", &list.page_token)?)
         };
         let page = self.log.list(&filter, after, page_size).await?;
         Ok(Response::new(pb::ListInferencesResponse {
@@ -133,16 +183,159 @@ impl MonitoringService for MonitoringApi {
 
     async fn get_trace(
         &self,
-        _request: Request<pb::GetTraceRequest>,
+        request: Request<pb::GetTraceRequest>,
     ) -> Result<Response<pb::Trace>, Status> {
-        Err(Status::unimplemented("the trace store is not built yet"))
+        let trace_id = TraceId::parse("trace_id", &request.into_inner().trace_id)?;
+        let spans = self.traces.get(&trace_id).await?;
+        Ok(Response::new(pb::Trace {
+            trace_id: trace_id.to_string(),
+            spans: spans.into_iter().map(span_to_proto).collect(),
+        }))
     }
 
     async fn search_traces(
         &self,
-        _request: Request<pb::SearchTracesRequest>,
+        request: Request<pb::SearchTracesRequest>,
     ) -> Result<Response<pb::SearchTracesResponse>, Status> {
-        Err(Status::unimplemented("the trace store is not built yet"))
+        let search = request.into_inner();
+        let filter = trace_filter_from_proto(&search)?;
+        let page_size = validate::page_size("page_size", search.page_size)?;
+        let after = if search.page_token.is_empty() {
+            None
+        } else {
+            Some(TraceCursor::decode("page_token", &search.page_token)?)
+        };
+        let page = self.traces.search(&filter, after, page_size).await?;
+        Ok(Response::new(pb::SearchTracesResponse {
+            traces: page.traces.into_iter().map(summary_to_proto).collect(),
+            next_page_token: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),
+        }))
+    }
+}
+
+fn trace_filter_from_proto(search: &pb::SearchTracesRequest) -> Result<TraceFilter, FieldError> {
+    let mut filter = TraceFilter::default();
+    if !search.endpoint.is_empty() {
+        validate::name("endpoint", &search.endpoint)?;
+        filter.endpoint = Some(search.endpoint.clone());
+    }
+    if !search.model.is_empty() {
+        validate::max_len("model", &search.model, MAX_FILTER_BYTES)?;
+        filter.model = Some(search.model.clone());
+    }
+    if !search.service_name.is_empty() {
+        validate::max_len("service_name", &search.service_name, MAX_FILTER_BYTES)?;
+        filter.service_name = Some(search.service_name.clone());
+    }
+    filter.since_unix_nano = time_ms_to_nanos("since_ms", search.since_ms)?;
+    filter.until_unix_nano = time_ms_to_nanos("until_ms", search.until_ms)?;
+    if search.since_ms != 0 && search.until_ms != 0 && search.since_ms >= search.until_ms {
+        return Err(FieldError::new(
+            "until_ms",
+            format!(
+                "must be > since_ms ({}), got {}",
+                search.since_ms, search.until_ms
+            ),
+        ));
+    }
+    let min_duration_ms = search.min_duration_ms;
+    if !min_duration_ms.is_finite() || min_duration_ms < 0.0 {
+        return Err(FieldError::new(
+            "min_duration_ms",
+            format!("must be finite and >= 0 (0: any), got {min_duration_ms}"),
+        ));
+    }
+    if min_duration_ms > 0.0 {
+        // Rounded up, so a trace shorter than asked never matches; the cast
+        // saturates, and then nothing lasts that long.
+        filter.min_duration_nanos = Some((min_duration_ms * 1_000_000.0).ceil() as i64);
+    }
+    filter.status = match pb::TraceStatusFilter::try_from(search.status) {
+        Ok(pb::TraceStatusFilter::Any) => TraceStatusFilter::Any,
+        Ok(pb::TraceStatusFilter::Ok) => TraceStatusFilter::Ok,
+        Ok(pb::TraceStatusFilter::Error) => TraceStatusFilter::Error,
+        Err(_) => {
+            return Err(FieldError::new(
+                "status",
+                format!(
+                    "must be TRACE_STATUS_FILTER_ANY, _OK or _ERROR, got {}",
+                    search.status
+                ),
+            ))
+        }
+    };
+    Ok(filter)
+}
+
+/// Unix ms as Unix ns; 0 is unbounded (`None`).
+fn time_ms_to_nanos(field: &str, ms: i64) -> Result<Option<i64>, FieldError> {
+    if !(0..=MAX_TIME_MS).contains(&ms) {
+        return Err(FieldError::new(
+            field,
+            format!("must be in 0..={MAX_TIME_MS} (Unix ms; 0: unbounded), got {ms}"),
+        ));
+    }
+    Ok((ms != 0).then_some(ms * 1_000_000))
+}
+
+fn span_kind_to_proto(kind: SpanKind) -> pb::SpanKind {
+    match kind {
+        SpanKind::Unspecified => pb::SpanKind::Unspecified,
+        SpanKind::Internal => pb::SpanKind::Internal,
+        SpanKind::Server => pb::SpanKind::Server,
+        SpanKind::Client => pb::SpanKind::Client,
+        SpanKind::Producer => pb::SpanKind::Producer,
+        SpanKind::Consumer => pb::SpanKind::Consumer,
+    }
+}
+
+fn span_status_to_proto(status: SpanStatus) -> pb::SpanStatus {
+    match status {
+        SpanStatus::Unset => pb::SpanStatus::Unset,
+        SpanStatus::Ok => pb::SpanStatus::Ok,
+        SpanStatus::Error => pb::SpanStatus::Error,
+    }
+}
+
+fn span_to_proto(span: StoredSpan) -> pb::Span {
+    let duration_ms = span.duration_ms();
+    pb::Span {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        parent_span_id: span.parent_span_id,
+        name: span.name,
+        kind: span_kind_to_proto(span.kind) as i32,
+        service_name: span.service_name,
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano,
+        duration_ms,
+        status: span_status_to_proto(span.status) as i32,
+        status_message: span.status_message,
+        attributes: Some(json_to_struct(&span.attributes)),
+        events: span.events.into_iter().map(event_to_proto).collect(),
+        scope_name: span.scope_name,
+    }
+}
+
+fn event_to_proto(event: StoredEvent) -> pb::SpanEvent {
+    pb::SpanEvent {
+        name: event.name,
+        time_unix_nano: event.time_unix_nano,
+        attributes: Some(json_to_struct(&event.attributes)),
+    }
+}
+
+fn summary_to_proto(summary: TraceSummary) -> pb::TraceSummary {
+    pb::TraceSummary {
+        trace_id: summary.trace_id,
+        root_span_name: summary.root_span_name,
+        service_name: summary.service_name,
+        start_time_unix_nano: summary.start_time_unix_nano,
+        duration_ms: summary.duration_ms,
+        span_count: summary.span_count,
+        status: span_status_to_proto(summary.status) as i32,
+        endpoint: summary.endpoint,
+        models: summary.models,
     }
 }
 

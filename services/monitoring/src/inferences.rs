@@ -12,6 +12,7 @@ use keel_store::Store;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cursor::{CursorKey, PageCursor};
 use crate::error::Error;
 use crate::metrics::{self, MetricsSample, VersionMetrics};
 use crate::store::{self, InferenceRow, ListQuery};
@@ -136,35 +137,20 @@ pub struct InferenceFilter {
     pub until_ms: Option<i64>,
 }
 
-/// Where the next page starts: after this record in newest-first order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageCursor {
-    pub started_at_ms: i64,
-    pub request_id: RequestId,
-}
+/// Where the next page of inferences starts: `position` is the last
+/// record's `started_at_ms`.
+pub type InferenceCursor = PageCursor<RequestId>;
 
-impl PageCursor {
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.started_at_ms, self.request_id)
-    }
-
-    pub fn decode(field: &str, token: &str) -> Result<PageCursor, FieldError> {
-        let invalid =
-            || FieldError::new(field, "must be a next_page_token returned by this service");
-        let (time_part, id_part) = token.split_once('_').ok_or_else(invalid)?;
-        let started_at_ms: i64 = time_part.parse().map_err(|_| invalid())?;
-        let request_id = RequestId::parse(field, id_part).map_err(|_| invalid())?;
-        Ok(PageCursor {
-            started_at_ms,
-            request_id,
-        })
+impl CursorKey for RequestId {
+    fn parse_key(text: &str) -> Option<RequestId> {
+        RequestId::parse("page_token", text).ok()
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InferencePage {
     pub records: Vec<InferenceRecord>,
-    pub next: Option<PageCursor>,
+    pub next: Option<InferenceCursor>,
 }
 
 /// The inference log over its store, with the counter `/metrics` reports.
@@ -235,7 +221,7 @@ impl InferenceLog {
     pub async fn list(
         &self,
         filter: &InferenceFilter,
-        after: Option<PageCursor>,
+        after: Option<InferenceCursor>,
         page_size: u32,
     ) -> Result<InferencePage, Error> {
         let page_len = page_size as usize;
@@ -245,7 +231,7 @@ impl InferenceLog {
             served_version: filter.served_version.map(i64::from),
             since_ms: filter.since_ms,
             until_ms: filter.until_ms,
-            before: after.map(|cursor| (cursor.started_at_ms, cursor.request_id.to_string())),
+            before: after.map(|cursor| (cursor.position, cursor.key.to_string())),
             // One more than asked tells whether another page follows.
             limit: i64::from(page_size) + 1,
         };
@@ -258,9 +244,9 @@ impl InferenceLog {
                 records.push(decode_record(request_id, json)?);
             }
             let next = match records.last() {
-                Some(last) if has_more => Some(PageCursor {
-                    started_at_ms: last.started_at_ms,
-                    request_id: last.request_id,
+                Some(last) if has_more => Some(InferenceCursor {
+                    position: last.started_at_ms,
+                    key: last.request_id,
                 }),
                 _ => None,
             };
@@ -602,12 +588,12 @@ pub(crate) mod tests {
 
     #[test]
     fn page_cursor_round_trips_and_rejects_garbage() {
-        let cursor = PageCursor {
-            started_at_ms: 1_700_000_000_000,
-            request_id: id(5),
+        let cursor = InferenceCursor {
+            position: 1_700_000_000_000,
+            key: id(5),
         };
         assert_eq!(
-            PageCursor::decode("page_token", &cursor.encode()).unwrap(),
+            InferenceCursor::decode("page_token", &cursor.encode()).unwrap(),
             cursor
         );
         for garbage in [
@@ -616,7 +602,7 @@ pub(crate) mod tests {
             "12_nope",
             "x_00000000-0000-0000-0000-000000000005",
         ] {
-            let error = PageCursor::decode("page_token", garbage).unwrap_err();
+            let error = InferenceCursor::decode("page_token", garbage).unwrap_err();
             assert_eq!(error.field, "page_token");
         }
     }

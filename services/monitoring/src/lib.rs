@@ -1,22 +1,38 @@
 //! keel-monitoring: the inference log (every served request with its
-//! response, latency, tokens and served version) and the per-version metrics
-//! computed from it.
+//! response, latency, tokens and served version), the per-version metrics
+//! computed from it, and the trace store (spans any OpenTelemetry SDK
+//! exports over OTLP gRPC or HTTP, searchable by endpoint, model, duration
+//! and status).
 
 pub mod api;
 pub mod config;
+pub mod cursor;
 pub mod error;
+pub mod http;
 pub mod inferences;
 pub mod metrics;
+pub mod otlp;
+pub mod rpc_status;
+pub mod span_writer;
 pub mod store;
+pub mod traces;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use keel_core::metrics::ServiceMetrics;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::monitoring_service_server::MonitoringServiceServer;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use tonic::codec::CompressionEncoding;
 
 pub use config::Config;
 pub use error::Error;
+
+use crate::span_writer::{SpanCounters, SpanWriter};
+
+/// The OTLP collector service this port serves beside MonitoringService.
+pub const OTLP_TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 
 /// Serves the monitoring service on `listeners` until `shutdown` is
 /// cancelled. `config.database_url` must be set.
@@ -27,29 +43,60 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let log = inferences::InferenceLog::new(store.clone());
+    let (writer, writer_task) = SpanWriter::spawn(store.clone(), span_writer::QUEUE_CALLS);
     let records_stored = log.records_stored();
     let service_metrics = ServiceMetrics::new("monitoring");
-    service_metrics.counter_fn(
-        "keel_monitoring_records_stored_total",
-        "Inference records stored since the process started.",
-        move || records_stored.load(Ordering::Relaxed),
-    )?;
+    register_counters(&service_metrics, records_stored, writer.counters())?;
+    let monitoring = MonitoringServiceServer::new(api::MonitoringApi::new(
+        log,
+        traces::TraceStore::new(store.clone()),
+    ));
+    let otlp_traces = TraceServiceServer::new(api::OtlpTraceApi::new(writer.clone()))
+        .max_decoding_message_size(http::MAX_BODY_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
     let service = GrpcService {
         name: "monitoring",
-        grpc_names: vec!["keel.v1.MonitoringService"],
-        routes: tonic::service::Routes::new(MonitoringServiceServer::new(api::MonitoringApi::new(
-            log,
-        ))),
+        grpc_names: vec!["keel.v1.MonitoringService", OTLP_TRACE_SERVICE],
+        routes: tonic::service::Routes::new(monitoring).add_service(otlp_traces),
         store: Some(store.clone()),
-        extra_descriptor_sets: Vec::new(),
+        extra_descriptor_sets: vec![keel_proto::OTLP_FILE_DESCRIPTOR_SET],
         metrics: service_metrics,
     };
-    let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
+    let served = keel_core::run_service(service, http::router(writer), listeners, shutdown).await;
+    // The servers are gone with every writer handle: the writer commits
+    // what was queued and stops, before the pool closes under it.
+    if let Err(error) = writer_task.await {
+        tracing::error!(error = %error, "span writer failed");
+    }
     store.close().await;
     served?;
     Ok(())
 }
 
+/// The counts monitoring keeps itself, on `/metrics`.
+fn register_counters(
+    registry: &ServiceMetrics,
+    records_stored: Arc<AtomicU64>,
+    spans: Arc<SpanCounters>,
+) -> Result<(), keel_core::metrics::MetricsError> {
+    registry.counter_fn(
+        "keel_monitoring_records_stored_total",
+        "Inference records stored since the process started.",
+        move || records_stored.load(Ordering::Relaxed),
+    )?;
+    let stored = spans.clone();
+    registry.counter_fn(
+        "keel_monitoring_spans_stored_total",
+        "Spans stored since the process started.",
+        move || stored.stored.load(Ordering::Relaxed),
+    )?;
+    registry.counter_fn(
+        "keel_monitoring_spans_rejected_total",
+        "Spans refused for breaking an OTLP rule since the process started.",
+        move || spans.rejected.load(Ordering::Relaxed),
+    )
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ pub mod output;
 pub mod query;
 pub mod registry;
 pub mod spec;
+pub mod trace;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +71,10 @@ pub enum Command {
     /// Local model files: fetch, verify, convert
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// One stored trace as a tree of spans
+    Trace(trace::TraceArgs),
+    /// The newest stored traces, filtered
+    Traces(trace::TracesArgs),
 }
 
 /// Runs one parsed command line.
@@ -89,6 +94,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Export(args) => feedback::run_export(&urls, args).await,
         Command::Metrics(args) => metrics::run(&urls, args).await,
         Command::Models(command) => models::run(command).await,
+        Command::Trace(args) => trace::run_trace(&urls, args).await,
+        Command::Traces(args) => trace::run_traces(&urls, args).await,
     }
 }
 

@@ -281,6 +281,16 @@ pub fn metrics(metrics: &GetMetricsResponse) {
     }
 }
 
+/// A trace rendered by `trace::render_trace`.
+pub fn trace(rendered: &str) {
+    print!("{rendered}");
+}
+
+/// Trace summaries rendered by `trace::render_summaries`.
+pub fn traces(rendered: &str) {
+    print!("{rendered}");
+}
+
 pub fn listening(service: &str, grpc_url: &str, admin_url: &str) {
     println!("{service:<13} grpc {grpc_url:<24} admin {admin_url}");
 }

@@ -1,0 +1,793 @@
+//! The trace store: spans as OpenTelemetry exporters send them, one summary
+//! row per trace kept beside them in the same transaction, and the queries
+//! over both (a whole trace by id; traces by endpoint, model, duration,
+//! status and time, newest first).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use keel_core::FieldError;
+use keel_store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::cursor::{CursorKey, PageCursor};
+use crate::error::Error;
+use crate::store::{self, SpanRow, TraceQuery, TraceRow, TraceUpsert};
+
+/// The span attribute naming the Keel endpoint a trace served.
+pub const ENDPOINT_ATTRIBUTE: &str = "keel.endpoint";
+/// The span attribute naming the model a generation asked for.
+pub const MODEL_ATTRIBUTE: &str = "gen_ai.request.model";
+/// Indexed summary values (endpoint, root service, models) are cut to this
+/// many bytes: a Postgres btree entry holds at most about 2.7 kB, and one
+/// oversized attribute must not fail the batch it arrived in.
+pub const MAX_INDEXED_BYTES: usize = 256;
+
+/// A trace id: 32 lowercase hex digits, not all zero.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(String);
+
+impl TraceId {
+    /// Accepts upper case, and stores the id lowered so lookups agree.
+    pub fn parse(field: &str, text: &str) -> Result<TraceId, FieldError> {
+        let well_formed = text.len() == 32
+            && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+            && text.bytes().any(|byte| byte != b'0');
+        if !well_formed {
+            let shown: String = text.chars().take(64).collect();
+            return Err(FieldError::new(
+                field,
+                format!("must be 32 hex digits, not all zero, got {shown:?}"),
+            ));
+        }
+        Ok(TraceId(text.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+impl CursorKey for TraceId {
+    fn parse_key(text: &str) -> Option<TraceId> {
+        // Tokens carry the lowered id; anything else was not handed out here.
+        let id = TraceId::parse("page_token", text).ok()?;
+        (id.0 == text).then_some(id)
+    }
+}
+
+/// OpenTelemetry's span kind, numbered as OTLP and keel.v1 number it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpanKind {
+    #[default]
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    /// Unknown codes read as unspecified: a newer exporter's kind is still
+    /// a span worth keeping.
+    pub fn from_code(code: i64) -> SpanKind {
+        match code {
+            1 => SpanKind::Internal,
+            2 => SpanKind::Server,
+            3 => SpanKind::Client,
+            4 => SpanKind::Producer,
+            5 => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        match self {
+            SpanKind::Unspecified => 0,
+            SpanKind::Internal => 1,
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+            SpanKind::Producer => 4,
+            SpanKind::Consumer => 5,
+        }
+    }
+}
+
+/// OpenTelemetry's span status. Ordered so that the worst status of a
+/// trace is the maximum of its spans' statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum SpanStatus {
+    #[default]
+    Unset,
+    Ok,
+    Error,
+}
+
+impl SpanStatus {
+    pub fn from_code(code: i64) -> SpanStatus {
+        match code {
+            1 => SpanStatus::Ok,
+            store::SPAN_STATUS_ERROR => SpanStatus::Error,
+            _ => SpanStatus::Unset,
+        }
+    }
+
+    pub fn code(self) -> i64 {
+        match self {
+            SpanStatus::Unset => 0,
+            SpanStatus::Ok => 1,
+            SpanStatus::Error => store::SPAN_STATUS_ERROR,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub name: String,
+    pub time_unix_nano: i64,
+    pub attributes: Map<String, Value>,
+}
+
+/// One span as stored: ids in lowercase hex, attribute values as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub name: String,
+    pub kind: SpanKind,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    pub scope_name: String,
+    pub start_time_unix_nano: i64,
+    pub end_time_unix_nano: i64,
+    pub status: SpanStatus,
+    pub status_message: String,
+    pub attributes: Map<String, Value>,
+    pub events: Vec<StoredEvent>,
+}
+
+impl StoredSpan {
+    /// 0 when the span ends before it starts (a clock step, an exporter bug).
+    pub fn duration_ms(&self) -> f64 {
+        nanos_to_ms(
+            self.end_time_unix_nano
+                .saturating_sub(self.start_time_unix_nano),
+        )
+    }
+}
+
+fn nanos_to_ms(nanos: i64) -> f64 {
+    nanos.max(0) as f64 / 1_000_000.0
+}
+
+/// What a search answers for one trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    /// Empty while the root span has not arrived.
+    pub root_span_name: String,
+    /// The root span's service.
+    pub service_name: String,
+    pub start_time_unix_nano: i64,
+    /// First start to last end.
+    pub duration_ms: f64,
+    pub span_count: u32,
+    /// The worst status of its spans.
+    pub status: SpanStatus,
+    pub endpoint: String,
+    /// Sorted.
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceStatusFilter {
+    #[default]
+    Any,
+    /// No ERROR span.
+    Ok,
+    /// At least one ERROR span.
+    Error,
+}
+
+/// Which traces a search returns; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceFilter {
+    pub endpoint: Option<String>,
+    pub model: Option<String>,
+    /// The root span's service.
+    pub service_name: Option<String>,
+    /// Trace start, inclusive.
+    pub since_unix_nano: Option<i64>,
+    /// Trace start, exclusive.
+    pub until_unix_nano: Option<i64>,
+    pub min_duration_nanos: Option<i64>,
+    pub status: TraceStatusFilter,
+}
+
+/// Where the next page of traces starts: `position` is the last trace's
+/// start in Unix nanoseconds.
+pub type TraceCursor = PageCursor<TraceId>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracePage {
+    pub traces: Vec<TraceSummary>,
+    pub next: Option<TraceCursor>,
+}
+
+/// A span encoded for its row, with what the trace summary needs of its
+/// attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedSpan {
+    pub row: SpanRow,
+    /// `keel.endpoint`, when the span has it as a string.
+    pub endpoint: Option<String>,
+    /// `gen_ai.request.model`, when the span has it as a string.
+    pub model: Option<String>,
+}
+
+/// Encodes spans for storage: one per (trace id, span id), the first one
+/// sent winning as the store's `ON CONFLICT DO NOTHING` would have it,
+/// ordered by ids so concurrent writers lock rows in the same order.
+/// CPU-bound on large batches: call it off the async threads.
+pub fn prepare_spans(spans: Vec<StoredSpan>) -> Result<Vec<PreparedSpan>, Error> {
+    let mut seen = HashSet::with_capacity(spans.len());
+    let mut prepared = Vec::with_capacity(spans.len());
+    for span in spans {
+        if !seen.insert((span.trace_id.clone(), span.span_id.clone())) {
+            continue;
+        }
+        prepared.push(prepare_span(span)?);
+    }
+    prepared
+        .sort_by(|a, b| (&a.row.trace_id, &a.row.span_id).cmp(&(&b.row.trace_id, &b.row.span_id)));
+    Ok(prepared)
+}
+
+fn prepare_span(span: StoredSpan) -> Result<PreparedSpan, Error> {
+    let encode_error = |source| Error::EncodeSpan {
+        trace_id: span.trace_id.clone(),
+        span_id: span.span_id.clone(),
+        source,
+    };
+    let attributes_json = serde_json::to_string(&span.attributes).map_err(encode_error)?;
+    let events_json = serde_json::to_string(&span.events).map_err(encode_error)?;
+    let string_attribute = |key: &str| {
+        span.attributes
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+            .map(|text| truncate(text, MAX_INDEXED_BYTES).to_string())
+    };
+    let endpoint = string_attribute(ENDPOINT_ATTRIBUTE);
+    let model = string_attribute(MODEL_ATTRIBUTE);
+    let duration_ms = span.duration_ms();
+    Ok(PreparedSpan {
+        row: SpanRow {
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent_span_id: span.parent_span_id,
+            name: span.name,
+            kind: span.kind.code(),
+            service_name: span.service_name,
+            scope_name: span.scope_name,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            duration_ms,
+            status_code: span.status.code(),
+            status_message: span.status_message,
+            attributes_json,
+            events_json,
+        },
+        endpoint,
+        model,
+    })
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The root span a batch brought for a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootSpan {
+    pub span_id: String,
+    pub name: String,
+    pub service_name: String,
+}
+
+/// What a batch of newly stored spans adds to one trace's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceDelta {
+    pub trace_id: String,
+    pub start_time_unix_nano: i64,
+    pub end_time_unix_nano: i64,
+    /// The earliest of the batch's spans without a parent.
+    pub root: Option<RootSpan>,
+    pub new_spans: u64,
+    pub status: SpanStatus,
+    /// From the earliest of the batch's spans that name one.
+    pub endpoint: Option<String>,
+    pub models: BTreeSet<String>,
+}
+
+/// Folds newly stored spans into one delta per trace, ordered by trace id.
+/// Merging a delta into the stored summary keeps the earlier start, the
+/// later end, the worst status, the first root and endpoint stored, and
+/// adds the span counts (see `store::upsert_traces`).
+pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
+    let mut ordered: Vec<&PreparedSpan> = spans.to_vec();
+    ordered.sort_by(|a, b| {
+        (&a.row.trace_id, a.row.start_time_unix_nano, &a.row.span_id).cmp(&(
+            &b.row.trace_id,
+            b.row.start_time_unix_nano,
+            &b.row.span_id,
+        ))
+    });
+    let mut deltas: Vec<TraceDelta> = Vec::new();
+    for span in ordered {
+        let row = &span.row;
+        if deltas
+            .last()
+            .is_none_or(|delta| delta.trace_id != row.trace_id)
+        {
+            deltas.push(TraceDelta {
+                trace_id: row.trace_id.clone(),
+                start_time_unix_nano: row.start_time_unix_nano,
+                end_time_unix_nano: row.end_time_unix_nano,
+                root: None,
+                new_spans: 0,
+                status: SpanStatus::Unset,
+                endpoint: None,
+                models: BTreeSet::new(),
+            });
+        }
+        let Some(delta) = deltas.last_mut() else {
+            continue;
+        };
+        // Spans arrive by start time within a trace: the first root and the
+        // first endpoint seen are the earliest.
+        delta.start_time_unix_nano = delta.start_time_unix_nano.min(row.start_time_unix_nano);
+        delta.end_time_unix_nano = delta.end_time_unix_nano.max(row.end_time_unix_nano);
+        delta.new_spans += 1;
+        delta.status = delta.status.max(SpanStatus::from_code(row.status_code));
+        if delta.root.is_none() && row.parent_span_id.is_empty() {
+            delta.root = Some(RootSpan {
+                span_id: row.span_id.clone(),
+                name: row.name.clone(),
+                service_name: truncate(&row.service_name, MAX_INDEXED_BYTES).to_string(),
+            });
+        }
+        if delta.endpoint.is_none() {
+            delta.endpoint.clone_from(&span.endpoint);
+        }
+        if let Some(model) = &span.model {
+            delta.models.insert(model.clone());
+        }
+    }
+    deltas
+}
+
+/// Stores the spans not stored yet and folds them into their traces'
+/// summaries, all in one transaction. Returns how many spans were new.
+pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, Error> {
+    let backend = store.backend();
+    let mut tx = store.begin_write().await?;
+    let rows: Vec<&SpanRow> = spans.iter().map(|span| &span.row).collect();
+    let mut inserted: HashSet<(String, String)> = store::insert_spans(&mut tx, backend, &rows)
+        .await?
+        .into_iter()
+        .collect();
+    // `remove`, not `contains`: two calls of one group may carry the same
+    // span, and only one of them stored it.
+    let new_spans: Vec<&PreparedSpan> = spans
+        .iter()
+        .copied()
+        .filter(|span| inserted.remove(&(span.row.trace_id.clone(), span.row.span_id.clone())))
+        .collect();
+    let deltas = summarize(&new_spans);
+    let upserts: Vec<TraceUpsert> = deltas.iter().map(delta_to_upsert).collect();
+    store::upsert_traces(&mut tx, backend, &upserts).await?;
+    let models: Vec<(String, String)> = deltas
+        .iter()
+        .flat_map(|delta| {
+            delta
+                .models
+                .iter()
+                .map(|model| (delta.trace_id.clone(), model.clone()))
+        })
+        .collect();
+    store::insert_trace_models(&mut tx, backend, &models).await?;
+    tx.commit().await?;
+    Ok(new_spans.len() as u64)
+}
+
+fn delta_to_upsert(delta: &TraceDelta) -> TraceUpsert {
+    let (root_span_id, root_span_name, root_service_name) = match &delta.root {
+        Some(root) => (
+            root.span_id.clone(),
+            root.name.clone(),
+            root.service_name.clone(),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    };
+    TraceUpsert {
+        trace_id: delta.trace_id.clone(),
+        start_time_unix_nano: delta.start_time_unix_nano,
+        end_time_unix_nano: delta.end_time_unix_nano,
+        root_span_id,
+        root_span_name,
+        root_service_name,
+        span_count: i64::try_from(delta.new_spans).unwrap_or(i64::MAX),
+        status_code: delta.status.code(),
+        endpoint: delta.endpoint.clone().unwrap_or_default(),
+    }
+}
+
+/// The read side of the trace store.
+#[derive(Clone)]
+pub struct TraceStore {
+    store: Store,
+}
+
+impl TraceStore {
+    pub fn new(store: Store) -> TraceStore {
+        TraceStore { store }
+    }
+
+    /// Every stored span of the trace, by start time then span id.
+    pub async fn get(&self, trace_id: &TraceId) -> Result<Vec<StoredSpan>, Error> {
+        let rows = store::get_spans(&self.store, trace_id.as_str()).await?;
+        if rows.is_empty() {
+            return Err(Error::TraceNotFound {
+                trace_id: trace_id.to_string(),
+            });
+        }
+        tokio::task::spawn_blocking(move || rows.into_iter().map(decode_span).collect()).await?
+    }
+
+    /// One page of matching traces, newest first by (start, trace id).
+    pub async fn search(
+        &self,
+        filter: &TraceFilter,
+        after: Option<TraceCursor>,
+        page_size: u32,
+    ) -> Result<TracePage, Error> {
+        let page_len = page_size as usize;
+        let query = TraceQuery {
+            endpoint: filter.endpoint.clone(),
+            model: filter.model.clone(),
+            service_name: filter.service_name.clone(),
+            since_unix_nano: filter.since_unix_nano,
+            until_unix_nano: filter.until_unix_nano,
+            min_duration_nanos: filter.min_duration_nanos,
+            errors: match filter.status {
+                TraceStatusFilter::Any => None,
+                TraceStatusFilter::Ok => Some(false),
+                TraceStatusFilter::Error => Some(true),
+            },
+            before: after.map(|cursor| (cursor.position, cursor.key.to_string())),
+            // One more than asked tells whether another page follows.
+            limit: i64::from(page_size) + 1,
+        };
+        let mut rows = store::search_traces(&self.store, &query).await?;
+        let has_more = rows.len() > page_len;
+        rows.truncate(page_len);
+        let trace_ids: Vec<String> = rows.iter().map(|row| row.trace_id.clone()).collect();
+        let mut models_by_trace: HashMap<String, Vec<String>> = HashMap::new();
+        for (trace_id, model) in store::trace_models(&self.store, &trace_ids).await? {
+            models_by_trace.entry(trace_id).or_default().push(model);
+        }
+        let next = match rows.last() {
+            Some(last) if has_more => Some(TraceCursor {
+                position: last.start_time_unix_nano,
+                key: TraceId(last.trace_id.clone()),
+            }),
+            _ => None,
+        };
+        let traces = rows
+            .into_iter()
+            .map(|row| {
+                let mut models = models_by_trace.remove(&row.trace_id).unwrap_or_default();
+                // Sorted here, not in SQL, so both backends agree whatever
+                // their collation.
+                models.sort();
+                summary_from_row(row, models)
+            })
+            .collect();
+        Ok(TracePage { traces, next })
+    }
+}
+
+fn summary_from_row(row: TraceRow, models: Vec<String>) -> TraceSummary {
+    TraceSummary {
+        duration_ms: nanos_to_ms(
+            row.end_time_unix_nano
+                .saturating_sub(row.start_time_unix_nano),
+        ),
+        trace_id: row.trace_id,
+        root_span_name: row.root_span_name,
+        service_name: row.root_service_name,
+        start_time_unix_nano: row.start_time_unix_nano,
+        span_count: u32::try_from(row.span_count).unwrap_or(u32::MAX),
+        status: SpanStatus::from_code(row.status_code),
+        endpoint: row.endpoint,
+        models,
+    }
+}
+
+fn decode_span(row: SpanRow) -> Result<StoredSpan, Error> {
+    let corrupt = |source| Error::CorruptSpan {
+        trace_id: row.trace_id.clone(),
+        span_id: row.span_id.clone(),
+        source,
+    };
+    let attributes: Map<String, Value> =
+        serde_json::from_str(&row.attributes_json).map_err(corrupt)?;
+    let events: Vec<StoredEvent> = serde_json::from_str(&row.events_json).map_err(corrupt)?;
+    Ok(StoredSpan {
+        trace_id: row.trace_id,
+        span_id: row.span_id,
+        parent_span_id: row.parent_span_id,
+        name: row.name,
+        kind: SpanKind::from_code(row.kind),
+        service_name: row.service_name,
+        scope_name: row.scope_name,
+        start_time_unix_nano: row.start_time_unix_nano,
+        end_time_unix_nano: row.end_time_unix_nano,
+        status: SpanStatus::from_code(row.status_code),
+        status_message: row.status_message,
+        attributes,
+        events,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A span of trace `trace` (a number, as 32 hex digits) with span id
+    /// `span` (16 hex digits), starting at `start` ns and lasting `nanos`.
+    pub(crate) fn span(trace: u128, span: u64, parent: Option<u64>, start: i64) -> StoredSpan {
+        StoredSpan {
+            trace_id: format!("{trace:032x}"),
+            span_id: format!("{span:016x}"),
+            parent_span_id: parent.map(|id| format!("{id:016x}")).unwrap_or_default(),
+            name: format!("span {span}"),
+            kind: SpanKind::Internal,
+            service_name: "serving".to_string(),
+            scope_name: "keel".to_string(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000_000,
+            status: SpanStatus::Unset,
+            status_message: String::new(),
+            attributes: Map::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn with_attribute(mut span: StoredSpan, key: &str, value: Value) -> StoredSpan {
+        span.attributes.insert(key.to_string(), value);
+        span
+    }
+
+    #[test]
+    fn trace_ids_are_lowered_and_checked() {
+        let upper = TraceId::parse("trace_id", "4BF92F3577B34DA6A3CE929D0E0E4736").unwrap();
+        assert_eq!(upper.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        for bad in [
+            "",
+            "4bf92f3577b34da6a3ce929d0e0e473",
+            "4bf92f3577b34da6a3ce929d0e0e47361",
+            "4bf92f3577b34da6a3ce929d0e0e473g",
+            "00000000000000000000000000000000",
+        ] {
+            let error = TraceId::parse("trace_id", bad).unwrap_err();
+            assert_eq!(error.field, "trace_id");
+            assert!(
+                error
+                    .rule
+                    .starts_with("must be 32 hex digits, not all zero"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn trace_cursor_round_trips_and_refuses_foreign_keys() {
+        let cursor = TraceCursor {
+            position: 1_700_000_000_000_000_000,
+            key: TraceId::parse("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        };
+        assert_eq!(
+            TraceCursor::decode("page_token", &cursor.encode()).unwrap(),
+            cursor
+        );
+        // Upper case is not what this service hands out.
+        assert!(TraceCursor::decode("page_token", "5_4BF92F3577B34DA6A3CE929D0E0E4736").is_err());
+        assert!(TraceCursor::decode("page_token", "5_abc").is_err());
+    }
+
+    #[test]
+    fn prepare_keeps_the_first_copy_and_orders_by_ids() {
+        let mut first = span(2, 9, None, 100);
+        first.name = "first".to_string();
+        let mut resent = first.clone();
+        resent.name = "resent".to_string();
+        let prepared = prepare_spans(vec![first, span(1, 3, None, 50), resent]).unwrap();
+        let keys: Vec<(&str, &str, &str)> = prepared
+            .iter()
+            .map(|span| {
+                (
+                    span.row.trace_id.as_str(),
+                    span.row.span_id.as_str(),
+                    span.row.name.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    "00000000000000000000000000000001",
+                    "0000000000000003",
+                    "span 3"
+                ),
+                (
+                    "00000000000000000000000000000002",
+                    "0000000000000009",
+                    "first"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn prepare_encodes_attributes_and_picks_summary_facts() {
+        let mut stored = span(1, 1, None, 0);
+        stored.end_time_unix_nano = 2_500_000;
+        stored.status = SpanStatus::Error;
+        stored.attributes.insert(
+            ENDPOINT_ATTRIBUTE.to_string(),
+            Value::String("support".to_string()),
+        );
+        stored
+            .attributes
+            .insert(MODEL_ATTRIBUTE.to_string(), Value::String("m".repeat(300)));
+        stored
+            .attributes
+            .insert("count".to_string(), Value::from(7));
+        stored.events.push(StoredEvent {
+            name: "retry".to_string(),
+            time_unix_nano: 5,
+            attributes: Map::new(),
+        });
+        let prepared = prepare_spans(vec![stored.clone()]).unwrap().remove(0);
+        assert_eq!(prepared.endpoint.as_deref(), Some("support"));
+        assert_eq!(prepared.model, Some("m".repeat(MAX_INDEXED_BYTES)));
+        assert_eq!(prepared.row.duration_ms, 2.5);
+        assert_eq!(prepared.row.status_code, 2);
+        assert_eq!(prepared.row.kind, 1);
+        // What is stored decodes back to the same span.
+        assert_eq!(decode_span(prepared.row).unwrap(), stored);
+
+        // A non-string endpoint is no endpoint; an end before the start is 0 ms.
+        let mut odd = with_attribute(span(1, 2, None, 10), ENDPOINT_ATTRIBUTE, Value::from(3));
+        odd.end_time_unix_nano = 5;
+        let prepared = prepare_spans(vec![odd]).unwrap().remove(0);
+        assert_eq!(prepared.endpoint, None);
+        assert_eq!(prepared.row.duration_ms, 0.0);
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("ééé", 4), "éé");
+    }
+
+    #[test]
+    fn summary_folds_a_batch_per_trace() {
+        let spans = vec![
+            // Trace 1: a child that starts first, then the root; an error.
+            with_attribute(
+                span(1, 20, Some(10), 1_000),
+                MODEL_ATTRIBUTE,
+                Value::String("smollm2".to_string()),
+            ),
+            with_attribute(
+                span(1, 10, None, 2_000),
+                ENDPOINT_ATTRIBUTE,
+                Value::String("support".to_string()),
+            ),
+            {
+                let mut failed = with_attribute(
+                    span(1, 30, Some(10), 3_000),
+                    MODEL_ATTRIBUTE,
+                    Value::String("minilm".to_string()),
+                );
+                failed.status = SpanStatus::Error;
+                failed.end_time_unix_nano = 9_000_000;
+                with_attribute(
+                    failed,
+                    ENDPOINT_ATTRIBUTE,
+                    Value::String("later".to_string()),
+                )
+            },
+            {
+                let mut ok = with_attribute(
+                    span(1, 40, Some(10), 4_000),
+                    MODEL_ATTRIBUTE,
+                    Value::String("smollm2".to_string()),
+                );
+                ok.status = SpanStatus::Ok;
+                ok
+            },
+            // Trace 2: no root yet, status OK.
+            {
+                let mut ok = span(2, 50, Some(99), 500);
+                ok.status = SpanStatus::Ok;
+                ok
+            },
+        ];
+        let prepared = prepare_spans(spans).unwrap();
+        let references: Vec<&PreparedSpan> = prepared.iter().collect();
+        let deltas = summarize(&references);
+        assert_eq!(deltas.len(), 2);
+        let first = &deltas[0];
+        assert_eq!(first.trace_id, format!("{:032x}", 1));
+        assert_eq!(first.start_time_unix_nano, 1_000);
+        assert_eq!(first.end_time_unix_nano, 9_000_000);
+        assert_eq!(first.new_spans, 4);
+        assert_eq!(first.status, SpanStatus::Error);
+        assert_eq!(
+            first.root,
+            Some(RootSpan {
+                span_id: format!("{:016x}", 10),
+                name: "span 10".to_string(),
+                service_name: "serving".to_string(),
+            })
+        );
+        // The earliest span naming an endpoint wins.
+        assert_eq!(first.endpoint.as_deref(), Some("support"));
+        assert_eq!(
+            first.models.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["minilm", "smollm2"]
+        );
+        let second = &deltas[1];
+        assert_eq!(second.root, None);
+        assert_eq!(second.status, SpanStatus::Ok);
+        assert_eq!(second.new_spans, 1);
+        assert_eq!(second.endpoint, None);
+        assert!(second.models.is_empty());
+
+        let upsert = delta_to_upsert(second);
+        assert_eq!(
+            (
+                upsert.root_span_id.as_str(),
+                upsert.endpoint.as_str(),
+                upsert.span_count
+            ),
+            ("", "", 1)
+        );
+        assert!(summarize(&[]).is_empty());
+    }
+}
