@@ -25,15 +25,18 @@ pub fn router(metrics: ServiceMetrics, readiness: Readiness) -> Router {
             }),
         )
         .route(
-        "/healthz",
-        get(move || async move {
-            if readiness.is_serving() {
-                (StatusCode::OK, "ok\n")
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "not serving: store unreachable\n")
-            }
-        }),
-    )
+            "/healthz",
+            get(move || async move {
+                if readiness.is_serving() {
+                    (StatusCode::OK, "ok\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not serving: store unreachable\n",
+                    )
+                }
+            }),
+        )
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.

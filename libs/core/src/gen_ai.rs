@@ -77,7 +77,10 @@ pub fn record_chat_result(span: &Span, result: &ChatResult<'_>) {
     let reasons = Array::String(vec![StringValue::from(result.finish_reason.to_string())]);
     span.set_attribute("gen_ai.response.finish_reasons", Value::Array(reasons));
     span.record("gen_ai.usage.input_tokens", i64::from(result.input_tokens));
-    span.record("gen_ai.usage.output_tokens", i64::from(result.output_tokens));
+    span.record(
+        "gen_ai.usage.output_tokens",
+        i64::from(result.output_tokens),
+    );
 }
 
 /// The prompt and the answer, when content may be recorded: as the

@@ -140,7 +140,10 @@ mod tests {
             service_and_method("/keel.v1.ServingService/Query"),
             ("keel.v1.ServingService".to_string(), "Query".to_string())
         );
-        assert_eq!(service_and_method("/odd"), ("odd".to_string(), String::new()));
+        assert_eq!(
+            service_and_method("/odd"),
+            ("odd".to_string(), String::new())
+        );
     }
 
     #[test]

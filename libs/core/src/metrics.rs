@@ -191,9 +191,18 @@ pub struct PoolCollector {
 
 impl PoolCollector {
     pub fn new(store: keel_store::Store) -> Result<PoolCollector, MetricsError> {
-        let in_use = IntGauge::new("keel_db_pool_connections_in_use", "Connections running a query.")?;
-        let idle = IntGauge::new("keel_db_pool_connections_idle", "Open connections waiting for a query.")?;
-        let max = IntGauge::new("keel_db_pool_connections_max", "The pool's connection limit.")?;
+        let in_use = IntGauge::new(
+            "keel_db_pool_connections_in_use",
+            "Connections running a query.",
+        )?;
+        let idle = IntGauge::new(
+            "keel_db_pool_connections_idle",
+            "Open connections waiting for a query.",
+        )?;
+        let max = IntGauge::new(
+            "keel_db_pool_connections_max",
+            "The pool's connection limit.",
+        )?;
         let mut descriptions = Vec::new();
         for gauge in [&in_use, &idle, &max] {
             descriptions.extend(gauge.desc().into_iter().cloned());
@@ -219,7 +228,8 @@ impl Collector for PoolCollector {
         let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
         self.in_use.set(open - idle);
         self.idle.set(idle);
-        self.max.set(i64::from(pool.options().get_max_connections()));
+        self.max
+            .set(i64::from(pool.options().get_max_connections()));
         let mut families = Vec::new();
         for gauge in [&self.in_use, &self.idle, &self.max] {
             families.extend(gauge.collect());
@@ -258,9 +268,13 @@ mod tests {
                 read_depth.load(std::sync::atomic::Ordering::Relaxed)
             })
             .unwrap();
-        assert!(metrics.render().contains("keel_queue_depth{service=\"serving\"} 3\n"));
+        assert!(metrics
+            .render()
+            .contains("keel_queue_depth{service=\"serving\"} 3\n"));
         depth.store(5, std::sync::atomic::Ordering::Relaxed);
-        assert!(metrics.render().contains("keel_queue_depth{service=\"serving\"} 5\n"));
+        assert!(metrics
+            .render()
+            .contains("keel_queue_depth{service=\"serving\"} 5\n"));
     }
 
     #[test]
@@ -282,6 +296,8 @@ mod tests {
             text.contains("keel_query_seconds_bucket{endpoint=\"support\",service=\"serving\",le=\"0.005\"} 1\n"),
             "{text}"
         );
-        assert!(text.contains("keel_query_seconds_count{endpoint=\"support\",service=\"serving\"} 1\n"));
+        assert!(
+            text.contains("keel_query_seconds_count{endpoint=\"support\",service=\"serving\"} 1\n")
+        );
     }
 }

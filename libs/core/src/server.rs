@@ -4,11 +4,11 @@
 
 use std::net::SocketAddr;
 
+use keel_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use keel_store::Store;
 use tonic_health::ServingStatus;
 
 use crate::grpc_metrics::GrpcMetricsLayer;
@@ -178,7 +178,12 @@ pub async fn run_service(
     let metrics = service.metrics.clone();
     let stop_both = shutdown.child_token();
     let readiness = Readiness::serving();
-    let grpc = serve_grpc(service, listeners.grpc, readiness.clone(), stop_both.clone());
+    let grpc = serve_grpc(
+        service,
+        listeners.grpc,
+        readiness.clone(),
+        stop_both.clone(),
+    );
     let Some(admin_listener) = listeners.admin else {
         return grpc.await;
     };

@@ -132,7 +132,8 @@ impl SpanExporter for SpanFanOut {
         if destinations.is_empty() {
             return Ok(());
         }
-        let runtime = export_runtime().map_err(|error| OTelSdkError::InternalFailure(error.to_string()))?;
+        let runtime =
+            export_runtime().map_err(|error| OTelSdkError::InternalFailure(error.to_string()))?;
         let exports = runtime.spawn(async move {
             let mut pending = Vec::with_capacity(destinations.len());
             for destination in &destinations {

@@ -76,15 +76,16 @@ where
         sources = sources.merge(Toml::file_exact(path));
     }
     sources = sources.merge(Env::prefixed("KEEL_").split("__"));
-    let telemetry: TelemetryConfig = Figment::from(Serialized::defaults(TelemetryConfig::default()))
-        .merge(sources.focus("telemetry"))
-        .extract()
-        .map_err(Box::new)?;
+    let telemetry: TelemetryConfig =
+        Figment::from(Serialized::defaults(TelemetryConfig::default()))
+            .merge(sources.focus("telemetry"))
+            .extract()
+            .map_err(Box::new)?;
     crate::telemetry::init(&format!("keel-{}", settings.service), &telemetry)?;
     let span_destination = if telemetry.enabled && telemetry.to_monitoring {
-        Some(crate::telemetry::add_destination(&ExporterConfig::keel_monitoring(
-            &telemetry.monitoring_url,
-        ))?)
+        Some(crate::telemetry::add_destination(
+            &ExporterConfig::keel_monitoring(&telemetry.monitoring_url),
+        )?)
     } else {
         None
     };

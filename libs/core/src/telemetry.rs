@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -73,7 +75,8 @@ impl TelemetryConfig {
             return Err("telemetry.export_interval_ms: must be positive".to_string());
         }
         for (index, exporter) in self.exporters.iter().enumerate() {
-            if !exporter.endpoint.starts_with("http://") && !exporter.endpoint.starts_with("https://")
+            if !exporter.endpoint.starts_with("http://")
+                && !exporter.endpoint.starts_with("https://")
             {
                 return Err(format!(
                     "telemetry.exporters[{index}].endpoint: must start with http:// or https://, got {:?}",
@@ -287,7 +290,10 @@ pub fn records_content() -> bool {
 
 /// Exports what is buffered and stops the exporters: at the end of `main`.
 pub fn shutdown() {
-    let Some(provider) = INSTALLED.get().and_then(|installed| installed.provider.as_ref()) else {
+    let Some(provider) = INSTALLED
+        .get()
+        .and_then(|installed| installed.provider.as_ref())
+    else {
         return;
     };
     if let Err(error) = provider.force_flush() {
@@ -335,7 +341,10 @@ mod tests {
             sample_ratio: 1.5,
             ..TelemetryConfig::default()
         };
-        assert!(ratio.check().unwrap_err().starts_with("telemetry.sample_ratio"));
+        assert!(ratio
+            .check()
+            .unwrap_err()
+            .starts_with("telemetry.sample_ratio"));
         let endpoint = TelemetryConfig {
             exporters: vec![ExporterConfig {
                 protocol: OtlpProtocol::Grpc,

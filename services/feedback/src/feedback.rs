@@ -10,8 +10,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::metrics::Counters;
 use crate::export::{self, DatasetKind};
+use crate::metrics::Counters;
 use crate::monitoring_client::MonitoringClient;
 use crate::store::{self, ExportQuery, FeedbackRow, ListQuery};
 

@@ -352,7 +352,8 @@ mod tests {
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         let exposition = http_get(running.admin, "/metrics").await;
         assert!(
-            exposition.contains("keel_monitoring_records_stored_total{service=\"monitoring\"} 100\n"),
+            exposition
+                .contains("keel_monitoring_records_stored_total{service=\"monitoring\"} 100\n"),
             "{exposition}"
         );
 

@@ -547,8 +547,9 @@ async fn export_then_get_trace(database: Database) {
 
     let exposition = http_get(running.admin, "/metrics").await;
     assert!(
-        exposition.contains("keel_monitoring_spans_stored_total 6\n")
-            && exposition.contains("keel_monitoring_spans_rejected_total 2\n"),
+        exposition.contains("keel_monitoring_spans_stored_total{service=\"monitoring\"} 6\n")
+            && exposition
+                .contains("keel_monitoring_spans_rejected_total{service=\"monitoring\"} 2\n"),
         "{exposition}"
     );
 

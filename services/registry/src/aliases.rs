@@ -409,10 +409,7 @@ mod tests {
             "{first:?}"
         );
         assert!(events.next().await.is_none());
-        assert_eq!(
-            registry.metrics.watchers_lagged.get(),
-            1
-        );
+        assert_eq!(registry.metrics.watchers_lagged.get(), 1);
         drop(events);
         assert_eq!(registry.metrics.watchers.get(), 0);
     }

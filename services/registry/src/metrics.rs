@@ -16,14 +16,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &ServiceMetrics) -> Result<Metrics, MetricsError> {
         Ok(Metrics {
-            models_created: registry.counter(
-                "keel_registry_models_created_total",
-                "Models created.",
-            )?,
-            versions_created: registry.counter(
-                "keel_registry_versions_created_total",
-                "Versions created.",
-            )?,
+            models_created: registry
+                .counter("keel_registry_models_created_total", "Models created.")?,
+            versions_created: registry
+                .counter("keel_registry_versions_created_total", "Versions created.")?,
             alias_moves: registry.counter(
                 "keel_registry_alias_moves_total",
                 "Aliases set, moved or deleted.",

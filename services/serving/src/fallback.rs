@@ -249,10 +249,15 @@ mod tests {
     fn run(candidates: &[Candidate]) -> (Outcome, Vec<String>) {
         let mut deltas = Vec::new();
         let no_parent = tracing::Span::none();
-        let outcome = generate(candidates, &mut request(), &no_parent, &mut |piece: &str| {
-            deltas.push(piece.to_string());
-            ControlFlow::Continue(())
-        });
+        let outcome = generate(
+            candidates,
+            &mut request(),
+            &no_parent,
+            &mut |piece: &str| {
+                deltas.push(piece.to_string());
+                ControlFlow::Continue(())
+            },
+        );
         (outcome, deltas)
     }
 

@@ -338,7 +338,6 @@ fn entry_to_proto(entry: InferenceEntry) -> pb::InferenceRecord {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,7 +138,8 @@ fn register_queue_metrics(
         "Inference records queued, neither delivered nor given up yet.",
         move || i64::try_from(log.stats().queue_depth).unwrap_or(i64::MAX),
     )?;
-    let counters: [(&str, &str, fn(&inference_log::DeliveryStats) -> u64); 4] = [
+    type ReadCount = fn(&inference_log::DeliveryStats) -> u64;
+    let counters: [(&str, &str, ReadCount); 4] = [
         (
             "keel_serving_inference_records_enqueued_total",
             "Inference records handed to the delivery queue.",

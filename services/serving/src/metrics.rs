@@ -106,8 +106,18 @@ impl QueryMetrics {
         self.latency
             .with_label_values(&labels)
             .observe(query.total.as_secs_f64());
-        let input = [query.endpoint, query.served_model, version.as_str(), "input"];
-        let output = [query.endpoint, query.served_model, version.as_str(), "output"];
+        let input = [
+            query.endpoint,
+            query.served_model,
+            version.as_str(),
+            "input",
+        ];
+        let output = [
+            query.endpoint,
+            query.served_model,
+            version.as_str(),
+            "output",
+        ];
         self.tokens
             .with_label_values(&input)
             .inc_by(u64::from(query.input_tokens));
@@ -173,7 +183,9 @@ mod tests {
         ));
         // 10 ms of overhead each time: both in the 0.01 bucket.
         assert!(
-            text.contains("keel_serving_overhead_seconds_bucket{service=\"serving\",le=\"0.01\"} 2\n"),
+            text.contains(
+                "keel_serving_overhead_seconds_bucket{service=\"serving\",le=\"0.01\"} 2\n"
+            ),
             "{text}"
         );
     }

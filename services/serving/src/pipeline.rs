@@ -365,7 +365,14 @@ impl Pipeline {
         } = admitted;
         let mut progress = Progress::default();
         let result = self
-            .answer(&query, request_id, &trace_id, &span, &listener, &mut progress)
+            .answer(
+                &query,
+                request_id,
+                &trace_id,
+                &span,
+                &listener,
+                &mut progress,
+            )
             .await;
         let elapsed = started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;

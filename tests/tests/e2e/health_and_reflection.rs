@@ -107,7 +107,11 @@ async fn reflection_lists_what_each_port_serves(backend: Backend) {
         );
         // A client can describe what is listed (grpcurl describe).
         let file = file_containing_symbol_v1alpha(channel, names[0]).await;
-        assert!(!file.is_empty(), "{service}: no descriptor for {}", names[0]);
+        assert!(
+            !file.is_empty(),
+            "{service}: no descriptor for {}",
+            names[0]
+        );
     }
     cluster.shutdown().await;
 }
@@ -133,9 +137,11 @@ async fn list_services_v1(channel: Channel) -> BTreeSet<String> {
         .into_inner();
     let answer = answers.message().await.unwrap().unwrap();
     match answer.message_response {
-        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|service| service.name).collect()
-        }
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
         other => panic!("not a service list: {other:?}"),
     }
 }
@@ -156,7 +162,10 @@ async fn list_services_v1alpha(channel: Channel) -> BTreeSet<String> {
     let answer = answers.message().await.unwrap().unwrap();
     match answer.message_response {
         Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|service| service.name).collect()
+            list.service
+                .into_iter()
+                .map(|service| service.name)
+                .collect()
         }
         other => panic!("not a service list: {other:?}"),
     }
@@ -300,9 +309,11 @@ impl Proxy {
 
     /// Listens again on the same address.
     async fn restart(&mut self) {
-        let listener = eventually("the proxy's port to be free", Duration::from_secs(5), || async {
-            TcpListener::bind(self.address).await.ok()
-        })
+        let listener = eventually(
+            "the proxy's port to be free",
+            Duration::from_secs(5),
+            || async { TcpListener::bind(self.address).await.ok() },
+        )
         .await;
         self.serve(listener);
     }

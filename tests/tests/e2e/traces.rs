@@ -47,7 +47,9 @@ async fn one_query_is_one_trace(backend: Backend) {
     ));
     request.metadata_mut().insert(
         "traceparent",
-        format!("00-{caller_trace}-{caller_span}-01").parse().unwrap(),
+        format!("00-{caller_trace}-{caller_span}-01")
+            .parse()
+            .unwrap(),
     );
     let response = cluster
         .serving
@@ -78,11 +80,17 @@ async fn one_query_is_one_trace(backend: Backend) {
     // serving's call span continues the caller's; the query runs under it.
     let serving_call = server_span(&trace, "keel.v1.ServingService/Query");
     assert_eq!(serving_call.parent_span_id, caller_span);
-    assert_eq!(string_attribute(serving_call, "rpc.service"), "keel.v1.ServingService");
+    assert_eq!(
+        string_attribute(serving_call, "rpc.service"),
+        "keel.v1.ServingService"
+    );
     let query = only_span(&trace, &format!("query {ENDPOINT}"));
     assert_eq!(query.parent_span_id, serving_call.span_id);
     assert_eq!(string_attribute(query, "keel.endpoint"), ENDPOINT);
-    assert_eq!(string_attribute(query, "keel.request_id"), response.request_id);
+    assert_eq!(
+        string_attribute(query, "keel.request_id"),
+        response.request_id
+    );
     assert_eq!(string_attribute(query, "keel.served_model"), CHAIN_MODEL);
     assert_eq!(number_attribute(query, "keel.served_version"), 1.0);
 
@@ -99,8 +107,14 @@ async fn one_query_is_one_trace(backend: Backend) {
     assert_eq!(search_call.parent_span_id, query.span_id);
     let retrieval = only_span(&trace, &format!("retrieval {COLLECTION}"));
     assert_eq!(retrieval.parent_span_id, search.span_id);
-    assert_eq!(string_attribute(retrieval, "gen_ai.operation.name"), "retrieval");
-    assert_eq!(string_attribute(retrieval, "gen_ai.data_source.id"), COLLECTION);
+    assert_eq!(
+        string_attribute(retrieval, "gen_ai.operation.name"),
+        "retrieval"
+    );
+    assert_eq!(
+        string_attribute(retrieval, "gen_ai.data_source.id"),
+        COLLECTION
+    );
     assert_eq!(
         number_attribute(retrieval, "gen_ai.request.top_k"),
         f64::from(V1_TOP_K)
@@ -111,8 +125,14 @@ async fn one_query_is_one_trace(backend: Backend) {
     );
     let embeddings = only_span(&trace, "embeddings hashing");
     assert_eq!(embeddings.parent_span_id, retrieval.span_id);
-    assert_eq!(string_attribute(embeddings, "gen_ai.operation.name"), "embeddings");
-    assert_eq!(string_attribute(embeddings, "gen_ai.request.model"), "hashing");
+    assert_eq!(
+        string_attribute(embeddings, "gen_ai.operation.name"),
+        "embeddings"
+    );
+    assert_eq!(
+        string_attribute(embeddings, "gen_ai.request.model"),
+        "hashing"
+    );
     assert_eq!(string_attribute(embeddings, "gen_ai.provider.name"), "keel");
 
     // Generation ran in serving, under the query.
@@ -130,7 +150,10 @@ async fn one_query_is_one_trace(backend: Backend) {
         number_attribute(chat, "gen_ai.usage.output_tokens"),
         f64::from(usage.output_tokens)
     );
-    assert_eq!(list_attribute(chat, "gen_ai.response.finish_reasons"), ["stop"]);
+    assert_eq!(
+        list_attribute(chat, "gen_ai.response.finish_reasons"),
+        ["stop"]
+    );
     assert!(number_attribute(chat, "gen_ai.response.time_to_first_chunk") > 0.0);
     // Content stays off spans unless the config opts in.
     assert!(attribute(chat, "gen_ai.input.messages").is_none());
@@ -193,7 +216,11 @@ async fn search_finds_the_traces(cluster: &Cluster, first: &QueryResponse, secon
     let search = |request: SearchTracesRequest| {
         let mut monitoring = cluster.monitoring.clone();
         async move {
-            let found = monitoring.search_traces(request).await.unwrap().into_inner();
+            let found = monitoring
+                .search_traces(request)
+                .await
+                .unwrap()
+                .into_inner();
             found
                 .traces
                 .into_iter()
@@ -221,8 +248,10 @@ async fn search_finds_the_traces(cluster: &Cluster, first: &QueryResponse, secon
     })
     .await;
     assert!(by_model.contains(&first.trace_id), "{by_model:?}");
+    // Every span of this process reaches this store (the other scenarios'
+    // too): a model no scenario uses finds nothing.
     let other_model = search(SearchTracesRequest {
-        model: "smollm2".to_string(),
+        model: "no-such-model".to_string(),
         ..Default::default()
     })
     .await;
@@ -315,16 +344,19 @@ async fn spans_reach_an_otlp_receiver_and_otlp_http(backend: Backend) {
     cluster.shutdown().await;
 }
 
+/// Each export the receiver got, with its `x-tenant` header.
+type Received = Arc<Mutex<Vec<(ExportTraceServiceRequest, Option<String>)>>>;
+
 /// An OTLP collector's gRPC intake that keeps what it receives.
 struct Receiver {
     address: SocketAddr,
-    received: Arc<Mutex<Vec<(ExportTraceServiceRequest, Option<String>)>>>,
+    received: Received,
     _shutdown: keel_core::CancellationToken,
 }
 
 #[derive(Clone)]
 struct ReceiverService {
-    received: Arc<Mutex<Vec<(ExportTraceServiceRequest, Option<String>)>>>,
+    received: Received,
 }
 
 #[tonic::async_trait]
@@ -399,7 +431,10 @@ impl Receiver {
                     continue;
                 };
                 for attribute in &resource.attributes {
-                    let value = attribute.value.as_ref().and_then(|value| value.value.clone());
+                    let value = attribute
+                        .value
+                        .as_ref()
+                        .and_then(|value| value.value.clone());
                     if let (true, Some(any_value::Value::StringValue(name))) =
                         (attribute.key == "service.name", value)
                     {
@@ -459,8 +494,17 @@ fn span_names(trace: &Trace) -> Vec<&str> {
 }
 
 fn only_span<'t>(trace: &'t Trace, name: &str) -> &'t Span {
-    let matching: Vec<&Span> = trace.spans.iter().filter(|span| span.name == name).collect();
-    assert_eq!(matching.len(), 1, "spans named {name}: {:?}", span_names(trace));
+    let matching: Vec<&Span> = trace
+        .spans
+        .iter()
+        .filter(|span| span.name == name)
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "spans named {name}: {:?}",
+        span_names(trace)
+    );
     matching[0]
 }
 
@@ -481,12 +525,7 @@ fn span_by_id<'t>(trace: &'t Trace, span_id: &str) -> &'t Span {
 }
 
 fn attribute<'s>(span: &'s Span, key: &str) -> Option<&'s Kind> {
-    span.attributes
-        .as_ref()?
-        .fields
-        .get(key)?
-        .kind
-        .as_ref()
+    span.attributes.as_ref()?.fields.get(key)?.kind.as_ref()
 }
 
 fn string_attribute(span: &Span, key: &str) -> String {
