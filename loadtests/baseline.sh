@@ -17,6 +17,9 @@ if [ -n "${CARGO_TARGET_DIR:-}" ]; then
   keel="$CARGO_TARGET_DIR/release/keel"
   loadtest="$CARGO_TARGET_DIR/release/keel-loadtest"
 fi
+# keel up loads minilm and smollm2 at start: fetched once into .models.
+"$keel" models fetch --dir "$PWD/.models" >/dev/null
+export KEEL_MODELS_DIR="$PWD/.models"
 
 wait_for_serving() {
   for _ in $(seq 1 100); do

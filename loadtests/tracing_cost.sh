@@ -16,6 +16,9 @@ cargo build --release -p keel -p keel-loadtests
 target="${CARGO_TARGET_DIR:-target}/release"
 keel="$target/keel"
 loadtest="$target/keel-loadtest"
+# keel up loads minilm and smollm2 at start: fetched once into .models.
+"$keel" models fetch --dir "$PWD/.models" >/dev/null
+export KEEL_MODELS_DIR="$PWD/.models"
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

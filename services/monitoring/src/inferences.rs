@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::cursor::{CursorKey, PageCursor};
 use crate::error::Error;
-use crate::metrics::{self, MetricsSample, VersionMetrics};
+use crate::metrics::{self, VersionMetrics};
 use crate::store::{self, InferenceRow, ListQuery};
 
 /// A request id: a UUID, always written in its canonical lowercase
@@ -262,22 +262,41 @@ impl InferenceLog {
         endpoint: &str,
         since_ms: i64,
     ) -> Result<Vec<VersionMetrics>, Error> {
-        let rows = store::metrics_rows(&self.store, endpoint, since_ms).await?;
-        let summaries = tokio::task::spawn_blocking(move || {
-            let mut samples = Vec::with_capacity(rows.len());
-            for row in rows {
-                samples.push(MetricsSample {
-                    served_model: row.served_model,
-                    served_version: u32::try_from(row.served_version).unwrap_or_default(),
-                    is_error: row.status == store::STATUS_ERROR,
-                    latency_ms: row.latency_ms,
-                    input_tokens: u64::try_from(row.input_tokens).unwrap_or_default(),
-                    output_tokens: u64::try_from(row.output_tokens).unwrap_or_default(),
-                });
+        let totals = store::version_totals(&self.store, endpoint, since_ms).await?;
+        let mut summaries = Vec::with_capacity(totals.len());
+        for version in totals {
+            let request_count = u64::try_from(version.request_count).unwrap_or_default();
+            let mut percentiles = [0.0; 3];
+            for (slot, percent) in percentiles.iter_mut().zip([50, 95, 99]) {
+                let Some(offset) = metrics::nearest_rank_offset(request_count, percent) else {
+                    continue;
+                };
+                let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                let latency = store::latency_at(
+                    &self.store,
+                    endpoint,
+                    since_ms,
+                    &version.served_model,
+                    version.served_version,
+                    offset,
+                )
+                .await?;
+                *slot = latency.unwrap_or_default();
             }
-            metrics::summarize(samples)
-        })
-        .await?;
+            let error_count = u64::try_from(version.error_count).unwrap_or_default();
+            summaries.push(VersionMetrics {
+                served_model: version.served_model,
+                served_version: u32::try_from(version.served_version).unwrap_or_default(),
+                request_count,
+                error_count,
+                error_rate: metrics::error_rate(error_count, request_count),
+                latency_p50_ms: percentiles[0],
+                latency_p95_ms: percentiles[1],
+                latency_p99_ms: percentiles[2],
+                input_tokens: u64::try_from(version.input_tokens).unwrap_or_default(),
+                output_tokens: u64::try_from(version.output_tokens).unwrap_or_default(),
+            });
+        }
         Ok(summaries)
     }
 }

@@ -366,43 +366,78 @@ pub async fn list_inferences(
     .map_err(StoreError::from)
 }
 
-/// What metrics need of one request.
+/// The counts and sums of one served (model, version) over a window.
 #[derive(Debug, Clone)]
-pub struct MetricsRow {
+pub struct VersionTotals {
     pub served_model: String,
     pub served_version: i64,
-    pub status: String,
-    pub latency_ms: f64,
+    pub request_count: i64,
+    pub error_count: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
 }
 
-/// The requests of `endpoint` that started at or after `since_ms`.
-pub async fn metrics_rows(
+/// Per served (model, version) of `endpoint`, over the requests that
+/// started at or after `since_ms`, ordered by model then version: one row
+/// per version, whatever the window holds.
+pub async fn version_totals(
     store: &Store,
     endpoint: &str,
     since_ms: i64,
-) -> Result<Vec<MetricsRow>, StoreError> {
-    let rows: Vec<(String, i64, String, f64, i64, i64)> = sqlx::query_as(
-        "SELECT served_model, served_version, status, latency_ms, input_tokens, output_tokens
-         FROM inferences WHERE endpoint = $1 AND started_at_ms >= $2",
+) -> Result<Vec<VersionTotals>, StoreError> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT served_model, served_version, CAST(COUNT(*) AS BIGINT),
+                CAST(SUM(CASE WHEN status = $3 THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT)
+         FROM inferences WHERE endpoint = $1 AND started_at_ms >= $2
+         GROUP BY served_model, served_version
+         ORDER BY served_model, served_version",
     )
     .bind(endpoint.to_string())
     .bind(since_ms)
+    .bind(STATUS_ERROR)
     .fetch_all(store.pool())
     .await?;
-    let mut metrics_rows = Vec::with_capacity(rows.len());
-    for (served_model, served_version, status, latency_ms, input_tokens, output_tokens) in rows {
-        metrics_rows.push(MetricsRow {
+    let mut totals = Vec::with_capacity(rows.len());
+    for (served_model, served_version, request_count, error_count, input_tokens, output_tokens) in
+        rows
+    {
+        totals.push(VersionTotals {
             served_model,
             served_version,
-            status,
-            latency_ms,
+            request_count,
+            error_count,
             input_tokens,
             output_tokens,
         });
     }
-    Ok(metrics_rows)
+    Ok(totals)
+}
+
+/// The latency at 0-based position `offset` of the window's latencies of
+/// one served version, in ascending order: the database sorts, one value
+/// comes back.
+pub async fn latency_at(
+    store: &Store,
+    endpoint: &str,
+    since_ms: i64,
+    served_model: &str,
+    served_version: i64,
+    offset: i64,
+) -> Result<Option<f64>, StoreError> {
+    let row: Option<(f64,)> = sqlx::query_as(
+        "SELECT latency_ms FROM inferences
+         WHERE endpoint = $1 AND started_at_ms >= $2 AND served_model = $3 AND served_version = $4
+         ORDER BY latency_ms LIMIT 1 OFFSET $5",
+    )
+    .bind(endpoint.to_string())
+    .bind(since_ms)
+    .bind(served_model.to_string())
+    .bind(served_version)
+    .bind(offset)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.map(|(latency_ms,)| latency_ms))
 }
 
 /// `spans.status_code` of an ERROR span (OpenTelemetry's numbering);

@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use keel_core::payload::struct_to_json;
-use keel_core::{CancellationToken, Listeners};
-use keel_monitoring::{serve, Config, Error};
 use keel_proto::v1 as pb;
-use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -26,72 +24,14 @@ use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, S
 use prost::Message;
 use serde_json::json;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Channel;
 use tonic::Code;
 
+use support::{postgres, sqlite, start, Database, Running};
+
 // ---------------------------------------------------------------------------
-// The server, its databases and its clients.
-
-/// A database the server can be started (and restarted) on.
-struct Database {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn sqlite() -> Database {
-    let dir = tempfile::tempdir().unwrap();
-    Database {
-        url: keel_store::default_sqlite_url(dir.path(), "monitoring"),
-        _dir: Some(dir),
-    }
-}
-
-async fn postgres() -> Database {
-    let url = keel_store::testing::fresh_postgres_database().await.expect(
-        "postgres must run at postgres://postgres@127.0.0.1:5432/test (KEEL_TEST_POSTGRES_URL)",
-    );
-    Database { url, _dir: None }
-}
-
-struct Running {
-    monitoring: MonitoringServiceClient<Channel>,
-    otlp: TraceServiceClient<Channel>,
-    admin: SocketAddr,
-    shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<Result<(), Error>>,
-}
-
-async fn start(database: &Database) -> Running {
-    let config = Config {
-        port: 0,
-        database_url: database.url.clone(),
-    };
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_address = grpc.local_addr().unwrap();
-    let admin_address = admin.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let listeners = Listeners {
-        grpc,
-        admin: Some(admin),
-    };
-    let server = tokio::spawn(serve(config, listeners, shutdown.clone()));
-    let url = format!("http://{grpc_address}");
-    Running {
-        monitoring: MonitoringServiceClient::connect(url.clone()).await.unwrap(),
-        otlp: TraceServiceClient::connect(url).await.unwrap(),
-        admin: admin_address,
-        shutdown,
-        server,
-    }
-}
+// The server's trace calls.
 
 impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.server.await.unwrap().unwrap();
-    }
-
     async fn export(&mut self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse {
         self.otlp.export(request).await.unwrap().into_inner()
     }

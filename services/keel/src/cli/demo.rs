@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_proto::v1::GetInferenceRequest;
+use keel_proto::v1::{GetInferenceRequest, GetTraceRequest, Trace};
 
 use crate::cli::collection::{self, CreateCollectionArgs, MetricArg};
 use crate::cli::endpoint::{self, CreateEndpointArgs, RouteArg};
@@ -13,7 +13,7 @@ use crate::cli::feedback::{self, DatasetKindArg, Verdict};
 use crate::cli::metrics::{self, MetricsArgs};
 use crate::cli::query::{self, QueryArgs};
 use crate::cli::registry::{self, CreateModelArgs, ModelKindArg, SetAliasArgs};
-use crate::cli::{ingest, output, up, CliError, ServiceUrls};
+use crate::cli::{ingest, output, trace, up, CliError, ServiceUrls};
 use crate::cluster::Service;
 
 /// The repository's samples, found at compile time.
@@ -176,6 +176,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
 
     output::demo_step(7, "asking questions");
     let mut request_ids = Vec::new();
+    let mut trace_ids = Vec::new();
     for (number, question) in QUESTIONS.iter().enumerate() {
         let query_args = QueryArgs {
             endpoint: ENDPOINT.to_string(),
@@ -186,6 +187,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         let response = query::query(urls, &query_args).await?;
         output::demo_answer(question, &response);
         request_ids.push(response.request_id);
+        trace_ids.push(response.trace_id);
     }
 
     output::demo_step(8, "waiting for the inference records to reach monitoring");
@@ -194,6 +196,13 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
 
     output::demo_step(
         9,
+        "the first question's trace, from monitoring's trace store (keel trace <id>)",
+    );
+    let first_trace = wait_for_trace(urls, &trace_ids[0]).await?;
+    output::trace(&trace::render_trace(&first_trace));
+
+    output::demo_step(
+        10,
         "posting feedback: a thumbs up, and a thumbs down with a correction",
     );
     let posts = [
@@ -207,7 +216,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         output::feedback_recorded(&record);
     }
 
-    output::demo_step(10, "exporting datasets");
+    output::demo_step(11, "exporting datasets");
     let exports_dir = paths.data_dir.join("exports");
     tokio::fs::create_dir_all(&exports_dir)
         .await
@@ -222,7 +231,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         output::exported(kind.name(), &out, lines);
     }
 
-    output::demo_step(11, "metrics");
+    output::demo_step(12, "metrics");
     let metrics_args = MetricsArgs {
         endpoint: ENDPOINT.to_string(),
         window: 3600,
@@ -299,6 +308,39 @@ async fn wait_for_inference_records(
         }
     }
     Ok(())
+}
+
+/// Spans reach the trace store in batches, off the request path: poll
+/// until the query's call and its generation are both there.
+async fn wait_for_trace(urls: &ServiceUrls, trace_id: &str) -> Result<Trace, CliError> {
+    let mut client = urls.monitoring().await?;
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    loop {
+        let request = GetTraceRequest {
+            trace_id: trace_id.to_string(),
+        };
+        let found = match client.get_trace(request).await {
+            Ok(response) => Some(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => return Err(crate::cli::error::rpc("monitoring GetTrace")(status)),
+        };
+        if let Some(trace) = found.filter(is_complete) {
+            return Ok(trace);
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::Invalid(format!(
+                "the spans of trace {trace_id} did not reach monitoring within {} s",
+                DELIVERY_DEADLINE.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The call's span ends last, after the generation's.
+fn is_complete(trace: &Trace) -> bool {
+    let has = |prefix: &str| trace.spans.iter().any(|span| span.name.starts_with(prefix));
+    has("keel.v1.ServingService/Query") && has("chat ")
 }
 
 /// `Ok(None)` when the call failed only because the thing exists already.
