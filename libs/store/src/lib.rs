@@ -30,3 +30,44 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 }
+
+impl StoreError {
+    /// The database did not answer (see [`is_unreachable`]): a dependency
+    /// down, which callers see as UNAVAILABLE, not a bug.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Database(error) => is_unreachable(error),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `error` says the database could not be reached: the connection
+/// failed or broke (I/O, TLS), or no connection came free in time, or the
+/// pool is closing. Every service maps these to UNAVAILABLE.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_outage_is_unreachable() {
+        assert!(is_unreachable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unreachable(&sqlx::Error::PoolClosed));
+        assert!(is_unreachable(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        assert!(!is_unreachable(&sqlx::Error::RowNotFound));
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unreachable());
+        assert!(!StoreError::UnsupportedUrl("mysql://x".to_string()).is_unreachable());
+    }
+}

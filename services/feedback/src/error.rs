@@ -30,12 +30,7 @@ pub enum Error {
 impl Error {
     /// A database that cannot be reached is a dependency down, not a bug.
     pub fn is_store_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::Store(StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            ))
-        )
+        matches!(self, Error::Store(error) if error.is_unreachable())
     }
 }
 

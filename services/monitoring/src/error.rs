@@ -55,10 +55,10 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::Store(StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            )) | Error::SpanWriterStopped
-                | Error::SpansNotStored { .. }
+            Error::Store(store_error) if store_error.is_unreachable()
+        ) || matches!(
+            self,
+            Error::SpanWriterStopped | Error::SpansNotStored { .. }
         )
     }
 }

@@ -28,16 +28,6 @@ pub enum Error {
     Metrics(#[from] keel_core::metrics::MetricsError),
 }
 
-fn is_database_unreachable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
-}
-
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> tonic::Status {
         let message = error.to_string();
@@ -47,12 +37,10 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::WatchLagged { .. } => tonic::Status::aborted(message),
-            Error::Database(ref source) if is_database_unreachable(source) => {
+            Error::Database(ref source) if keel_store::is_unreachable(source) => {
                 tonic::Status::unavailable(message)
             }
-            Error::Store(keel_store::StoreError::Database(ref source))
-                if is_database_unreachable(source) =>
-            {
+            Error::Store(ref source) if source.is_unreachable() => {
                 tonic::Status::unavailable(message)
             }
             Error::Corrupt(_)

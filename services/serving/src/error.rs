@@ -50,16 +50,6 @@ impl From<keel_models::ModelError> for Error {
     }
 }
 
-fn is_database_unreachable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
-}
-
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> tonic::Status {
         let message = error.to_string();
@@ -70,9 +60,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
-            Error::Store(keel_store::StoreError::Database(ref database_error))
-                if is_database_unreachable(database_error) =>
-            {
+            Error::Store(ref store_error) if store_error.is_unreachable() => {
                 tonic::Status::unavailable(message)
             }
             Error::Internal(_)

@@ -60,9 +60,7 @@ impl From<Error> for tonic::Status {
                 tracing::warn!(error = %message, "embedder unavailable");
                 tonic::Status::unavailable(message)
             }
-            Error::Store(StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            )) => {
+            Error::Store(ref store_error) if store_error.is_unreachable() => {
                 tracing::warn!(error = %message, "database unavailable");
                 tonic::Status::unavailable(message)
             }
