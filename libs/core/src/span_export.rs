@@ -1,9 +1,11 @@
 //! Where finished spans go: every OTLP destination registered at the time of
 //! the export. The SDK's batch processor runs on a thread of its own and
-//! hands each batch to [`SpanFanOut`], which exports it to all destinations
-//! at once on the telemetry runtime: a thread of its own too, so exports
-//! never take a request's CPU slot on the service runtime, and keep working
-//! when the runtime that started them (a test's) has ended.
+//! hands each batch to [`SpanFanOut`], which queues it for every
+//! destination. Each destination exports its queue on its own task of the
+//! telemetry runtime (a thread of its own, so exports never take a
+//! request's CPU slot and keep working when the runtime that started them,
+//! a test's, has ended): a slow or dead destination only fills, then drops
+//! from, its own queue, and never delays the others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,18 +13,24 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
+use tokio::sync::mpsc;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
 use crate::telemetry::{ExporterConfig, OtlpProtocol, TelemetryError};
 
-/// One OTLP exporter and the destination it was built for, for logs.
+/// Batches waiting for one destination; beyond it the newest are dropped.
+const QUEUED_BATCHES: usize = 16;
+
+/// One destination's queue; its exporter lives in the task draining it.
 struct Destination {
     id: u64,
     endpoint: String,
-    exporter: Arc<opentelemetry_otlp::SpanExporter>,
+    batches: mpsc::Sender<Vec<SpanData>>,
+    /// Batches dropped because the queue was full.
+    dropped: AtomicU64,
 }
 
 /// The destinations spans are exported to; shared by the fan-out exporter
@@ -53,11 +61,18 @@ impl SpanDestinations {
     pub(crate) fn add(&self, config: &ExporterConfig) -> Result<SpanDestination, TelemetryError> {
         let mut exporter = build_exporter(config)?;
         exporter.set_resource(&self.inner.resource);
+        let runtime = export_runtime().map_err(|error| TelemetryError::Exporter {
+            endpoint: config.endpoint.clone(),
+            reason: error.to_string(),
+        })?;
+        let (batches, queue) = mpsc::channel(QUEUED_BATCHES);
+        runtime.spawn(export_queue(config.endpoint.clone(), exporter, queue));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let destination = Arc::new(Destination {
             id,
             endpoint: config.endpoint.clone(),
-            exporter: Arc::new(exporter),
+            batches,
+            dropped: AtomicU64::new(0),
         });
         let mut destinations = match self.inner.destinations.write() {
             Ok(guard) => guard,
@@ -127,38 +142,44 @@ impl std::fmt::Debug for SpanFanOut {
 }
 
 impl SpanExporter for SpanFanOut {
+    /// Queues the batch for every destination and returns: the exports
+    /// happen on the destinations' own tasks.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let destinations = self.destinations.snapshot();
-        if destinations.is_empty() {
-            return Ok(());
-        }
-        let runtime =
-            export_runtime().map_err(|error| OTelSdkError::InternalFailure(error.to_string()))?;
-        let exports = runtime.spawn(async move {
-            let mut pending = Vec::with_capacity(destinations.len());
-            for destination in &destinations {
-                let destination = destination.clone();
-                let spans = batch.clone();
-                pending.push(async move {
-                    let result = destination.exporter.export(spans).await;
-                    (destination, result)
-                });
-            }
-            let mut failed = 0;
-            for (destination, result) in futures::future::join_all(pending).await {
-                if let Err(error) = result {
-                    failed += 1;
-                    tracing::warn!(endpoint = %destination.endpoint, %error, "span export failed");
+        for destination in self.destinations.snapshot() {
+            match destination.batches.try_send(batch.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let dropped = destination.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Every 100th, so a dead destination does not flood the log.
+                    if dropped % 100 == 1 {
+                        tracing::warn!(endpoint = %destination.endpoint, dropped, "span destination too slow, batches dropped");
+                    }
                 }
+                // The destination was removed while this batch was on its way.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
-            failed
-        });
-        match exports.await {
-            Ok(0) => Ok(()),
-            Ok(failed) => Err(OTelSdkError::InternalFailure(format!(
-                "{failed} span destination(s) failed"
-            ))),
-            Err(error) => Err(OTelSdkError::InternalFailure(error.to_string())),
+        }
+        Ok(())
+    }
+}
+
+/// Exports one destination's batches in order until the destination is
+/// removed (its sender dropped); the exporter goes with the task.
+async fn export_queue(
+    endpoint: String,
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut queue: mpsc::Receiver<Vec<SpanData>>,
+) {
+    let mut failures: u64 = 0;
+    while let Some(batch) = queue.recv().await {
+        let spans = batch.len();
+        if let Err(error) = exporter.export(batch).await {
+            failures += 1;
+            // The first failure, then every 100th: a destination down for
+            // an hour is one line a minute and a half, not one a second.
+            if failures % 100 == 1 {
+                tracing::warn!(%endpoint, %error, spans, failures, "span export failed");
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! (f) With monitoring down, queries still succeed at the same speed, and
-//! serving counts the records it could not deliver.
+//! serving counts the records it could not deliver. Spans go to the same
+//! monitoring (its trace store): their export failing must not slow a
+//! query either.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ async fn monitoring_outage(backend: Backend) {
         config.serving.inference_flush_interval_ms = 10;
         config.serving.delivery_attempts = 2;
         config.serving.delivery_timeout_ms = 200;
+        config.telemetry.to_monitoring = true;
     })
     .await;
     fixtures::setup_application(&cluster).await;

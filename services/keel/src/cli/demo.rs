@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         );
     }
     let outcome = run_steps(&urls, &paths).await;
-    output::demo_step(12, "shutting down");
+    output::demo_step(13, "shutting down");
     let stopped = running.shutdown().await;
     outcome?;
     stopped?;
