@@ -81,7 +81,14 @@ where
                 Ok(response) => status_code_name(response.headers()),
                 Err(_) => "Unknown".to_string(),
             };
-            let labels = [service.as_str(), method.as_str(), code.as_str()];
+            // A path no service serves is the caller's to choose: as labels
+            // it would grow the series without bound.
+            let (service_label, method_label) = if code == "Unimplemented" {
+                ("unimplemented", "unimplemented")
+            } else {
+                (service.as_str(), method.as_str())
+            };
+            let labels = [service_label, method_label, code.as_str()];
             layer.handled.with_label_values(&labels).inc();
             layer
                 .handling

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -24,11 +24,19 @@ use crate::telemetry::{ExporterConfig, OtlpProtocol, TelemetryError};
 /// Batches waiting for one destination; beyond it the newest are dropped.
 const QUEUED_BATCHES: usize = 16;
 
+/// What a destination's task takes from its queue.
+enum Queued {
+    Batch(Vec<SpanData>),
+    /// Answered once every batch queued before it has been exported (or
+    /// failed): how a process sends its last spans before it exits.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// One destination's queue; its exporter lives in the task draining it.
 struct Destination {
     id: u64,
     endpoint: String,
-    batches: mpsc::Sender<Vec<SpanData>>,
+    batches: mpsc::Sender<Queued>,
     /// Batches dropped because the queue was full.
     dropped: AtomicU64,
 }
@@ -93,6 +101,36 @@ impl SpanDestinations {
         destinations.retain(|destination| destination.id != id);
     }
 
+    /// Waits, up to `timeout`, until every destination has exported what
+    /// is queued for it. Blocking: for the end of a process.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut answers = Vec::new();
+        for destination in self.snapshot() {
+            let (answer, answered) = std::sync::mpsc::channel();
+            let mut flush = Queued::Flush(answer);
+            loop {
+                match destination.batches.try_send(flush) {
+                    Ok(()) => {
+                        answers.push((destination.endpoint.clone(), answered));
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Full(returned)) if Instant::now() < deadline => {
+                        flush = returned;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        for (endpoint, answered) in answers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if answered.recv_timeout(left).is_err() {
+                tracing::warn!(%endpoint, "spans not flushed in time");
+            }
+        }
+    }
+
     fn snapshot(&self) -> Vec<Arc<Destination>> {
         match self.inner.destinations.read() {
             Ok(guard) => guard.clone(),
@@ -146,7 +184,7 @@ impl SpanExporter for SpanFanOut {
     /// happen on the destinations' own tasks.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         for destination in self.destinations.snapshot() {
-            match destination.batches.try_send(batch.clone()) {
+            match destination.batches.try_send(Queued::Batch(batch.clone())) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     let dropped = destination.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -168,10 +206,18 @@ impl SpanExporter for SpanFanOut {
 async fn export_queue(
     endpoint: String,
     exporter: opentelemetry_otlp::SpanExporter,
-    mut queue: mpsc::Receiver<Vec<SpanData>>,
+    mut queue: mpsc::Receiver<Queued>,
 ) {
     let mut failures: u64 = 0;
-    while let Some(batch) = queue.recv().await {
+    while let Some(queued) = queue.recv().await {
+        let batch = match queued {
+            Queued::Batch(batch) => batch,
+            Queued::Flush(answer) => {
+                // The flusher may have given up waiting.
+                let _ = answer.send(());
+                continue;
+            }
+        };
         let spans = batch.len();
         if let Err(error) = exporter.export(batch).await {
             failures += 1;
@@ -246,9 +292,9 @@ fn metadata(headers: &std::collections::BTreeMap<String, String>) -> Result<Meta
     for (name, value) in headers {
         let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
             .map_err(|_| format!("header {name:?} is not a valid gRPC metadata name"))?;
-        let value = MetadataValue::try_from(value.as_str())
+        let ascii_value = MetadataValue::try_from(value.as_str())
             .map_err(|_| format!("the value of header {name:?} is not valid ASCII"))?;
-        metadata.insert(key, value);
+        metadata.insert(key, ascii_value);
     }
     Ok(metadata)
 }
@@ -261,14 +307,10 @@ mod tests {
     fn headers_become_grpc_metadata() {
         let mut headers = std::collections::BTreeMap::new();
         headers.insert("Authorization".to_string(), "Basic abc".to_string());
-        let metadata = metadata(&headers).unwrap();
-        assert_eq!(metadata.get("authorization").unwrap(), "Basic abc");
+        let built = metadata(&headers).unwrap();
+        assert_eq!(built.get("authorization").unwrap(), "Basic abc");
         headers.insert("bad header".to_string(), "x".to_string());
-        assert!(metadata_error(&headers).contains("bad header"));
-    }
-
-    fn metadata_error(headers: &std::collections::BTreeMap<String, String>) -> String {
-        super::metadata(headers).unwrap_err()
+        assert!(metadata(&headers).unwrap_err().contains("bad header"));
     }
 
     #[test]

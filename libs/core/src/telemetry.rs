@@ -288,17 +288,22 @@ pub fn records_content() -> bool {
         .unwrap_or(false)
 }
 
-/// Exports what is buffered and stops the exporters: at the end of `main`.
+/// The longest the end of a process waits for its last spans to go out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exports the spans finished so far to every destination, waiting up to
+/// five seconds: at the end of `main`. Blocking.
 pub fn shutdown() {
-    let Some(provider) = INSTALLED
-        .get()
-        .and_then(|installed| installed.provider.as_ref())
-    else {
+    let Some(installed) = INSTALLED.get() else {
+        return;
+    };
+    let Some(provider) = &installed.provider else {
         return;
     };
     if let Err(error) = provider.force_flush() {
         tracing::warn!(%error, "spans not flushed at shutdown");
     }
+    installed.destinations.flush(FLUSH_TIMEOUT);
 }
 
 /// The trace and span ids of `span`, as lowercase hex.

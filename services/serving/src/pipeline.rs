@@ -502,8 +502,8 @@ impl Pipeline {
         // Overload is refused before the first event of a stream, so a
         // streaming caller sees RESOURCE_EXHAUSTED as the call's status.
         let generation_started = Instant::now();
-        let slot = self.generation_pool.reserve().await;
-        let slot = match slot {
+        let reserved = self.generation_pool.reserve().await;
+        let slot = match reserved {
             Ok(slot) => slot,
             Err(error) => {
                 progress.waited_on_dependencies += generation_started.elapsed();

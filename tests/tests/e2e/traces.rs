@@ -308,6 +308,19 @@ async fn spans_reach_an_otlp_receiver_and_otlp_http(backend: Backend) {
 
     let response = fixtures::query(&cluster, ENDPOINT, REFUND_QUESTION.text, "dave").await;
 
+    // A flush (what a process does before it exits) returns once the spans
+    // finished so far are at every destination: the generation's span
+    // ended before the answer was sent.
+    tokio::task::spawn_blocking(keel_core::telemetry::shutdown)
+        .await
+        .unwrap();
+    let flushed = receiver.spans_of(&response.trace_id);
+    assert!(
+        flushed.iter().any(|span| span.name == "chat extractive"),
+        "not flushed: {:?}",
+        flushed.iter().map(|span| &span.name).collect::<Vec<_>>()
+    );
+
     let received = eventually("the query's spans at the receiver", SPAN_WAIT, || async {
         let spans = receiver.spans_of(&response.trace_id);
         let has_chat = spans.iter().any(|span| span.name == "chat extractive");
