@@ -16,6 +16,9 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// stopped Postgres otherwise keeps a ping waiting for the pool's whole
 /// acquire timeout.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failed pings in a row before the service says NOT_SERVING: a pool busy
+/// for a second under load is not an outage. One success recovers.
+pub const FAILURES_TO_NOT_SERVING: u32 = 3;
 
 /// Whether the service can serve, as `/healthz` reads it.
 #[derive(Clone, Debug)]
@@ -50,6 +53,7 @@ pub async fn watch_store(
 ) {
     let mut ticks = tokio::time::interval(CHECK_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures_in_a_row: u32 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -60,18 +64,21 @@ pub async fn watch_store(
             Ok(Err(error)) => Err(error.to_string()),
             Err(_elapsed) => Err(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
         };
-        if !readiness.set(reachable.is_ok()) {
+        failures_in_a_row = match &reachable {
+            Ok(()) => 0,
+            Err(_) => failures_in_a_row.saturating_add(1),
+        };
+        let serving = failures_in_a_row < FAILURES_TO_NOT_SERVING;
+        if !readiness.set(serving) {
             continue;
         }
-        let status = match &reachable {
-            Ok(()) => {
-                tracing::info!(service, "store reachable again, serving");
-                ServingStatus::Serving
-            }
-            Err(error) => {
-                tracing::warn!(service, %error, "store unreachable, not serving");
-                ServingStatus::NotServing
-            }
+        let status = if serving {
+            tracing::info!(service, "store reachable again, serving");
+            ServingStatus::Serving
+        } else {
+            let error = reachable.err().unwrap_or_default();
+            tracing::warn!(service, %error, failures_in_a_row, "store unreachable, not serving");
+            ServingStatus::NotServing
         };
         for name in &grpc_names {
             reporter.set_service_status(name, status).await;

@@ -3,6 +3,7 @@
 //! for its own service only. Every series carries `service="<name>"`.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -106,6 +107,7 @@ impl ServiceMetrics {
             counter,
             read: Box::new(read),
             descriptions,
+            catching_up: Mutex::new(()),
         }))
     }
 
@@ -163,6 +165,8 @@ struct ScrapedCounter {
     counter: IntCounter,
     read: Box<dyn Fn() -> u64 + Send + Sync>,
     descriptions: Vec<Desc>,
+    /// Two scrapes at once must not both add the same difference.
+    catching_up: Mutex<()>,
 }
 
 impl Collector for ScrapedCounter {
@@ -171,6 +175,10 @@ impl Collector for ScrapedCounter {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        let _alone = match self.catching_up.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let now = (self.read)();
         let reported = self.counter.get();
         if now > reported {

@@ -149,7 +149,9 @@ async fn commit_group(store: &Store, group: Vec<WriteCall>, counters: &SpanCount
         }
         Err(error) => error,
     };
-    if group.len() == 1 {
+    // A database that is down fails every call alike: retrying each one
+    // alone would hold the writer for an acquire timeout per call.
+    if group.len() == 1 || error.is_unavailable() {
         tracing::warn!(error = %error, spans = spans.len(), "spans not stored");
         for call in group {
             let _ = call.done.send(Err(error.to_string()));

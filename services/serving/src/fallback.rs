@@ -121,6 +121,9 @@ fn record_on_span(
             output_tokens: generation.output_tokens,
         },
     );
+    if !keel_core::telemetry::records_content() {
+        return;
+    }
     let prompt: Vec<(&str, &str)> = request
         .messages
         .iter()

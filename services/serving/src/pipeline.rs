@@ -36,6 +36,8 @@ pub const MAX_QUESTION_BYTES: usize = 16 * 1024;
 pub const MAX_MESSAGES: usize = 64;
 pub const MAX_ID_BYTES: usize = 256;
 pub const SNIPPET_CHARS: usize = 300;
+/// The metrics label of a query for an endpoint that does not exist.
+pub const UNKNOWN_ENDPOINT: &str = "unknown";
 /// Events of a streamed answer waiting for the client. Small: the
 /// transport buffers too, and a client that stops reading should hold the
 /// generator back soon.
@@ -260,6 +262,9 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
 /// later step failed.
 #[derive(Default)]
 struct Progress {
+    /// The endpoint exists: its name may label metrics (a name a caller
+    /// made up must not, or the series would grow without bound).
+    endpoint_found: bool,
     route_target: String,
     served_model: String,
     served_version: u32,
@@ -396,7 +401,11 @@ impl Pipeline {
             tracing::debug!(request_id = %request_id, output_tokens, "caller left, generation stopped");
         }
         self.metrics.observe(&QueryObservation {
-            endpoint: &query.endpoint,
+            endpoint: if progress.endpoint_found {
+                &query.endpoint
+            } else {
+                UNKNOWN_ENDPOINT
+            },
             served_model: &progress.served_model,
             served_version: progress.served_version,
             generator: &progress.generator,
@@ -459,6 +468,7 @@ impl Pipeline {
         let endpoint = store::get_endpoint(&self.store, &query.endpoint)
             .await?
             .ok_or_else(|| Error::NotFound(format!("endpoint `{}` not found", query.endpoint)))?;
+        progress.endpoint_found = true;
         let route = routing::pick_route(&endpoint.name, &endpoint.routes, &query.user_id)
             .ok_or_else(|| {
                 Error::FailedPrecondition(format!(

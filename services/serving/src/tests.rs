@@ -738,7 +738,8 @@ async fn admin_serves_health_and_metrics() {
     let expected = [
         // The failed query was recorded, and counted.
         "\nkeel_serving_inference_records_enqueued_total{service=\"serving\"} 1\n",
-        "\nkeel_serving_queries_total{endpoint=\"nowhere\",status=\"error\",service=\"serving\"} 1\n",
+        // Under one label: names callers make up must not grow the series.
+        "\nkeel_serving_queries_total{endpoint=\"unknown\",status=\"error\",service=\"serving\"} 1\n",
         // Every call, by method and status code, and timed.
         "\nkeel_grpc_server_handled_total{grpc_code=\"NotFound\",grpc_method=\"Query\",grpc_service=\"keel.v1.ServingService\",service=\"serving\"} 1\n",
         "\nkeel_grpc_server_handling_seconds_count{grpc_code=\"NotFound\",grpc_method=\"Query\",grpc_service=\"keel.v1.ServingService\",service=\"serving\"} 1\n",

@@ -95,7 +95,8 @@ impl Collection {
         }
     }
 
-    /// Embeds on a blocking thread and checks the vectors' shape.
+    /// Embeds on a blocking thread and checks the vectors' shape, in an
+    /// `embeddings {model}` span that ends failed when either went wrong.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
         let embedder_name = self.embedder_name.clone().unwrap_or_default();
         let Some(embedder) = self.embedder.clone() else {
@@ -104,19 +105,31 @@ impl Collection {
                 embedder: embedder_name,
             });
         };
-        let expected_count = texts.len();
-        let span = gen_ai::embeddings_span(&embedder_name, embedder.provider(), expected_count);
-        let embedded = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+        let span = gen_ai::embeddings_span(&embedder_name, embedder.provider(), texts.len());
+        let embedded = self
+            .embed_and_check(embedder, embedder_name, texts)
             .instrument(span.clone())
-            .await?;
+            .await;
         match &embedded {
             Ok(_) => gen_ai::record_embeddings_result(&span, self.dimension),
             Err(error) => gen_ai::record_error(&span, error),
         }
-        let vectors = embedded.map_err(|source| Error::Embedding {
-            embedder: embedder_name.clone(),
-            source,
-        })?;
+        embedded
+    }
+
+    async fn embed_and_check(
+        &self,
+        embedder: SharedEmbedder,
+        embedder_name: String,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let expected_count = texts.len();
+        let vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+            .await?
+            .map_err(|source| Error::Embedding {
+                embedder: embedder_name.clone(),
+                source,
+            })?;
         if vectors.len() != expected_count {
             return Err(Error::Embedding {
                 embedder: embedder_name,
