@@ -5,6 +5,7 @@
 //! its first response, when the status of a call that fails before it is
 //! known.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -71,24 +72,26 @@ where
     }
 
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
-        let (service, method) = service_and_method(request.uri().path());
+        // A `Uri` clone shares its bytes: the labels borrow from it.
+        let uri = request.uri().clone();
         let started = Instant::now();
         let layer = self.layer.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
+            let (service, method) = service_and_method(uri.path());
             let code = match &result {
                 Ok(response) => status_code_name(response.headers()),
-                Err(_) => "Unknown".to_string(),
+                Err(_) => Cow::Borrowed("Unknown"),
             };
             // A path no service serves is the caller's to choose: as labels
             // it would grow the series without bound.
             let (service_label, method_label) = if code == "Unimplemented" {
                 ("unimplemented", "unimplemented")
             } else {
-                (service.as_str(), method.as_str())
+                (service, method)
             };
-            let labels = [service_label, method_label, code.as_str()];
+            let labels = [service_label, method_label, code.as_ref()];
             layer.handled.with_label_values(&labels).inc();
             layer
                 .handling
@@ -100,27 +103,24 @@ where
 }
 
 /// `/keel.v1.ServingService/Query` → (`keel.v1.ServingService`, `Query`).
-fn service_and_method(path: &str) -> (String, String) {
+fn service_and_method(path: &str) -> (&str, &str) {
     let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
-        Some((service, method)) => (service.to_string(), method.to_string()),
-        None => (trimmed.to_string(), String::new()),
-    }
+    trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
 
 /// A failed call answers its status in the response headers
 /// ("trailers-only"); a successful one later, in trailers: no header, OK.
 /// Named as gRPC's Go status codes print (`OK`, `NotFound`, `Unavailable`),
 /// which is what go-grpc-prometheus dashboards expect.
-fn status_code_name(headers: &http::HeaderMap) -> String {
+fn status_code_name(headers: &http::HeaderMap) -> Cow<'static, str> {
     let code = headers
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
         .unwrap_or(0);
     match tonic::Code::from_i32(code) {
-        tonic::Code::Ok => "OK".to_string(),
-        other => format!("{other:?}"),
+        tonic::Code::Ok => Cow::Borrowed("OK"),
+        other => Cow::Owned(format!("{other:?}")),
     }
 }
 
@@ -132,12 +132,9 @@ mod tests {
     fn paths_split_into_service_and_method() {
         assert_eq!(
             service_and_method("/keel.v1.ServingService/Query"),
-            ("keel.v1.ServingService".to_string(), "Query".to_string())
+            ("keel.v1.ServingService", "Query")
         );
-        assert_eq!(
-            service_and_method("/odd"),
-            ("odd".to_string(), String::new())
-        );
+        assert_eq!(service_and_method("/odd"), ("odd", ""));
     }
 
     #[test]

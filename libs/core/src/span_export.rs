@@ -183,8 +183,19 @@ impl SpanExporter for SpanFanOut {
     /// Queues the batch for every destination and returns: the exports
     /// happen on the destinations' own tasks.
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        for destination in self.destinations.snapshot() {
-            match destination.batches.try_send(Queued::Batch(batch.clone())) {
+        let destinations = self.destinations.snapshot();
+        let mut unsent = Some(batch);
+        for (index, destination) in destinations.iter().enumerate() {
+            // The last destination takes the batch itself, the others a copy.
+            let copy = if index + 1 == destinations.len() {
+                unsent.take()
+            } else {
+                unsent.clone()
+            };
+            let Some(spans) = copy else {
+                break;
+            };
+            match destination.batches.try_send(Queued::Batch(spans)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     let dropped = destination.dropped.fetch_add(1, Ordering::Relaxed) + 1;

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -96,30 +96,25 @@ async fn export_traces(
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return too_large();
     };
-    let body = match compression {
-        Compression::None => body.to_vec(),
-        Compression::Gzip => {
-            match tokio::task::spawn_blocking(move || gunzip(&body, MAX_BODY_BYTES)).await {
-                Ok(Ok(inflated)) => inflated,
-                Ok(Err(Inflate::TooLarge)) => return too_large(),
-                Ok(Err(Inflate::Invalid(message))) => {
-                    return bad_request(format!("request body is not valid gzip: {message}"))
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "gzip task failed");
-                    return error_response(
-                        encoding,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        tonic::Code::Internal,
-                        error.to_string(),
-                    );
-                }
-            }
+    // Inflating and parsing up to 16 MiB is CPU work: off the async threads.
+    let decoded =
+        tokio::task::spawn_blocking(move || inflate_and_decode(encoding, compression, body)).await;
+    let request = match decoded {
+        Ok(Ok(request)) => request,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::BadGzip(message))) => {
+            return bad_request(format!("request body is not valid gzip: {message}"))
         }
-    };
-    let request = match decode(encoding, &body) {
-        Ok(request) => request,
-        Err(message) => return bad_request(message),
+        Ok(Err(BodyError::Undecodable(message))) => return bad_request(message),
+        Err(error) => {
+            tracing::error!(error = %error, "body decoding task failed");
+            return error_response(
+                encoding,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                error.to_string(),
+            );
+        }
     };
     match otlp::export(&writer, request).await {
         Ok(outcome) => success_response(encoding, &outcome),
@@ -187,6 +182,30 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
         return Err(Inflate::TooLarge);
     }
     Ok(inflated)
+}
+
+/// Why a body could not be turned into an export request.
+enum BodyError {
+    TooLarge,
+    BadGzip(String),
+    Undecodable(String),
+}
+
+/// The export request in `body`, inflated first when it is gzip.
+fn inflate_and_decode(
+    encoding: Encoding,
+    compression: Compression,
+    body: Bytes,
+) -> Result<ExportTraceServiceRequest, BodyError> {
+    let raw = match compression {
+        Compression::None => body,
+        Compression::Gzip => match gunzip(&body, MAX_BODY_BYTES) {
+            Ok(inflated) => Bytes::from(inflated),
+            Err(Inflate::TooLarge) => return Err(BodyError::TooLarge),
+            Err(Inflate::Invalid(message)) => return Err(BodyError::BadGzip(message)),
+        },
+    };
+    decode(encoding, &raw).map_err(BodyError::Undecodable)
 }
 
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
