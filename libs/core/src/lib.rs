@@ -10,6 +10,7 @@ pub mod grpc_metrics;
 pub mod grpc_tracing;
 pub mod health;
 pub mod metrics;
+pub mod page_cursor;
 pub mod payload;
 pub mod server;
 mod span_export;

@@ -198,30 +198,9 @@ pub struct FeedbackFilter {
     pub endpoint: Option<String>,
 }
 
-/// Where the next page starts: after this record in newest-first order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageCursor {
-    pub created_at_ms: i64,
-    pub id: String,
-}
-
-impl PageCursor {
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.created_at_ms, self.id)
-    }
-
-    pub fn decode(field: &str, token: &str) -> Result<PageCursor, FieldError> {
-        let invalid =
-            || FieldError::new(field, "must be a next_page_token returned by this service");
-        let (time_part, id_part) = token.split_once('_').ok_or_else(invalid)?;
-        let created_at_ms: i64 = time_part.parse().map_err(|_| invalid())?;
-        let id = Uuid::parse_str(id_part).map_err(|_| invalid())?;
-        Ok(PageCursor {
-            created_at_ms,
-            id: id.hyphenated().to_string(),
-        })
-    }
-}
+/// Where the next page starts: after the record at (created_at_ms, id) in
+/// newest-first order.
+pub type PageCursor = keel_core::page_cursor::PageCursor<Uuid>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackPage {
@@ -321,7 +300,7 @@ impl FeedbackBook {
         let list = ListQuery {
             request_id: filter.request_id.clone(),
             endpoint: filter.endpoint.clone(),
-            before: after.map(|cursor| (cursor.created_at_ms, cursor.id)),
+            before: after.map(|cursor| (cursor.position, cursor.key.to_string())),
             // One more than asked tells whether another page follows.
             limit: i64::from(page_size) + 1,
         };
@@ -334,8 +313,11 @@ impl FeedbackBook {
         }
         let next = match records.last() {
             Some(last) if has_more => Some(PageCursor {
-                created_at_ms: last.created_at_ms,
-                id: last.id.clone(),
+                position: last.created_at_ms,
+                key: Uuid::parse_str(&last.id).map_err(|_| Error::CorruptRow {
+                    id: last.id.clone(),
+                    reason: "its id is not a UUID".to_string(),
+                })?,
             }),
             _ => None,
         };
@@ -518,8 +500,8 @@ mod tests {
     #[test]
     fn page_cursor_round_trips() {
         let cursor = PageCursor {
-            created_at_ms: 5,
-            id: Uuid::from_u128(9).hyphenated().to_string(),
+            position: 5,
+            key: Uuid::from_u128(9),
         };
         assert_eq!(
             PageCursor::decode("page_token", &cursor.encode()).unwrap(),

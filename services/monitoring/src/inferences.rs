@@ -12,10 +12,10 @@ use keel_store::Store;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cursor::{CursorKey, PageCursor};
 use crate::error::Error;
 use crate::metrics::{self, VersionMetrics};
 use crate::store::{self, InferenceRow, ListQuery};
+use keel_core::page_cursor::{CursorKey, PageCursor};
 
 /// A request id: a UUID, always written in its canonical lowercase
 /// hyphenated form so lookups and orderings agree on every backend.

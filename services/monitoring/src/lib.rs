@@ -6,7 +6,6 @@
 
 pub mod api;
 pub mod config;
-pub mod cursor;
 pub mod error;
 pub mod http;
 pub mod inferences;

@@ -11,9 +11,9 @@ use keel_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cursor::{CursorKey, PageCursor};
 use crate::error::Error;
 use crate::store::{self, SpanRow, TraceQuery, TraceRow, TraceUpsert};
+use keel_core::page_cursor::{CursorKey, PageCursor};
 
 /// The span attribute naming the Keel endpoint a trace served.
 pub const ENDPOINT_ATTRIBUTE: &str = "keel.endpoint";

@@ -1,10 +1,10 @@
-//! The keyset page token of this service's listings: `<position>_<key>`,
+//! The keyset page token of the services' listings: `<position>_<key>`,
 //! the last item of a page in newest-first order, so the next page starts
 //! strictly after it however many rows arrive meanwhile.
 
 use std::fmt;
 
-use keel_core::FieldError;
+use crate::FieldError;
 
 /// The tie-breaking key of a listing's order (a request id, a trace id).
 pub trait CursorKey: Sized + fmt::Display {
@@ -15,8 +15,8 @@ pub trait CursorKey: Sized + fmt::Display {
 /// Where the next page starts: after the item at (`position`, `key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageCursor<K> {
-    /// The item's time in the listing's unit (ms for inferences, ns for
-    /// traces).
+    /// The item's time in the listing's unit (ms for inferences and
+    /// feedback, ns for traces).
     pub position: i64,
     pub key: K,
 }
@@ -33,6 +33,13 @@ impl<K: CursorKey> PageCursor<K> {
         let position: i64 = position_part.parse().map_err(|_| invalid())?;
         let key = K::parse_key(key_part).ok_or_else(invalid)?;
         Ok(PageCursor { position, key })
+    }
+}
+
+/// UUID keys, written in their canonical lowercase hyphenated form.
+impl CursorKey for uuid::Uuid {
+    fn parse_key(text: &str) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(text).ok()
     }
 }
 
