@@ -1,7 +1,7 @@
 //! keel-core: what every Keel service shares — config loading, logs and
 //! traces, the gRPC server bootstrap (health, reflection, trace context,
-//! graceful shutdown), the admin HTTP server, input validation, JSON
-//! payloads.
+//! graceful shutdown), the admin HTTP server, metrics, JSON payloads. The
+//! types that cross service boundaries live in keel-types.
 
 pub mod admin;
 pub mod config;
@@ -10,18 +10,15 @@ pub mod grpc_metrics;
 pub mod grpc_tracing;
 pub mod health;
 pub mod metrics;
-pub mod page_cursor;
 pub mod payload;
 pub mod server;
 mod span_export;
 pub mod standalone;
 pub mod telemetry;
 pub mod time;
-pub mod validate;
 
 pub use server::{
     bind, run_service, serve_grpc, shutdown_on_signal, BindError, GrpcService, Listeners,
     ServeError,
 };
 pub use tokio_util::sync::CancellationToken;
-pub use validate::FieldError;

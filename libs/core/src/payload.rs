@@ -5,7 +5,7 @@ use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 use serde_json::{Map, Number};
 
-use crate::FieldError;
+use keel_types::FieldError;
 
 /// A protobuf `Struct` as a JSON object. Non-finite numbers are rejected,
 /// because JSON cannot hold them.

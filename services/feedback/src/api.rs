@@ -2,18 +2,14 @@
 //! errors. The only module, besides the monitoring client, that sees
 //! generated types.
 
-use keel_core::validate;
-use keel_core::FieldError;
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_server::FeedbackService;
+use keel_types::{validate, FieldError, RequestId};
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::export::DatasetKind;
-use crate::feedback::{
-    ExportFilter, FeedbackBook, FeedbackFilter, FeedbackKind, FeedbackRecord, PageCursor,
-    Submission,
-};
+use crate::feedback::{ExportFilter, FeedbackBook, FeedbackFilter, PageCursor, Submission};
+use crate::record::{FeedbackKind, FeedbackRecord};
 
 pub struct FeedbackApi {
     book: FeedbackBook,
@@ -59,7 +55,7 @@ impl FeedbackService for FeedbackApi {
         let list = request.into_inner();
         let mut filter = FeedbackFilter::default();
         if !list.request_id.is_empty() {
-            filter.request_id = Some(canonical_uuid("request_id", &list.request_id)?);
+            filter.request_id = Some(RequestId::parse("request_id", &list.request_id)?);
         }
         if !list.endpoint.is_empty() {
             validate::name("endpoint", &list.endpoint)?;
@@ -111,14 +107,6 @@ impl FeedbackService for FeedbackApi {
         }
         Ok(Response::new(tokio_stream::iter(messages)))
     }
-}
-
-fn canonical_uuid(field: &str, text: &str) -> Result<String, FieldError> {
-    let uuid = Uuid::parse_str(text).map_err(|_| {
-        let shown: String = text.chars().take(64).collect();
-        FieldError::new(field, format!("must be a UUID, got {shown:?}"))
-    })?;
-    Ok(uuid.hyphenated().to_string())
 }
 
 fn export_filter_from_proto(export: &pb::ExportDatasetRequest) -> Result<ExportFilter, FieldError> {
@@ -173,7 +161,7 @@ fn record_to_proto(record: FeedbackRecord) -> pb::FeedbackRecord {
     };
     pb::FeedbackRecord {
         id: record.id,
-        request_id: record.request_id,
+        request_id: record.request_id.to_string(),
         kind: kind as i32,
         value: record.value,
         correction: record.correction,

@@ -1,12 +1,12 @@
-use keel_core::FieldError;
 use keel_store::StoreError;
+use keel_types::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     InvalidArgument(#[from] FieldError),
     #[error("request_id `{request_id}` is unknown to monitoring")]
-    UnknownRequest { request_id: String },
+    UnknownRequest { request_id: keel_types::RequestId },
     #[error("monitoring is unavailable: {message}")]
     MonitoringUnavailable { message: String },
     #[error("monitoring failed: {message}")]

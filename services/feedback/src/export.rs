@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::feedback::{ChatMessage, FeedbackKind, FeedbackRecord, Inference};
+use keel_types::{ChatMessage, InferenceRecord, RequestId, Role};
+
+use crate::record::{FeedbackKind, FeedbackRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatasetKind {
@@ -33,10 +35,10 @@ struct Verdict {
 }
 
 /// `feedback` must be oldest first (the store's export order).
-fn verdicts(feedback: &[FeedbackRecord]) -> HashMap<&str, Verdict> {
-    let mut verdicts: HashMap<&str, Verdict> = HashMap::new();
+fn verdicts(feedback: &[FeedbackRecord]) -> HashMap<RequestId, Verdict> {
+    let mut verdicts: HashMap<RequestId, Verdict> = HashMap::new();
     for record in feedback {
-        let verdict = verdicts.entry(record.request_id.as_str()).or_default();
+        let verdict = verdicts.entry(record.request_id).or_default();
         match record.kind {
             FeedbackKind::Correction => verdict.correction = Some(record.correction.clone()),
             FeedbackKind::Thumbs => {
@@ -75,14 +77,11 @@ pub fn normalise_question(question: &str) -> String {
 }
 
 /// The messages the generator saw; the bare question when none were logged.
-fn prompt_of(inference: &Inference) -> Vec<ChatMessage> {
+fn prompt_of(inference: &InferenceRecord) -> Vec<ChatMessage> {
     if !inference.prompt_messages.is_empty() {
         return inference.prompt_messages.clone();
     }
-    vec![ChatMessage {
-        role: "user".to_string(),
-        content: inference.question.clone(),
-    }]
+    vec![ChatMessage::new(Role::User, inference.question.clone())]
 }
 
 #[derive(Serialize)]
@@ -95,12 +94,12 @@ struct PreferenceLine<'a> {
     prompt: Vec<ChatMessage>,
     chosen: &'a str,
     rejected: &'a str,
-    request_id: &'a str,
+    request_id: RequestId,
 }
 
 #[derive(Serialize)]
 struct EvalLine<'a> {
-    request_id: &'a str,
+    request_id: RequestId,
     question: &'a str,
     answer: &'a str,
     contexts: Vec<&'a str>,
@@ -118,23 +117,20 @@ struct EvalLine<'a> {
 pub fn build_lines(
     kind: DatasetKind,
     feedback: &[FeedbackRecord],
-    inferences: &[Inference],
+    inferences: &[InferenceRecord],
 ) -> Result<Vec<String>, serde_json::Error> {
     let verdicts = verdicts(feedback);
-    let mut ordered: BTreeMap<(i64, &str), &Inference> = BTreeMap::new();
+    let mut ordered: BTreeMap<(i64, RequestId), &InferenceRecord> = BTreeMap::new();
     for inference in inferences {
-        if verdicts.contains_key(inference.request_id.as_str()) {
-            ordered.insert(
-                (inference.started_at_ms, inference.request_id.as_str()),
-                inference,
-            );
+        if verdicts.contains_key(&inference.request_id) {
+            ordered.insert((inference.started_at_ms, inference.request_id), inference);
         }
     }
     let mut lines = Vec::new();
     match kind {
         DatasetKind::Sft => {
             for inference in ordered.values() {
-                let Some(verdict) = verdicts.get(inference.request_id.as_str()) else {
+                let Some(verdict) = verdicts.get(&inference.request_id) else {
                     continue;
                 };
                 let preferred = match (&verdict.correction, verdict.judgement) {
@@ -145,20 +141,17 @@ pub fn build_lines(
                     _ => continue,
                 };
                 let mut messages = prompt_of(inference);
-                messages.push(ChatMessage {
-                    role: "assistant".to_string(),
-                    content: preferred.to_string(),
-                });
+                messages.push(ChatMessage::new(Role::Assistant, preferred));
                 lines.push(serde_json::to_string(&SftLine { messages })?);
             }
         }
         DatasetKind::Preference => {
             // Liked answers per (endpoint, question), in export order: the
             // last one is the most recent.
-            let mut liked: HashMap<(&str, String), Vec<&Inference>> = HashMap::new();
+            let mut liked: HashMap<(&str, String), Vec<&InferenceRecord>> = HashMap::new();
             for inference in ordered.values() {
                 let is_liked = verdicts
-                    .get(inference.request_id.as_str())
+                    .get(&inference.request_id)
                     .is_some_and(|verdict| verdict.judgement == Some(Judgement::Liked));
                 if is_liked && !inference.answer.is_empty() {
                     let key = (
@@ -169,7 +162,7 @@ pub fn build_lines(
                 }
             }
             for inference in ordered.values() {
-                let Some(verdict) = verdicts.get(inference.request_id.as_str()) else {
+                let Some(verdict) = verdicts.get(&inference.request_id) else {
                     continue;
                 };
                 if verdict.judgement != Some(Judgement::Disliked) {
@@ -200,18 +193,18 @@ pub fn build_lines(
                     prompt: prompt_of(inference),
                     chosen,
                     rejected,
-                    request_id: &inference.request_id,
+                    request_id: inference.request_id,
                 };
                 lines.push(serde_json::to_string(&line)?);
             }
         }
         DatasetKind::Eval => {
             for inference in ordered.values() {
-                let Some(verdict) = verdicts.get(inference.request_id.as_str()) else {
+                let Some(verdict) = verdicts.get(&inference.request_id) else {
                     continue;
                 };
                 let line = EvalLine {
-                    request_id: &inference.request_id,
+                    request_id: inference.request_id,
                     question: &inference.question,
                     answer: &inference.answer,
                     contexts: inference
@@ -222,7 +215,7 @@ pub fn build_lines(
                     context_ids: inference
                         .contexts
                         .iter()
-                        .map(|passage| passage.point_id.as_str())
+                        .map(|passage| passage.id.as_str())
                         .collect(),
                     rating: verdict.score,
                     correction: verdict.correction.as_deref(),
@@ -239,45 +232,60 @@ pub fn build_lines(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::feedback::Passage;
+    use keel_types::{FinishReason, InferenceStatus, Passage};
 
-    fn inference(request_id: &str, started_at_ms: i64, question: &str, answer: &str) -> Inference {
-        Inference {
-            request_id: request_id.to_string(),
+    use super::*;
+
+    /// "r7" is request 00000000-0000-0000-0000-000000000007.
+    fn request_id(label: &str) -> RequestId {
+        let n: u128 = label[1..].parse().unwrap();
+        RequestId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    fn inference(label: &str, started_at_ms: i64, question: &str, answer: &str) -> InferenceRecord {
+        InferenceRecord {
+            request_id: request_id(label),
+            trace_id: String::new(),
+            span_id: String::new(),
             endpoint: "support".to_string(),
+            route_target: "chain@champion".to_string(),
             served_model: "chain".to_string(),
             served_version: 3,
+            user_id: String::new(),
+            session_id: String::new(),
             question: question.to_string(),
-            prompt_messages: vec![
-                ChatMessage {
-                    role: "system".to_string(),
-                    content: "Use the context.".to_string(),
-                },
-                ChatMessage {
-                    role: "user".to_string(),
-                    content: question.to_string(),
-                },
-            ],
+            input_messages: vec![ChatMessage::new(Role::User, question)],
             contexts: vec![Passage {
-                point_id: format!("doc-{request_id}"),
-                text: format!("passage for {request_id}"),
+                id: format!("doc-{label}"),
+                text: format!("passage for {label}"),
+                score: 0.5,
             }],
+            prompt_messages: vec![
+                ChatMessage::new(Role::System, "Use the context."),
+                ChatMessage::new(Role::User, question),
+            ],
             answer: answer.to_string(),
+            input_tokens: 0,
+            output_tokens: 0,
+            latency_ms: 1.0,
+            status: InferenceStatus::Ok,
+            error: String::new(),
             started_at_ms,
+            generator: "extractive".to_string(),
+            finish_reason: FinishReason::Stop,
         }
     }
 
     fn feedback(
-        request_id: &str,
+        label: &str,
         created_at_ms: i64,
         kind: FeedbackKind,
         value: f64,
         correction: &str,
     ) -> FeedbackRecord {
         FeedbackRecord {
-            id: format!("{request_id}-{created_at_ms}"),
-            request_id: request_id.to_string(),
+            id: format!("{label}-{created_at_ms}"),
+            request_id: request_id(label),
             kind,
             value,
             correction: correction.to_string(),
@@ -294,7 +302,7 @@ mod tests {
     /// r1 liked (thumbs down, then up: latest wins); r2 disliked with a
     /// correction; r3 rated 1 and asks r1's question; r4 rated 3 with a
     /// comment; r5 disliked with nothing to prefer; r9 unknown to monitoring.
-    fn scenario() -> (Vec<FeedbackRecord>, Vec<Inference>) {
+    fn scenario() -> (Vec<FeedbackRecord>, Vec<InferenceRecord>) {
         let inferences = vec![
             inference("r3", 300, "how do I reset my password", "Call us."),
             inference(
@@ -341,8 +349,8 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                r#"{"prompt":[{"role":"system","content":"Use the context."},{"role":"user","content":"What is the refund window?"}],"chosen":"30 days.","rejected":"7 days.","request_id":"r2"}"#,
-                r#"{"prompt":[{"role":"system","content":"Use the context."},{"role":"user","content":"how do I reset my password"}],"chosen":"Use the reset link.","rejected":"Call us.","request_id":"r3"}"#,
+                r#"{"prompt":[{"role":"system","content":"Use the context."},{"role":"user","content":"What is the refund window?"}],"chosen":"30 days.","rejected":"7 days.","request_id":"00000000-0000-0000-0000-000000000002"}"#,
+                r#"{"prompt":[{"role":"system","content":"Use the context."},{"role":"user","content":"how do I reset my password"}],"chosen":"Use the reset link.","rejected":"Call us.","request_id":"00000000-0000-0000-0000-000000000003"}"#,
             ]
         );
     }
@@ -354,15 +362,21 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert_eq!(
             lines[0],
-            r#"{"request_id":"r1","question":"How do I reset my password?","answer":"Use the reset link.","contexts":["passage for r1"],"context_ids":["doc-r1"],"rating":1,"correction":null,"served_model":"chain","served_version":3,"endpoint":"support"}"#
+            r#"{"request_id":"00000000-0000-0000-0000-000000000001","question":"How do I reset my password?","answer":"Use the reset link.","contexts":["passage for r1"],"context_ids":["doc-r1"],"rating":1,"correction":null,"served_model":"chain","served_version":3,"endpoint":"support"}"#
         );
         assert_eq!(
             lines[1],
-            r#"{"request_id":"r2","question":"What is the refund window?","answer":"7 days.","contexts":["passage for r2"],"context_ids":["doc-r2"],"rating":-1,"correction":"30 days.","served_model":"chain","served_version":3,"endpoint":"support"}"#
+            r#"{"request_id":"00000000-0000-0000-0000-000000000002","question":"What is the refund window?","answer":"7 days.","contexts":["passage for r2"],"context_ids":["doc-r2"],"rating":-1,"correction":"30 days.","served_model":"chain","served_version":3,"endpoint":"support"}"#
         );
-        assert!(lines[2].contains(r#""request_id":"r3""#) && lines[2].contains(r#""rating":1,"#));
-        assert!(lines[3].contains(r#""request_id":"r4""#) && lines[3].contains(r#""rating":3,"#));
-        assert!(lines[4].contains(r#""request_id":"r5""#));
+        assert!(
+            lines[2].contains(r#""request_id":"00000000-0000-0000-0000-000000000003""#)
+                && lines[2].contains(r#""rating":1,"#)
+        );
+        assert!(
+            lines[3].contains(r#""request_id":"00000000-0000-0000-0000-000000000004""#)
+                && lines[3].contains(r#""rating":3,"#)
+        );
+        assert!(lines[4].contains(r#""request_id":"00000000-0000-0000-0000-000000000005""#));
     }
 
     #[test]

@@ -4,50 +4,20 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use keel_core::{validate, FieldError};
 use keel_store::Store;
-use serde::Serialize;
+use keel_types::{validate, FieldError, RequestId};
 use uuid::Uuid;
 
 use crate::error::Error;
 use crate::export::{self, DatasetKind};
 use crate::metrics::Counters;
 use crate::monitoring_client::MonitoringClient;
+use crate::record::{FeedbackKind, FeedbackRecord};
 use crate::store::{self, ExportQuery, FeedbackRow, ListQuery};
 
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 pub const MAX_USER_ID_BYTES: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeedbackKind {
-    Thumbs,
-    Rating,
-    Correction,
-    Comment,
-}
-
-impl FeedbackKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeedbackKind::Thumbs => "thumbs",
-            FeedbackKind::Rating => "rating",
-            FeedbackKind::Correction => "correction",
-            FeedbackKind::Comment => "comment",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<FeedbackKind> {
-        match text {
-            "thumbs" => Some(FeedbackKind::Thumbs),
-            "rating" => Some(FeedbackKind::Rating),
-            "correction" => Some(FeedbackKind::Correction),
-            "comment" => Some(FeedbackKind::Comment),
-            _ => None,
-        }
-    }
-}
 
 /// A submission as the caller sent it (over gRPC or HTTP), not yet checked.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,8 +35,7 @@ pub struct Submission {
 /// A submission that passed every rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedSubmission {
-    /// Canonical lowercase hyphenated UUID.
-    pub request_id: String,
+    pub request_id: RequestId,
     pub kind: FeedbackKind,
     pub value: f64,
     pub correction: String,
@@ -77,13 +46,7 @@ pub struct CheckedSubmission {
 
 /// The rules of a submission, shared by the gRPC and HTTP edges.
 pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, FieldError> {
-    let request_id = Uuid::parse_str(&submission.request_id)
-        .map_err(|_| {
-            let shown: String = submission.request_id.chars().take(64).collect();
-            FieldError::new("request_id", format!("must be a UUID, got {shown:?}"))
-        })?
-        .hyphenated()
-        .to_string();
+    let request_id = RequestId::parse("request_id", &submission.request_id)?;
     let Some(kind) = submission.kind else {
         return Err(FieldError::new(
             "kind",
@@ -148,59 +111,15 @@ pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, Fie
     })
 }
 
-/// A stored piece of feedback, with the served version it judges.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FeedbackRecord {
-    pub id: String,
-    pub request_id: String,
-    pub kind: FeedbackKind,
-    pub value: f64,
-    pub correction: String,
-    pub comment: String,
-    pub user_id: String,
-    /// Empty when the caller sent none.
-    pub idempotency_key: String,
-    pub created_at_ms: i64,
-    pub endpoint: String,
-    pub served_model: String,
-    pub served_version: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Passage {
-    pub point_id: String,
-    pub text: String,
-}
-
-/// What feedback needs of an inference record kept by monitoring.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inference {
-    pub request_id: String,
-    pub endpoint: String,
-    pub served_model: String,
-    pub served_version: u32,
-    pub question: String,
-    pub prompt_messages: Vec<ChatMessage>,
-    pub contexts: Vec<Passage>,
-    pub answer: String,
-    pub started_at_ms: i64,
-}
-
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FeedbackFilter {
-    pub request_id: Option<String>,
+    pub request_id: Option<RequestId>,
     pub endpoint: Option<String>,
 }
 
 /// Where the next page starts: after the record at (created_at_ms, id) in
 /// newest-first order.
-pub type PageCursor = keel_core::page_cursor::PageCursor<Uuid>;
+pub type PageCursor = keel_types::page_cursor::PageCursor<Uuid>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackPage {
@@ -246,7 +165,7 @@ impl FeedbackBook {
                 return record_from_row(existing);
             }
         }
-        let Some(inference) = self.monitoring.get_inference(&checked.request_id).await? else {
+        let Some(inference) = self.monitoring.get_inference(checked.request_id).await? else {
             return Err(Error::UnknownRequest {
                 request_id: checked.request_id,
             });
@@ -298,7 +217,7 @@ impl FeedbackBook {
     ) -> Result<FeedbackPage, Error> {
         let page_len = page_size as usize;
         let list = ListQuery {
-            request_id: filter.request_id.clone(),
+            request_id: filter.request_id.map(|request_id| request_id.to_string()),
             endpoint: filter.endpoint.clone(),
             before: after.map(|cursor| (cursor.position, cursor.key.to_string())),
             // One more than asked tells whether another page follows.
@@ -343,11 +262,9 @@ impl FeedbackBook {
         for row in rows {
             feedback.push(record_from_row(row)?);
         }
-        let request_ids: BTreeSet<String> = feedback
-            .iter()
-            .map(|record| record.request_id.clone())
-            .collect();
-        let request_ids: Vec<String> = request_ids.into_iter().collect();
+        let request_ids: BTreeSet<RequestId> =
+            feedback.iter().map(|record| record.request_id).collect();
+        let request_ids: Vec<RequestId> = request_ids.into_iter().collect();
         let inferences = self.monitoring.batch_get_inferences(&request_ids).await?;
         let lines =
             tokio::task::spawn_blocking(move || export::build_lines(kind, &feedback, &inferences))
@@ -366,7 +283,7 @@ fn row_from_record(record: &FeedbackRecord) -> FeedbackRow {
     };
     FeedbackRow {
         id: record.id.clone(),
-        request_id: record.request_id.clone(),
+        request_id: record.request_id.to_string(),
         kind: record.kind.as_str().to_string(),
         value: record.value,
         correction: record.correction.clone(),
@@ -387,9 +304,15 @@ fn record_from_row(row: FeedbackRow) -> Result<FeedbackRecord, Error> {
             reason: format!("unknown kind {:?}", row.kind),
         });
     };
+    let Ok(request_id) = RequestId::parse("request_id", &row.request_id) else {
+        return Err(Error::CorruptRow {
+            id: row.id,
+            reason: format!("its request_id {:?} is not a UUID", row.request_id),
+        });
+    };
     Ok(FeedbackRecord {
         id: row.id,
-        request_id: row.request_id,
+        request_id,
         kind,
         value: row.value,
         correction: row.correction,
@@ -419,7 +342,10 @@ mod tests {
     #[test]
     fn accepted_submissions_are_normalised() {
         let checked = check_submission(submission(FeedbackKind::Thumbs, -1.0)).unwrap();
-        assert_eq!(checked.request_id, "0190c3e5-8a2b-7c4d-9e1f-2a3b4c5d6e7f");
+        assert_eq!(
+            checked.request_id.to_string(),
+            "0190c3e5-8a2b-7c4d-9e1f-2a3b4c5d6e7f"
+        );
         assert_eq!(checked.value, -1.0);
         assert_eq!(checked.idempotency_key, None);
         let correction = Submission {

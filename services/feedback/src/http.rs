@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::feedback::{FeedbackBook, FeedbackKind, Submission};
+use crate::feedback::{FeedbackBook, Submission};
+use crate::record::FeedbackKind;
 
 pub fn router(book: FeedbackBook) -> Router {
     Router::new()

@@ -10,6 +10,7 @@ pub mod feedback;
 pub mod http;
 pub mod metrics;
 pub mod monitoring_client;
+pub mod record;
 pub mod store;
 
 use std::time::Duration;

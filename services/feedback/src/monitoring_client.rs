@@ -1,16 +1,16 @@
 //! The client of the monitoring service: fetches the inference records that
-//! feedback refers to and converts them to the domain's `Inference`.
+//! feedback refers to.
 
 use std::time::Duration;
 
 use keel_core::grpc_tracing::{traced, TracedChannel};
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_types::{InferenceRecord, RequestId};
 use tonic::transport::Endpoint;
 use tonic::Code;
 
 use crate::error::Error;
-use crate::feedback::{ChatMessage, Inference, Passage};
 
 /// Monitoring's BatchGetInferences limit.
 pub const BATCH_LIMIT: usize = 1000;
@@ -40,12 +40,15 @@ impl MonitoringClient {
     }
 
     /// The record of `request_id`; `None` when monitoring does not know it.
-    pub async fn get_inference(&self, request_id: &str) -> Result<Option<Inference>, Error> {
+    pub async fn get_inference(
+        &self,
+        request_id: RequestId,
+    ) -> Result<Option<InferenceRecord>, Error> {
         let request = pb::GetInferenceRequest {
             request_id: request_id.to_string(),
         };
         match self.client.clone().get_inference(request).await {
-            Ok(response) => Ok(Some(inference_from_proto(response.into_inner()))),
+            Ok(response) => Ok(Some(record_from_proto(response.into_inner())?)),
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(error_from_status(status)),
         }
@@ -54,12 +57,12 @@ impl MonitoringClient {
     /// The records monitoring knows among `request_ids`, fetched in chunks.
     pub async fn batch_get_inferences(
         &self,
-        request_ids: &[String],
-    ) -> Result<Vec<Inference>, Error> {
+        request_ids: &[RequestId],
+    ) -> Result<Vec<InferenceRecord>, Error> {
         let mut inferences = Vec::with_capacity(request_ids.len());
         for chunk in request_ids.chunks(BATCH_LIMIT) {
             let request = pb::BatchGetInferencesRequest {
-                request_ids: chunk.to_vec(),
+                request_ids: chunk.iter().map(ToString::to_string).collect(),
             };
             let response = self
                 .client
@@ -67,13 +70,9 @@ impl MonitoringClient {
                 .batch_get_inferences(request)
                 .await
                 .map_err(error_from_status)?;
-            inferences.extend(
-                response
-                    .into_inner()
-                    .records
-                    .into_iter()
-                    .map(inference_from_proto),
-            );
+            for record in response.into_inner().records {
+                inferences.push(record_from_proto(record)?);
+            }
         }
         Ok(inferences)
     }
@@ -95,30 +94,10 @@ fn error_from_status(status: tonic::Status) -> Error {
     }
 }
 
-fn inference_from_proto(record: pb::InferenceRecord) -> Inference {
-    Inference {
-        request_id: record.request_id,
-        endpoint: record.endpoint,
-        served_model: record.served_model,
-        served_version: record.served_version,
-        question: record.question,
-        prompt_messages: record
-            .prompt_messages
-            .into_iter()
-            .map(|message| ChatMessage {
-                role: message.role,
-                content: message.content,
-            })
-            .collect(),
-        contexts: record
-            .contexts
-            .into_iter()
-            .map(|citation| Passage {
-                point_id: citation.point_id,
-                text: citation.text,
-            })
-            .collect(),
-        answer: record.answer,
-        started_at_ms: record.started_at_ms,
-    }
+/// A record monitoring sent that breaks the record's rules is monitoring's
+/// fault, not the caller's.
+fn record_from_proto(record: pb::InferenceRecord) -> Result<InferenceRecord, Error> {
+    InferenceRecord::from_proto("record", record).map_err(|error| Error::Monitoring {
+        message: format!("malformed inference record: {error}"),
+    })
 }

@@ -4,20 +4,16 @@
 //! intake sends the same messages.
 
 use keel_core::payload::json_to_struct;
-use keel_core::validate;
-use keel_core::FieldError;
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_server::MonitoringService;
+use keel_types::{validate, FieldError, InferenceRecord, RequestId};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::inferences::{
-    ChatMessage, Context, FinishReason, InferenceCursor, InferenceFilter, InferenceLog,
-    InferenceRecord, InferenceStatus, RequestId,
-};
+use crate::inferences::{InferenceCursor, InferenceFilter, InferenceLog};
 use crate::metrics::VersionMetrics;
 use crate::otlp;
 use crate::span_writer::SpanWriter;
@@ -96,7 +92,10 @@ impl MonitoringService for MonitoringApi {
         }
         let mut records = Vec::with_capacity(wire_records.len());
         for (index, wire_record) in wire_records.into_iter().enumerate() {
-            records.push(record_from_proto(index, wire_record)?);
+            records.push(InferenceRecord::from_proto(
+                &format!("records[{index}]"),
+                wire_record,
+            )?);
         }
         let stored = self.log.record(records).await?;
         Ok(Response::new(pb::RecordInferencesResponse { stored }))
@@ -108,7 +107,7 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<pb::InferenceRecord>, Status> {
         let request_id = RequestId::parse("request_id", &request.into_inner().request_id)?;
         let record = self.log.get(request_id).await?;
-        Ok(Response::new(record_to_proto(record)))
+        Ok(Response::new(record.into()))
     }
 
     async fn batch_get_inferences(
@@ -129,7 +128,7 @@ impl MonitoringService for MonitoringApi {
         }
         let records = self.log.batch_get(&request_ids).await?;
         Ok(Response::new(pb::BatchGetInferencesResponse {
-            records: records.into_iter().map(record_to_proto).collect(),
+            records: records.into_iter().map(pb::InferenceRecord::from).collect(),
         }))
     }
 
@@ -147,7 +146,11 @@ impl MonitoringService for MonitoringApi {
         };
         let page = self.log.list(&filter, after, page_size).await?;
         Ok(Response::new(pb::ListInferencesResponse {
-            records: page.records.into_iter().map(record_to_proto).collect(),
+            records: page
+                .records
+                .into_iter()
+                .map(pb::InferenceRecord::from)
+                .collect(),
             next_page_token: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),
         }))
     }
@@ -380,163 +383,6 @@ fn filter_from_proto(list: &pb::ListInferencesRequest) -> Result<InferenceFilter
         ));
     }
     Ok(filter)
-}
-
-fn record_from_proto(
-    index: usize,
-    record: pb::InferenceRecord,
-) -> Result<InferenceRecord, FieldError> {
-    let field = |name: &str| format!("records[{index}].{name}");
-    let request_id = RequestId::parse(&field("request_id"), &record.request_id)?;
-    validate::name(&field("endpoint"), &record.endpoint)?;
-    if !record.latency_ms.is_finite() || record.latency_ms < 0.0 {
-        return Err(FieldError::new(
-            field("latency_ms"),
-            format!("must be finite and >= 0, got {}", record.latency_ms),
-        ));
-    }
-    let status = match pb::InferenceStatus::try_from(record.status) {
-        Ok(pb::InferenceStatus::Ok) => InferenceStatus::Ok,
-        Ok(pb::InferenceStatus::Error) => InferenceStatus::Error,
-        _ => {
-            return Err(FieldError::new(
-                field("status"),
-                format!(
-                    "must be INFERENCE_STATUS_OK or INFERENCE_STATUS_ERROR, got {}",
-                    record.status
-                ),
-            ))
-        }
-    };
-    if record.started_at_ms < 0 {
-        return Err(FieldError::new(
-            field("started_at_ms"),
-            format!("must be >= 0, got {}", record.started_at_ms),
-        ));
-    }
-    let mut contexts = Vec::with_capacity(record.contexts.len());
-    for (context_index, citation) in record.contexts.into_iter().enumerate() {
-        if !citation.score.is_finite() {
-            return Err(FieldError::new(
-                field(&format!("contexts[{context_index}].score")),
-                format!("must be finite, got {}", citation.score),
-            ));
-        }
-        contexts.push(Context {
-            point_id: citation.point_id,
-            score: citation.score,
-            text: citation.text,
-        });
-    }
-    let finish_reason = match pb::FinishReason::try_from(record.finish_reason) {
-        Ok(pb::FinishReason::Unspecified) => FinishReason::Unspecified,
-        Ok(pb::FinishReason::Stop) => FinishReason::Stop,
-        Ok(pb::FinishReason::Length) => FinishReason::Length,
-        Ok(pb::FinishReason::StopSequence) => FinishReason::StopSequence,
-        Ok(pb::FinishReason::Cancelled) => FinishReason::Cancelled,
-        Err(_) => {
-            return Err(FieldError::new(
-                field("finish_reason"),
-                format!("must be a FinishReason value, got {}", record.finish_reason),
-            ))
-        }
-    };
-    let usage = record.usage.unwrap_or_default();
-    Ok(InferenceRecord {
-        request_id,
-        trace_id: record.trace_id,
-        span_id: record.span_id,
-        endpoint: record.endpoint,
-        route_target: record.route_target,
-        served_model: record.served_model,
-        served_version: record.served_version,
-        user_id: record.user_id,
-        session_id: record.session_id,
-        question: record.question,
-        input_messages: messages_from_proto(record.input_messages),
-        contexts,
-        prompt_messages: messages_from_proto(record.prompt_messages),
-        answer: record.answer,
-        input_tokens: usage.input_tokens,
-        output_tokens: usage.output_tokens,
-        latency_ms: record.latency_ms,
-        status,
-        error: record.error,
-        started_at_ms: record.started_at_ms,
-        generator: record.generator,
-        finish_reason,
-    })
-}
-
-fn messages_from_proto(messages: Vec<pb::ChatMessage>) -> Vec<ChatMessage> {
-    messages
-        .into_iter()
-        .map(|message| ChatMessage {
-            role: message.role,
-            content: message.content,
-        })
-        .collect()
-}
-
-fn messages_to_proto(messages: Vec<ChatMessage>) -> Vec<pb::ChatMessage> {
-    messages
-        .into_iter()
-        .map(|message| pb::ChatMessage {
-            role: message.role,
-            content: message.content,
-        })
-        .collect()
-}
-
-fn record_to_proto(record: InferenceRecord) -> pb::InferenceRecord {
-    let status = match record.status {
-        InferenceStatus::Ok => pb::InferenceStatus::Ok,
-        InferenceStatus::Error => pb::InferenceStatus::Error,
-    };
-    pb::InferenceRecord {
-        request_id: record.request_id.to_string(),
-        trace_id: record.trace_id,
-        span_id: record.span_id,
-        endpoint: record.endpoint,
-        route_target: record.route_target,
-        served_model: record.served_model,
-        served_version: record.served_version,
-        user_id: record.user_id,
-        session_id: record.session_id,
-        question: record.question,
-        input_messages: messages_to_proto(record.input_messages),
-        contexts: record
-            .contexts
-            .into_iter()
-            .map(|context| pb::Citation {
-                point_id: context.point_id,
-                score: context.score,
-                text: context.text,
-            })
-            .collect(),
-        prompt_messages: messages_to_proto(record.prompt_messages),
-        answer: record.answer,
-        usage: Some(pb::TokenUsage {
-            input_tokens: record.input_tokens,
-            output_tokens: record.output_tokens,
-        }),
-        latency_ms: record.latency_ms,
-        status: status as i32,
-        error: record.error,
-        started_at_ms: record.started_at_ms,
-        generator: record.generator,
-        finish_reason: finish_reason_to_proto(record.finish_reason) as i32,
-    }
-}
-
-fn finish_reason_to_proto(reason: FinishReason) -> pb::FinishReason {
-    match reason {
-        FinishReason::Unspecified => pb::FinishReason::Unspecified,
-        FinishReason::Stop => pb::FinishReason::Stop,
-        FinishReason::Length => pb::FinishReason::Length,
-        FinishReason::StopSequence => pb::FinishReason::StopSequence,
-        FinishReason::Cancelled => pb::FinishReason::Cancelled,
-    }
 }
 
 fn metrics_to_proto(metrics: VersionMetrics) -> pb::VersionMetrics {

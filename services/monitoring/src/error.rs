@@ -1,5 +1,5 @@
-use keel_core::FieldError;
 use keel_store::StoreError;
+use keel_types::FieldError;
 
 use crate::rpc_status;
 

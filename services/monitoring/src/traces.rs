@@ -6,14 +6,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use keel_core::FieldError;
 use keel_store::Store;
+use keel_types::FieldError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::store::{self, SpanRow, TraceQuery, TraceRow, TraceUpsert};
-use keel_core::page_cursor::{CursorKey, PageCursor};
+use keel_types::page_cursor::{CursorKey, PageCursor};
 
 /// The span attribute naming the Keel endpoint a trace served.
 pub const ENDPOINT_ATTRIBUTE: &str = "keel.endpoint";

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use futures::Stream;
-use keel_core::{validate, CancellationToken, FieldError};
+use keel_core::CancellationToken;
+use keel_types::model_ref::validate_alias;
+use keel_types::{validate, FieldError};
 use tokio::sync::broadcast;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::reference::validate_alias;
 use crate::registry::{model_not_found, stored_u32, version_not_found, Page, Registry};
 use crate::{pagination, store};
 

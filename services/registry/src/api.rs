@@ -5,15 +5,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use keel_core::{payload, FieldError};
+use keel_core::payload;
 use keel_proto::v1 as pb;
 use keel_proto::v1::registry_service_server::RegistryService;
+use keel_types::{FieldError, Selector};
 use tonic::{Request, Response, Status};
 
 use crate::aliases::{AliasEvent, AliasMove};
-use crate::reference::Selector;
 use crate::registry::{Model, ModelVersion, NewModel, NewVersion, Registry, Tags};
-use crate::spec::{ChainSpec, GenerationParams, GeneratorSpec, ModelKind, PromptSpec, VersionSpec};
+use crate::spec::{ChainSpec, GeneratorSpec, ModelKind, PromptSpec, VersionSpec};
 
 pub struct RegistryApi {
     registry: Arc<Registry>,
@@ -258,30 +258,16 @@ fn chain_from_proto(chain: pb::ChainSpec) -> Result<ChainSpec, FieldError> {
 }
 
 fn generator_from_proto(generator: pb::GeneratorSpec) -> GeneratorSpec {
-    let params = generator.params.unwrap_or_default();
     GeneratorSpec {
         name: generator.name,
-        params: GenerationParams {
-            temperature: params.temperature,
-            top_p: params.top_p,
-            max_tokens: params.max_tokens,
-            stop: params.stop,
-            seed: params.seed,
-        },
+        params: generator.params.unwrap_or_default().into(),
     }
 }
 
 fn generator_to_proto(generator: GeneratorSpec) -> pb::GeneratorSpec {
-    let params = generator.params;
     pb::GeneratorSpec {
         name: generator.name,
-        params: Some(pb::GenerationParams {
-            temperature: params.temperature,
-            top_p: params.top_p,
-            max_tokens: params.max_tokens,
-            stop: params.stop,
-            seed: params.seed,
-        }),
+        params: Some(generator.params.into()),
     }
 }
 

@@ -1,4 +1,4 @@
-use keel_core::FieldError;
+use keel_types::FieldError;
 
 /// Everything the registry can fail with; [`tonic::Status`] codes are decided
 /// once, in the `From` impl below.

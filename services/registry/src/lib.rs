@@ -8,7 +8,6 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod pagination;
-pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod store;

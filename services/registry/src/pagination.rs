@@ -1,7 +1,7 @@
 //! Opaque keyset page tokens: the last key of a page, hex-encoded behind a
 //! version prefix so clients treat it as opaque and we can change it later.
 
-use keel_core::FieldError;
+use keel_types::FieldError;
 
 const PREFIX: &str = "k1:";
 

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use keel_core::{validate, CancellationToken, FieldError};
+use keel_core::CancellationToken;
 use keel_store::Store;
+use keel_types::model_ref::validate_alias;
+use keel_types::{validate, FieldError, ModelRef, Selector};
 use tokio::sync::{broadcast, Mutex};
 
 use crate::aliases::AliasEvent;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::reference::{validate_alias, Reference, Selector};
 use crate::spec::{validate_chain, validate_prompt, ModelKind, VersionSpec};
 use crate::{pagination, store};
 
@@ -272,7 +273,7 @@ impl Registry {
 
     /// Resolves "model@alias" or "model/version".
     pub async fn resolve_reference(&self, reference: &str) -> Result<ModelVersion, Error> {
-        let parsed = Reference::parse("reference", reference)?;
+        let parsed = ModelRef::parse("reference", reference)?;
         self.find_version(&parsed.model, &parsed.selector).await
     }
 
@@ -337,7 +338,7 @@ impl Registry {
 
     /// A chain's prompt must name an existing PROMPT model; a `/version`
     /// must exist, an `@alias` may be set later.
-    async fn check_prompt_reference(&self, reference: &Reference) -> Result<(), Error> {
+    async fn check_prompt_reference(&self, reference: &ModelRef) -> Result<(), Error> {
         let field = "chain.prompt";
         let mut conn = self.store.pool().acquire().await?;
         let Some(row) = store::get_model(&mut conn, &reference.model).await? else {

@@ -1,10 +1,8 @@
 //! What a version holds: a prompt template or a RAG chain. These are the
 //! registry's own types, stored as JSON; the wire types stay in `api.rs`.
 
-use keel_core::{validate, FieldError};
+use keel_types::{validate, FieldError, GenerationParams, ModelRef};
 use serde::{Deserialize, Serialize};
-
-use crate::reference::Reference;
 
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 pub const MAX_TOP_K: u32 = 1000;
@@ -87,16 +85,6 @@ pub struct GeneratorSpec {
     pub params: GenerationParams,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GenerationParams {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub max_tokens: Option<u32>,
-    pub stop: Vec<String>,
-    pub seed: Option<u64>,
-}
-
 /// Checks the template's size and that minijinja parses it. Parsing a large
 /// template takes milliseconds, so call this from a blocking thread.
 pub fn validate_prompt(spec: &PromptSpec) -> Result<(), FieldError> {
@@ -115,7 +103,7 @@ pub fn validate_prompt(spec: &PromptSpec) -> Result<(), FieldError> {
 
 /// Checks everything in a chain spec that needs no database; returns the
 /// parsed prompt reference, whose target the caller checks.
-pub fn validate_chain(spec: &ChainSpec) -> Result<Reference, FieldError> {
+pub fn validate_chain(spec: &ChainSpec) -> Result<ModelRef, FieldError> {
     validate::name("chain.collection", &spec.collection)?;
     validate::in_range(
         "chain.top_k",
@@ -123,7 +111,7 @@ pub fn validate_chain(spec: &ChainSpec) -> Result<Reference, FieldError> {
         1,
         u64::from(MAX_TOP_K),
     )?;
-    let prompt = Reference::parse("chain.prompt", &spec.prompt)?;
+    let prompt = ModelRef::parse("chain.prompt", &spec.prompt)?;
     validate_generator("chain.generator", &spec.generator)?;
     if spec.fallbacks.len() > MAX_FALLBACKS {
         return Err(FieldError::new(

@@ -3,14 +3,14 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use keel_models::{FinishReason, Passage};
 use keel_proto::v1 as pb;
 use keel_proto::v1::serving_service_server::ServingService;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::endpoints::{Endpoint, EndpointInput, Endpoints, RouteInput};
+use crate::endpoint::{Endpoint, EndpointInput, RouteInput};
+use crate::endpoints::Endpoints;
 use crate::inference_log::InferenceLog;
 use crate::pipeline::{MessageInput, Pipeline, QueryEvent, QueryInput, QueryOutput};
 
@@ -85,32 +85,10 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
     }
 }
 
-fn citations_to_proto(citations: Vec<Passage>) -> Vec<pb::Citation> {
-    citations
-        .into_iter()
-        .map(|passage| pb::Citation {
-            point_id: passage.id,
-            score: passage.score,
-            text: passage.text,
-        })
-        .collect()
-}
-
-pub(crate) fn finish_reason_to_proto(reason: Option<FinishReason>) -> i32 {
-    let reason = match reason {
-        None => pb::FinishReason::Unspecified,
-        Some(FinishReason::Stop) => pb::FinishReason::Stop,
-        Some(FinishReason::Length) => pb::FinishReason::Length,
-        Some(FinishReason::StopSequence) => pb::FinishReason::StopSequence,
-        Some(FinishReason::Cancelled) => pb::FinishReason::Cancelled,
-    };
-    reason as i32
-}
-
 fn query_output_to_proto(output: QueryOutput) -> pb::QueryResponse {
     pb::QueryResponse {
         answer: output.answer,
-        citations: citations_to_proto(output.citations),
+        citations: output.citations.into_iter().map(Into::into).collect(),
         request_id: output.request_id.to_string(),
         trace_id: output.trace_id,
         served_model: output.served_model,
@@ -121,7 +99,7 @@ fn query_output_to_proto(output: QueryOutput) -> pb::QueryResponse {
             output_tokens: output.output_tokens,
         }),
         latency_ms: output.latency_ms,
-        finish_reason: finish_reason_to_proto(output.finish_reason),
+        finish_reason: pb::FinishReason::from(output.finish_reason) as i32,
         generator: output.generator,
     }
 }
@@ -134,7 +112,7 @@ fn query_event_to_proto(event: QueryEvent) -> pb::QueryStreamEvent {
             request_id,
             trace_id,
         } => Event::Citations(pb::Citations {
-            citations: citations_to_proto(citations),
+            citations: citations.into_iter().map(Into::into).collect(),
             request_id: request_id.to_string(),
             trace_id,
         }),
@@ -150,7 +128,7 @@ fn query_event_to_proto(event: QueryEvent) -> pb::QueryStreamEvent {
             served_model: output.served_model,
             served_version: output.served_version,
             route_target: output.route_target,
-            finish_reason: finish_reason_to_proto(output.finish_reason),
+            finish_reason: pb::FinishReason::from(output.finish_reason) as i32,
             generator: output.generator,
         }),
     };

@@ -1,4 +1,4 @@
-use keel_core::FieldError;
+use keel_types::FieldError;
 
 /// Everything that can go wrong in serving; `From<Error> for tonic::Status`
 /// below is the one place that decides status codes.

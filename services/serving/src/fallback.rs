@@ -8,9 +8,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use keel_core::gen_ai::{self, ChatRequest, ChatResult};
-use keel_models::{
-    FinishReason, Generation, GenerationParams, GenerationRequest, ModelError, SharedGenerator,
-};
+use keel_models::{Generation, GenerationParams, GenerationRequest, ModelError, SharedGenerator};
 
 use crate::error::Error;
 
@@ -116,7 +114,7 @@ fn record_on_span(
     gen_ai::record_chat_result(
         span,
         &ChatResult {
-            finish_reason: finish_reason_name(generation.finish_reason),
+            finish_reason: generation.finish_reason.as_str(),
             input_tokens: generation.input_tokens,
             output_tokens: generation.output_tokens,
         },
@@ -133,14 +131,6 @@ fn record_on_span(
 }
 
 /// The reason as OpenAI and the GenAI conventions spell it.
-fn finish_reason_name(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop | FinishReason::StopSequence => "stop",
-        FinishReason::Length => "length",
-        FinishReason::Cancelled => "cancelled",
-    }
-}
-
 /// The last failure, with its status class, naming every generator tried.
 fn name_failures(name: &str, error: ModelError, earlier_failures: &[String]) -> Error {
     let mut message = String::new();

@@ -7,52 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_models::{ChatMessage, Passage};
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_types::InferenceRecord;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::api::finish_reason_to_proto;
 use crate::config::Config;
 
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const MAX_SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
-
-/// One query as monitoring stores it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InferenceEntry {
-    pub request_id: String,
-    pub trace_id: String,
-    /// The query's span in serving; empty when telemetry is off.
-    pub span_id: String,
-    pub endpoint: String,
-    pub route_target: String,
-    pub served_model: String,
-    pub served_version: u32,
-    pub user_id: String,
-    pub session_id: String,
-    pub question: String,
-    pub input_messages: Vec<ChatMessage>,
-    /// The retrieved passages with their whole text.
-    pub contexts: Vec<Passage>,
-    pub prompt_messages: Vec<ChatMessage>,
-    pub answer: String,
-    pub input_tokens: u32,
-    pub output_tokens: u32,
-    pub latency_ms: f64,
-    /// `None`: the query succeeded.
-    pub error: Option<String>,
-    pub started_at_ms: i64,
-    /// The generator that answered (the chain's own or a fallback), or the
-    /// last one tried.
-    pub generator: String,
-    /// `Cancelled` when the caller left before the answer was complete;
-    /// `None` when no generation finished (an error).
-    pub finish_reason: Option<keel_models::FinishReason>,
-}
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -102,13 +68,13 @@ impl DeliverySettings {
 /// The request path's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct InferenceLog {
-    sender: mpsc::Sender<InferenceEntry>,
+    sender: mpsc::Sender<InferenceRecord>,
     counters: Arc<Counters>,
 }
 
 /// The background side; run it with [`DeliveryWorker::run`].
 pub struct DeliveryWorker {
-    receiver: mpsc::Receiver<InferenceEntry>,
+    receiver: mpsc::Receiver<InferenceRecord>,
     counters: Arc<Counters>,
     settings: DeliverySettings,
     /// Whether the last batch failed, so an outage is logged once, not per batch.
@@ -132,24 +98,24 @@ pub fn channel(settings: DeliverySettings) -> (InferenceLog, DeliveryWorker) {
 }
 
 impl InferenceLog {
-    pub fn record(&self, entry: InferenceEntry) {
-        match self.sender.try_send(entry) {
+    pub fn record(&self, record: InferenceRecord) {
+        match self.sender.try_send(record) {
             Ok(()) => {
                 self.counters.enqueued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Full(entry)) => {
+            Err(mpsc::error::TrySendError::Full(record)) => {
                 self.counters
                     .dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(request_id = %entry.request_id, "inference queue full, record dropped");
+                tracing::debug!(request_id = %record.request_id, "inference queue full, record dropped");
             }
-            Err(mpsc::error::TrySendError::Closed(entry)) => {
+            Err(mpsc::error::TrySendError::Closed(record)) => {
                 // Only after shutdown began; counted with the queue-full drops
                 // because it, too, never entered the queue.
                 self.counters
                     .dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(request_id = %entry.request_id, "inference queue closed, record dropped");
+                tracing::debug!(request_id = %record.request_id, "inference queue closed, record dropped");
             }
         }
     }
@@ -211,7 +177,7 @@ impl DeliveryWorker {
             let mut batch = Vec::with_capacity(self.settings.batch_size);
             while batch.len() < self.settings.batch_size {
                 match self.receiver.try_recv() {
-                    Ok(entry) => batch.push(entry),
+                    Ok(record) => batch.push(record),
                     Err(_empty_or_closed) => break,
                 }
             }
@@ -226,12 +192,12 @@ impl DeliveryWorker {
     async fn deliver(
         &mut self,
         client: &MonitoringServiceClient<Channel>,
-        batch: Vec<InferenceEntry>,
+        batch: Vec<InferenceRecord>,
         give_up_at: Option<Instant>,
     ) {
         let count = batch.len() as u64;
         let request = pb::RecordInferencesRequest {
-            records: batch.into_iter().map(entry_to_proto).collect(),
+            records: batch.into_iter().map(pb::InferenceRecord::from).collect(),
         };
         let mut backoff = RETRY_BACKOFF_START;
         let mut last_error = String::new();
@@ -281,65 +247,10 @@ impl DeliveryWorker {
     }
 }
 
-fn message_to_proto(message: ChatMessage) -> pb::ChatMessage {
-    pb::ChatMessage {
-        role: message.role.as_str().to_string(),
-        content: message.content,
-    }
-}
-
-fn entry_to_proto(entry: InferenceEntry) -> pb::InferenceRecord {
-    let status = if entry.error.is_some() {
-        pb::InferenceStatus::Error
-    } else {
-        pb::InferenceStatus::Ok
-    };
-    pb::InferenceRecord {
-        request_id: entry.request_id,
-        trace_id: entry.trace_id,
-        span_id: entry.span_id,
-        endpoint: entry.endpoint,
-        route_target: entry.route_target,
-        served_model: entry.served_model,
-        served_version: entry.served_version,
-        user_id: entry.user_id,
-        session_id: entry.session_id,
-        question: entry.question,
-        input_messages: entry
-            .input_messages
-            .into_iter()
-            .map(message_to_proto)
-            .collect(),
-        contexts: entry
-            .contexts
-            .into_iter()
-            .map(|passage| pb::Citation {
-                point_id: passage.id,
-                score: passage.score,
-                text: passage.text,
-            })
-            .collect(),
-        prompt_messages: entry
-            .prompt_messages
-            .into_iter()
-            .map(message_to_proto)
-            .collect(),
-        answer: entry.answer,
-        usage: Some(pb::TokenUsage {
-            input_tokens: entry.input_tokens,
-            output_tokens: entry.output_tokens,
-        }),
-        latency_ms: entry.latency_ms,
-        status: status as i32,
-        error: entry.error.unwrap_or_default(),
-        started_at_ms: entry.started_at_ms,
-        generator: entry.generator,
-        finish_reason: finish_reason_to_proto(entry.finish_reason),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use keel_types::{FinishReason, InferenceStatus, RequestId};
+
     use super::*;
     use crate::test_support::{dead_address, FakeMonitoring};
     use std::time::Duration;
@@ -355,12 +266,35 @@ mod tests {
         }
     }
 
-    fn entry(index: usize) -> InferenceEntry {
-        InferenceEntry {
-            request_id: format!("req-{index}"),
+    fn record(index: usize) -> InferenceRecord {
+        InferenceRecord {
+            request_id: request_id(index),
+            trace_id: String::new(),
+            span_id: String::new(),
             endpoint: "support".to_string(),
-            ..InferenceEntry::default()
+            route_target: String::new(),
+            served_model: String::new(),
+            served_version: 0,
+            user_id: String::new(),
+            session_id: String::new(),
+            question: String::new(),
+            input_messages: Vec::new(),
+            contexts: Vec::new(),
+            prompt_messages: Vec::new(),
+            answer: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            latency_ms: 0.0,
+            status: InferenceStatus::Ok,
+            error: String::new(),
+            started_at_ms: 0,
+            generator: String::new(),
+            finish_reason: FinishReason::Unspecified,
         }
+    }
+
+    fn request_id(index: usize) -> RequestId {
+        RequestId::from_uuid(uuid::Uuid::from_u128(index as u128))
     }
 
     async fn wait_for(
@@ -388,7 +322,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let worker_task = tokio::spawn(worker.run(monitoring.channel(), shutdown.clone()));
         for index in 0..10 {
-            log.record(entry(index));
+            log.record(record(index));
         }
         let stats = wait_for(&log, |stats| stats.delivered == 10).await;
         assert_eq!(stats.enqueued, 10);
@@ -399,7 +333,7 @@ mod tests {
             .iter()
             .map(|record| record.request_id.clone())
             .collect();
-        let expected: Vec<String> = (0..10).map(|index| format!("req-{index}")).collect();
+        let expected: Vec<String> = (0..10).map(|index| request_id(index).to_string()).collect();
         assert_eq!(ids, expected);
         assert!(
             monitoring.batch_sizes().iter().all(|size| *size <= 4),
@@ -423,7 +357,7 @@ mod tests {
         let worker_task = tokio::spawn(worker.run(channel, shutdown.clone()));
         let started = std::time::Instant::now();
         for index in 0..6 {
-            log.record(entry(index));
+            log.record(record(index));
         }
         // Handing records over never waits on the dead service.
         assert!(started.elapsed() < Duration::from_millis(100));
@@ -439,7 +373,7 @@ mod tests {
         // No worker runs, so nothing leaves the queue.
         let (log, _worker) = channel(settings(2));
         for index in 0..5 {
-            log.record(entry(index));
+            log.record(record(index));
         }
         assert_eq!(
             log.stats(),
@@ -462,7 +396,7 @@ mod tests {
         let (log, worker) = channel(slow_flush);
         let shutdown = CancellationToken::new();
         for index in 0..7 {
-            log.record(entry(index));
+            log.record(record(index));
         }
         let worker_task = tokio::spawn(worker.run(monitoring.channel(), shutdown.clone()));
         shutdown.cancel();
@@ -470,7 +404,7 @@ mod tests {
         assert_eq!(monitoring.records().len(), 7);
         assert_eq!(log.stats().delivered, 7);
         // After shutdown nothing more is accepted, and that is counted.
-        log.record(entry(8));
+        log.record(record(8));
         assert_eq!(log.stats().dropped_queue_full, 1);
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod clients;
 pub mod config;
+pub mod endpoint;
 pub mod endpoints;
 pub mod error;
 pub mod fallback;

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::telemetry::span_ids;
-use keel_core::{validate, FieldError};
-use keel_models::{
-    ChatMessage, FinishReason, Generation, GenerationRequest, ModelCatalog, Passage, Role,
-};
+use keel_models::{Generation, GenerationRequest, ModelCatalog};
 use keel_store::Store;
+use keel_types::{
+    validate, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus, Passage,
+    RequestId, Role,
+};
 use tokio::sync::mpsc;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -26,7 +27,7 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
-use crate::inference_log::{InferenceEntry, InferenceLog};
+use crate::inference_log::InferenceLog;
 use crate::metrics::{QueryMetrics, QueryObservation};
 use crate::resolver::Resolver;
 use crate::retrieval::{Retriever, SearchQuery};
@@ -64,7 +65,7 @@ pub struct QueryOutput {
     pub answer: String,
     /// Best first; `text` is a snippet of the passage.
     pub citations: Vec<Passage>,
-    pub request_id: Uuid,
+    pub request_id: RequestId,
     pub trace_id: String,
     pub served_model: String,
     pub served_version: u32,
@@ -72,7 +73,8 @@ pub struct QueryOutput {
     pub input_tokens: u32,
     pub output_tokens: u32,
     pub latency_ms: f64,
-    pub finish_reason: Option<FinishReason>,
+    /// `Unspecified` when no generation finished.
+    pub finish_reason: FinishReason,
     /// The generator that answered: the chain's own, or one of its fallbacks.
     pub generator: String,
 }
@@ -84,7 +86,7 @@ pub enum QueryEvent {
     Citations {
         /// Best first; `text` is a snippet of the passage.
         citations: Vec<Passage>,
-        request_id: Uuid,
+        request_id: RequestId,
         trace_id: String,
     },
     Delta(String),
@@ -164,7 +166,7 @@ impl Drop for SetOnDrop {
 /// A valid query with its identity, as it enters its task.
 struct Admitted {
     query: ValidQuery,
-    request_id: Uuid,
+    request_id: RequestId,
     /// The query's span: a child of the call's span, so of the caller's
     /// trace when it sent one. It lives as long as the query's task, also
     /// when a streaming call's span has ended.
@@ -393,11 +395,11 @@ impl Pipeline {
                 generation.text.clone(),
                 generation.input_tokens,
                 generation.output_tokens,
-                Some(generation.finish_reason),
+                generation.finish_reason,
             ),
-            None => (String::new(), 0, 0, None),
+            None => (String::new(), 0, 0, FinishReason::Unspecified),
         };
-        if finish_reason == Some(FinishReason::Cancelled) {
+        if finish_reason == FinishReason::Cancelled {
             tracing::debug!(request_id = %request_id, output_tokens, "caller left, generation stopped");
         }
         self.metrics.observe(&QueryObservation {
@@ -430,8 +432,12 @@ impl Pipeline {
             finish_reason,
             generator: progress.generator.clone(),
         };
-        self.inference_log.record(InferenceEntry {
-            request_id: request_id.to_string(),
+        let (status, error) = match error_text {
+            None => (InferenceStatus::Ok, String::new()),
+            Some(error) => (InferenceStatus::Error, error),
+        };
+        self.inference_log.record(InferenceRecord {
+            request_id,
             trace_id,
             span_id,
             endpoint: query.endpoint,
@@ -448,7 +454,8 @@ impl Pipeline {
             input_tokens,
             output_tokens,
             latency_ms,
-            error: error_text,
+            status,
+            error,
             started_at_ms,
             generator: progress.generator,
             finish_reason,
@@ -459,7 +466,7 @@ impl Pipeline {
     async fn answer(
         &self,
         query: &ValidQuery,
-        request_id: Uuid,
+        request_id: RequestId,
         trace_id: &str,
         query_span: &tracing::Span,
         listener: &Listener,
@@ -586,7 +593,7 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     // records: one invalid record could make monitoring refuse a whole
     // batch.
     let query = validate_query(input)?;
-    let request_id = Uuid::now_v7();
+    let request_id = RequestId::new();
     let span = tracing::info_span!(
         "query",
         otel.name = %format!("query {}", query.endpoint),

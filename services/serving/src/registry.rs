@@ -164,16 +164,9 @@ fn kind_from_proto(kind: i32) -> ModelKind {
 }
 
 fn generator_from_proto(generator: pb::GeneratorSpec) -> GeneratorChoice {
-    let params = generator.params.unwrap_or_default();
     GeneratorChoice {
         name: generator.name,
-        params: keel_models::GenerationParams {
-            temperature: params.temperature,
-            top_p: params.top_p,
-            max_tokens: params.max_tokens,
-            stop: params.stop,
-            seed: params.seed,
-        },
+        params: generator.params.unwrap_or_default().into(),
     }
 }
 

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use keel_types::ModelRef;
 use tokio_util::sync::CancellationToken;
 
-use crate::endpoints::Target;
 use crate::error::Error;
 use crate::prompt::PromptTemplate;
 use crate::registry::{GeneratorChoice, RegistryClient, VersionSpec};
@@ -73,7 +73,7 @@ impl Resolver {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub async fn resolve(&self, target: &Target) -> Result<Arc<ResolvedChain>, Error> {
+    pub async fn resolve(&self, target: &ModelRef) -> Result<Arc<ResolvedChain>, Error> {
         let key = target.to_string();
         let epoch_at_start = {
             let state = self.lock();
@@ -104,7 +104,7 @@ impl Resolver {
 
     async fn resolve_uncached(
         &self,
-        target: &Target,
+        target: &ModelRef,
     ) -> Result<(ResolvedChain, Vec<String>), Error> {
         let chain_version = self
             .registry
@@ -122,7 +122,7 @@ impl Resolver {
             )));
         };
         let chain_name = format!("{}/{}", chain_version.model, chain_version.version);
-        let prompt_target = Target::parse("prompt", &spec.prompt).map_err(|error| {
+        let prompt_target = ModelRef::parse("prompt", &spec.prompt).map_err(|error| {
             Error::FailedPrecondition(format!(
                 "chain {chain_name} has an invalid prompt reference: {error}"
             ))
@@ -143,10 +143,10 @@ impl Resolver {
             PromptTemplate::compile(&prompt_version.model, prompt_version.version, template)?;
         let mut alias_models = Vec::new();
         if target.is_alias() {
-            alias_models.push(target.model().to_string());
+            alias_models.push(target.model.clone());
         }
         if prompt_target.is_alias() {
-            alias_models.push(prompt_target.model().to_string());
+            alias_models.push(prompt_target.model.clone());
         }
         let chain = ResolvedChain {
             model: chain_version.model,

@@ -5,7 +5,7 @@
 use rand::Rng;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::endpoints::Route;
+use crate::endpoint::Route;
 
 /// The route for this request; `None` only when no route has a positive
 /// weight, which endpoint validation rules out.
@@ -47,13 +47,13 @@ fn route_at(routes: &[Route], point: u64) -> Option<&Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoints::Target;
+    use keel_types::ModelRef;
 
     fn routes(weights: &[(&str, u32)]) -> Vec<Route> {
         weights
             .iter()
             .map(|(target, weight)| Route {
-                target: Target::parse("target", target).unwrap(),
+                target: ModelRef::parse("target", target).unwrap(),
                 weight: *weight,
             })
             .collect()

@@ -5,7 +5,9 @@ use keel_store::{Migration, Store};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::endpoints::{Endpoint, Route, Target};
+use keel_types::ModelRef;
+
+use crate::endpoint::{Endpoint, Route};
 use crate::error::Error;
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -56,7 +58,7 @@ fn routes_from_json(name: &str, json: &str) -> Result<Vec<Route>, Error> {
     let mut routes = Vec::with_capacity(stored.len());
     for route in stored {
         let target =
-            Target::parse("target", &route.target).map_err(|error| corrupt(error.to_string()))?;
+            ModelRef::parse("target", &route.target).map_err(|error| corrupt(error.to_string()))?;
         routes.push(Route {
             target,
             weight: route.weight,
@@ -167,7 +169,7 @@ mod tests {
 
     fn route(target: &str, weight: u32) -> Route {
         Route {
-            target: Target::parse("target", target).unwrap(),
+            target: ModelRef::parse("target", target).unwrap(),
             weight,
         }
     }

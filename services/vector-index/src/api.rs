@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keel_core::payload::{json_to_struct, struct_to_json};
-use keel_core::validate;
-use keel_core::FieldError;
 use keel_proto::v1 as pb;
 use keel_proto::v1::vector_index_service_server::VectorIndexService;
+use keel_types::validate;
+use keel_types::FieldError;
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_core::gen_ai;
-use keel_core::FieldError;
 use keel_models::{ModelCatalog, ModelError, SharedEmbedder};
 use keel_store::Store;
+use keel_types::FieldError;
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
 use tracing::Instrument;

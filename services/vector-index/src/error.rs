@@ -1,6 +1,6 @@
-use keel_core::FieldError;
 use keel_models::ModelError;
 use keel_store::StoreError;
+use keel_types::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,28 +1,7 @@
 //! Input rules shared by the services. Every failure names the field and the
 //! rule it broke, and maps to `INVALID_ARGUMENT`.
 
-/// A field that broke a rule: `field \`top_k\`: must be in 1..=1000, got 0`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {rule}")]
-pub struct FieldError {
-    pub field: String,
-    pub rule: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            rule: rule.into(),
-        }
-    }
-}
-
-impl From<FieldError> for tonic::Status {
-    fn from(error: FieldError) -> tonic::Status {
-        tonic::Status::invalid_argument(error.to_string())
-    }
-}
+use crate::FieldError;
 
 pub const MAX_NAME_LEN: usize = 128;
 

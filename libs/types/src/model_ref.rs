@@ -1,29 +1,30 @@
-//! References to a version, "model@alias" or "model/version", and the rules
-//! for alias names.
+//! References to a registered version, "model@alias" or "model/version",
+//! and the rule for alias names: the registry resolves them, serving's
+//! endpoints route to them, and both parse them here.
 
 use std::fmt;
 
-use keel_core::{validate, FieldError};
+use crate::{validate, FieldError};
 
 pub const MAX_ALIAS_LEN: usize = 64;
 
 /// How a version is selected within a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Selector {
     Version(u32),
     Alias(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelRef {
     pub model: String,
     pub selector: Selector,
 }
 
-impl Reference {
+impl ModelRef {
     /// Parses "model@alias" or "model/version"; errors name `field`. Model
     /// names cannot hold '@' or '/', so the first one splits unambiguously.
-    pub fn parse(field: &str, text: &str) -> Result<Reference, FieldError> {
+    pub fn parse(field: &str, text: &str) -> Result<ModelRef, FieldError> {
         let shape = "must be \"model@alias\" or \"model/version\"";
         let Some(split_at) = text.find(['@', '/']) else {
             return Err(FieldError::new(field, format!("{shape}, got {text:?}")));
@@ -55,14 +56,33 @@ impl Reference {
                 }
             }
         };
-        Ok(Reference {
+        Ok(ModelRef {
             model: model.to_string(),
             selector,
         })
     }
+
+    pub fn alias(model: impl Into<String>, alias: impl Into<String>) -> ModelRef {
+        ModelRef {
+            model: model.into(),
+            selector: Selector::Alias(alias.into()),
+        }
+    }
+
+    pub fn version(model: impl Into<String>, version: u32) -> ModelRef {
+        ModelRef {
+            model: model.into(),
+            selector: Selector::Version(version),
+        }
+    }
+
+    /// Whether the reference follows an alias, so what it resolves to can move.
+    pub fn is_alias(&self) -> bool {
+        matches!(self.selector, Selector::Alias(_))
+    }
 }
 
-impl fmt::Display for Reference {
+impl fmt::Display for ModelRef {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.selector {
             Selector::Version(version) => write!(formatter, "{}/{version}", self.model),
@@ -110,11 +130,11 @@ mod tests {
 
     #[test]
     fn parses_both_shapes() {
-        let by_alias = Reference::parse("reference", "support-bot@champion").unwrap();
+        let by_alias = ModelRef::parse("reference", "support-bot@champion").unwrap();
         assert_eq!(by_alias.model, "support-bot");
         assert_eq!(by_alias.selector, Selector::Alias("champion".to_string()));
         assert_eq!(by_alias.to_string(), "support-bot@champion");
-        let by_version = Reference::parse("reference", "support-bot/12").unwrap();
+        let by_version = ModelRef::parse("reference", "support-bot/12").unwrap();
         assert_eq!(by_version.selector, Selector::Version(12));
         assert_eq!(by_version.to_string(), "support-bot/12");
     }
@@ -136,8 +156,11 @@ mod tests {
             "bad name@champion",
             "model/1/2",
             "model@a@b",
+            "model/-1",
+            "model/99999999999",
+            "-model@champion",
         ] {
-            let error = Reference::parse("reference", text).unwrap_err();
+            let error = ModelRef::parse("reference", text).unwrap_err();
             assert_eq!(error.field, "reference", "{text:?}");
         }
     }
