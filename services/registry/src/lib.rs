@@ -53,5 +53,3 @@ pub async fn serve(
     Ok(())
 }
 
-#[cfg(test)]
-mod test_support;
