@@ -52,4 +52,3 @@ pub async fn serve(
     served?;
     Ok(())
 }
-

@@ -185,8 +185,7 @@ async fn versions_are_numbered_in_order_even_when_created_concurrently() {
         for index in 0..8 {
             let mut racer = client.clone();
             racers.push(tokio::spawn(async move {
-                let request =
-                    prompt_version("qa-prompt", &format!("{index}: {{{{ question }}}}"));
+                let request = prompt_version("qa-prompt", &format!("{index}: {{{{ question }}}}"));
                 racer
                     .create_version(request)
                     .await
@@ -739,7 +738,9 @@ async fn bad_inputs_are_rejected_with_the_field_and_change_nothing() {
             } else {
                 "`page_token`"
             };
-            assert_status(label, client.list_models(request).await,
+            assert_status(
+                label,
+                client.list_models(request).await,
                 InvalidArgument,
                 &[field],
             );
@@ -969,7 +970,12 @@ async fn bad_inputs_are_rejected_with_the_field_and_change_nothing() {
             let request = pb::ResolveReferenceRequest {
                 reference: reference.to_string(),
             };
-            assert_status(label, client.resolve_reference(request).await, code, &[needle]);
+            assert_status(
+                label,
+                client.resolve_reference(request).await,
+                code,
+                &[needle],
+            );
         }
 
         for (label, model, page_size, page_token, code, needle) in [
@@ -1139,7 +1145,9 @@ async fn bad_inputs_are_rejected_with_the_field_and_change_nothing() {
                 page_size,
                 page_token: page_token.to_string(),
             };
-            assert_status(label, client.list_alias_history(request).await,
+            assert_status(
+                label,
+                client.list_alias_history(request).await,
                 InvalidArgument,
                 &[needle],
             );
