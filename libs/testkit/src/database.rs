@@ -6,7 +6,9 @@ use keel_store::{Migration, Store};
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// A file in a temporary directory.
     Sqlite,
+    /// A new database on the test Postgres server.
     Postgres,
 }
 
@@ -16,7 +18,9 @@ pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
 /// A fresh, empty database. The SQLite file lives in a temporary directory
 /// as long as this value, so a test can restart a server on the same data.
 pub struct TestDatabase {
+    /// The URL a service's `database_url` takes.
     pub url: String,
+    /// Which backend it is, for a failure message that says where it failed.
     pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
 }

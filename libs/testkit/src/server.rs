@@ -28,7 +28,9 @@ pub fn dead_address() -> SocketAddr {
 /// server (`/healthz`, `/metrics`, HTTP APIs) get that port too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ports {
+    /// Only gRPC: `Listeners::admin` is `None`.
     GrpcOnly,
+    /// gRPC and the admin HTTP server.
     GrpcAndAdmin,
 }
 

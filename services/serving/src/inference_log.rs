@@ -341,7 +341,8 @@ fn entry_to_proto(entry: InferenceEntry) -> pb::InferenceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{dead_address, FakeMonitoring};
+    use keel_testkit::dead_address;
+    use keel_testkit::fakes::FakeMonitoring;
     use std::time::Duration;
 
     fn settings(capacity: usize) -> DeliverySettings {
