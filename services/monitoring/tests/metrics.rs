@@ -7,16 +7,17 @@
 mod support;
 
 use keel_proto::v1 as pb;
-use support::{postgres, sqlite, start, Database};
+use keel_testkit::TestDatabase;
+use support::start;
 
 #[tokio::test]
 async fn sqlite_metrics_per_version() {
-    metrics_per_version(sqlite().await).await;
+    metrics_per_version(TestDatabase::sqlite()).await;
 }
 
 #[tokio::test]
 async fn postgres_metrics_per_version() {
-    metrics_per_version(postgres().await).await;
+    metrics_per_version(TestDatabase::postgres().await).await;
 }
 
 fn record(n: u128, model: &str, version: u32, latency_ms: f64, error: bool) -> pb::InferenceRecord {
@@ -42,7 +43,7 @@ fn record(n: u128, model: &str, version: u32, latency_ms: f64, error: bool) -> p
     }
 }
 
-async fn metrics_per_version(database: Database) {
+async fn metrics_per_version(database: TestDatabase) {
     let mut running = start(&database).await;
     let mut records = Vec::new();
     // Shuffled latencies: the database sorts them.

@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keel_core::payload::struct_to_json;
-use keel_core::{CancellationToken, Listeners};
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_testkit::server::Ports;
+use keel_testkit::{TestDatabase, TestServer};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 use opentelemetry_otlp::WithExportConfig;
@@ -17,23 +18,19 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_exported_by_the_sdk_read_back_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::sqlite();
     let config = keel_monitoring::Config {
         port: 0,
-        database_url: keel_store::default_sqlite_url(dir.path(), "monitoring"),
+        database_url: database.url.clone(),
     };
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_address = grpc.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(keel_monitoring::serve(
-        config,
-        Listeners { grpc, admin: None },
-        shutdown.clone(),
-    ));
+    let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
+        keel_monitoring::serve(config, listeners, shutdown)
+    })
+    .await;
 
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(format!("http://{grpc_address}"))
+        .with_endpoint(server.url())
         .build()
         .unwrap();
     let provider = SdkTracerProvider::builder()
@@ -77,7 +74,7 @@ async fn spans_exported_by_the_sdk_read_back_whole() {
     .unwrap();
     flushed.0.unwrap();
 
-    let mut client = MonitoringServiceClient::connect(format!("http://{grpc_address}"))
+    let mut client = MonitoringServiceClient::connect(server.url())
         .await
         .unwrap();
     let trace = client
@@ -134,6 +131,5 @@ async fn spans_exported_by_the_sdk_read_back_whole() {
         .await
         .unwrap()
         .unwrap();
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

@@ -26,7 +26,8 @@ use serde_json::json;
 use tonic::codec::CompressionEncoding;
 use tonic::Code;
 
-use support::{postgres, sqlite, start, Database, Running};
+use keel_testkit::{assert_status, TestDatabase};
+use support::{start, Running};
 
 // ---------------------------------------------------------------------------
 // The server's trace calls.
@@ -364,7 +365,7 @@ fn attributes(span: &pb::Span) -> serde_json::Value {
 // ---------------------------------------------------------------------------
 // The scenarios, each run on both backends.
 
-async fn export_then_get_trace(database: Database) {
+async fn export_then_get_trace(database: TestDatabase) {
     let mut running = start(&database).await;
     let response = running.export(query_trace()).await;
     let partial = response.partial_success.unwrap();
@@ -485,7 +486,7 @@ async fn export_then_get_trace(database: Database) {
     let again = running.search(pb::SearchTracesRequest::default()).await;
     assert_eq!(again.traces, found.traces);
 
-    let exposition = http_get(running.admin, "/metrics").await;
+    let exposition = http_get(running.admin(), "/metrics").await;
     assert!(
         exposition.contains("keel_monitoring_spans_stored_total{service=\"monitoring\"} 6\n")
             && exposition
@@ -584,7 +585,7 @@ const SPEC_JSON: &str = r#"{
   ]
 }"#;
 
-async fn otlp_http_protobuf_and_json(database: Database) {
+async fn otlp_http_protobuf_and_json(database: TestDatabase) {
     let mut running = start(&database).await;
 
     // Protobuf: the same messages as gRPC, answered in protobuf.
@@ -597,7 +598,13 @@ async fn otlp_http_protobuf_and_json(database: Database) {
         ],
     )])
     .encode_to_vec();
-    let response = http_post(running.admin, "/v1/traces", "application/x-protobuf", body).await;
+    let response = http_post(
+        running.admin(),
+        "/v1/traces",
+        "application/x-protobuf",
+        body,
+    )
+    .await;
     assert_eq!(response.status, 200);
     assert!(response
         .headers
@@ -617,7 +624,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
 
     // JSON, exactly as the specification writes it.
     let response = http_post(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         "application/json",
         SPEC_JSON.as_bytes().to_vec(),
@@ -665,7 +672,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
         )
         .unwrap();
     let response = http_post_with(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         &[
             ("Content-Type", "application/x-protobuf"),
@@ -677,7 +684,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
     assert_eq!(response.status, 200);
     assert_eq!(running.trace(&trace_hex(8)).await.spans[0].name, "gzipped");
     let response = http_post_with(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         &[
             ("Content-Type", "application/x-protobuf"),
@@ -688,7 +695,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
     .await;
     assert_eq!(response.status, 400);
     let response = http_post_with(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         &[
             ("Content-Type", "application/json"),
@@ -707,7 +714,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
         {"traceId": "", "spanId": "eee19b7ec3c1b175", "name": "no trace id"}
     ]}]}]});
     let response = http_post(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         "application/json; charset=utf-8",
         rejected.to_string().into_bytes(),
@@ -723,7 +730,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
 
     // Bad bodies: 400 with a google.rpc.Status saying why.
     let response = http_post(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         "application/json",
         b"{not json".to_vec(),
@@ -737,7 +744,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
         .unwrap()
         .starts_with("request body is not an OTLP/JSON ExportTraceServiceRequest"));
     let response = http_post(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         "application/x-protobuf",
         vec![0xff, 0xff, 0xff],
@@ -754,13 +761,19 @@ async fn otlp_http_protobuf_and_json(database: Database) {
         .starts_with("request body is not a protobuf ExportTraceServiceRequest"));
 
     // Another encoding: 415.
-    let response = http_post(running.admin, "/v1/traces", "text/plain", b"hello".to_vec()).await;
+    let response = http_post(
+        running.admin(),
+        "/v1/traces",
+        "text/plain",
+        b"hello".to_vec(),
+    )
+    .await;
     assert_eq!(response.status, 415);
     assert!(String::from_utf8_lossy(&response.body).contains("content-type must be"));
 
     // Declared larger than the limit: refused before a byte of it is read.
     let response = http_post_declaring(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         &[("Content-Type", "application/x-protobuf")],
         keel_monitoring::http::MAX_BODY_BYTES + 1,
@@ -776,7 +789,7 @@ async fn otlp_http_protobuf_and_json(database: Database) {
     // Exactly at the limit is read (and refused as protobuf only for what
     // it holds).
     let response = http_post(
-        running.admin,
+        running.admin(),
         "/v1/traces",
         "application/x-protobuf",
         vec![0xff; keel_monitoring::http::MAX_BODY_BYTES],
@@ -848,7 +861,7 @@ fn summary_trace(
     export_request(vec![resource_spans(service, spans)])
 }
 
-async fn search_filters_and_pages(database: Database) {
+async fn search_filters_and_pages(database: TestDatabase) {
     let mut running = start(&database).await;
     let requests = [
         summary_trace(
@@ -1043,17 +1056,7 @@ async fn search_filters_and_pages(database: Database) {
     running.stop().await;
 }
 
-fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, expected: &str) {
-    let status = result.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(
-        status.message().contains(expected),
-        "message {:?} should contain {expected:?}",
-        status.message()
-    );
-}
-
-async fn bad_input_is_refused(database: Database) {
+async fn bad_input_is_refused(database: TestDatabase) {
     let mut running = start(&database).await;
     for (trace_id, expected) in [
         (
@@ -1074,7 +1077,7 @@ async fn bad_input_is_refused(database: Database) {
                 trace_id: trace_id.to_string(),
             })
             .await;
-        assert_invalid(result, expected);
+        assert_status(expected, result, Code::InvalidArgument, &[expected]);
     }
     let unknown = "0123456789ABCDEF0123456789ABCDEF";
     let missing = running
@@ -1201,7 +1204,7 @@ async fn bad_input_is_refused(database: Database) {
     ];
     for (request, expected) in search_cases {
         let result = running.monitoring.search_traces(request).await;
-        assert_invalid(result, expected);
+        assert_status(expected, result, Code::InvalidArgument, &[expected]);
     }
     // The largest page and a page token of this service are fine.
     let fine = running
@@ -1215,7 +1218,7 @@ async fn bad_input_is_refused(database: Database) {
     running.stop().await;
 }
 
-async fn restart_keeps_spans(database: Database) {
+async fn restart_keeps_spans(database: TestDatabase) {
     let mut running = start(&database).await;
     running.export(query_trace()).await;
     let before = running.trace(&trace_hex(QUERY_TRACE)).await;
@@ -1236,50 +1239,50 @@ async fn restart_keeps_spans(database: Database) {
 
 #[tokio::test]
 async fn sqlite_export_then_get_trace() {
-    export_then_get_trace(sqlite().await).await;
+    export_then_get_trace(TestDatabase::sqlite()).await;
 }
 
 #[tokio::test]
 async fn postgres_export_then_get_trace() {
-    export_then_get_trace(postgres().await).await;
+    export_then_get_trace(TestDatabase::postgres().await).await;
 }
 
 #[tokio::test]
 async fn sqlite_otlp_http_protobuf_and_json() {
-    otlp_http_protobuf_and_json(sqlite().await).await;
+    otlp_http_protobuf_and_json(TestDatabase::sqlite()).await;
 }
 
 #[tokio::test]
 async fn postgres_otlp_http_protobuf_and_json() {
-    otlp_http_protobuf_and_json(postgres().await).await;
+    otlp_http_protobuf_and_json(TestDatabase::postgres().await).await;
 }
 
 #[tokio::test]
 async fn sqlite_search_filters_and_pages() {
-    search_filters_and_pages(sqlite().await).await;
+    search_filters_and_pages(TestDatabase::sqlite()).await;
 }
 
 #[tokio::test]
 async fn postgres_search_filters_and_pages() {
-    search_filters_and_pages(postgres().await).await;
+    search_filters_and_pages(TestDatabase::postgres().await).await;
 }
 
 #[tokio::test]
 async fn sqlite_bad_input_is_refused() {
-    bad_input_is_refused(sqlite().await).await;
+    bad_input_is_refused(TestDatabase::sqlite()).await;
 }
 
 #[tokio::test]
 async fn postgres_bad_input_is_refused() {
-    bad_input_is_refused(postgres().await).await;
+    bad_input_is_refused(TestDatabase::postgres().await).await;
 }
 
 #[tokio::test]
 async fn sqlite_restart_keeps_spans() {
-    restart_keeps_spans(sqlite().await).await;
+    restart_keeps_spans(TestDatabase::sqlite()).await;
 }
 
 #[tokio::test]
 async fn postgres_restart_keeps_spans() {
-    restart_keeps_spans(postgres().await).await;
+    restart_keeps_spans(TestDatabase::postgres().await).await;
 }

@@ -348,15 +348,15 @@ mod tests {
     use crate::registry::NewModel;
     use crate::registry::NewVersion;
     use crate::spec::{ModelKind, PromptSpec, VersionSpec};
-    use crate::test_support::{open_store, test_database, TestBackend};
+    use keel_testkit::TestDatabase;
 
     async fn registry_with_versions(
         watch_buffer: usize,
         shutdown: CancellationToken,
-    ) -> (Registry, crate::test_support::TestDatabase) {
-        let database = test_database(TestBackend::Sqlite).await;
+    ) -> (Registry, TestDatabase) {
+        let database = TestDatabase::sqlite();
         let registry = Registry::new(
-            open_store(&database).await,
+            database.open(crate::store::MIGRATIONS).await,
             watch_buffer,
             Metrics::unregistered(),
             shutdown,
@@ -445,15 +445,15 @@ mod tests {
     /// them, the counter row lock must.
     #[tokio::test]
     async fn replicas_sharing_postgres_race_with_exactly_one_winner() {
-        let database = test_database(TestBackend::Postgres).await;
+        let database = TestDatabase::postgres().await;
         let first = Arc::new(Registry::new(
-            open_store(&database).await,
+            database.open(crate::store::MIGRATIONS).await,
             16,
             Metrics::unregistered(),
             CancellationToken::new(),
         ));
         let second = Arc::new(Registry::new(
-            open_store(&database).await,
+            database.open(crate::store::MIGRATIONS).await,
             16,
             Metrics::unregistered(),
             CancellationToken::new(),

@@ -51,6 +51,3 @@ pub async fn serve(
     served?;
     Ok(())
 }
-
-#[cfg(test)]
-mod test_support;

@@ -336,7 +336,7 @@ pub async fn list_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{open_store, test_database, BACKENDS};
+    use keel_testkit::{TestDatabase, BACKENDS};
 
     fn model_row(name: &str) -> ModelRow {
         (
@@ -376,10 +376,10 @@ mod tests {
     #[tokio::test]
     async fn queries_behave_the_same_on_both_backends() {
         for backend in BACKENDS {
-            let database = test_database(backend).await;
-            let store = open_store(&database).await;
+            let database = TestDatabase::fresh(backend).await;
+            let store = database.open(MIGRATIONS).await;
             // Opening again applies nothing twice.
-            let reopened = open_store(&database).await;
+            let reopened = database.open(MIGRATIONS).await;
             reopened.close().await;
 
             let mut tx = store.begin_write().await.unwrap();

@@ -252,7 +252,8 @@ mod tests {
     use keel_types::{FinishReason, InferenceStatus, RequestId};
 
     use super::*;
-    use crate::test_support::{dead_address, FakeMonitoring};
+    use keel_testkit::dead_address;
+    use keel_testkit::fakes::FakeMonitoring;
     use std::time::Duration;
 
     fn settings(capacity: usize) -> DeliverySettings {

@@ -19,12 +19,6 @@ pub mod resolver;
 pub mod retrieval;
 pub mod routing;
 pub mod store;
-#[cfg(test)]
-mod stream_tests;
-#[cfg(test)]
-mod test_support;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -70,6 +70,3 @@ pub async fn serve(
     result?;
     Ok(())
 }
-
-#[cfg(test)]
-mod tests;

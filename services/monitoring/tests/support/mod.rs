@@ -1,73 +1,53 @@
-//! The real monitoring server on port 0, on a fresh SQLite or Postgres
-//! database, with its clients.
+//! The real monitoring server on a keel-testkit port 0, with its two
+//! clients: Keel's MonitoringService and OTLP's TraceService share the
+//! gRPC port.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 
-use keel_core::{CancellationToken, Listeners};
 use keel_monitoring::{serve, Config, Error};
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_testkit::server::Ports;
+use keel_testkit::{TestDatabase, TestServer};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tonic::transport::Channel;
-
-/// A database the server can be started (and restarted) on.
-pub struct Database {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-pub async fn sqlite() -> Database {
-    let dir = tempfile::tempdir().unwrap();
-    Database {
-        url: keel_store::default_sqlite_url(dir.path(), "monitoring"),
-        _dir: Some(dir),
-    }
-}
-
-pub async fn postgres() -> Database {
-    let url = keel_store::testing::fresh_postgres_database().await.expect(
-        "postgres must run at postgres://postgres@127.0.0.1:5432/test (KEEL_TEST_POSTGRES_URL)",
-    );
-    Database { url, _dir: None }
-}
 
 pub struct Running {
     pub monitoring: MonitoringServiceClient<Channel>,
     pub otlp: TraceServiceClient<Channel>,
-    pub admin: SocketAddr,
-    shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<Result<(), Error>>,
+    server: TestServer<Error>,
 }
 
-pub async fn start(database: &Database) -> Running {
+/// Starts monitoring on `database`; a second start on the same database
+/// is a restart.
+pub async fn start(database: &TestDatabase) -> Running {
     let config = Config {
         port: 0,
         database_url: database.url.clone(),
     };
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_address = grpc.local_addr().unwrap();
-    let admin_address = admin.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let listeners = Listeners {
-        grpc,
-        admin: Some(admin),
-    };
-    let server = tokio::spawn(serve(config, listeners, shutdown.clone()));
-    let url = format!("http://{grpc_address}");
+    let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
+        serve(config, listeners, shutdown)
+    })
+    .await;
+    let channel = server.connect().await;
     Running {
-        monitoring: MonitoringServiceClient::connect(url.clone()).await.unwrap(),
-        otlp: TraceServiceClient::connect(url).await.unwrap(),
-        admin: admin_address,
-        shutdown,
+        monitoring: MonitoringServiceClient::new(channel.clone()),
+        otlp: TraceServiceClient::new(channel),
         server,
     }
 }
 
 impl Running {
+    /// The admin HTTP port: `/healthz`, `/metrics`, OTLP/HTTP.
+    pub fn admin(&self) -> SocketAddr {
+        self.server.admin_address()
+    }
+
+    /// Shuts down and checks the server drains and returns cleanly.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.server.await.unwrap().unwrap();
+        self.server.stop().await.unwrap();
     }
 }

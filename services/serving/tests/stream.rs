@@ -1,5 +1,9 @@
-//! Streaming, fallbacks and cancellation, through the real server on port 0
-//! in the fake world of `tests.rs`.
+//! Streaming, fallbacks and cancellation, through the real serving server
+//! on port 0 in the fake world of `support`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,16 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_models::{
-    FinishReason, Generation, GenerationRequest, Generator, ModelCatalog, ModelError,
+    FinishReason, Generation, GenerationRequest, Generator, ModelCatalog, ModelError, OpenAiConfig,
+    OpenAiGenerator, SharedGenerator,
 };
 use keel_proto::v1 as pb;
 use keel_proto::v1::query_stream_event::Event;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
+use keel_testkit::fakes::{chain_spec, FakeOpenAi};
+use keel_testkit::{assert_status, eventually};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::test_support::{chain_spec, FakeOpenAi};
-use crate::tests::{ask, create, eventually, route, World};
+use support::{ask, create, route, World, PATIENCE};
 
 const QUESTION: &str = "How does Keel route traffic between chain versions?";
 
@@ -83,6 +89,19 @@ impl Generator for FailsMidAnswer {
         let _ = on_delta("partial ");
         Err(ModelError::Unavailable("connection lost".to_string()))
     }
+}
+
+/// A generator talking to `server`, with `max_retries` retries.
+fn openai_generator(server: &FakeOpenAi, max_retries: u32) -> SharedGenerator {
+    let config = OpenAiConfig {
+        base_url: server.base_url(),
+        model: "fake-chat".to_string(),
+        max_retries,
+        initial_backoff_ms: 1,
+        request_timeout_ms: 5_000,
+        ..OpenAiConfig::default()
+    };
+    Arc::new(OpenAiGenerator::with_api_key(config, None).unwrap())
 }
 
 /// A chain `model` (v1, @champion) answering with `generator`, then
@@ -192,7 +211,7 @@ async fn stream_sends_citations_then_deltas_then_done() {
     assert_eq!(done.usage, unary.usage);
     assert!(done.latency_ms > 0.0);
 
-    let record = eventually("the streamed record", async || {
+    let record = eventually("the streamed record", PATIENCE, async || {
         world.monitoring.record(&done.request_id)
     })
     .await;
@@ -222,9 +241,7 @@ async fn stream_errors_before_the_first_event_are_the_call_status() {
         (ask("broken", ""), Code::InvalidArgument, "question"),
     ];
     for (request, code, needle) in cases {
-        let status = client.query_stream(request).await.unwrap_err();
-        assert_eq!(status.code(), code, "{}", status.message());
-        assert!(status.message().contains(needle), "{}", status.message());
+        assert_status(needle, client.query_stream(request).await, code, &[needle]);
     }
     serving.stop().await;
 }
@@ -234,8 +251,8 @@ async fn an_unavailable_openai_server_falls_back_to_the_next_generator() {
     let down = FakeOpenAi::failing(503).await;
     let up = FakeOpenAi::answering("Keel routes traffic by weight.").await;
     let mut catalog = ModelCatalog::builtin();
-    catalog.add_generator("openai-down", down.generator(1));
-    catalog.add_generator("openai-up", up.generator(0));
+    catalog.add_generator("openai-down", openai_generator(&down, 1));
+    catalog.add_generator("openai-up", openai_generator(&up, 0));
     let world = World::start().await;
     let serving = world.serving_with(catalog).await;
     let mut client = serving.client.clone();
@@ -273,7 +290,7 @@ async fn an_unavailable_openai_server_falls_back_to_the_next_generator() {
         panic!("no done event: {events:?}");
     };
     assert_eq!(done.generator, "openai-up");
-    let record = eventually("the fallback's record", async || {
+    let record = eventually("the fallback's record", PATIENCE, async || {
         world.monitoring.record(&done.request_id)
     })
     .await;
@@ -314,12 +331,11 @@ async fn a_failure_after_a_delta_ends_the_stream_and_does_not_fall_back() {
     assert!(matches!(events.first(), Some(Event::Citations(_))));
     assert_eq!(delta_texts(&events), vec!["partial "]);
     assert_eq!(events.len(), 2, "{events:?}");
-    let status = ending.unwrap();
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("generator `flaky` failed"),
-        "{}",
-        status.message()
+    assert_status(
+        "the stream's ending",
+        Err::<(), _>(ending.unwrap()),
+        Code::Unavailable,
+        &["generator `flaky` failed"],
     );
 
     let status = client.query(ask("flaky", QUESTION)).await.unwrap_err();
@@ -367,7 +383,7 @@ async fn a_client_that_drops_the_stream_stops_the_generator() {
     let produced_at_drop = produced.load(Ordering::SeqCst);
 
     // The record is written once the generator has stopped.
-    let record = eventually("the cancelled stream's record", async || {
+    let record = eventually("the cancelled stream's record", PATIENCE, async || {
         world.monitoring.record(&citations.request_id)
     })
     .await;
@@ -399,7 +415,7 @@ async fn a_unary_caller_that_leaves_stops_the_generator() {
     let produced_at_drop = produced.load(Ordering::SeqCst);
     assert!(produced_at_drop > 0);
 
-    let record = eventually("the abandoned query's record", async || {
+    let record = eventually("the abandoned query's record", PATIENCE, async || {
         world
             .monitoring
             .records()

@@ -1,217 +1,23 @@
-//! Service-level tests: the real server on port 0, talked to with the
-//! generated client, in front of fake registry, vector index and monitoring.
+//! Endpoints and queries through the real serving server on port 0, in
+//! front of fake registry, vector index and monitoring.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use std::time::{Duration, Instant};
 
-use keel_core::{CancellationToken, Listeners};
 use keel_models::ModelCatalog;
 use keel_proto::v1 as pb;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
-use tonic::transport::Channel;
+use keel_serving::{serve, Config};
+use keel_testkit::server::Ports;
+use keel_testkit::{assert_status, dead_address, eventually, TestDatabase, TestServer};
 use tonic::Code;
 
-use crate::test_support::{
-    chain_spec, dead_address, FakeMonitoring, FakeRegistry, FakeVectorIndex, RunningServer,
-};
-use crate::{serve, Config, Error};
+use support::{ask, create, route, Serving, World, PATIENCE};
 
-const TEMPLATE: &str =
-    "Q: {{ question }}\n{% for c in contexts %}[{{ c.id }}] {{ c.text }}\n{% endfor %}";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-pub(crate) struct Serving {
-    pub(crate) client: ServingServiceClient<Channel>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Serving {
-    async fn start(
-        registry_url: String,
-        vector_index_url: String,
-        monitoring_url: String,
-    ) -> Serving {
-        Serving::start_with_catalog(
-            registry_url,
-            vector_index_url,
-            monitoring_url,
-            ModelCatalog::builtin(),
-        )
-        .await
-    }
-
-    pub(crate) async fn start_with_catalog(
-        registry_url: String,
-        vector_index_url: String,
-        monitoring_url: String,
-        catalog: ModelCatalog,
-    ) -> Serving {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            port: 0,
-            database_url: keel_store::default_sqlite_url(dir.path(), "serving"),
-            registry_url,
-            vector_index_url,
-            monitoring_url,
-            inference_flush_interval_ms: 20,
-            delivery_attempts: 2,
-            delivery_timeout_ms: 500,
-            dependency_timeout_ms: 2000,
-            ..Config::default()
-        };
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = grpc.local_addr().unwrap();
-        let listeners = Listeners { grpc, admin: None };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(config, catalog, listeners, shutdown.clone()));
-        let client = ServingServiceClient::connect(format!("http://{address}"))
-            .await
-            .unwrap();
-        Serving {
-            client,
-            shutdown,
-            task,
-            _dir: dir,
-        }
-    }
-
-    pub(crate) async fn stop(self) {
-        self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .unwrap();
-        result.unwrap().unwrap();
-    }
-
-    async fn stats(&self) -> pb::ServingStats {
-        self.client
-            .clone()
-            .get_serving_stats(pb::GetServingStatsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-    }
-}
-
-/// A registry with a chain `bot` (v1 top_k 2, v2 top_k 1, @champion -> 1),
-/// a prompt `qa` (@champion -> 1), a chain `broken` whose generator does not
-/// exist, and a prompt-only model `notes`; and a vector index with `docs`.
-pub(crate) struct World {
-    pub(crate) registry: FakeRegistry,
-    vector_index: FakeVectorIndex,
-    pub(crate) monitoring: FakeMonitoring,
-    registry_server: RunningServer,
-    vector_index_server: RunningServer,
-}
-
-impl World {
-    pub(crate) async fn start() -> World {
-        // Spans and W3C trace context, as a service's binary installs them;
-        // no exporter: these tests read the context the calls carry.
-        let telemetry = keel_core::telemetry::TelemetryConfig {
-            to_monitoring: false,
-            ..Default::default()
-        };
-        keel_core::telemetry::init_quiet("keel-serving-tests", &telemetry).unwrap();
-        let registry = FakeRegistry::new();
-        registry.add_model("qa", pb::ModelKind::Prompt);
-        let qa_version = registry.add_prompt_version("qa", TEMPLATE);
-        registry.set_alias("qa", "champion", qa_version);
-        registry.add_model("bot", pb::ModelKind::Chain);
-        registry.add_chain_version("bot", chain_spec("docs", 2, "qa@champion", "extractive"));
-        registry.add_chain_version("bot", chain_spec("docs", 1, "qa/1", "extractive"));
-        registry.set_alias("bot", "champion", 1);
-        registry.add_model("broken", pb::ModelKind::Chain);
-        registry.add_chain_version(
-            "broken",
-            chain_spec("docs", 2, "qa@champion", "no-such-generator"),
-        );
-        registry.set_alias("broken", "champion", 1);
-        registry.add_model("notes", pb::ModelKind::Prompt);
-
-        let vector_index = FakeVectorIndex::default();
-        let long_text = format!(
-            "Keel routes traffic by weight between chain versions. {}",
-            "x".repeat(400)
-        );
-        vector_index.add_collection(
-            "docs",
-            &[
-                ("p1", 0.9, long_text.as_str()),
-                (
-                    "p2",
-                    0.7,
-                    "Feedback is joined with inference records by request id.",
-                ),
-                ("p3", 0.1, "Unrelated text about the weather."),
-            ],
-        );
-        let registry_server = registry.start().await;
-        let vector_index_server = vector_index.start().await;
-        let monitoring = FakeMonitoring::start().await;
-        World {
-            registry,
-            vector_index,
-            monitoring,
-            registry_server,
-            vector_index_server,
-        }
-    }
-
-    async fn serving(&self) -> Serving {
-        Serving::start(
-            self.registry_server.url(),
-            self.vector_index_server.url(),
-            self.monitoring.url(),
-        )
-        .await
-    }
-
-    pub(crate) async fn serving_with(&self, catalog: ModelCatalog) -> Serving {
-        Serving::start_with_catalog(
-            self.registry_server.url(),
-            self.vector_index_server.url(),
-            self.monitoring.url(),
-            catalog,
-        )
-        .await
-    }
-}
-
-pub(crate) fn route(target: &str, weight: u32) -> pb::Route {
-    pb::Route {
-        target: target.to_string(),
-        weight,
-    }
-}
-
-pub(crate) fn create(name: &str, routes: Vec<pb::Route>) -> pb::CreateEndpointRequest {
-    pb::CreateEndpointRequest {
-        name: name.to_string(),
-        routes,
-        description: format!("{name} endpoint"),
-    }
-}
-
-pub(crate) fn ask(endpoint: &str, question: &str) -> pb::QueryRequest {
-    pb::QueryRequest {
-        endpoint: endpoint.to_string(),
-        question: question.to_string(),
-        ..pb::QueryRequest::default()
-    }
-}
-
-pub(crate) async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test]
 async fn endpoint_lifecycle_and_registry_checks() {
@@ -265,15 +71,11 @@ async fn endpoint_lifecycle_and_registry_checks() {
         ),
     ];
     for (routes, code, message_part) in cases {
-        let error = client
-            .create_endpoint(create("other", routes))
-            .await
-            .unwrap_err();
-        assert_eq!(error.code(), code, "{}", error.message());
-        assert!(
-            error.message().contains(message_part),
-            "{}",
-            error.message()
+        assert_status(
+            message_part,
+            client.create_endpoint(create("other", routes)).await,
+            code,
+            &[message_part],
         );
     }
     // None of the refused creates left anything behind.
@@ -331,13 +133,12 @@ async fn endpoint_lifecycle_and_registry_checks() {
             routes: vec![route("bot@champion", 1)],
             description: String::new(),
         })
-        .await
-        .unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
-    assert!(
-        missing.message().contains("endpoint `missing`"),
-        "{}",
-        missing.message()
+        .await;
+    assert_status(
+        "update of a missing endpoint",
+        missing,
+        Code::NotFound,
+        &["endpoint `missing`"],
     );
 
     client
@@ -413,7 +214,7 @@ async fn query_answers_with_citations_and_records_the_inference() {
     );
     assert_ne!(seen[0], TRACEPARENT);
 
-    let record = eventually("the inference record", async || {
+    let record = eventually("the inference record", PATIENCE, async || {
         world.monitoring.record(&response.request_id)
     })
     .await;
@@ -467,7 +268,7 @@ async fn query_answers_with_citations_and_records_the_inference() {
     );
     assert_eq!(conversation.trace_id.len(), 32);
     assert_ne!(conversation.trace_id, response.trace_id);
-    let conversation_record = eventually("the conversation record", async || {
+    let conversation_record = eventually("the conversation record", PATIENCE, async || {
         world.monitoring.record(&conversation.request_id)
     })
     .await;
@@ -477,15 +278,14 @@ async fn query_answers_with_citations_and_records_the_inference() {
         "How are feedback and inference records joined?"
     );
 
-    let invalid = client.query(ask("support", "")).await.unwrap_err();
-    assert_eq!(invalid.code(), Code::InvalidArgument);
-    assert!(
-        invalid.message().contains("field `question`"),
-        "{}",
-        invalid.message()
+    assert_status(
+        "an empty question",
+        client.query(ask("support", "")).await,
+        Code::InvalidArgument,
+        &["field `question`"],
     );
 
-    let stats = eventually("delivery of both records", async || {
+    let stats = eventually("delivery of both records", PATIENCE, async || {
         let stats = serving.stats().await;
         (stats.records_delivered == 2).then_some(stats)
     })
@@ -504,7 +304,7 @@ async fn moving_champion_changes_the_answer_within_a_second() {
         .create_endpoint(create("support", vec![route("bot@champion", 1)]))
         .await
         .unwrap();
-    eventually("the alias watch", async || {
+    eventually("the alias watch", PATIENCE, async || {
         (world.registry.watchers() > 0).then_some(())
     })
     .await;
@@ -526,7 +326,7 @@ async fn moving_champion_changes_the_answer_within_a_second() {
 
     world.registry.set_alias("bot", "champion", 2);
     let moved_at = Instant::now();
-    let moved = eventually("the new champion", async || {
+    let moved = eventually("the new champion", PATIENCE, async || {
         let response = client
             .query(ask("support", "How does Keel route traffic?"))
             .await
@@ -559,31 +359,28 @@ async fn failed_queries_are_recorded_with_their_error() {
         .await
         .unwrap();
 
-    let unknown = client.query(ask("nowhere", "hello?")).await.unwrap_err();
-    assert_eq!(unknown.code(), Code::NotFound);
-    assert!(
-        unknown.message().contains("endpoint `nowhere`"),
-        "{}",
-        unknown.message()
+    assert_status(
+        "an unknown endpoint",
+        client.query(ask("nowhere", "hello?")).await,
+        Code::NotFound,
+        &["endpoint `nowhere`"],
     );
 
-    let no_generator = client.query(ask("broken", "hello?")).await.unwrap_err();
-    assert_eq!(no_generator.code(), Code::FailedPrecondition);
-    assert!(
-        no_generator.message().contains("no-such-generator"),
-        "{}",
-        no_generator.message()
+    assert_status(
+        "an unknown generator",
+        client.query(ask("broken", "hello?")).await,
+        Code::FailedPrecondition,
+        &["no-such-generator"],
     );
 
-    let no_alias = client.query(ask("unaliased", "hello?")).await.unwrap_err();
-    assert_eq!(no_alias.code(), Code::NotFound);
-    assert!(
-        no_alias.message().contains("bot@staging"),
-        "{}",
-        no_alias.message()
+    assert_status(
+        "an unset alias",
+        client.query(ask("unaliased", "hello?")).await,
+        Code::NotFound,
+        &["bot@staging"],
     );
 
-    let records = eventually("three error records", async || {
+    let records = eventually("three error records", PATIENCE, async || {
         let records = world.monitoring.records();
         (records.len() == 3).then_some(records)
     })
@@ -629,7 +426,7 @@ async fn a_dead_monitoring_never_fails_queries() {
             .unwrap();
         assert_eq!(response.into_inner().served_version, 1);
     }
-    let stats = eventually("failed deliveries", async || {
+    let stats = eventually("failed deliveries", PATIENCE, async || {
         let stats = serving.stats().await;
         (stats.records_failed_delivery == 5).then_some(stats)
     })
@@ -649,14 +446,17 @@ async fn unreachable_dependencies_are_unavailable() {
         world.monitoring.url(),
     )
     .await;
-    let error = without_registry
+    let created = without_registry
         .client
         .clone()
         .create_endpoint(create("support", vec![route("bot@champion", 1)]))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Code::Unavailable, "{}", error.message());
-    assert!(error.message().contains("registry"), "{}", error.message());
+        .await;
+    assert_status(
+        "a create without the registry",
+        created,
+        Code::Unavailable,
+        &["registry"],
+    );
     without_registry.stop().await;
 
     let without_index = Serving::start(
@@ -670,17 +470,15 @@ async fn unreachable_dependencies_are_unavailable() {
         .create_endpoint(create("support", vec![route("bot@champion", 1)]))
         .await
         .unwrap();
-    let error = client
-        .query(ask("support", "How does Keel route traffic?"))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), Code::Unavailable, "{}", error.message());
-    assert!(
-        error.message().contains("vector-index"),
-        "{}",
-        error.message()
+    assert_status(
+        "a query without the vector index",
+        client
+            .query(ask("support", "How does Keel route traffic?"))
+            .await,
+        Code::Unavailable,
+        &["vector-index"],
     );
-    let record = eventually("the error record", async || {
+    let record = eventually("the error record", PATIENCE, async || {
         world.monitoring.records().pop()
     })
     .await;
@@ -693,32 +491,20 @@ async fn unreachable_dependencies_are_unavailable() {
 async fn admin_serves_health_and_metrics() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::sqlite();
     let config = Config {
-        database_url: keel_store::default_sqlite_url(dir.path(), "serving"),
+        database_url: database.url.clone(),
         registry_url: format!("http://{}", dead_address()),
         vector_index_url: format!("http://{}", dead_address()),
         monitoring_url: format!("http://{}", dead_address()),
         ..Config::default()
     };
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_address = grpc.local_addr().unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_address = admin.local_addr().unwrap();
-    let listeners = Listeners {
-        grpc,
-        admin: Some(admin),
-    };
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(
-        config,
-        ModelCatalog::builtin(),
-        listeners,
-        shutdown.clone(),
-    ));
-    let mut client = ServingServiceClient::connect(format!("http://{grpc_address}"))
-        .await
-        .unwrap();
+    let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
+        serve(config, ModelCatalog::builtin(), listeners, shutdown)
+    })
+    .await;
+    let admin_address = server.admin_address();
+    let mut client = ServingServiceClient::new(server.connect().await);
     let missing = client.query(ask("nowhere", "hi?")).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
@@ -750,10 +536,5 @@ async fn admin_serves_health_and_metrics() {
         assert!(metrics.contains(series), "{series} missing from {metrics}");
     }
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    server.stop().await.unwrap();
 }

@@ -1,28 +1,27 @@
-//! Service-level tests: the real server on an ephemeral port, spoken to with
-//! the generated client.
+//! The vector index through its gRPC API on port 0: collections, upserts,
+//! searches (exact, graph, filtered, by text), input validation, restarts
+//! on SQLite and on Postgres, and concurrent use.
 
-use std::time::Duration;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keel_core::payload::json_to_struct;
 use keel_proto::v1 as pb;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
+use keel_testkit::server::Ports;
+use keel_testkit::{assert_status, TestDatabase, TestServer};
+use keel_vector_index::{serve, Config, Error};
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::{serve, Config, Error};
-
-struct TestServer {
+/// The vector index on port 0 over `database_url`, with its client.
+struct VectorIndex {
     client: VectorIndexServiceClient<Channel>,
-    shutdown: keel_core::CancellationToken,
-    task: JoinHandle<Result<(), Error>>,
+    server: TestServer<Error>,
 }
 
-impl TestServer {
-    async fn start(database_url: &str, exact_search_threshold: usize) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+impl VectorIndex {
+    async fn start(database_url: &str, exact_search_threshold: usize) -> VectorIndex {
         let config = Config {
             port: 0,
             database_url: database_url.to_string(),
@@ -30,55 +29,26 @@ impl TestServer {
             // Not minilm: these tests run without model files.
             default_embedder: "hashing".to_string(),
         };
-        let shutdown = keel_core::CancellationToken::new();
-        let listeners = keel_core::Listeners {
-            grpc: listener,
-            admin: None,
-        };
-        let task = tokio::spawn(serve(
-            config,
-            keel_models::ModelCatalog::builtin(),
-            listeners,
-            shutdown.clone(),
-        ));
+        let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
+            serve(
+                config,
+                keel_models::ModelCatalog::builtin(),
+                listeners,
+                shutdown,
+            )
+        })
+        .await;
         // The socket is bound, so the handshake waits in the backlog until
         // the server has loaded its collections and serves.
-        let channel = tokio::time::timeout(
-            Duration::from_secs(30),
-            Channel::from_shared(format!("http://{address}"))
-                .unwrap()
-                .connect(),
-        )
-        .await
-        .expect("server did not come up within 30 s")
-        .unwrap();
-        TestServer {
-            client: VectorIndexServiceClient::new(channel),
-            shutdown,
-            task,
-        }
+        let client = VectorIndexServiceClient::new(server.connect().await);
+        VectorIndex { client, server }
     }
 
+    /// Shuts down and checks the server drains and returns cleanly.
     async fn stop(self) {
         drop(self.client);
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("server did not stop within 30 s")
-            .unwrap()
-            .unwrap();
+        self.server.stop().await.unwrap();
     }
-}
-
-async fn sqlite_server(dir: &tempfile::TempDir, exact_search_threshold: usize) -> TestServer {
-    let url = keel_store::default_sqlite_url(dir.path(), "vector-index");
-    TestServer::start(&url, exact_search_threshold).await
-}
-
-async fn postgres_url() -> String {
-    keel_store::testing::fresh_postgres_database()
-        .await
-        .expect("the test Postgres must be reachable at KEEL_TEST_POSTGRES_URL or 127.0.0.1:5432")
 }
 
 fn create_request(
@@ -180,21 +150,11 @@ async fn point_count(client: &mut VectorIndexServiceClient<Channel>, name: &str)
         .point_count
 }
 
-fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, field: &str, case: &str) {
-    let status = result.expect_err(case);
-    assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
-    assert!(
-        status.message().contains(&format!("field `{field}`")),
-        "{case}: expected field `{field}` in {:?}",
-        status.message()
-    );
-}
-
 #[tokio::test]
 async fn a_collection_naming_no_embedder_gets_the_default_and_none_means_vectors_only() {
     assert_eq!(Config::default().default_embedder, "minilm");
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 1000).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
     // The test server's default is `hashing` (no model files here).
     let defaulted = client
@@ -233,8 +193,8 @@ async fn a_collection_naming_no_embedder_gets_the_default_and_none_means_vectors
 
 #[tokio::test]
 async fn collections_lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 1000).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
 
     let created = client
@@ -354,7 +314,7 @@ async fn collections_lifecycle() {
     server.stop().await;
 
     // ... also after a restart.
-    let server = sqlite_server(&dir, 1000).await;
+    let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
     assert_eq!(point_count(&mut client, "zeta").await, 0);
     assert_eq!(point_count(&mut client, "alpha").await, 0);
@@ -363,8 +323,8 @@ async fn collections_lifecycle() {
 
 #[tokio::test]
 async fn create_rejects_bad_input_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 1000).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
     let with_hnsw = |m, ef_construction, ef_search| {
         let mut request = create_request("c", 3, pb::Metric::Dot, "none");
@@ -429,7 +389,12 @@ async fn create_rejects_bad_input_and_changes_nothing() {
         ("ef_search", with_hnsw(0, 0, 4097), "hnsw.ef_search"),
     ];
     for (case, request, field) in cases {
-        assert_invalid(client.create_collection(request).await, field, case);
+        assert_status(
+            case,
+            client.create_collection(request).await,
+            Code::InvalidArgument,
+            &[&format!("field `{}`", field)],
+        );
     }
     let unknown = client
         .create_collection(create_request("c", 0, pb::Metric::Dot, "bert"))
@@ -459,8 +424,8 @@ async fn create_rejects_bad_input_and_changes_nothing() {
 
 #[tokio::test]
 async fn upsert_rejects_bad_input_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 1000).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
     client
         .create_collection(create_request("c", 3, pb::Metric::Cosine, "none"))
@@ -572,7 +537,12 @@ async fn upsert_rejects_bad_input_and_changes_nothing() {
         ),
     ];
     for (case, request, field) in cases {
-        assert_invalid(client.upsert_points(request).await, field, case);
+        assert_status(
+            case,
+            client.upsert_points(request).await,
+            Code::InvalidArgument,
+            &[&format!("field `{}`", field)],
+        );
     }
     let missing = client
         .upsert_points(pb::UpsertPointsRequest {
@@ -591,8 +561,8 @@ async fn upsert_rejects_bad_input_and_changes_nothing() {
 
 #[tokio::test]
 async fn search_and_delete_reject_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 1000).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
     client
         .create_collection(create_request("c", 3, pb::Metric::Cosine, "none"))
@@ -679,7 +649,12 @@ async fn search_and_delete_reject_bad_input() {
         ),
     ];
     for (case, request, field) in cases {
-        assert_invalid(client.search(request).await, field, case);
+        assert_status(
+            case,
+            client.search(request).await,
+            Code::InvalidArgument,
+            &[&format!("field `{}`", field)],
+        );
     }
     let missing = client
         .search(pb::SearchRequest {
@@ -721,7 +696,12 @@ async fn search_and_delete_reject_bad_input() {
         ),
     ];
     for (case, request, field) in delete_cases {
-        assert_invalid(client.delete_points(request).await, field, case);
+        assert_status(
+            case,
+            client.delete_points(request).await,
+            Code::InvalidArgument,
+            &[&format!("field `{}`", field)],
+        );
     }
     let missing = client
         .delete_points(pb::DeletePointsRequest {
@@ -737,8 +717,8 @@ async fn search_and_delete_reject_bad_input() {
 
 #[tokio::test]
 async fn upsert_replaces_and_delete_removes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 0).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 0).await;
     let mut client = server.client.clone();
     client
         .create_collection(create_request("c", 2, pb::Metric::Dot, "none"))
@@ -819,8 +799,8 @@ async fn upsert_replaces_and_delete_removes() {
 
 #[tokio::test]
 async fn text_points_are_embedded_and_searched_by_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 0).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 0).await;
     let mut client = server.client.clone();
     client
         .create_collection(create_request("docs", 0, pb::Metric::Cosine, "hashing"))
@@ -849,23 +829,24 @@ async fn text_points_are_embedded_and_searched_by_text() {
         assert!(pair[0].score >= pair[1].score);
     }
     // A text with no words embeds to zero, which has no cosine direction.
-    assert_invalid(
+    assert_status(
+        "text without words",
         client
             .upsert_points(pb::UpsertPointsRequest {
                 collection: "docs".into(),
                 points: vec![text_point("empty", "!!!")],
             })
             .await,
-        "points[0].text",
-        "text without words",
+        Code::InvalidArgument,
+        &[&format!("field `{}`", "points[0].text")],
     );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn filtered_search_never_returns_non_matching_points() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 0).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 0).await;
     let mut client = server.client.clone();
     client
         .create_collection(create_request("c", 8, pb::Metric::L2, "none"))
@@ -942,7 +923,7 @@ async fn filtered_search_never_returns_non_matching_points() {
 /// Acknowledged points survive a restart and give the same top results;
 /// deleted ones stay gone.
 async fn restart_keeps_acknowledged_points(database_url: &str) {
-    let server = TestServer::start(database_url, 0).await;
+    let server = VectorIndex::start(database_url, 0).await;
     let mut client = server.client.clone();
     // A beam wider than the collection makes the graph search exhaustive, so
     // the graph rebuilt without tombstones must give identical results.
@@ -1019,7 +1000,7 @@ async fn restart_keeps_acknowledged_points(database_url: &str) {
     assert_eq!(count_before, 270);
     server.stop().await;
 
-    let server = TestServer::start(database_url, 0).await;
+    let server = VectorIndex::start(database_url, 0).await;
     let mut client = server.client.clone();
     assert_eq!(point_count(&mut client, "vectors").await, count_before);
     for (request, expected) in requests.iter().zip(&before) {
@@ -1040,20 +1021,19 @@ async fn restart_keeps_acknowledged_points(database_url: &str) {
 
 #[tokio::test]
 async fn restart_keeps_acknowledged_points_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = keel_store::default_sqlite_url(dir.path(), "vector-index");
-    restart_keeps_acknowledged_points(&url).await;
+    let database = TestDatabase::sqlite();
+    restart_keeps_acknowledged_points(&database.url).await;
 }
 
 #[tokio::test]
 async fn restart_keeps_acknowledged_points_on_postgres() {
-    restart_keeps_acknowledged_points(&postgres_url().await).await;
+    restart_keeps_acknowledged_points(&TestDatabase::postgres().await.url).await;
 }
 
 #[tokio::test]
 async fn concurrent_searches_and_upserts() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(&dir, 0).await;
+    let database = TestDatabase::sqlite();
+    let server = VectorIndex::start(&database.url, 0).await;
     let mut client = server.client.clone();
     client
         .create_collection(create_request("c", 8, pb::Metric::Dot, "none"))

@@ -1,0 +1,17 @@
+//! keel-testkit: what the services' tests share, so each test says what it
+//! checks instead of how to start a server. A dev-dependency only.
+//!
+//! Everything here fails by panicking: a test helper that cannot do its job
+//! has nothing better to do than fail the test that called it, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod database;
+pub mod eventually;
+pub mod fakes;
+pub mod server;
+pub mod status;
+
+pub use database::{Backend, TestDatabase, BACKENDS};
+pub use eventually::{eventually, Settled};
+pub use server::{dead_address, TestServer};
+pub use status::{assert_status, expect_status};

@@ -1,0 +1,527 @@
+//! The feedback service through its gRPC API and admin HTTP port, on port
+//! 0, joined with a real monitoring or with none running.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use keel_proto::v1 as pb;
+use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
+use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_testkit::server::Ports;
+use keel_testkit::{assert_status, dead_address, TestDatabase, TestServer};
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// A service on port 0 (gRPC and admin), its client, and its database.
+struct Running<C, E> {
+    client: C,
+    server: TestServer<E>,
+    _database: TestDatabase,
+}
+
+impl Running<MonitoringServiceClient<Channel>, keel_monitoring::Error> {
+    async fn monitoring() -> Self {
+        let database = TestDatabase::sqlite();
+        let config = keel_monitoring::Config {
+            port: 0,
+            database_url: database.url.clone(),
+        };
+        let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
+            keel_monitoring::serve(config, listeners, shutdown)
+        })
+        .await;
+        let client = MonitoringServiceClient::new(server.connect().await);
+        Running {
+            client,
+            server,
+            _database: database,
+        }
+    }
+}
+
+impl Running<FeedbackServiceClient<Channel>, keel_feedback::Error> {
+    async fn feedback(monitoring_url: String) -> Self {
+        let database = TestDatabase::sqlite();
+        let config = keel_feedback::Config {
+            port: 0,
+            database_url: database.url.clone(),
+            monitoring_url,
+            monitoring_timeout_ms: 2_000,
+        };
+        let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
+            keel_feedback::serve(config, listeners, shutdown)
+        })
+        .await;
+        let client = FeedbackServiceClient::new(server.connect().await);
+        Running {
+            client,
+            server,
+            _database: database,
+        }
+    }
+}
+
+/// A plain HTTP/1.1 POST of a JSON body, on a blocking thread (tests
+/// only); returns the status code and the body.
+async fn http_post(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let path = path.to_string();
+    let body = body.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, payload) = response.split_once("\r\n\r\n").unwrap();
+        let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, serde_json::from_str(payload).unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// A plain HTTP/1.1 GET, on a blocking thread (tests only).
+async fn http_get(address: SocketAddr, path: &str) -> String {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap()
+}
+
+fn request_id(n: u128) -> String {
+    uuid::Uuid::from_u128(n).hyphenated().to_string()
+}
+
+fn inference(n: u128, started_at_ms: i64, question: &str, answer: &str) -> pb::InferenceRecord {
+    pb::InferenceRecord {
+        request_id: request_id(n),
+        endpoint: "support".to_string(),
+        route_target: "chain@champion".to_string(),
+        served_model: "chain".to_string(),
+        served_version: 4,
+        question: question.to_string(),
+        prompt_messages: vec![pb::ChatMessage {
+            role: "user".to_string(),
+            content: question.to_string(),
+        }],
+        contexts: vec![pb::Citation {
+            point_id: "doc-1".to_string(),
+            score: 0.9,
+            text: "passage".to_string(),
+        }],
+        answer: answer.to_string(),
+        latency_ms: 12.0,
+        status: pb::InferenceStatus::Ok as i32,
+        started_at_ms,
+        ..Default::default()
+    }
+}
+
+fn thumbs(n: u128, value: f64, key: &str) -> pb::SubmitFeedbackRequest {
+    pb::SubmitFeedbackRequest {
+        request_id: request_id(n),
+        kind: pb::FeedbackKind::Thumbs as i32,
+        value,
+        idempotency_key: key.to_string(),
+        ..Default::default()
+    }
+}
+
+async fn export(
+    client: &mut FeedbackServiceClient<Channel>,
+    kind: pb::DatasetKind,
+) -> Result<Vec<pb::DatasetLine>, tonic::Status> {
+    let mut stream = client
+        .export_dataset(pb::ExportDatasetRequest {
+            kind: kind as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(line) = stream.message().await? {
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+#[tokio::test]
+async fn feedback_joins_monitoring_and_survives_it_going_down() {
+    let mut monitoring = Running::monitoring().await;
+    monitoring
+        .client
+        .record_inferences(pb::RecordInferencesRequest {
+            records: vec![
+                inference(1, 1_000, "How do I reset?", "Use the link."),
+                inference(2, 2_000, "how do i reset", "Call us."),
+            ],
+        })
+        .await
+        .unwrap();
+    let mut feedback = Running::feedback(monitoring.server.url()).await;
+    let client = &mut feedback.client;
+
+    let liked = client
+        .submit_feedback(thumbs(1, 1.0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(liked.request_id, request_id(1));
+    assert_eq!(liked.kind, pb::FeedbackKind::Thumbs as i32);
+    assert_eq!(
+        (
+            liked.endpoint.as_str(),
+            liked.served_model.as_str(),
+            liked.served_version
+        ),
+        ("support", "chain", 4)
+    );
+
+    let expected = format!("request_id `{}` is unknown to monitoring", request_id(77));
+    assert_status(
+        &expected,
+        client.submit_feedback(thumbs(77, 1.0, "")).await,
+        Code::NotFound,
+        &[&expected],
+    );
+
+    // The same key returns the first record unchanged.
+    let first = client
+        .submit_feedback(thumbs(2, -1.0, "retry-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let retried = client
+        .submit_feedback(thumbs(2, 1.0, "retry-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, first);
+    assert_eq!(first.value, -1.0);
+
+    // Two racing submissions with one key store one record.
+    let mut racer = client.clone();
+    let (left, right) = tokio::join!(
+        client.submit_feedback(pb::SubmitFeedbackRequest {
+            kind: pb::FeedbackKind::Comment as i32,
+            comment: "left".to_string(),
+            ..thumbs(1, 0.0, "race")
+        }),
+        racer.submit_feedback(pb::SubmitFeedbackRequest {
+            kind: pb::FeedbackKind::Comment as i32,
+            comment: "right".to_string(),
+            ..thumbs(1, 0.0, "race")
+        })
+    );
+    assert_eq!(left.unwrap().into_inner(), right.unwrap().into_inner());
+
+    let page = client
+        .list_feedback(pb::ListFeedbackRequest {
+            request_id: request_id(1),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].idempotency_key, "race");
+    let rest = client
+        .list_feedback(pb::ListFeedbackRequest {
+            request_id: request_id(1),
+            page_size: 10,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.records, vec![liked.clone()]);
+    assert!(rest.next_page_token.is_empty());
+
+    // Request 2 was disliked; request 1 liked with the same question.
+    let preference = export(client, pb::DatasetKind::Preference).await.unwrap();
+    assert_eq!(preference.len(), 1);
+    assert_eq!(
+        preference[0].json,
+        format!(
+            r#"{{"prompt":[{{"role":"user","content":"how do i reset"}}],"chosen":"Use the link.","rejected":"Call us.","request_id":"{}"}}"#,
+            request_id(2)
+        )
+    );
+    let eval = export(client, pb::DatasetKind::Eval).await.unwrap();
+    let positions: Vec<(u64, u64)> = eval
+        .iter()
+        .map(|line| (line.line_number, line.total_lines))
+        .collect();
+    assert_eq!(positions, vec![(1, 2), (2, 2)]);
+    assert!(eval[0].json.contains(&request_id(1)));
+
+    // The HTTP endpoint: same rules, JSON in and out.
+    let body = format!(
+        r#"{{"request_id":"{}","kind":"rating","value":5}}"#,
+        request_id(2)
+    );
+    let (code, record) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
+    assert_eq!(code, 200, "{record}");
+    assert_eq!(record["kind"], "rating");
+    assert_eq!(record["value"], 5.0);
+    assert_eq!(record["served_version"], 4);
+    let body = format!(
+        r#"{{"request_id":"{}","kind":"stars","value":5}}"#,
+        request_id(2)
+    );
+    let (code, error) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        error["error"],
+        "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT"
+    );
+    let body = format!(
+        r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
+        request_id(78)
+    );
+    let (code, error) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
+    assert_eq!(code, 404);
+    assert!(error["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown to monitoring"));
+    let (code, _) = http_post(feedback.server.admin_address(), "/v1/feedback", "{not json").await;
+    assert_eq!(code, 400);
+    let exposition = http_get(feedback.server.admin_address(), "/metrics").await;
+    assert!(
+        exposition.contains("keel_feedback_submitted_total{service=\"feedback\"} 4\n"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("keel_feedback_idempotent_replays_total{service=\"feedback\"} 2\n"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("keel_feedback_dataset_lines_total{service=\"feedback\"} 3\n"),
+        "{exposition}"
+    );
+    assert!(http_get(monitoring.server.admin_address(), "/healthz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    // Monitoring goes down: a retry still answers, new feedback cannot.
+    monitoring.server.stop().await.unwrap();
+    let retried = client
+        .submit_feedback(thumbs(2, 1.0, "retry-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, first);
+    assert_status(
+        "monitoring is unavailable",
+        client.submit_feedback(thumbs(1, 1.0, "")).await,
+        Code::Unavailable,
+        &["monitoring is unavailable"],
+    );
+    assert_status(
+        "monitoring",
+        export(client, pb::DatasetKind::Sft).await,
+        Code::Unavailable,
+        &["monitoring"],
+    );
+    let body = format!(
+        r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
+        request_id(1)
+    );
+    let (code, _) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
+    assert_eq!(code, 503);
+
+    feedback.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_and_monitoring_down_is_unavailable() {
+    // Monitoring never runs: the service still starts.
+    let mut feedback = Running::feedback(format!("http://{}", dead_address())).await;
+    let client = &mut feedback.client;
+    let good = thumbs(1, 1.0, "");
+    let submit_cases: Vec<(pb::SubmitFeedbackRequest, &str)> = vec![
+        (
+            pb::SubmitFeedbackRequest {
+                request_id: "nope".to_string(),
+                ..good.clone()
+            },
+            "field `request_id`: must be a UUID, got \"nope\"",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Unspecified as i32,
+                ..good.clone()
+            },
+            "field `kind`",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                kind: 99,
+                ..good.clone()
+            },
+            "field `kind`",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                value: 0.0,
+                ..good.clone()
+            },
+            "field `value`: must be 1 or -1 for THUMBS, got 0",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Rating as i32,
+                value: 0.0,
+                ..good.clone()
+            },
+            "field `value`: must be an integer in 1..=5 for RATING, got 0",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Correction as i32,
+                ..good.clone()
+            },
+            "field `correction`: must not be empty",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Comment as i32,
+                ..good.clone()
+            },
+            "field `comment`: must not be empty",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                kind: pb::FeedbackKind::Comment as i32,
+                comment: "x".repeat(32 * 1024 + 1),
+                ..good.clone()
+            },
+            "field `comment`: must be at most 32768 bytes",
+        ),
+        (
+            pb::SubmitFeedbackRequest {
+                idempotency_key: "k".repeat(129),
+                ..good.clone()
+            },
+            "field `idempotency_key`: must be at most 128 characters, got 129",
+        ),
+    ];
+    for (bad, expected) in submit_cases {
+        assert_status(
+            expected,
+            client.submit_feedback(bad).await,
+            Code::InvalidArgument,
+            &[expected],
+        );
+    }
+    let list_cases: Vec<(pb::ListFeedbackRequest, &str)> = vec![
+        (
+            pb::ListFeedbackRequest {
+                request_id: "x".to_string(),
+                ..Default::default()
+            },
+            "field `request_id`",
+        ),
+        (
+            pb::ListFeedbackRequest {
+                endpoint: "bad endpoint".to_string(),
+                ..Default::default()
+            },
+            "field `endpoint`",
+        ),
+        (
+            pb::ListFeedbackRequest {
+                page_size: 1001,
+                ..Default::default()
+            },
+            "field `page_size`: must be in 1..=1000, got 1001",
+        ),
+        (
+            pb::ListFeedbackRequest {
+                page_token: "garbage".to_string(),
+                ..Default::default()
+            },
+            "field `page_token`",
+        ),
+    ];
+    for (bad, expected) in list_cases {
+        assert_status(
+            expected,
+            client.list_feedback(bad).await,
+            Code::InvalidArgument,
+            &[expected],
+        );
+    }
+    let export_cases: Vec<(pb::ExportDatasetRequest, &str)> = vec![
+        (pb::ExportDatasetRequest::default(), "field `kind`"),
+        (
+            pb::ExportDatasetRequest {
+                kind: pb::DatasetKind::Sft as i32,
+                since_ms: 10,
+                until_ms: 5,
+                ..Default::default()
+            },
+            "field `until_ms`: must be >= since_ms (10), got 5",
+        ),
+        (
+            pb::ExportDatasetRequest {
+                kind: pb::DatasetKind::Eval as i32,
+                served_model: "bad model".to_string(),
+                ..Default::default()
+            },
+            "field `served_model`",
+        ),
+    ];
+    for (bad, expected) in export_cases {
+        assert_status(
+            expected,
+            client.export_dataset(bad).await,
+            Code::InvalidArgument,
+            &[expected],
+        );
+    }
+    // A valid submission needs monitoring, which is down.
+    assert_status(
+        "monitoring is unavailable",
+        client.submit_feedback(good).await,
+        Code::Unavailable,
+        &["monitoring is unavailable"],
+    );
+    let body = format!(
+        r#"{{"request_id":"{}","kind":"thumbs","value":2}}"#,
+        request_id(1)
+    );
+    let (code, error) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        error["error"],
+        "field `value`: must be 1 or -1 for THUMBS, got 2"
+    );
+    // No feedback was stored by any of it.
+    let listed = client
+        .list_feedback(pb::ListFeedbackRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.records.is_empty());
+    feedback.server.stop().await.unwrap();
+}
