@@ -13,13 +13,16 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use tokio::sync::mpsc;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
-use crate::telemetry::{ExporterConfig, OtlpProtocol, TelemetryError};
+use crate::telemetry::{ExporterConfig, OtlpProtocol, SpanSink, TelemetryError};
 
 /// Batches waiting for one destination; beyond it the newest are dropped.
 const QUEUED_BATCHES: usize = 16;
@@ -67,18 +70,45 @@ impl SpanDestinations {
     }
 
     pub(crate) fn add(&self, config: &ExporterConfig) -> Result<SpanDestination, TelemetryError> {
-        let mut exporter = build_exporter(config)?;
+        let exporter = build_exporter(config)?;
+        let destination = self.add_exporter(&config.endpoint, exporter)?;
+        tracing::info!(endpoint = %config.endpoint, protocol = ?config.protocol, "exporting spans");
+        Ok(destination)
+    }
+
+    /// A destination in this process: `sink` takes the export requests as
+    /// values, with no encoding and no network in between.
+    pub(crate) fn add_sink(
+        &self,
+        name: &str,
+        sink: Arc<dyn SpanSink>,
+    ) -> Result<SpanDestination, TelemetryError> {
+        let exporter = SinkExporter {
+            sink,
+            resource: ResourceAttributesWithSchema::default(),
+        };
+        let destination = self.add_exporter(name, exporter)?;
+        tracing::info!(destination = %name, "spans go to a sink in this process");
+        Ok(destination)
+    }
+
+    /// `endpoint` names the destination in logs.
+    fn add_exporter<E: SpanExporter + 'static>(
+        &self,
+        endpoint: &str,
+        mut exporter: E,
+    ) -> Result<SpanDestination, TelemetryError> {
         exporter.set_resource(&self.inner.resource);
         let runtime = export_runtime().map_err(|error| TelemetryError::Exporter {
-            endpoint: config.endpoint.clone(),
+            endpoint: endpoint.to_string(),
             reason: error.to_string(),
         })?;
         let (batches, queue) = mpsc::channel(QUEUED_BATCHES);
-        runtime.spawn(export_queue(config.endpoint.clone(), exporter, queue));
+        runtime.spawn(export_queue(endpoint.to_string(), exporter, queue));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let destination = Arc::new(Destination {
             id,
-            endpoint: config.endpoint.clone(),
+            endpoint: endpoint.to_string(),
             batches,
             dropped: AtomicU64::new(0),
         });
@@ -87,7 +117,6 @@ impl SpanDestinations {
             Err(poisoned) => poisoned.into_inner(),
         };
         destinations.push(destination);
-        tracing::info!(endpoint = %config.endpoint, protocol = ?config.protocol, "exporting spans");
         Ok(SpanDestination {
             owner: Some((self.clone(), id)),
         })
@@ -214,9 +243,9 @@ impl SpanExporter for SpanFanOut {
 
 /// Exports one destination's batches in order until the destination is
 /// removed (its sender dropped); the exporter goes with the task.
-async fn export_queue(
+async fn export_queue<E: SpanExporter>(
     endpoint: String,
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: E,
     mut queue: mpsc::Receiver<Queued>,
 ) {
     let mut failures: u64 = 0;
@@ -238,6 +267,35 @@ async fn export_queue(
                 tracing::warn!(%endpoint, %error, spans, failures, "span export failed");
             }
         }
+    }
+}
+
+/// Hands batches to a [`SpanSink`] as the OTLP request an exporter would
+/// have sent, so the sink reads them exactly as it reads OTLP intake.
+struct SinkExporter {
+    sink: Arc<dyn SpanSink>,
+    resource: ResourceAttributesWithSchema,
+}
+
+impl std::fmt::Debug for SinkExporter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SinkExporter")
+    }
+}
+
+impl SpanExporter for SinkExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
+        };
+        self.sink
+            .export(request)
+            .await
+            .map_err(OTelSdkError::InternalFailure)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.into();
     }
 }
 

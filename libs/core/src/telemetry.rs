@@ -280,6 +280,32 @@ pub fn add_destination(destination: &ExporterConfig) -> Result<SpanDestination, 
     }
 }
 
+/// A trace store in this process that takes spans as OTLP export requests,
+/// without encoding them or a network hop: Keel's own monitoring, when
+/// `keel up` runs it beside the services whose spans it keeps.
+pub trait SpanSink: Send + Sync + 'static {
+    /// Resolves once the spans are stored; an error is logged and the
+    /// batch is lost, as with a failed OTLP export.
+    fn export(
+        &self,
+        request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>>;
+}
+
+/// Sends this process's spans to `sink` too, until the guard is dropped.
+/// Does nothing (an empty guard) when telemetry is off.
+pub fn add_sink(
+    name: &str,
+    sink: std::sync::Arc<dyn SpanSink>,
+) -> Result<SpanDestination, TelemetryError> {
+    match INSTALLED.get() {
+        Some(installed) if installed.provider.is_some() => {
+            installed.destinations.add_sink(name, sink)
+        }
+        _ => Ok(SpanDestination::none()),
+    }
+}
+
 /// Whether prompts and answers may be put on spans.
 pub fn records_content() -> bool {
     INSTALLED

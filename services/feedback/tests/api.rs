@@ -27,6 +27,7 @@ impl Running<MonitoringServiceClient<Channel>, keel_monitoring::Error> {
         let config = keel_monitoring::Config {
             port: 0,
             database_url: database.url.clone(),
+            ..keel_monitoring::Config::default()
         };
         let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
             keel_monitoring::serve(config, listeners, shutdown)

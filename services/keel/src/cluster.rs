@@ -4,7 +4,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use futures::future::{select_all, BoxFuture, FutureExt};
-use keel_core::telemetry::{ExporterConfig, SpanDestination};
 use keel_core::{CancellationToken, Listeners};
 use keel_models::ModelCatalog;
 use tokio::net::TcpListener;
@@ -97,8 +96,9 @@ pub struct RunningKeel {
     root: CancellationToken,
     /// Indexed by `Service::index`.
     services: Vec<RunningService>,
-    /// This process's spans go to this Keel's trace store while it runs.
-    span_destination: Option<SpanDestination>,
+    /// Whether this process's spans go to this Keel's trace store, so
+    /// shutdown flushes them there before monitoring stops.
+    stores_own_spans: bool,
 }
 
 struct BoundService {
@@ -152,13 +152,10 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     config.feedback.monitoring_url = client_url(monitoring.grpc_addr);
     // Every request's trace is kept for evaluation out of the box: spans
     // go to this Keel's own monitoring, besides any configured exporter.
-    let span_destination = if config.telemetry.enabled && config.telemetry.to_monitoring {
-        Some(keel_core::telemetry::add_destination(
-            &ExporterConfig::keel_monitoring(&client_url(monitoring.grpc_addr)),
-        )?)
-    } else {
-        None
-    };
+    // It runs in this process, so it takes them without OTLP's encoding
+    // and network hop.
+    let stores_own_spans = config.telemetry.enabled && config.telemetry.to_monitoring;
+    config.monitoring.store_own_spans = stores_own_spans;
 
     let root = CancellationToken::new();
     let addresses = [
@@ -233,7 +230,7 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     Ok(RunningKeel {
         root,
         services,
-        span_destination,
+        stores_own_spans,
     })
 }
 
@@ -313,7 +310,7 @@ impl RunningKeel {
     /// first error any of them ended with.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
         // The spans finished so far reach monitoring while it still runs.
-        if self.span_destination.is_some() {
+        if self.stores_own_spans {
             let _flushed = tokio::task::spawn_blocking(keel_core::telemetry::shutdown).await;
         }
         self.root.cancel();

@@ -8,6 +8,10 @@ pub struct Config {
     pub port: u16,
     /// Empty: the binary fills `sqlite://<data_dir>/monitoring.db`.
     pub database_url: String,
+    /// Store the spans of this process itself, handed over in memory (no
+    /// OTLP encoding, no network): `keel up` sets it, because the services
+    /// whose traces Keel keeps run in the same process.
+    pub store_own_spans: bool,
 }
 
 pub const DEFAULT_PORT: u16 = 7105;
@@ -17,6 +21,7 @@ impl Default for Config {
         Config {
             port: DEFAULT_PORT,
             database_url: String::new(),
+            store_own_spans: false,
         }
     }
 }

@@ -54,6 +54,18 @@ pub async fn serve(
         .max_decoding_message_size(http::MAX_BODY_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
+    let own_spans = if config.store_own_spans {
+        let sink = Arc::new(otlp::WriterSink::new(writer.clone()));
+        match keel_core::telemetry::add_sink("monitoring (in process)", sink) {
+            Ok(destination) => Some(destination),
+            Err(error) => {
+                tracing::warn!(%error, "this process's spans will not be stored");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let service = GrpcService {
         name: "monitoring",
         grpc_names: vec!["keel.v1.MonitoringService", OTLP_TRACE_SERVICE],
@@ -63,6 +75,8 @@ pub async fn serve(
         metrics: service_metrics,
     };
     let served = keel_core::run_service(service, http::router(writer), listeners, shutdown).await;
+    // The sink holds a writer handle until its queue is drained.
+    drop(own_spans);
     // The servers are gone with every writer handle: the writer commits
     // what was queued and stops, before the pool closes under it.
     if let Err(error) = writer_task.await {

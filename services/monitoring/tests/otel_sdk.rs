@@ -22,6 +22,7 @@ async fn spans_exported_by_the_sdk_read_back_whole() {
     let config = keel_monitoring::Config {
         port: 0,
         database_url: database.url.clone(),
+        ..keel_monitoring::Config::default()
     };
     let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
         keel_monitoring::serve(config, listeners, shutdown)

@@ -27,6 +27,7 @@ pub async fn start(database: &TestDatabase) -> Running {
     let config = Config {
         port: 0,
         database_url: database.url.clone(),
+        ..Config::default()
     };
     let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
         serve(config, listeners, shutdown)
