@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
@@ -353,9 +354,51 @@ pub fn span_ids(span: &tracing::Span) -> Option<SpanIds> {
     })
 }
 
+/// The trace id of the caller's `traceparent`, read with the W3C
+/// propagator: with telemetry off no span continues the caller's trace,
+/// yet the answer and its inference record should still carry it.
+pub fn caller_trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+struct HeaderExtractor<'h>(&'h http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_callers_trace_id_is_read_from_traceparent() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(caller_trace_id(&headers), None);
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            caller_trace_id(&headers).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        headers.insert("traceparent", "00-garbage-01".parse().unwrap());
+        assert_eq!(caller_trace_id(&headers), None);
+    }
 
     #[test]
     fn defaults_export_everything_to_monitoring_without_content() {

@@ -68,6 +68,7 @@ fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
 }
 
 fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
+    let caller_trace_id = keel_core::telemetry::caller_trace_id(request.metadata().as_ref());
     let message = request.into_inner();
     QueryInput {
         endpoint: message.endpoint,
@@ -82,6 +83,7 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
             .collect(),
         user_id: message.user_id,
         session_id: message.session_id,
+        caller_trace_id,
     }
 }
 

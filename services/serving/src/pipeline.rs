@@ -58,6 +58,9 @@ pub struct QueryInput {
     pub messages: Vec<MessageInput>,
     pub user_id: String,
     pub session_id: String,
+    /// The trace of the caller's `traceparent`: the query's trace id when
+    /// telemetry is off (with telemetry on, the query's span continues it).
+    pub caller_trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -607,10 +610,13 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
         keel.generator = Empty,
     );
     // Without telemetry the response still carries a trace id, for logs
-    // and the inference record.
+    // and the inference record: the caller's, or a new one.
     let (trace_id, span_id) = match span_ids(&span) {
         Some(ids) => (ids.trace_id, ids.span_id),
-        None => (Uuid::new_v4().simple().to_string(), String::new()),
+        None => match &input.caller_trace_id {
+            Some(caller_trace_id) => (caller_trace_id.clone(), String::new()),
+            None => (Uuid::new_v4().simple().to_string(), String::new()),
+        },
     };
     Ok(Admitted {
         query,
@@ -671,6 +677,7 @@ mod tests {
             messages: Vec::new(),
             user_id: String::new(),
             session_id: String::new(),
+            caller_trace_id: None,
         }
     }
 
