@@ -8,8 +8,7 @@
 
 pub mod fixtures;
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel::cluster::{RunningKeel, Service};
 use keel::config::KeelConfig;
@@ -24,6 +23,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 pub use keel::cluster;
+pub use keel_testkit::{assert_status, eventually};
 
 /// Runs a scenario `async fn name(backend: Backend)` once per backend, as
 /// the tests `name::sqlite` and `name::postgres`.
@@ -206,52 +206,4 @@ fn channel(keel: &RunningKeel, service: Service) -> Channel {
         .expect("a bound address is a valid url")
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy()
-}
-
-/// Calls `attempt` until it returns `Some`, and panics naming `what` when
-/// `timeout` passes first. The pause between attempts is a polling
-/// interval, not synchronisation: the condition decides.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Asserts that `result` failed with `code` and a message containing every
-/// one of `needles` (the field, or the unknown thing's name).
-pub fn assert_status<T: std::fmt::Debug>(
-    case: &str,
-    result: Result<T, tonic::Status>,
-    code: tonic::Code,
-    needles: &[&str],
-) {
-    let status = match result {
-        Ok(value) => panic!("{case}: expected {code:?}, got Ok({value:?})"),
-        Err(status) => status,
-    };
-    assert_eq!(
-        status.code(),
-        code,
-        "{case}: expected {code:?}, got {:?}: {}",
-        status.code(),
-        status.message()
-    );
-    for needle in needles {
-        assert!(
-            status.message().contains(needle),
-            "{case}: message {:?} does not name {needle:?}",
-            status.message()
-        );
-    }
 }

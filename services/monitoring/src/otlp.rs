@@ -104,7 +104,7 @@ pub fn convert(request: ExportTraceServiceRequest) -> Converted {
             .and_then(|attribute| match &attribute.value {
                 Some(AnyValue {
                     value: Some(OtlpValue::StringValue(name)),
-                }) => Some(clean_text(name)),
+                }) => Some(clean_text(name.clone())),
                 _ => None,
             })
             .unwrap_or_default();
@@ -112,7 +112,7 @@ pub fn convert(request: ExportTraceServiceRequest) -> Converted {
             let scope_name = scope_spans
                 .scope
                 .as_ref()
-                .map(|scope| clean_text(&scope.name))
+                .map(|scope| clean_text(scope.name.clone()))
                 .unwrap_or_default();
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
                 match convert_span(span, &service_name, &scope_name) {
@@ -179,7 +179,7 @@ fn convert_span(
     let (status, status_message) = match &span.status {
         Some(status) => (
             SpanStatus::from_code(i64::from(status.code)),
-            clean_text(&status.message),
+            clean_text(status.message.clone()),
         ),
         None => (SpanStatus::Unset, String::new()),
     };
@@ -187,7 +187,7 @@ fn convert_span(
         trace_id,
         span_id,
         parent_span_id,
-        name: clean_text(&span.name),
+        name: clean_text(span.name),
         kind: SpanKind::from_code(i64::from(span.kind)),
         service_name: service_name.to_string(),
         scope_name: scope_name.to_string(),
@@ -195,8 +195,8 @@ fn convert_span(
         end_time_unix_nano,
         status,
         status_message,
-        attributes: attributes_to_json(&span.attributes),
-        events: span.events.iter().map(event_to_stored).collect(),
+        attributes: attributes_to_json(span.attributes),
+        events: span.events.into_iter().map(event_to_stored).collect(),
     })
 }
 
@@ -221,25 +221,26 @@ fn hex(bytes: &[u8]) -> String {
     text
 }
 
-fn event_to_stored(event: &OtlpEvent) -> StoredEvent {
+fn event_to_stored(event: OtlpEvent) -> StoredEvent {
     StoredEvent {
-        name: clean_text(&event.name),
+        name: clean_text(event.name),
         // Beyond 2^63 ns (year 2262) is a broken clock; keep the event.
         time_unix_nano: i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX),
-        attributes: attributes_to_json(&event.attributes),
+        attributes: attributes_to_json(event.attributes),
     }
 }
 
 /// Attributes as a JSON object; a repeated key keeps its last value.
-pub fn attributes_to_json(attributes: &[KeyValue]) -> Map<String, Value> {
+/// Takes the attributes by value: their strings move into the JSON, which
+/// spares an allocation per key and per string value on span intake.
+pub fn attributes_to_json(attributes: Vec<KeyValue>) -> Map<String, Value> {
     let mut object = Map::new();
     for attribute in attributes {
         let value = attribute
             .value
-            .as_ref()
             .map(any_value_to_json)
             .unwrap_or(Value::Null);
-        object.insert(clean_text(&attribute.key), value);
+        object.insert(clean_text(attribute.key), value);
     }
     object
 }
@@ -247,23 +248,23 @@ pub fn attributes_to_json(attributes: &[KeyValue]) -> Map<String, Value> {
 /// An OTLP value as JSON: int64 stays an integer, bytes become base64 (as
 /// in OTLP/JSON), non-finite doubles the strings "NaN", "Infinity" and
 /// "-Infinity" (JSON has no such numbers), an empty value null.
-pub fn any_value_to_json(value: &AnyValue) -> Value {
-    match &value.value {
+pub fn any_value_to_json(value: AnyValue) -> Value {
+    match value.value {
         None => Value::Null,
         Some(OtlpValue::StringValue(text)) => Value::String(clean_text(text)),
-        Some(OtlpValue::BoolValue(flag)) => Value::Bool(*flag),
-        Some(OtlpValue::IntValue(number)) => Value::Number(Number::from(*number)),
-        Some(OtlpValue::DoubleValue(number)) => match Number::from_f64(*number) {
+        Some(OtlpValue::BoolValue(flag)) => Value::Bool(flag),
+        Some(OtlpValue::IntValue(number)) => Value::Number(Number::from(number)),
+        Some(OtlpValue::DoubleValue(number)) => match Number::from_f64(number) {
             Some(finite) => Value::Number(finite),
             None if number.is_nan() => Value::String("NaN".to_string()),
-            None if *number > 0.0 => Value::String("Infinity".to_string()),
+            None if number > 0.0 => Value::String("Infinity".to_string()),
             None => Value::String("-Infinity".to_string()),
         },
         Some(OtlpValue::ArrayValue(array)) => {
-            Value::Array(array.values.iter().map(any_value_to_json).collect())
+            Value::Array(array.values.into_iter().map(any_value_to_json).collect())
         }
-        Some(OtlpValue::KvlistValue(list)) => Value::Object(attributes_to_json(&list.values)),
-        Some(OtlpValue::BytesValue(bytes)) => Value::String(base64(bytes)),
+        Some(OtlpValue::KvlistValue(list)) => Value::Object(attributes_to_json(list.values)),
+        Some(OtlpValue::BytesValue(bytes)) => Value::String(base64(&bytes)),
         // An index into the profiles signal's string table: meaningless
         // without that table, which trace exports do not carry.
         Some(OtlpValue::StringValueStrindex(_)) => Value::Null,
@@ -272,11 +273,11 @@ pub fn any_value_to_json(value: &AnyValue) -> Value {
 
 /// Postgres refuses NUL in TEXT; one exporter's odd string must not fail
 /// the group commit it shares with others.
-fn clean_text(text: &str) -> String {
+fn clean_text(text: String) -> String {
     if text.contains('\0') {
         text.replace('\0', "\u{fffd}")
     } else {
-        text.to_string()
+        text
     }
 }
 
@@ -505,7 +506,7 @@ pub(crate) mod tests {
             key_value("strindex", value(OtlpValue::StringValueStrindex(3))),
             key_value("s", string_value("last wins")),
         ];
-        let json = Value::Object(attributes_to_json(&attributes));
+        let json = Value::Object(attributes_to_json(attributes.clone()));
         assert_eq!(
             json,
             json!({

@@ -484,17 +484,25 @@ const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, name, kind, servi
 /// in a list as long as the statement's parameters, once per bound value:
 /// quadratic in a multi-row insert, where anonymous `?` costs nothing.
 fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String {
-    let mut groups = Vec::with_capacity(rows);
+    use std::fmt::Write;
+    // Built on every span insert: one string, no allocation per value.
+    let mut sql = String::with_capacity(rows * columns * 6);
     for row in 0..rows {
-        let placeholders: Vec<String> = (1..=columns)
-            .map(|column| match backend {
-                Backend::Sqlite => "?".to_string(),
-                Backend::Postgres => format!("${}", row * columns + column),
-            })
-            .collect();
-        groups.push(format!("({})", placeholders.join(", ")));
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=columns {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", row * columns + column);
+                }
+            }
+        }
+        sql.push(')');
     }
-    groups.join(", ")
+    sql
 }
 
 /// Inserts the spans not stored yet; returns the `(trace_id, span_id)` of
@@ -832,4 +840,21 @@ pub async fn trace_models(
         .fetch_all(store.pool())
         .await
         .map_err(StoreError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_on_postgres_and_anonymous_on_sqlite() {
+        assert_eq!(
+            values_placeholders(Backend::Postgres, 2, 2),
+            "($1, $2), ($3, $4)"
+        );
+        assert_eq!(
+            values_placeholders(Backend::Sqlite, 2, 3),
+            "(?, ?, ?), (?, ?, ?)"
+        );
+    }
 }
