@@ -8,10 +8,12 @@
 pub mod database;
 pub mod eventually;
 pub mod fakes;
+pub mod http;
 pub mod server;
 pub mod status;
 
 pub use database::{Backend, TestDatabase, BACKENDS};
 pub use eventually::{eventually, Settled};
+pub use http::http_get;
 pub use server::{dead_address, TestServer};
 pub use status::{assert_status, expect_status};

@@ -10,7 +10,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_testkit::server::Ports;
-use keel_testkit::{assert_status, dead_address, TestDatabase, TestServer};
+use keel_testkit::{assert_status, dead_address, http_get, TestDatabase, TestServer};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -82,24 +82,6 @@ async fn http_post(address: SocketAddr, path: &str, body: &str) -> (u16, serde_j
         let (head, payload) = response.split_once("\r\n\r\n").unwrap();
         let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
         (code, serde_json::from_str(payload).unwrap())
-    })
-    .await
-    .unwrap()
-}
-
-/// A plain HTTP/1.1 GET, on a blocking thread (tests only).
-async fn http_get(address: SocketAddr, path: &str) -> String {
-    let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
     })
     .await
     .unwrap()

@@ -5,30 +5,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 
 use keel_proto::v1 as pb;
-use keel_testkit::{assert_status, TestDatabase};
+use keel_testkit::{assert_status, http_get, TestDatabase};
 use tonic::Code;
-
-/// A plain HTTP/1.1 GET, on a blocking thread (tests only).
-async fn http_get(address: SocketAddr, path: &str) -> String {
-    let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    })
-    .await
-    .unwrap()
-}
 
 fn wire_record(
     n: u128,

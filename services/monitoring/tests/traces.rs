@@ -26,7 +26,7 @@ use serde_json::json;
 use tonic::codec::CompressionEncoding;
 use tonic::Code;
 
-use keel_testkit::{assert_status, TestDatabase};
+use keel_testkit::{assert_status, http_get, TestDatabase};
 use support::{start, Running};
 
 // ---------------------------------------------------------------------------
@@ -149,20 +149,6 @@ async fn http_post_declaring(
             headers: headers.to_ascii_lowercase(),
             body: response[split + 4..].to_vec(),
         }
-    })
-    .await
-    .unwrap()
-}
-
-/// A plain HTTP/1.1 GET of a text page, on a blocking thread (tests only).
-async fn http_get(address: SocketAddr, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
     })
     .await
     .unwrap()
