@@ -5,7 +5,6 @@
 
 mod support;
 
-
 use keel_proto::v1 as pb;
 use keel_testkit::{assert_status, http_get, TestDatabase};
 use tonic::Code;
