@@ -1,11 +1,12 @@
-//! Where finished spans go: every OTLP destination registered at the time of
-//! the export. The SDK's batch processor runs on a thread of its own and
-//! hands each batch to [`SpanFanOut`], which queues it for every
-//! destination. Each destination exports its queue on its own task of the
-//! telemetry runtime (a thread of its own, so exports never take a
-//! request's CPU slot and keep working when the runtime that started them,
-//! a test's, has ended): a slow or dead destination only fills, then drops
-//! from, its own queue, and never delays the others.
+//! Where finished spans go: every destination registered at the time of the
+//! export, an OTLP exporter or a sink in this process. The SDK's batch
+//! processor runs on a thread of its own and hands each batch to
+//! [`SpanFanOut`], which queues it for every destination. Each destination
+//! exports its queue on its own task of the telemetry runtime (a thread of
+//! its own, so exports never take a request's CPU slot and keep working
+//! when the runtime that started them, a test's, has ended): a slow or dead
+//! destination only fills, then drops from, its own queue, and never
+//! delays the others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
