@@ -134,7 +134,7 @@ pub enum OtlpProtocol {
 pub enum TelemetryError {
     #[error("invalid telemetry configuration: {0}")]
     Config(String),
-    #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
+    #[error("cannot start the span destination {endpoint}: {reason}")]
     Exporter { endpoint: String, reason: String },
 }
 
@@ -162,8 +162,9 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Installs logs and, when `config.enabled`, spans exported over OTLP as
-/// `service_name`. Later calls change nothing.
+/// Installs logs and, when `config.enabled`, spans exported as
+/// `service_name` to the configured OTLP destinations. Later calls change
+/// nothing.
 pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<(), TelemetryError> {
     install(service_name, config, DEFAULT_LOG_FILTER)
 }
@@ -272,8 +273,8 @@ fn span_targets() -> Targets {
 const GRPC_SPAN_TARGET: &str = "otel::tracing";
 
 /// Sends this process's spans also to `destination` until the returned
-/// guard is dropped: how `keel up` and each test cluster reach their own
-/// trace store. A no-op when telemetry is not installed or disabled.
+/// guard is dropped: how a standalone service reaches Keel's trace store.
+/// A no-op when telemetry is not installed or disabled.
 pub fn add_destination(destination: &ExporterConfig) -> Result<SpanDestination, TelemetryError> {
     match INSTALLED.get() {
         Some(installed) if installed.provider.is_some() => installed.destinations.add(destination),
@@ -305,6 +306,13 @@ pub fn add_sink(
         }
         _ => Ok(SpanDestination::none()),
     }
+}
+
+/// Whether spans are made and exported (telemetry installed and enabled).
+pub fn spans_enabled() -> bool {
+    INSTALLED
+        .get()
+        .is_some_and(|installed| installed.provider.is_some())
 }
 
 /// Whether prompts and answers may be put on spans.

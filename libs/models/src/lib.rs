@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 pub use catalog::ModelCatalog;
 pub use chat::{Generation, GenerationRequest};
-// Part of the generator API, so callers need not name keel-types for them.
 pub use config::{ModelsConfig, MINILM_EMBEDDER_NAME, SMOLLM2_GENERATOR_NAME};
 pub use extractive_generator::ExtractiveGenerator;
 pub use hashing_embedder::HashingEmbedder;
+// Part of the generator API, so callers need not name keel-types for them.
 pub use keel_types::{ChatMessage, FinishReason, GenerationParams, Passage, Role};
 pub use llama::{LlamaEmbedder, LlamaEmbedderOptions, LlamaGenerator, LlamaGeneratorOptions};
 pub use openai_generator::{OpenAiConfig, OpenAiConfigError, OpenAiGenerator};

@@ -49,18 +49,19 @@ impl ChatMessage {
     }
 
     /// Checks the role; errors name `field` (e.g. `messages[2]`).
-    pub fn from_proto(field: &str, message: pb::ChatMessage) -> Result<ChatMessage, FieldError> {
-        let Some(role) = Role::parse(&message.role) else {
-            let shown: String = message.role.chars().take(32).collect();
+    pub fn parse(field: &str, role: &str, content: String) -> Result<ChatMessage, FieldError> {
+        let Some(role) = Role::parse(role) else {
+            let shown: String = role.chars().take(32).collect();
             return Err(FieldError::new(
                 format!("{field}.role"),
                 format!("must be system, user or assistant, got {shown:?}"),
             ));
         };
-        Ok(ChatMessage {
-            role,
-            content: message.content,
-        })
+        Ok(ChatMessage { role, content })
+    }
+
+    pub fn from_proto(field: &str, message: pb::ChatMessage) -> Result<ChatMessage, FieldError> {
+        ChatMessage::parse(field, &message.role, message.content)
     }
 
     /// Every message of a list, errors naming `field[i]`.

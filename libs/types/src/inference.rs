@@ -1,7 +1,7 @@
 //! The inference record: one served request and its response. serving
 //! writes it, monitoring stores it, feedback joins ratings to it. Its JSON
-//! form is what monitoring keeps on disk, so fields are only ever added,
-//! with defaults for records stored before them.
+//! form is what monitoring keeps on disk: a new field gets a default and a
+//! renamed one an alias, so records stored before still read.
 
 use keel_proto::v1 as pb;
 use serde::{Deserialize, Serialize};

@@ -62,20 +62,6 @@ impl ModelRef {
         })
     }
 
-    pub fn alias(model: impl Into<String>, alias: impl Into<String>) -> ModelRef {
-        ModelRef {
-            model: model.into(),
-            selector: Selector::Alias(alias.into()),
-        }
-    }
-
-    pub fn version(model: impl Into<String>, version: u32) -> ModelRef {
-        ModelRef {
-            model: model.into(),
-            selector: Selector::Version(version),
-        }
-    }
-
     /// Whether the reference follows an alias, so what it resolves to can move.
     pub fn is_alias(&self) -> bool {
         matches!(self.selector, Selector::Alias(_))

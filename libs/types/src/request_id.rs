@@ -17,7 +17,7 @@ pub struct RequestId(Uuid);
 
 impl RequestId {
     /// A new time-ordered id (UUIDv7), so ids sort roughly by arrival.
-    pub fn new() -> RequestId {
+    pub fn generate() -> RequestId {
         RequestId(Uuid::now_v7())
     }
 
@@ -35,12 +35,6 @@ impl RequestId {
 
     pub fn as_uuid(&self) -> Uuid {
         self.0
-    }
-}
-
-impl Default for RequestId {
-    fn default() -> RequestId {
-        RequestId::new()
     }
 }
 
@@ -91,7 +85,7 @@ mod tests {
 
     #[test]
     fn new_ids_are_uuid_v7() {
-        assert_eq!(RequestId::new().as_uuid().get_version_num(), 7);
-        assert_ne!(RequestId::new(), RequestId::new());
+        assert_eq!(RequestId::generate().as_uuid().get_version_num(), 7);
+        assert_ne!(RequestId::generate(), RequestId::generate());
     }
 }

@@ -10,7 +10,9 @@ pub struct Config {
     pub database_url: String,
     /// Store the spans of this process itself, handed over in memory (no
     /// OTLP encoding, no network): `keel up` sets it, because the services
-    /// whose traces Keel keeps run in the same process.
+    /// whose traces Keel keeps run in the same process. Not a config key:
+    /// a standalone monitoring already gets its own spans over OTLP.
+    #[serde(skip)]
     pub store_own_spans: bool,
 }
 

@@ -75,10 +75,10 @@ pub async fn serve(
         metrics: service_metrics,
     };
     let served = keel_core::run_service(service, http::router(writer), listeners, shutdown).await;
-    // The sink holds a writer handle until its queue is drained.
+    // The servers are gone with their writer handles; the sink's goes once
+    // its queue is drained. Then the writer commits what was queued and
+    // stops, before the pool closes under it.
     drop(own_spans);
-    // The servers are gone with every writer handle: the writer commits
-    // what was queued and stops, before the pool closes under it.
     if let Err(error) = writer_task.await {
         tracing::error!(error = %error, "span writer failed");
     }

@@ -227,6 +227,16 @@ async fn bad_input_is_rejected_before_anything_is_stored() {
         ),
         (
             pb::InferenceRecord {
+                prompt_messages: vec![pb::ChatMessage {
+                    role: "robot".to_string(),
+                    content: "hi".to_string(),
+                }],
+                ..good.clone()
+            },
+            "field `records[1].prompt_messages[0].role`: must be system, user or assistant",
+        ),
+        (
+            pb::InferenceRecord {
                 latency_ms: -1.0,
                 ..good.clone()
             },

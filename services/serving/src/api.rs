@@ -68,7 +68,12 @@ fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
 }
 
 fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
-    let caller_trace_id = keel_core::telemetry::caller_trace_id(request.metadata().as_ref());
+    // With spans on, the query's span continues the caller's trace itself.
+    let caller_trace_id = if keel_core::telemetry::spans_enabled() {
+        None
+    } else {
+        keel_core::telemetry::caller_trace_id(request.metadata().as_ref())
+    };
     let message = request.into_inner();
     QueryInput {
         endpoint: message.endpoint,

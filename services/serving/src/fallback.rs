@@ -130,7 +130,6 @@ fn record_on_span(
     gen_ai::record_chat_content(span, &prompt, &generation.text);
 }
 
-/// The reason as OpenAI and the GenAI conventions spell it.
 /// The last failure, with its status class, naming every generator tried.
 fn name_failures(name: &str, error: ModelError, earlier_failures: &[String]) -> Error {
     let mut message = String::new();

@@ -227,21 +227,14 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
     }
     let mut messages = Vec::with_capacity(input.messages.len());
     for (index, message) in input.messages.iter().enumerate() {
-        let role = Role::parse(&message.role).ok_or_else(|| {
-            FieldError::new(
-                format!("messages[{index}].role"),
-                format!("must be system, user or assistant, got {:?}", message.role),
-            )
-        })?;
+        let field = format!("messages[{index}]");
+        let chat = ChatMessage::parse(&field, &message.role, message.content.clone())?;
         validate::max_len(
-            &format!("messages[{index}].content"),
-            &message.content,
+            &format!("{field}.content"),
+            &chat.content,
             MAX_QUESTION_BYTES,
         )?;
-        messages.push(ChatMessage {
-            role,
-            content: message.content.clone(),
-        });
+        messages.push(chat);
     }
     let last_index = messages.len() - 1;
     let question = match messages.last() {
@@ -596,7 +589,7 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     // records: one invalid record could make monitoring refuse a whole
     // batch.
     let query = validate_query(input)?;
-    let request_id = RequestId::new();
+    let request_id = RequestId::generate();
     let span = tracing::info_span!(
         "query",
         otel.name = %format!("query {}", query.endpoint),

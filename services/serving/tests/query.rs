@@ -12,7 +12,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_serving::{serve, Config};
 use keel_testkit::server::Ports;
-use keel_testkit::{assert_status, dead_address, eventually, TestDatabase, TestServer};
+use keel_testkit::{assert_status, dead_address, eventually, http_get, TestDatabase, TestServer};
 use tonic::Code;
 
 use support::{ask, create, route, Serving, World, PATIENCE};
@@ -489,8 +489,6 @@ async fn unreachable_dependencies_are_unavailable() {
 
 #[tokio::test]
 async fn admin_serves_health_and_metrics() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let database = TestDatabase::sqlite();
     let config = Config {
         database_url: database.url.clone(),
@@ -508,15 +506,7 @@ async fn admin_serves_health_and_metrics() {
     let missing = client.query(ask("nowhere", "hi?")).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
-    let get = async |path: &str| -> String {
-        let mut stream = tokio::net::TcpStream::connect(admin_address).await.unwrap();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    };
+    let get = async |path: &str| http_get(admin_address, path).await;
     let health = get("/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let metrics = get("/metrics").await;

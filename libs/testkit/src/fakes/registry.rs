@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use keel_proto::v1 as pb;
 use keel_proto::v1::registry_service_server::{RegistryService, RegistryServiceServer};
+use keel_types::{ModelRef, Selector};
 use tokio::sync::broadcast;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -141,19 +142,15 @@ impl FakeRegistry {
     }
 
     fn lookup(&self, reference: &str) -> Option<pb::ModelVersion> {
+        let reference = ModelRef::parse("reference", reference).ok()?;
         let models = self.models.lock().unwrap();
-        if let Some((model, alias)) = reference.split_once('@') {
-            let entry = models.get(model)?;
-            let version = *entry.aliases.get(alias)?;
-            return entry.versions.get(version as usize - 1).cloned();
-        }
-        let (model, version) = reference.split_once('/')?;
-        let version: usize = version.parse().ok()?;
-        models
-            .get(model)?
-            .versions
-            .get(version.checked_sub(1)?)
-            .cloned()
+        let entry = models.get(&reference.model)?;
+        let version = match &reference.selector {
+            Selector::Alias(alias) => *entry.aliases.get(alias)?,
+            Selector::Version(version) => *version,
+        };
+        let index = usize::try_from(version).ok()?.checked_sub(1)?;
+        entry.versions.get(index).cloned()
     }
 }
 
