@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_models::{
-    FinishReason, Generation, GenerationRequest, Generator, ModelCatalog, ModelError, OpenAiConfig,
+    Generation, GenerationRequest, Generator, ModelCatalog, ModelError, OpenAiConfig,
     OpenAiGenerator, SharedGenerator,
 };
 use keel_proto::v1 as pb;
 use keel_proto::v1::query_stream_event::Event;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
-use keel_testkit::fakes::{chain_spec, FakeOpenAi};
+use keel_testkit::fakes::{chain_spec, FakeOpenAi, SlowWords};
 use keel_testkit::{assert_status, eventually};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -25,49 +25,6 @@ use tonic::Code;
 use support::{ask, create, route, World, PATIENCE};
 
 const QUESTION: &str = "How does Keel route traffic between chain versions?";
-
-/// Says `w0 w1 w2 …`, a word per `pause`, counting the words it made, and
-/// stops at the first `Break`.
-struct SlowWords {
-    words: usize,
-    pause: Duration,
-    produced: Arc<AtomicUsize>,
-}
-
-impl Generator for SlowWords {
-    fn name(&self) -> &str {
-        "slow"
-    }
-
-    fn provider(&self) -> &str {
-        "test"
-    }
-
-    fn generate(
-        &self,
-        _request: &GenerationRequest,
-        on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<Generation, ModelError> {
-        let mut text = String::new();
-        let mut finish_reason = FinishReason::Stop;
-        for index in 0..self.words {
-            let piece = format!("w{index} ");
-            text.push_str(&piece);
-            self.produced.fetch_add(1, Ordering::SeqCst);
-            if on_delta(&piece).is_break() {
-                finish_reason = FinishReason::Cancelled;
-                break;
-            }
-            std::thread::sleep(self.pause);
-        }
-        Ok(Generation {
-            output_tokens: text.split_whitespace().count() as u32,
-            text,
-            input_tokens: 1,
-            finish_reason,
-        })
-    }
-}
 
 /// Hands over one piece of text, then fails as unavailable.
 struct FailsMidAnswer;
@@ -346,16 +303,10 @@ async fn a_failure_after_a_delta_ends_the_stream_and_does_not_fall_back() {
 /// A catalog with the `slow` generator (2000 words, 10 ms apart) and the
 /// counter of the words it made.
 fn slow_catalog() -> (ModelCatalog, Arc<AtomicUsize>) {
-    let produced = Arc::new(AtomicUsize::new(0));
+    let slow = SlowWords::new("slow", 2000, Duration::from_millis(10));
+    let produced = slow.produced();
     let mut catalog = ModelCatalog::builtin();
-    catalog.add_generator(
-        "slow",
-        Arc::new(SlowWords {
-            words: 2000,
-            pause: Duration::from_millis(10),
-            produced: produced.clone(),
-        }),
-    );
+    catalog.add_generator("slow", Arc::new(slow));
     (catalog, produced)
 }
 

@@ -7,19 +7,17 @@
 //! endpoint, so the same check runs with a real model by registering it in
 //! the catalog and pointing a chain at it.
 
-use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_models::{
-    FinishReason, Generation, GenerationRequest, Generator, ModelCatalog, ModelError,
-};
+use keel_models::ModelCatalog;
 use keel_proto::v1::query_stream_event::Event;
 use keel_proto::v1::{
     FinishReason as WireFinishReason, GetInferenceRequest, InferenceRecord, InferenceStatus,
     QueryRequest,
 };
+use keel_testkit::fakes::SlowWords;
 use keel_tests::fixtures::{self, CHAIN_MODEL, ENDPOINT, REFUND_QUESTION};
 use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
 
@@ -30,57 +28,13 @@ const SLOW_CHAIN: &str = "acme-slow-chain";
 const SLOW_ENDPOINT: &str = "acme-slow";
 const SLOW_WORDS: usize = 2000;
 
-/// Says `w0 w1 w2 …`, a word every 10 ms (20 s in all), counting the words
-/// it made, and stops at the first `Break`.
-struct SlowWords {
-    produced: Arc<AtomicUsize>,
-}
-
-impl Generator for SlowWords {
-    fn name(&self) -> &str {
-        SLOW_GENERATOR
-    }
-
-    fn provider(&self) -> &str {
-        "test"
-    }
-
-    fn generate(
-        &self,
-        _request: &GenerationRequest,
-        on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<Generation, ModelError> {
-        let mut text = String::new();
-        let mut finish_reason = FinishReason::Stop;
-        for index in 0..SLOW_WORDS {
-            let piece = format!("w{index} ");
-            text.push_str(&piece);
-            self.produced.fetch_add(1, Ordering::SeqCst);
-            if on_delta(&piece).is_break() {
-                finish_reason = FinishReason::Cancelled;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(Generation {
-            output_tokens: text.split_whitespace().count() as u32,
-            text,
-            input_tokens: 1,
-            finish_reason,
-        })
-    }
-}
-
 async fn streaming(backend: Backend) {
     let storage = Storage::fresh(backend).await;
-    let produced = Arc::new(AtomicUsize::new(0));
+    // A word every 10 ms, 20 s in all: long enough to leave mid-answer.
+    let slow = SlowWords::new(SLOW_GENERATOR, SLOW_WORDS, Duration::from_millis(10));
+    let produced = slow.produced();
     let mut catalog = ModelCatalog::builtin();
-    catalog.add_generator(
-        SLOW_GENERATOR,
-        Arc::new(SlowWords {
-            produced: produced.clone(),
-        }),
-    );
+    catalog.add_generator(SLOW_GENERATOR, Arc::new(slow));
     let cluster = start_cluster(&storage, catalog).await;
     fixtures::setup_application(&cluster).await;
 

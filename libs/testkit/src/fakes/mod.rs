@@ -5,11 +5,13 @@
 pub mod monitoring;
 pub mod openai;
 pub mod registry;
+pub mod slow_words;
 pub mod vector_index;
 
 pub use monitoring::FakeMonitoring;
 pub use openai::FakeOpenAi;
 pub use registry::{chain_spec, FakeRegistry};
+pub use slow_words::SlowWords;
 pub use vector_index::FakeVectorIndex;
 
 use tonic::{Response, Status};
