@@ -12,7 +12,7 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::telemetry::records_content;
+use crate::telemetry::{records_content, CallerTrace};
 
 /// What a generation was asked for.
 pub struct ChatRequest<'a> {
@@ -127,12 +127,18 @@ pub fn record_embeddings_result(span: &Span, dimension: usize) {
     span.record("gen_ai.embeddings.dimension.count", dimension as i64);
 }
 
-/// A `retrieval {collection}` span under the current span.
-pub fn retrieval_span(collection: &str, top_k: u32, query_text: Option<&str>) -> Span {
+/// A `retrieval {collection}` span: the server span of the vector index's
+/// `Search` call, continuing `caller`'s trace.
+pub fn retrieval_span(
+    caller: &CallerTrace,
+    collection: &str,
+    top_k: u32,
+    query_text: Option<&str>,
+) -> Span {
     let span = tracing::info_span!(
         "retrieval",
         otel.name = %format!("retrieval {collection}"),
-        otel.kind = "internal",
+        otel.kind = "server",
         otel.status_code = Empty,
         otel.status_message = Empty,
         gen_ai.operation.name = "retrieval",
@@ -140,7 +146,10 @@ pub fn retrieval_span(collection: &str, top_k: u32, query_text: Option<&str>) ->
         gen_ai.request.top_k = i64::from(top_k),
         gen_ai.retrieval.query.text = Empty,
         keel.retrieval.returned = Empty,
+        rpc.system = "grpc",
+        rpc.service = "keel.v1.VectorIndexService",
     );
+    caller.continue_in(&span);
     if let Some(text) = query_text {
         if records_content() {
             span.record("gen_ai.retrieval.query.text", text);

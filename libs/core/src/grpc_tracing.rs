@@ -23,15 +23,27 @@ pub fn server_layer() -> server::OtelGrpcLayer {
     server::OtelGrpcLayer::default().filter(is_traced_path)
 }
 
-/// Health checks and reflection would bury the requests that matter, and a
-/// span per OTLP export would make span intake export spans forever.
+/// The calls whose handler opens the call's server span itself (the
+/// `query {endpoint}` and `retrieval {collection}` spans, continuing the
+/// caller's trace through `telemetry::CallerTrace`): a layer span around
+/// them would time the same work twice, and the hot path of every RAG
+/// query would carry a third more spans.
+pub const HANDLER_TRACED_PATHS: [&str; 3] = [
+    "/keel.v1.ServingService/Query",
+    "/keel.v1.ServingService/QueryStream",
+    "/keel.v1.VectorIndexService/Search",
+];
+
+/// Health checks and reflection would bury the requests that matter, a
+/// span per OTLP export would make span intake export spans forever, and
+/// the handler-traced calls have their own.
 fn is_traced_path(path: &str) -> bool {
     const UNTRACED: [&str; 3] = [
         "/grpc.health.",
         "/grpc.reflection.",
         "/opentelemetry.proto.collector.",
     ];
-    !UNTRACED.iter().any(|prefix| path.starts_with(prefix))
+    !UNTRACED.iter().any(|prefix| path.starts_with(prefix)) && !HANDLER_TRACED_PATHS.contains(&path)
 }
 
 /// Wraps `channel` so its calls carry the current span's trace context.
@@ -75,8 +87,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn health_reflection_and_span_intake_are_not_traced() {
-        assert!(is_traced_path("/keel.v1.ServingService/Query"));
+    fn health_reflection_span_intake_and_handler_traced_calls_have_no_layer_span() {
+        assert!(is_traced_path("/keel.v1.ServingService/CreateEndpoint"));
+        assert!(is_traced_path("/keel.v1.RegistryService/ResolveReference"));
+        assert!(!is_traced_path("/keel.v1.ServingService/Query"));
+        assert!(!is_traced_path("/keel.v1.ServingService/QueryStream"));
+        assert!(!is_traced_path("/keel.v1.VectorIndexService/Search"));
         assert!(!is_traced_path("/grpc.health.v1.Health/Check"));
         assert!(!is_traced_path(
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"

@@ -207,15 +207,30 @@ fn install(
         return Ok(());
     }
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // The layer's defaults add eight attributes to every span (source file,
+    // module and line, thread id and name, target, busy and idle time) and
+    // a clock read plus an OpenTelemetry context switch on every poll of an
+    // instrumented future: a third of what tracing cost a query. Parents
+    // and propagation go through the tracing span tree, which needs none
+    // of it.
     let span_layer = provider.map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("keel"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(span_targets())
     });
-    let _already_installed = tracing_subscriber::registry()
-        .with(log_layer(default_log_filter))
-        .with(span_layer)
-        .try_init();
+    // Not `.with(Option<layer>)`: a `None` layer enables every span of
+    // every library (hyper and h2 open about a hundred per query), which
+    // would make telemetry off cost more than on.
+    let registry = tracing_subscriber::registry().with(log_layer(default_log_filter));
+    let _already_installed = match span_layer {
+        Some(span_layer) => registry.with(span_layer).try_init(),
+        None => registry.try_init(),
+    };
     Ok(())
 }
 
@@ -308,13 +323,6 @@ pub fn add_sink(
     }
 }
 
-/// Whether spans are made and exported (telemetry installed and enabled).
-pub fn spans_enabled() -> bool {
-    INSTALLED
-        .get()
-        .is_some_and(|installed| installed.provider.is_some())
-}
-
 /// Whether prompts and answers may be put on spans.
 pub fn records_content() -> bool {
     INSTALLED
@@ -362,16 +370,41 @@ pub fn span_ids(span: &tracing::Span) -> Option<SpanIds> {
     })
 }
 
-/// The trace id of the caller's `traceparent`, read with the W3C
-/// propagator: with telemetry off no span continues the caller's trace,
-/// yet the answer and its inference record should still carry it.
-pub fn caller_trace_id(headers: &http::HeaderMap) -> Option<String> {
-    let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+/// The trace context a caller sent (`traceparent`, `tracestate`), for the
+/// handlers whose own span is their call's server span: the tower layer
+/// opens no span for those paths (see `grpc_tracing`), so the handler
+/// continues the caller's trace itself, and one span stands for both the
+/// call and the work.
+#[derive(Debug, Clone, Default)]
+pub struct CallerTrace(opentelemetry::Context);
+
+impl CallerTrace {
+    /// Read with the W3C propagator, whether or not telemetry is on: with
+    /// it off no span continues the trace, yet an answer and its inference
+    /// record should still carry the caller's trace id.
+    pub fn from_headers(headers: &http::HeaderMap) -> CallerTrace {
+        CallerTrace(TraceContextPropagator::new().extract(&HeaderExtractor(headers)))
+    }
+
+    /// `None` when the caller sent no valid `traceparent`.
+    pub fn trace_id(&self) -> Option<String> {
+        let span = self.0.span();
+        let span_context = span.span_context();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
+    }
+
+    /// Makes `span`, just created and declared with `otel.kind =
+    /// "server"`, the caller's span's child; a new trace's root when the
+    /// caller sent none. A no-op when telemetry is off.
+    pub fn continue_in(&self, span: &tracing::Span) {
+        if self.trace_id().is_some() {
+            // Fails only when no OpenTelemetry layer is installed, where
+            // there is no trace to continue.
+            let _ = span.set_parent(self.0.clone());
+        }
+    }
 }
 
 struct HeaderExtractor<'h>(&'h http::HeaderMap);
@@ -393,7 +426,7 @@ mod tests {
     #[test]
     fn a_callers_trace_id_is_read_from_traceparent() {
         let mut headers = http::HeaderMap::new();
-        assert_eq!(caller_trace_id(&headers), None);
+        assert_eq!(CallerTrace::from_headers(&headers).trace_id(), None);
         headers.insert(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -401,11 +434,11 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            caller_trace_id(&headers).as_deref(),
+            CallerTrace::from_headers(&headers).trace_id().as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         headers.insert("traceparent", "00-garbage-01".parse().unwrap());
-        assert_eq!(caller_trace_id(&headers), None);
+        assert_eq!(CallerTrace::from_headers(&headers).trace_id(), None);
     }
 
     #[test]

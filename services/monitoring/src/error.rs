@@ -23,10 +23,9 @@ pub enum Error {
         request_id: String,
         source: serde_json::Error,
     },
-    #[error("stored span `{span_id}` of trace `{trace_id}` cannot be decoded: {source}")]
-    CorruptSpan {
+    #[error("stored spans of trace `{trace_id}` cannot be decoded: {source}")]
+    CorruptSpans {
         trace_id: String,
-        span_id: String,
         source: serde_json::Error,
     },
     #[error("span `{span_id}` of trace `{trace_id}` cannot be encoded: {source}")]

@@ -1,9 +1,11 @@
 //! The monitoring service's SQL. Inference log: the indexed columns serve
 //! filters and metrics; `record` holds the whole record as JSON for reads.
-//! Trace store: `spans` holds every span once per (trace_id, span_id);
+//! Trace store: `span_chunks` holds a trace's spans as one JSON array per
+//! write (a span is never stored twice: see `traces::write_spans`);
 //! `traces` is one summary row per trace, folded in by the same transaction
 //! that stores its spans, and `trace_models` lists the models a trace used,
-//! so every SearchTraces filter is a column of an index.
+//! so the SearchTraces filters on endpoint, model, status and time are
+//! columns of an index.
 
 use keel_store::{Backend, Migration, Store, StoreError, WriteTx};
 
@@ -139,6 +141,61 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE INDEX trace_models_by_model ON trace_models (model, trace_id)
     ",
     },
+    // A row per span with an index on (trace, span) made storing a query's
+    // trace cost more B-tree writes than answering the query: spans now go
+    // in one row per trace and write, and trace_models keeps one B-tree per
+    // entry fewer. Root-service search scans the start index instead.
+    Migration {
+        version: 3,
+        name: "span_chunks",
+        sqlite: "
+        CREATE TABLE span_chunks (
+            trace_id TEXT NOT NULL,
+            chunk_key TEXT NOT NULL,
+            spans TEXT NOT NULL,
+            PRIMARY KEY (trace_id, chunk_key)
+        );
+        INSERT INTO span_chunks (trace_id, chunk_key, spans)
+        SELECT trace_id, span_id, json_array(json_object(
+            'span_id', span_id, 'parent_span_id', parent_span_id, 'name', name,
+            'kind', kind, 'service_name', service_name, 'scope_name', scope_name,
+            'start_time_unix_nano', start_time_unix_nano,
+            'end_time_unix_nano', end_time_unix_nano,
+            'status_code', status_code, 'status_message', status_message,
+            'attributes', json(attributes), 'events', json(events)))
+        FROM spans;
+        DROP TABLE spans;
+        DROP INDEX traces_by_service;
+        CREATE TABLE trace_models_compact (
+            trace_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            PRIMARY KEY (trace_id, model)
+        ) WITHOUT ROWID;
+        INSERT INTO trace_models_compact (trace_id, model) SELECT trace_id, model FROM trace_models;
+        DROP TABLE trace_models;
+        ALTER TABLE trace_models_compact RENAME TO trace_models;
+        CREATE INDEX trace_models_by_model ON trace_models (model, trace_id)
+    ",
+        postgres: "
+        CREATE TABLE span_chunks (
+            trace_id TEXT COLLATE \"C\" NOT NULL,
+            chunk_key TEXT COLLATE \"C\" NOT NULL,
+            spans TEXT NOT NULL,
+            PRIMARY KEY (trace_id, chunk_key)
+        );
+        INSERT INTO span_chunks (trace_id, chunk_key, spans)
+        SELECT trace_id, span_id, json_build_array(json_build_object(
+            'span_id', span_id, 'parent_span_id', parent_span_id, 'name', name,
+            'kind', kind, 'service_name', service_name, 'scope_name', scope_name,
+            'start_time_unix_nano', start_time_unix_nano,
+            'end_time_unix_nano', end_time_unix_nano,
+            'status_code', status_code, 'status_message', status_message,
+            'attributes', attributes::json, 'events', events::json))::text
+        FROM spans;
+        DROP TABLE spans;
+        DROP INDEX traces_by_service
+    ",
+    },
 ];
 
 pub const STATUS_OK: &str = "ok";
@@ -252,7 +309,6 @@ pub struct ListQuery {
 enum Arg {
     Text(String),
     Int(i64),
-    Float(f64),
 }
 
 /// The WHERE clauses of a query built at run time, with their arguments
@@ -302,7 +358,6 @@ fn bind_all<'q, O>(
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
-            Arg::Float(number) => query.bind(number),
         };
     }
     query
@@ -316,7 +371,6 @@ fn bind_all_execute<'q>(
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
-            Arg::Float(number) => query.bind(number),
         };
     }
     query
@@ -456,28 +510,16 @@ fn rows_per_statement(backend: Backend) -> usize {
     }
 }
 
-/// One row of `spans`.
+/// One row of `span_chunks`: spans of one trace stored by one write.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpanRow {
+pub struct ChunkRow {
     pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: String,
-    pub name: String,
-    pub kind: i64,
-    pub service_name: String,
-    pub scope_name: String,
-    pub start_time_unix_nano: i64,
-    pub end_time_unix_nano: i64,
-    pub duration_ms: f64,
-    pub status_code: i64,
-    pub status_message: String,
-    pub attributes_json: String,
-    pub events_json: String,
+    /// The smallest span id of the chunk: an exporter that sends the same
+    /// spans again yields the same key.
+    pub chunk_key: String,
+    /// A JSON array of span objects.
+    pub spans_json: String,
 }
-
-const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, name, kind, service_name, \
-    scope_name, start_time_unix_nano, end_time_unix_nano, duration_ms, status_code, \
-    status_message, attributes, events";
 
 /// `rows` rows of `columns` arguments: `($1, $2), ($3, $4)` on Postgres,
 /// `(?, ?), (?, ?)` on SQLite. SQLite looks a numbered parameter's name up
@@ -505,38 +547,30 @@ fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String 
     sql
 }
 
-/// Inserts the spans not stored yet; returns the `(trace_id, span_id)` of
-/// those it inserted (a span already stored is left as it was).
-pub async fn insert_spans(
+/// Inserts the chunks not stored yet; returns the `(trace_id, chunk_key)`
+/// of those it inserted.
+pub async fn insert_span_chunks(
     tx: &mut WriteTx,
     backend: Backend,
-    rows: &[&SpanRow],
+    rows: Vec<ChunkRow>,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let mut inserted = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(rows_per_statement(backend)) {
+    let per_statement = rows_per_statement(backend);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<ChunkRow> = rows.by_ref().take(per_statement).collect();
         let sql = format!(
-            "INSERT INTO spans ({SPAN_COLUMNS}) VALUES {}
-             ON CONFLICT (trace_id, span_id) DO NOTHING
-             RETURNING trace_id, span_id",
-            values_placeholders(backend, chunk.len(), 14)
+            "INSERT INTO span_chunks (trace_id, chunk_key, spans) VALUES {}
+             ON CONFLICT (trace_id, chunk_key) DO NOTHING
+             RETURNING trace_id, chunk_key",
+            values_placeholders(backend, chunk.len(), 3)
         );
-        let mut args = Vec::with_capacity(chunk.len() * 14);
+        let mut args = Vec::with_capacity(chunk.len() * 3);
         for row in chunk {
             args.extend([
-                Arg::Text(row.trace_id.clone()),
-                Arg::Text(row.span_id.clone()),
-                Arg::Text(row.parent_span_id.clone()),
-                Arg::Text(row.name.clone()),
-                Arg::Int(row.kind),
-                Arg::Text(row.service_name.clone()),
-                Arg::Text(row.scope_name.clone()),
-                Arg::Int(row.start_time_unix_nano),
-                Arg::Int(row.end_time_unix_nano),
-                Arg::Float(row.duration_ms),
-                Arg::Int(row.status_code),
-                Arg::Text(row.status_message.clone()),
-                Arg::Text(row.attributes_json.clone()),
-                Arg::Text(row.events_json.clone()),
+                Arg::Text(row.trace_id),
+                Arg::Text(row.chunk_key),
+                Arg::Text(row.spans_json),
             ]);
         }
         let returned = bind_all(sqlx::query_as::<_, (String, String)>(&sql), args)
@@ -546,6 +580,31 @@ pub async fn insert_spans(
     }
     Ok(inserted)
 }
+
+/// `(trace_id, spans)` of every chunk stored for these traces, read inside
+/// the write that is about to add to them.
+pub async fn chunks_of_traces(
+    tx: &mut WriteTx,
+    backend: Backend,
+    trace_ids: &[&str],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut chunks = Vec::new();
+    for ids in trace_ids.chunks(IDS_PER_LOOKUP) {
+        let sql = format!(
+            "SELECT trace_id, spans FROM span_chunks WHERE trace_id IN {}",
+            values_placeholders(backend, 1, ids.len())
+        );
+        let args = ids.iter().map(|id| Arg::Text(id.to_string())).collect();
+        let found = bind_all(sqlx::query_as::<_, (String, String)>(&sql), args)
+            .fetch_all(tx.conn())
+            .await?;
+        chunks.extend(found);
+    }
+    Ok(chunks)
+}
+
+/// Ids per `IN (...)` lookup: far below SQLite's 32766 parameters.
+const IDS_PER_LOOKUP: usize = 500;
 
 /// What a batch adds to one trace's summary row.
 #[derive(Debug, Clone, PartialEq)]
@@ -644,69 +703,14 @@ pub async fn insert_trace_models(
     Ok(())
 }
 
-type SpanTuple = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-    f64,
-    i64,
-    String,
-    String,
-    String,
-);
-
-/// The spans of one trace, by start time then span id.
-pub async fn get_spans(store: &Store, trace_id: &str) -> Result<Vec<SpanRow>, StoreError> {
-    let sql = format!(
-        "SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = $1
-         ORDER BY start_time_unix_nano, span_id"
-    );
-    let tuples: Vec<SpanTuple> = sqlx::query_as(&sql)
-        .bind(trace_id.to_string())
-        .fetch_all(store.pool())
-        .await?;
-    Ok(tuples
-        .into_iter()
-        .map(
-            |(
-                trace_id,
-                span_id,
-                parent_span_id,
-                name,
-                kind,
-                service_name,
-                scope_name,
-                start_time_unix_nano,
-                end_time_unix_nano,
-                duration_ms,
-                status_code,
-                status_message,
-                attributes_json,
-                events_json,
-            )| SpanRow {
-                trace_id,
-                span_id,
-                parent_span_id,
-                name,
-                kind,
-                service_name,
-                scope_name,
-                start_time_unix_nano,
-                end_time_unix_nano,
-                duration_ms,
-                status_code,
-                status_message,
-                attributes_json,
-                events_json,
-            },
-        )
-        .collect())
+/// The stored chunks of one trace, as JSON arrays, by chunk key.
+pub async fn get_span_chunks(store: &Store, trace_id: &str) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT spans FROM span_chunks WHERE trace_id = $1 ORDER BY chunk_key")
+            .bind(trace_id.to_string())
+            .fetch_all(store.pool())
+            .await?;
+    Ok(rows.into_iter().map(|(spans,)| spans).collect())
 }
 
 /// Filters and the keyset position of one page of `search_traces`.

@@ -1,9 +1,10 @@
-//! The trace store: spans as OpenTelemetry exporters send them, one summary
-//! row per trace kept beside them in the same transaction, and the queries
-//! over both (a whole trace by id; traces by endpoint, model, duration,
-//! status and time, newest first).
+//! The trace store: spans as OpenTelemetry exporters send them, stored as
+//! one JSON array per trace and write, one summary row per trace kept
+//! beside them in the same transaction, and the queries over both (a whole
+//! trace by id; traces by endpoint, model, duration, status and time,
+//! newest first).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use keel_store::Store;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
-use crate::store::{self, SpanRow, TraceQuery, TraceRow, TraceUpsert};
+use crate::store::{self, ChunkRow, TraceQuery, TraceRow, TraceUpsert};
 use keel_types::page_cursor::{CursorKey, PageCursor};
 
 /// The span attribute naming the Keel endpoint a trace served.
@@ -224,20 +225,52 @@ pub struct TracePage {
     pub next: Option<TraceCursor>,
 }
 
-/// A span encoded for its row, with what the trace summary needs of its
-/// attributes.
+/// A span encoded for storage, with what the trace summary needs of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedSpan {
-    pub row: SpanRow,
+    pub trace_id: String,
+    pub span_id: String,
+    /// No parent span.
+    pub is_root: bool,
+    pub name: String,
+    pub service_name: String,
+    pub start_time_unix_nano: i64,
+    pub end_time_unix_nano: i64,
+    pub status: SpanStatus,
     /// `keel.endpoint`, when the span has it as a string.
     pub endpoint: Option<String>,
     /// `gen_ai.request.model`, when the span has it as a string.
     pub model: Option<String>,
+    /// The span, its trace id aside, as one JSON object.
+    pub json: String,
+}
+
+/// A span as its chunk holds it (the chunk's row has the trace id). The
+/// field names are the JSON keys, which migration 3 also writes.
+#[derive(Debug, Serialize, Deserialize)]
+struct SpanDocument {
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    kind: i64,
+    service_name: String,
+    scope_name: String,
+    start_time_unix_nano: i64,
+    end_time_unix_nano: i64,
+    status_code: i64,
+    status_message: String,
+    attributes: Map<String, Value>,
+    events: Vec<StoredEvent>,
+}
+
+/// What a write needs of the spans already stored: their ids.
+#[derive(Deserialize)]
+struct StoredSpanId {
+    span_id: String,
 }
 
 /// Encodes spans for storage: one per (trace id, span id), the first one
-/// sent winning as the store's `ON CONFLICT DO NOTHING` would have it,
-/// ordered by ids so concurrent writers lock rows in the same order.
+/// sent winning, ordered by ids so that writes are deterministic.
 /// CPU-bound on large batches: call it off the async threads.
 pub fn prepare_spans(spans: Vec<StoredSpan>) -> Result<Vec<PreparedSpan>, Error> {
     let mut seen = HashSet::with_capacity(spans.len());
@@ -248,19 +281,11 @@ pub fn prepare_spans(spans: Vec<StoredSpan>) -> Result<Vec<PreparedSpan>, Error>
         }
         prepared.push(prepare_span(span)?);
     }
-    prepared
-        .sort_by(|a, b| (&a.row.trace_id, &a.row.span_id).cmp(&(&b.row.trace_id, &b.row.span_id)));
+    prepared.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
     Ok(prepared)
 }
 
 fn prepare_span(span: StoredSpan) -> Result<PreparedSpan, Error> {
-    let encode_error = |source| Error::EncodeSpan {
-        trace_id: span.trace_id.clone(),
-        span_id: span.span_id.clone(),
-        source,
-    };
-    let attributes_json = serde_json::to_string(&span.attributes).map_err(encode_error)?;
-    let events_json = serde_json::to_string(&span.events).map_err(encode_error)?;
     let string_attribute = |key: &str| {
         span.attributes
             .get(key)
@@ -270,26 +295,53 @@ fn prepare_span(span: StoredSpan) -> Result<PreparedSpan, Error> {
     };
     let endpoint = string_attribute(ENDPOINT_ATTRIBUTE);
     let model = string_attribute(MODEL_ATTRIBUTE);
-    let duration_ms = span.duration_ms();
+    let StoredSpan {
+        trace_id,
+        span_id,
+        parent_span_id,
+        name,
+        kind,
+        service_name,
+        scope_name,
+        start_time_unix_nano,
+        end_time_unix_nano,
+        status,
+        status_message,
+        attributes,
+        events,
+    } = span;
+    let is_root = parent_span_id.is_empty();
+    let document = SpanDocument {
+        span_id,
+        parent_span_id,
+        name,
+        kind: kind.code(),
+        service_name,
+        scope_name,
+        start_time_unix_nano,
+        end_time_unix_nano,
+        status_code: status.code(),
+        status_message,
+        attributes,
+        events,
+    };
+    let json = serde_json::to_string(&document).map_err(|source| Error::EncodeSpan {
+        trace_id: trace_id.clone(),
+        span_id: document.span_id.clone(),
+        source,
+    })?;
     Ok(PreparedSpan {
-        row: SpanRow {
-            trace_id: span.trace_id,
-            span_id: span.span_id,
-            parent_span_id: span.parent_span_id,
-            name: span.name,
-            kind: span.kind.code(),
-            service_name: span.service_name,
-            scope_name: span.scope_name,
-            start_time_unix_nano: span.start_time_unix_nano,
-            end_time_unix_nano: span.end_time_unix_nano,
-            duration_ms,
-            status_code: span.status.code(),
-            status_message: span.status_message,
-            attributes_json,
-            events_json,
-        },
+        trace_id,
+        span_id: document.span_id,
+        is_root,
+        name: document.name,
+        service_name: document.service_name,
+        start_time_unix_nano,
+        end_time_unix_nano,
+        status,
         endpoint,
         model,
+        json,
     })
 }
 
@@ -336,23 +388,22 @@ pub struct TraceDelta {
 pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
     let mut ordered: Vec<&PreparedSpan> = spans.to_vec();
     ordered.sort_by(|a, b| {
-        (&a.row.trace_id, a.row.start_time_unix_nano, &a.row.span_id).cmp(&(
-            &b.row.trace_id,
-            b.row.start_time_unix_nano,
-            &b.row.span_id,
+        (&a.trace_id, a.start_time_unix_nano, &a.span_id).cmp(&(
+            &b.trace_id,
+            b.start_time_unix_nano,
+            &b.span_id,
         ))
     });
     let mut deltas: Vec<TraceDelta> = Vec::new();
     for span in ordered {
-        let row = &span.row;
         if deltas
             .last()
-            .is_none_or(|delta| delta.trace_id != row.trace_id)
+            .is_none_or(|delta| delta.trace_id != span.trace_id)
         {
             deltas.push(TraceDelta {
-                trace_id: row.trace_id.clone(),
-                start_time_unix_nano: row.start_time_unix_nano,
-                end_time_unix_nano: row.end_time_unix_nano,
+                trace_id: span.trace_id.clone(),
+                start_time_unix_nano: span.start_time_unix_nano,
+                end_time_unix_nano: span.end_time_unix_nano,
                 root: None,
                 new_spans: 0,
                 status: SpanStatus::Unset,
@@ -365,15 +416,15 @@ pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
         };
         // Spans arrive by start time within a trace: the first root and the
         // first endpoint seen are the earliest.
-        delta.start_time_unix_nano = delta.start_time_unix_nano.min(row.start_time_unix_nano);
-        delta.end_time_unix_nano = delta.end_time_unix_nano.max(row.end_time_unix_nano);
+        delta.start_time_unix_nano = delta.start_time_unix_nano.min(span.start_time_unix_nano);
+        delta.end_time_unix_nano = delta.end_time_unix_nano.max(span.end_time_unix_nano);
         delta.new_spans += 1;
-        delta.status = delta.status.max(SpanStatus::from_code(row.status_code));
-        if delta.root.is_none() && row.parent_span_id.is_empty() {
+        delta.status = delta.status.max(span.status);
+        if delta.root.is_none() && span.is_root {
             delta.root = Some(RootSpan {
-                span_id: row.span_id.clone(),
-                name: row.name.clone(),
-                service_name: truncate(&row.service_name, MAX_INDEXED_BYTES).to_string(),
+                span_id: span.span_id.clone(),
+                name: span.name.clone(),
+                service_name: truncate(&span.service_name, MAX_INDEXED_BYTES).to_string(),
             });
         }
         if delta.endpoint.is_none() {
@@ -388,20 +439,51 @@ pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
 
 /// Stores the spans not stored yet and folds them into their traces'
 /// summaries, all in one transaction. Returns how many spans were new.
+///
+/// A trace's new spans go in one chunk row. A span is stored once: copies
+/// within the call are dropped, and so are spans a chunk of the trace
+/// already holds (an exporter's retry, spans re-sent in another batch),
+/// read in the same transaction. Only writers racing on one trace from two
+/// processes could both store a span; reads keep one copy.
 pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, Error> {
+    let mut by_trace: BTreeMap<&str, Vec<&PreparedSpan>> = BTreeMap::new();
+    let mut seen = HashSet::with_capacity(spans.len());
+    for span in spans {
+        if seen.insert((span.trace_id.as_str(), span.span_id.as_str())) {
+            by_trace.entry(&span.trace_id).or_default().push(span);
+        }
+    }
     let backend = store.backend();
     let mut tx = store.begin_write().await?;
-    let rows: Vec<&SpanRow> = spans.iter().map(|span| &span.row).collect();
-    let mut inserted: HashSet<(String, String)> = store::insert_spans(&mut tx, backend, &rows)
+    let trace_ids: Vec<&str> = by_trace.keys().copied().collect();
+    for (trace_id, chunk) in store::chunks_of_traces(&mut tx, backend, &trace_ids).await? {
+        let stored: Vec<StoredSpanId> =
+            serde_json::from_str(&chunk).map_err(|source| Error::CorruptSpans {
+                trace_id: trace_id.clone(),
+                source,
+            })?;
+        if let Some(spans) = by_trace.get_mut(trace_id.as_str()) {
+            spans.retain(|span| !stored.iter().any(|old| old.span_id == span.span_id));
+        }
+    }
+    let rows: Vec<ChunkRow> = by_trace
+        .iter()
+        .filter(|(_, spans)| !spans.is_empty())
+        .map(|(trace_id, spans)| chunk_row(trace_id, spans))
+        .collect();
+    let inserted: HashSet<(String, String)> = store::insert_span_chunks(&mut tx, backend, rows)
         .await?
         .into_iter()
         .collect();
-    // `remove`, not `contains`: two calls of one group may carry the same
-    // span, and only one of them stored it.
-    let new_spans: Vec<&PreparedSpan> = spans
-        .iter()
+    let new_spans: Vec<&PreparedSpan> = by_trace
+        .values()
+        .filter(|spans| {
+            spans.first().is_some_and(|first| {
+                inserted.contains(&(first.trace_id.clone(), chunk_key(spans).to_string()))
+            })
+        })
+        .flatten()
         .copied()
-        .filter(|span| inserted.remove(&(span.row.trace_id.clone(), span.row.span_id.clone())))
         .collect();
     let deltas = summarize(&new_spans);
     let upserts: Vec<TraceUpsert> = deltas.iter().map(delta_to_upsert).collect();
@@ -418,6 +500,33 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
     store::insert_trace_models(&mut tx, backend, &models).await?;
     tx.commit().await?;
     Ok(new_spans.len() as u64)
+}
+
+/// The smallest span id of a chunk's spans (never empty).
+fn chunk_key<'s>(spans: &[&'s PreparedSpan]) -> &'s str {
+    spans
+        .iter()
+        .map(|span| span.span_id.as_str())
+        .min()
+        .unwrap_or_default()
+}
+
+fn chunk_row(trace_id: &str, spans: &[&PreparedSpan]) -> ChunkRow {
+    let length = spans.iter().map(|span| span.json.len() + 1).sum::<usize>() + 1;
+    let mut spans_json = String::with_capacity(length);
+    spans_json.push('[');
+    for (index, span) in spans.iter().enumerate() {
+        if index > 0 {
+            spans_json.push(',');
+        }
+        spans_json.push_str(&span.json);
+    }
+    spans_json.push(']');
+    ChunkRow {
+        trace_id: trace_id.to_string(),
+        chunk_key: chunk_key(spans).to_string(),
+        spans_json,
+    }
 }
 
 fn delta_to_upsert(delta: &TraceDelta) -> TraceUpsert {
@@ -455,13 +564,14 @@ impl TraceStore {
 
     /// Every stored span of the trace, by start time then span id.
     pub async fn get(&self, trace_id: &TraceId) -> Result<Vec<StoredSpan>, Error> {
-        let rows = store::get_spans(&self.store, trace_id.as_str()).await?;
-        if rows.is_empty() {
+        let chunks = store::get_span_chunks(&self.store, trace_id.as_str()).await?;
+        if chunks.is_empty() {
             return Err(Error::TraceNotFound {
                 trace_id: trace_id.to_string(),
             });
         }
-        tokio::task::spawn_blocking(move || rows.into_iter().map(decode_span).collect()).await?
+        let trace_id = trace_id.to_string();
+        tokio::task::spawn_blocking(move || decode_chunks(&trace_id, &chunks)).await?
     }
 
     /// One page of matching traces, newest first by (start, trace id).
@@ -534,30 +644,45 @@ fn summary_from_row(row: TraceRow, models: Vec<String>) -> TraceSummary {
     }
 }
 
-fn decode_span(row: SpanRow) -> Result<StoredSpan, Error> {
-    let corrupt = |source| Error::CorruptSpan {
-        trace_id: row.trace_id.clone(),
-        span_id: row.span_id.clone(),
-        source,
-    };
-    let attributes: Map<String, Value> =
-        serde_json::from_str(&row.attributes_json).map_err(corrupt)?;
-    let events: Vec<StoredEvent> = serde_json::from_str(&row.events_json).map_err(corrupt)?;
-    Ok(StoredSpan {
-        trace_id: row.trace_id,
-        span_id: row.span_id,
-        parent_span_id: row.parent_span_id,
-        name: row.name,
-        kind: SpanKind::from_code(row.kind),
-        service_name: row.service_name,
-        scope_name: row.scope_name,
-        start_time_unix_nano: row.start_time_unix_nano,
-        end_time_unix_nano: row.end_time_unix_nano,
-        status: SpanStatus::from_code(row.status_code),
-        status_message: row.status_message,
-        attributes,
-        events,
-    })
+/// Every span of the chunks, by start time then span id; a span that two
+/// racing writers both stored is kept once.
+fn decode_chunks(trace_id: &str, chunks: &[String]) -> Result<Vec<StoredSpan>, Error> {
+    let mut seen = HashSet::new();
+    let mut spans = Vec::new();
+    for chunk in chunks {
+        let documents: Vec<SpanDocument> =
+            serde_json::from_str(chunk).map_err(|source| Error::CorruptSpans {
+                trace_id: trace_id.to_string(),
+                source,
+            })?;
+        for document in documents {
+            if seen.insert(document.span_id.clone()) {
+                spans.push(decode_span(trace_id, document));
+            }
+        }
+    }
+    spans.sort_by(|a, b| {
+        (a.start_time_unix_nano, &a.span_id).cmp(&(b.start_time_unix_nano, &b.span_id))
+    });
+    Ok(spans)
+}
+
+fn decode_span(trace_id: &str, document: SpanDocument) -> StoredSpan {
+    StoredSpan {
+        trace_id: trace_id.to_string(),
+        span_id: document.span_id,
+        parent_span_id: document.parent_span_id,
+        name: document.name,
+        kind: SpanKind::from_code(document.kind),
+        service_name: document.service_name,
+        scope_name: document.scope_name,
+        start_time_unix_nano: document.start_time_unix_nano,
+        end_time_unix_nano: document.end_time_unix_nano,
+        status: SpanStatus::from_code(document.status_code),
+        status_message: document.status_message,
+        attributes: document.attributes,
+        events: document.events,
+    }
 }
 
 #[cfg(test)]
@@ -637,9 +762,9 @@ pub(crate) mod tests {
             .iter()
             .map(|span| {
                 (
-                    span.row.trace_id.as_str(),
-                    span.row.span_id.as_str(),
-                    span.row.name.as_str(),
+                    span.trace_id.as_str(),
+                    span.span_id.as_str(),
+                    span.name.as_str(),
                 )
             })
             .collect();
@@ -683,18 +808,130 @@ pub(crate) mod tests {
         let prepared = prepare_spans(vec![stored.clone()]).unwrap().remove(0);
         assert_eq!(prepared.endpoint.as_deref(), Some("support"));
         assert_eq!(prepared.model, Some("m".repeat(MAX_INDEXED_BYTES)));
-        assert_eq!(prepared.row.duration_ms, 2.5);
-        assert_eq!(prepared.row.status_code, 2);
-        assert_eq!(prepared.row.kind, 1);
+        assert_eq!(prepared.status, SpanStatus::Error);
+        assert!(prepared.is_root);
         // What is stored decodes back to the same span.
-        assert_eq!(decode_span(prepared.row).unwrap(), stored);
+        let chunk = chunk_row(&prepared.trace_id, &[&prepared]);
+        assert_eq!(chunk.chunk_key, prepared.span_id);
+        assert_eq!(
+            decode_chunks(&stored.trace_id, &[chunk.spans_json]).unwrap(),
+            vec![stored]
+        );
 
-        // A non-string endpoint is no endpoint; an end before the start is 0 ms.
-        let mut odd = with_attribute(span(1, 2, None, 10), ENDPOINT_ATTRIBUTE, Value::from(3));
-        odd.end_time_unix_nano = 5;
+        // A non-string endpoint is no endpoint.
+        let odd = with_attribute(span(1, 2, Some(1), 10), ENDPOINT_ATTRIBUTE, Value::from(3));
         let prepared = prepare_spans(vec![odd]).unwrap().remove(0);
         assert_eq!(prepared.endpoint, None);
-        assert_eq!(prepared.row.duration_ms, 0.0);
+        assert!(!prepared.is_root);
+    }
+
+    #[test]
+    fn chunks_decode_by_start_keeping_one_copy_of_a_span() {
+        let spans: Vec<PreparedSpan> = prepare_spans(vec![
+            span(1, 3, Some(1), 30),
+            span(1, 1, None, 10),
+            span(1, 2, Some(1), 10),
+        ])
+        .unwrap();
+        let first = chunk_row(&spans[0].trace_id, &[&spans[0], &spans[2]]);
+        // A second chunk holding span 3 again, as two racing writers might.
+        let second = chunk_row(&spans[1].trace_id, &[&spans[1], &spans[2]]);
+        assert_eq!(first.chunk_key, format!("{:016x}", 1));
+        assert_eq!(second.chunk_key, format!("{:016x}", 2));
+        let decoded =
+            decode_chunks(&spans[0].trace_id, &[first.spans_json, second.spans_json]).unwrap();
+        let ids: Vec<&str> = decoded.iter().map(|span| span.span_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                format!("{:016x}", 1),
+                format!("{:016x}", 2),
+                format!("{:016x}", 3)
+            ]
+        );
+        let corrupt = decode_chunks(&spans[0].trace_id, &["[{".to_string()]).unwrap_err();
+        assert!(matches!(corrupt, Error::CorruptSpans { .. }), "{corrupt:?}");
+    }
+
+    /// Spans stored one row each, before migration 3, read back the same
+    /// from their chunks after it; a later write of the trace skips them.
+    #[tokio::test]
+    async fn spans_stored_before_chunks_survive_the_migration() {
+        for backend in keel_testkit::BACKENDS {
+            let database = keel_testkit::TestDatabase::fresh(backend).await;
+            let old = database.open(&store::MIGRATIONS[..2]).await;
+            let mut stored = with_attribute(
+                span(7, 1, None, 1_000),
+                ENDPOINT_ATTRIBUTE,
+                Value::String("support".to_string()),
+            );
+            stored.kind = SpanKind::Server;
+            stored.status = SpanStatus::Error;
+            stored.status_message = "boom".to_string();
+            stored.events.push(StoredEvent {
+                name: "retry".to_string(),
+                time_unix_nano: 5,
+                attributes: Map::from_iter([("attempt".to_string(), Value::from(2))]),
+            });
+            let child = span(7, 2, Some(1), 2_000);
+            for span in [&stored, &child] {
+                sqlx::query(
+                    "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind,
+                        service_name, scope_name, start_time_unix_nano, end_time_unix_nano,
+                        duration_ms, status_code, status_message, attributes, events)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                )
+                .bind(span.trace_id.clone())
+                .bind(span.span_id.clone())
+                .bind(span.parent_span_id.clone())
+                .bind(span.name.clone())
+                .bind(span.kind.code())
+                .bind(span.service_name.clone())
+                .bind(span.scope_name.clone())
+                .bind(span.start_time_unix_nano)
+                .bind(span.end_time_unix_nano)
+                .bind(span.duration_ms())
+                .bind(span.status.code())
+                .bind(span.status_message.clone())
+                .bind(serde_json::to_string(&span.attributes).unwrap())
+                .bind(serde_json::to_string(&span.events).unwrap())
+                .execute(old.pool())
+                .await
+                .unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO traces (trace_id, start_time_unix_nano, end_time_unix_nano,
+                    root_span_id, root_span_name, root_service_name, span_count, status_code,
+                    endpoint)
+                 VALUES ($1, 1000, 1002000, $2, 'span 1', 'serving', 2, 2, 'support')",
+            )
+            .bind(stored.trace_id.clone())
+            .bind(stored.span_id.clone())
+            .execute(old.pool())
+            .await
+            .unwrap();
+            old.close().await;
+
+            let migrated = database.open(store::MIGRATIONS).await;
+            let trace_id = TraceId::parse("trace_id", &stored.trace_id).unwrap();
+            let reader = TraceStore::new(migrated.clone());
+            assert_eq!(
+                reader.get(&trace_id).await.unwrap(),
+                vec![stored.clone(), child.clone()],
+                "{backend:?}"
+            );
+            // Re-sent with a new span: only the new one is stored and counted.
+            let resent = prepare_spans(vec![child, span(7, 3, Some(1), 3_000)]).unwrap();
+            let references: Vec<&PreparedSpan> = resent.iter().collect();
+            assert_eq!(write_spans(&migrated, &references).await.unwrap(), 1);
+            assert_eq!(reader.get(&trace_id).await.unwrap().len(), 3);
+            let page = reader
+                .search(&TraceFilter::default(), None, 10)
+                .await
+                .unwrap();
+            assert_eq!(page.traces[0].span_count, 3, "{backend:?}");
+            assert_eq!(page.traces[0].endpoint, "support");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use keel_core::telemetry::CallerTrace;
 use keel_proto::v1 as pb;
 use keel_proto::v1::serving_service_server::ServingService;
 use tokio_stream::wrappers::ReceiverStream;
@@ -68,12 +69,9 @@ fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
 }
 
 fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
-    // With spans on, the query's span continues the caller's trace itself.
-    let caller_trace_id = if keel_core::telemetry::spans_enabled() {
-        None
-    } else {
-        keel_core::telemetry::caller_trace_id(request.metadata().as_ref())
-    };
+    // The query's span is the call's server span: no tower layer span
+    // wraps this call (see `grpc_tracing::HANDLER_TRACED_PATHS`).
+    let caller = CallerTrace::from_headers(request.metadata().as_ref());
     let message = request.into_inner();
     QueryInput {
         endpoint: message.endpoint,
@@ -88,7 +86,7 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
             .collect(),
         user_id: message.user_id,
         session_id: message.session_id,
-        caller_trace_id,
+        caller,
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_core::telemetry::span_ids;
+use keel_core::telemetry::{span_ids, CallerTrace};
 use keel_models::{Generation, GenerationRequest, ModelCatalog};
 use keel_store::Store;
 use keel_types::{
@@ -58,9 +58,9 @@ pub struct QueryInput {
     pub messages: Vec<MessageInput>,
     pub user_id: String,
     pub session_id: String,
-    /// The trace of the caller's `traceparent`: the query's trace id when
-    /// telemetry is off (with telemetry on, the query's span continues it).
-    pub caller_trace_id: Option<String>,
+    /// The caller's `traceparent`: the query's span continues its trace
+    /// (and with telemetry off, the answer still carries its trace id).
+    pub caller: CallerTrace,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -580,8 +580,8 @@ impl Pipeline {
     }
 }
 
-/// Validates `input` and gives the query its identity: a request id and a
-/// span under the current one (the gRPC call's).
+/// Validates `input` and gives the query its identity: a request id and
+/// the call's server span, continuing the caller's trace.
 fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     let started = Instant::now();
     let started_at_ms = keel_core::time::now_ms();
@@ -593,6 +593,7 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     let span = tracing::info_span!(
         "query",
         otel.name = %format!("query {}", query.endpoint),
+        otel.kind = "server",
         otel.status_code = Empty,
         otel.status_message = Empty,
         keel.endpoint = %query.endpoint,
@@ -601,13 +602,16 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
         keel.served_model = Empty,
         keel.served_version = Empty,
         keel.generator = Empty,
+        rpc.system = "grpc",
+        rpc.service = "keel.v1.ServingService",
     );
+    input.caller.continue_in(&span);
     // Without telemetry the response still carries a trace id, for logs
     // and the inference record: the caller's, or a new one.
     let (trace_id, span_id) = match span_ids(&span) {
         Some(ids) => (ids.trace_id, ids.span_id),
-        None => match &input.caller_trace_id {
-            Some(caller_trace_id) => (caller_trace_id.clone(), String::new()),
+        None => match input.caller.trace_id() {
+            Some(caller_trace_id) => (caller_trace_id, String::new()),
             None => (Uuid::new_v4().simple().to_string(), String::new()),
         },
     };
@@ -670,7 +674,7 @@ mod tests {
             messages: Vec::new(),
             user_id: String::new(),
             session_id: String::new(),
-            caller_trace_id: None,
+            caller: CallerTrace::default(),
         }
     }
 

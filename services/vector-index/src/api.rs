@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keel_core::payload::{json_to_struct, struct_to_json};
+use keel_core::telemetry::CallerTrace;
 use keel_proto::v1 as pb;
 use keel_proto::v1::vector_index_service_server::VectorIndexService;
 use keel_types::validate;
@@ -122,6 +123,9 @@ impl VectorIndexService for Api {
         &self,
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
+        // No tower layer span wraps this call: the retrieval span is its
+        // server span (see `grpc_tracing::HANDLER_TRACED_PATHS`).
+        let caller = CallerTrace::from_headers(request.metadata().as_ref());
         let request = request.into_inner();
         validate::name("collection", &request.collection)?;
         let query = match (request.vector.is_empty(), request.text.is_empty()) {
@@ -156,7 +160,10 @@ impl VectorIndexService for Api {
             top_k: request.top_k as usize,
             filter: PayloadFilter::new(filter),
         };
-        let hits = self.index.search(&request.collection, search).await?;
+        let hits = self
+            .index
+            .search(&caller, &request.collection, search)
+            .await?;
         let points = hits
             .into_iter()
             .map(|hit| pb::ScoredPoint {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_core::gen_ai;
+use keel_core::telemetry::CallerTrace;
 use keel_models::{ModelCatalog, ModelError, SharedEmbedder};
 use keel_store::Store;
 use keel_types::FieldError;
@@ -393,9 +394,11 @@ impl VectorIndex {
         .await?
     }
 
-    /// The search runs in a `retrieval {collection}` span.
+    /// The search runs in a `retrieval {collection}` span, the server span
+    /// of the call: it continues `caller`'s trace.
     pub async fn search(
         &self,
+        caller: &CallerTrace,
         collection_name: &str,
         request: SearchRequest,
     ) -> Result<Vec<Hit>, Error> {
@@ -404,7 +407,7 @@ impl VectorIndex {
             Query::Vector(_) => None,
         };
         let top_k = u32::try_from(request.top_k).unwrap_or(u32::MAX);
-        let span = gen_ai::retrieval_span(collection_name, top_k, query_text);
+        let span = gen_ai::retrieval_span(caller, collection_name, top_k, query_text);
         let result = self
             .search_unobserved(collection_name, request)
             .instrument(span.clone())

@@ -337,10 +337,11 @@ async fn wait_for_trace(urls: &ServiceUrls, trace_id: &str) -> Result<Trace, Cli
     }
 }
 
-/// The call's span ends last, after the generation's.
+/// The query's span (serving's server span of the call) ends last, after
+/// the generation's.
 fn is_complete(trace: &Trace) -> bool {
     let has = |prefix: &str| trace.spans.iter().any(|span| span.name.starts_with(prefix));
-    has("keel.v1.ServingService/Query") && has("chat ")
+    has("query ") && has("chat ")
 }
 
 /// `Ok(None)` when the call failed only because the thing exists already.
