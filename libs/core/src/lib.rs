@@ -16,6 +16,7 @@ mod span_export;
 pub mod standalone;
 pub mod telemetry;
 pub mod time;
+mod trace_ids;
 
 pub use server::{
     bind, run_service, serve_grpc, shutdown_on_signal, BindError, GrpcService, Listeners,

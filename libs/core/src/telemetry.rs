@@ -26,6 +26,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 pub use crate::span_export::SpanDestination;
 use crate::span_export::{SpanDestinations, SpanFanOut};
+use crate::trace_ids::TimeOrderedIds;
 
 /// How spans leave a process: `[telemetry]` in the config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +253,7 @@ fn tracer_provider(
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             config.sample_ratio,
         ))))
+        .with_id_generator(TimeOrderedIds::default())
         .with_resource(resource)
         .build()
 }
