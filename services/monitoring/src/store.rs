@@ -494,8 +494,8 @@ pub async fn latency_at(
     Ok(row.map(|(latency_ms,)| latency_ms))
 }
 
-/// `spans.status_code` of an ERROR span (OpenTelemetry's numbering);
-/// a trace's `status_code` is the largest of its spans'.
+/// The status code of an ERROR span (OpenTelemetry's numbering); a
+/// trace's `status_code` is the largest of its spans'.
 pub const SPAN_STATUS_ERROR: i64 = 2;
 
 /// Rows per multi-row INSERT. SQLite looks each `$N` placeholder up by

@@ -463,7 +463,8 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
                 source,
             })?;
         if let Some(spans) = by_trace.get_mut(trace_id.as_str()) {
-            spans.retain(|span| !stored.iter().any(|old| old.span_id == span.span_id));
+            let stored: HashSet<String> = stored.into_iter().map(|old| old.span_id).collect();
+            spans.retain(|span| !stored.contains(&span.span_id));
         }
     }
     let rows: Vec<ChunkRow> = by_trace

@@ -612,7 +612,7 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
         Some(ids) => (ids.trace_id, ids.span_id),
         None => match input.caller.trace_id() {
             Some(caller_trace_id) => (caller_trace_id, String::new()),
-            None => (Uuid::new_v4().simple().to_string(), String::new()),
+            None => (Uuid::now_v7().simple().to_string(), String::new()),
         },
     };
     Ok(Admitted {
