@@ -23,17 +23,8 @@ pub enum Error {
         request_id: String,
         source: serde_json::Error,
     },
-    #[error("stored spans of trace `{trace_id}` cannot be decoded: {source}")]
-    CorruptSpans {
-        trace_id: String,
-        source: serde_json::Error,
-    },
-    #[error("span `{span_id}` of trace `{trace_id}` cannot be encoded: {source}")]
-    EncodeSpan {
-        trace_id: String,
-        span_id: String,
-        source: serde_json::Error,
-    },
+    #[error("stored spans of trace `{trace_id}` cannot be decoded: {reason}")]
+    CorruptSpans { trace_id: String, reason: String },
     #[error("the span writer is busy ({queued_calls} exports queued); retry later")]
     SpanQueueFull { queued_calls: usize },
     #[error("the span writer has stopped (the server is shutting down)")]

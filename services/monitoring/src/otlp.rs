@@ -1,19 +1,32 @@
-//! OTLP trace export (`ExportTraceServiceRequest`, from gRPC or HTTP) into
-//! stored spans: ids as lowercase hex, `service.name` from the resource,
-//! attribute values as JSON. A span that breaks a rule of the protocol is
-//! counted and named in the answer's partial success, never stored; the
-//! others of the same request are.
+//! OTLP trace export (`ExportTraceServiceRequest`, from gRPC or HTTP, or
+//! this process's own spans) into the trace store, and stored spans back
+//! into what GetTrace answers. A span is stored as it came, encoded as a
+//! one-span OTLP `TracesData` (with its resource's `service.name` and its
+//! scope's name): no JSON on the way in, where every query's spans pass.
+//! Reads convert to ids as lowercase hex and attribute values as JSON. A
+//! span that breaks a rule of the protocol is counted and named in the
+//! answer's partial success, never stored; the others of the same request
+//! are.
+
+use std::collections::HashSet;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event as OtlpEvent;
-use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span as OtlpSpan, TracesData,
+};
+use prost::Message;
 use serde_json::{Map, Number, Value};
 
 use crate::error::Error;
 use crate::span_writer::SpanWriter;
-use crate::traces::{self, SpanKind, SpanStatus, StoredEvent, StoredSpan};
+use crate::traces::{
+    self, PreparedSpan, SpanKind, SpanStatus, StoredEvent, StoredSpan, ENDPOINT_ATTRIBUTE,
+    MAX_INDEXED_BYTES, MODEL_ATTRIBUTE,
+};
 
 /// The resource attribute naming the service that emitted the spans.
 pub const SERVICE_NAME_ATTRIBUTE: &str = "service.name";
@@ -35,27 +48,33 @@ pub struct ExportOutcome {
     pub error_message: String,
 }
 
-/// Converts and stores one export request. Returns once its spans are
+/// A request's spans ready to store, and the ones refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// One per (trace id, span id), the first one sent winning, ordered
+    /// by those ids.
+    pub spans: Vec<PreparedSpan>,
+    pub rejected_spans: u64,
+    /// As in [`Converted`].
+    pub error_message: String,
+}
+
+/// Prepares and stores one export request. Returns once its spans are
 /// durable; the writer's queue being full or the store failing is an error
 /// and nothing of the request can be assumed stored.
 pub async fn export(
     writer: &SpanWriter,
     request: ExportTraceServiceRequest,
 ) -> Result<ExportOutcome, Error> {
-    let (prepared, converted_rejected, error_message) = tokio::task::spawn_blocking(move || {
-        let converted = convert(request);
-        let prepared = traces::prepare_spans(converted.spans)?;
-        Ok::<_, Error>((prepared, converted.rejected_spans, converted.error_message))
-    })
-    .await??;
-    writer.write(prepared).await?;
-    if converted_rejected > 0 {
-        writer.count_rejected(converted_rejected);
-        tracing::debug!(rejected = converted_rejected, reason = %error_message, "spans rejected");
+    let prepared = tokio::task::spawn_blocking(move || prepare(request)).await?;
+    writer.write(prepared.spans).await?;
+    if prepared.rejected_spans > 0 {
+        writer.count_rejected(prepared.rejected_spans);
+        tracing::debug!(rejected = prepared.rejected_spans, reason = %prepared.error_message, "spans rejected");
     }
     Ok(ExportOutcome {
-        rejected_spans: i64::try_from(converted_rejected).unwrap_or(i64::MAX),
-        error_message,
+        rejected_spans: i64::try_from(prepared.rejected_spans).unwrap_or(i64::MAX),
+        error_message: prepared.error_message,
     })
 }
 
@@ -86,66 +105,222 @@ impl keel_core::telemetry::SpanSink for WriterSink {
     }
 }
 
-/// Every valid span of the request; CPU-bound on large requests.
-pub fn convert(request: ExportTraceServiceRequest) -> Converted {
+/// Every valid span of the request, encoded for storage; CPU-bound on
+/// large requests.
+pub fn prepare(request: ExportTraceServiceRequest) -> Prepared {
     let mut spans = Vec::new();
-    let mut rejected_spans = 0u64;
-    let mut first_rejection: Option<String> = None;
+    let mut seen = HashSet::new();
+    let mut rejections = Rejections::default();
     for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
-        let service_name = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|resource| {
-                resource
-                    .attributes
-                    .iter()
-                    .find(|attribute| attribute.key == SERVICE_NAME_ATTRIBUTE)
-            })
-            .and_then(|attribute| match &attribute.value {
-                Some(AnyValue {
-                    value: Some(OtlpValue::StringValue(name)),
-                }) => Some(clean_text(name.clone())),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let service_name = service_name(&resource_spans);
+        let resource = Resource {
+            attributes: vec![KeyValue {
+                key: SERVICE_NAME_ATTRIBUTE.to_string(),
+                value: Some(AnyValue {
+                    value: Some(OtlpValue::StringValue(service_name.clone())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
         for (scope_index, scope_spans) in resource_spans.scope_spans.into_iter().enumerate() {
-            let scope_name = scope_spans
-                .scope
-                .as_ref()
-                .map(|scope| clean_text(scope.name.clone()))
-                .unwrap_or_default();
+            let scope_name = scope_name(&scope_spans);
+            let scope = InstrumentationScope {
+                name: scope_name,
+                ..Default::default()
+            }
+            .encode_to_vec();
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
-                match convert_span(span, &service_name, &scope_name) {
-                    Ok(stored) => spans.push(stored),
+                let checked = match check_span(&span) {
+                    Ok(checked) => checked,
                     Err(rule) => {
-                        rejected_spans += 1;
-                        if first_rejection.is_none() {
-                            first_rejection = Some(format!(
-                                "resource_spans[{resource_index}].scope_spans[{scope_index}].spans[{span_index}]: {rule}"
-                            ));
-                        }
+                        rejections.add(resource_index, scope_index, span_index, rule);
+                        continue;
                     }
+                };
+                if seen.insert((checked.trace_id.clone(), checked.span_id.clone())) {
+                    let encoded = encode_one_span(&resource, &scope, &span.encode_to_vec());
+                    spans.push(prepare_span(&span, checked, &service_name, encoded));
                 }
             }
         }
     }
-    let error_message = match first_rejection {
-        Some(first) => format!("{rejected_spans} spans rejected; the first: {first}"),
-        None => String::new(),
-    };
-    Converted {
+    spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+    Prepared {
         spans,
-        rejected_spans,
-        error_message,
+        rejected_spans: rejections.count,
+        error_message: rejections.message(),
     }
 }
 
-/// The span, or the rule it broke.
-fn convert_span(
-    span: OtlpSpan,
+fn prepare_span(
+    span: &OtlpSpan,
+    checked: CheckedSpan,
     service_name: &str,
-    scope_name: &str,
-) -> Result<StoredSpan, String> {
+    encoded: Vec<u8>,
+) -> PreparedSpan {
+    let string_attribute = |key: &str| {
+        span.attributes
+            .iter()
+            .rev()
+            .find(|attribute| attribute.key == key)
+            .and_then(|attribute| match &attribute.value {
+                Some(AnyValue {
+                    value: Some(OtlpValue::StringValue(text)),
+                }) if !text.is_empty() => Some(clean_text(
+                    traces::truncate(text, MAX_INDEXED_BYTES).to_string(),
+                )),
+                _ => None,
+            })
+    };
+    PreparedSpan {
+        is_root: checked.parent_span_id.is_empty(),
+        trace_id: checked.trace_id,
+        span_id: checked.span_id,
+        name: clean_text(span.name.clone()),
+        service_name: service_name.to_string(),
+        start_time_unix_nano: checked.start_time_unix_nano,
+        end_time_unix_nano: checked.end_time_unix_nano,
+        status: span
+            .status
+            .as_ref()
+            .map(|status| SpanStatus::from_code(i64::from(status.code)))
+            .unwrap_or_default(),
+        endpoint: string_attribute(ENDPOINT_ATTRIBUTE),
+        model: string_attribute(MODEL_ATTRIBUTE),
+        encoded,
+    }
+}
+
+/// `TracesData { resource_spans: [ResourceSpans { resource, scope_spans:
+/// [ScopeSpans { scope, spans: [span] }] }] }` from the three encoded
+/// messages (field 1 then field 2 at each level, as prost writes them).
+/// Framed here because prost measures a nested message again at every
+/// level it is nested in: building the `TracesData` and encoding it cost
+/// three times the span's own encoding.
+fn encode_one_span(resource: &[u8], scope: &[u8], span: &[u8]) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let field_len = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let scope_spans_len = field_len(scope.len()) + field_len(span.len());
+    let resource_spans_len = field_len(resource.len()) + field_len(scope_spans_len);
+    let mut encoded = Vec::with_capacity(field_len(resource_spans_len));
+    fn field(tag: u32, len: usize, encoded: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, encoded);
+        encode_varint(len as u64, encoded);
+    }
+    // TracesData.resource_spans
+    field(1, resource_spans_len, &mut encoded);
+    // ResourceSpans.resource
+    field(1, resource.len(), &mut encoded);
+    encoded.extend_from_slice(resource);
+    // ResourceSpans.scope_spans
+    field(2, scope_spans_len, &mut encoded);
+    // ScopeSpans.scope
+    field(1, scope.len(), &mut encoded);
+    encoded.extend_from_slice(scope);
+    // ScopeSpans.spans
+    field(2, span.len(), &mut encoded);
+    encoded.extend_from_slice(span);
+    encoded
+}
+
+/// Every valid span of the request; CPU-bound on large requests.
+pub fn convert(request: ExportTraceServiceRequest) -> Converted {
+    let mut spans = Vec::new();
+    let mut rejections = Rejections::default();
+    for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
+        let service_name = service_name(&resource_spans);
+        for (scope_index, scope_spans) in resource_spans.scope_spans.into_iter().enumerate() {
+            let scope_name = scope_name(&scope_spans);
+            for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
+                match convert_span(span, &service_name, &scope_name) {
+                    Ok(stored) => spans.push(stored),
+                    Err(rule) => rejections.add(resource_index, scope_index, span_index, rule),
+                }
+            }
+        }
+    }
+    Converted {
+        spans,
+        rejected_spans: rejections.count,
+        error_message: rejections.message(),
+    }
+}
+
+/// The spans of a stored chunk (concatenated one-span `TracesData`).
+pub fn decode_stored(bytes: &[u8]) -> Result<Vec<StoredSpan>, prost::DecodeError> {
+    let data = TracesData::decode(bytes)?;
+    Ok(convert(ExportTraceServiceRequest {
+        resource_spans: data.resource_spans,
+    })
+    .spans)
+}
+
+/// How many spans a request had refused, and why the first one was.
+#[derive(Default)]
+struct Rejections {
+    count: u64,
+    first: Option<String>,
+}
+
+impl Rejections {
+    fn add(&mut self, resource_index: usize, scope_index: usize, span_index: usize, rule: String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(format!(
+                "resource_spans[{resource_index}].scope_spans[{scope_index}].spans[{span_index}]: {rule}"
+            ));
+        }
+    }
+
+    fn message(self) -> String {
+        match self.first {
+            Some(first) => format!("{} spans rejected; the first: {first}", self.count),
+            None => String::new(),
+        }
+    }
+}
+
+fn service_name(resource_spans: &ResourceSpans) -> String {
+    resource_spans
+        .resource
+        .as_ref()
+        .and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|attribute| attribute.key == SERVICE_NAME_ATTRIBUTE)
+        })
+        .and_then(|attribute| match &attribute.value {
+            Some(AnyValue {
+                value: Some(OtlpValue::StringValue(name)),
+            }) => Some(clean_text(name.clone())),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn scope_name(scope_spans: &ScopeSpans) -> String {
+    scope_spans
+        .scope
+        .as_ref()
+        .map(|scope| clean_text(scope.name.clone()))
+        .unwrap_or_default()
+}
+
+/// What the rules of OTLP say of a span's ids and times, checked.
+struct CheckedSpan {
+    trace_id: String,
+    span_id: String,
+    /// Empty for a root span.
+    parent_span_id: String,
+    start_time_unix_nano: i64,
+    end_time_unix_nano: i64,
+}
+
+/// The span's ids and times, or the rule it broke.
+fn check_span(span: &OtlpSpan) -> Result<CheckedSpan, String> {
     let trace_id = id_hex(&span.trace_id, 16)
         .ok_or_else(|| rule_broken("trace_id", "must be 16 bytes, not all zero", &span.trace_id))?;
     let span_id = id_hex(&span.span_id, 8)
@@ -176,6 +351,22 @@ fn convert_span(
             span.end_time_unix_nano
         )
     })?;
+    Ok(CheckedSpan {
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_time_unix_nano,
+        end_time_unix_nano,
+    })
+}
+
+/// The span, or the rule it broke.
+fn convert_span(
+    span: OtlpSpan,
+    service_name: &str,
+    scope_name: &str,
+) -> Result<StoredSpan, String> {
+    let checked = check_span(&span)?;
     let (status, status_message) = match &span.status {
         Some(status) => (
             SpanStatus::from_code(i64::from(status.code)),
@@ -184,15 +375,15 @@ fn convert_span(
         None => (SpanStatus::Unset, String::new()),
     };
     Ok(StoredSpan {
-        trace_id,
-        span_id,
-        parent_span_id,
+        trace_id: checked.trace_id,
+        span_id: checked.span_id,
+        parent_span_id: checked.parent_span_id,
         name: clean_text(span.name),
         kind: SpanKind::from_code(i64::from(span.kind)),
         service_name: service_name.to_string(),
         scope_name: scope_name.to_string(),
-        start_time_unix_nano,
-        end_time_unix_nano,
+        start_time_unix_nano: checked.start_time_unix_nano,
+        end_time_unix_nano: checked.end_time_unix_nano,
         status,
         status_message,
         attributes: attributes_to_json(span.attributes),
@@ -306,9 +497,8 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Status};
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::trace::v1::{status, Status};
     use serde_json::json;
 
     use super::*;
@@ -404,6 +594,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_span_is_framed_exactly_as_prost_encodes_its_traces_data() {
+        let mut span = otlp_span(1, 2, Some(3));
+        // Long enough for two-byte lengths at every level.
+        span.attributes = (0..20)
+            .map(|index| key_value(&format!("key.{index}"), string_value(&"v".repeat(10))))
+            .collect();
+        let resource = Resource {
+            attributes: vec![key_value(SERVICE_NAME_ATTRIBUTE, string_value("serving"))],
+            ..Default::default()
+        };
+        let scope = InstrumentationScope {
+            name: "keel".to_string(),
+            ..Default::default()
+        };
+        let framed = encode_one_span(
+            &resource.encode_to_vec(),
+            &scope.encode_to_vec(),
+            &span.encode_to_vec(),
+        );
+        let expected = TracesData {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope),
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        assert!(framed.len() > 300);
+        assert_eq!(framed, expected.encode_to_vec());
+        // Two framed spans concatenated decode as one message holding both.
+        let mut two = framed.clone();
+        two.extend_from_slice(&framed);
+        assert_eq!(decode_stored(&two).unwrap().len(), 2);
+    }
+
+    #[test]
     fn invalid_spans_are_counted_named_and_left_out() {
         let good = otlp_span(1, 1, None);
         let mut short_trace = otlp_span(1, 2, None);
@@ -416,7 +645,7 @@ pub(crate) mod tests {
         bad_parent.parent_span_id = vec![7; 4];
         let mut far_future = otlp_span(1, 6, None);
         far_future.end_time_unix_nano = u64::MAX;
-        let converted = convert(request(
+        let mixed = request(
             "serving",
             vec![
                 good,
@@ -427,7 +656,13 @@ pub(crate) mod tests {
                 bad_parent,
                 far_future,
             ],
-        ));
+        );
+        // Intake refuses the same spans, for the same reasons.
+        let prepared = prepare(mixed.clone());
+        assert_eq!(prepared.spans.len(), 1);
+        assert_eq!(prepared.rejected_spans, 6);
+        let converted = convert(mixed);
+        assert_eq!(prepared.error_message, converted.error_message);
         assert_eq!(converted.spans.len(), 1);
         assert_eq!(converted.spans[0].span_id, "01".repeat(8));
         assert_eq!(converted.rejected_spans, 6);

@@ -188,8 +188,8 @@ mod tests {
 
     use super::*;
     use crate::store;
-    use crate::traces::tests::span;
-    use crate::traces::{prepare_spans, TraceFilter, TraceId, TraceStore};
+    use crate::traces::tests::{prepare_spans, span};
+    use crate::traces::{TraceFilter, TraceId, TraceStore};
 
     async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
         let url = keel_store::default_sqlite_url(dir.path(), "monitoring");

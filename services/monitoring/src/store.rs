@@ -1,7 +1,8 @@
 //! The monitoring service's SQL. Inference log: the indexed columns serve
 //! filters and metrics; `record` holds the whole record as JSON for reads.
-//! Trace store: `span_chunks` holds a trace's spans as one JSON array per
-//! write (a span is never stored twice: see `traces::write_spans`);
+//! Trace store: `span_chunks` holds a trace's spans as one OTLP protobuf
+//! chunk per write (a span is never stored twice: see
+//! `traces::write_spans`);
 //! `traces` is one summary row per trace, folded in by the same transaction
 //! that stores its spans, and `trace_models` lists the models a trace used,
 //! so the SearchTraces filters on endpoint, model, status and time are
@@ -152,17 +153,17 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE TABLE span_chunks (
             trace_id TEXT NOT NULL,
             chunk_key TEXT NOT NULL,
-            spans TEXT NOT NULL,
+            spans BLOB NOT NULL,
             PRIMARY KEY (trace_id, chunk_key)
         );
         INSERT INTO span_chunks (trace_id, chunk_key, spans)
-        SELECT trace_id, span_id, json_array(json_object(
+        SELECT trace_id, span_id, CAST(json_array(json_object(
             'span_id', span_id, 'parent_span_id', parent_span_id, 'name', name,
             'kind', kind, 'service_name', service_name, 'scope_name', scope_name,
             'start_time_unix_nano', start_time_unix_nano,
             'end_time_unix_nano', end_time_unix_nano,
             'status_code', status_code, 'status_message', status_message,
-            'attributes', json(attributes), 'events', json(events)))
+            'attributes', json(attributes), 'events', json(events))) AS BLOB)
         FROM spans;
         DROP TABLE spans;
         DROP INDEX traces_by_service;
@@ -180,17 +181,17 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE TABLE span_chunks (
             trace_id TEXT COLLATE \"C\" NOT NULL,
             chunk_key TEXT COLLATE \"C\" NOT NULL,
-            spans TEXT NOT NULL,
+            spans BYTEA NOT NULL,
             PRIMARY KEY (trace_id, chunk_key)
         );
         INSERT INTO span_chunks (trace_id, chunk_key, spans)
-        SELECT trace_id, span_id, json_build_array(json_build_object(
+        SELECT trace_id, span_id, convert_to(json_build_array(json_build_object(
             'span_id', span_id, 'parent_span_id', parent_span_id, 'name', name,
             'kind', kind, 'service_name', service_name, 'scope_name', scope_name,
             'start_time_unix_nano', start_time_unix_nano,
             'end_time_unix_nano', end_time_unix_nano,
             'status_code', status_code, 'status_message', status_message,
-            'attributes', attributes::json, 'events', events::json))::text
+            'attributes', attributes::json, 'events', events::json))::text, 'UTF8')
         FROM spans;
         DROP TABLE spans;
         DROP INDEX traces_by_service
@@ -309,6 +310,7 @@ pub struct ListQuery {
 enum Arg {
     Text(String),
     Int(i64),
+    Bytes(Vec<u8>),
 }
 
 /// The WHERE clauses of a query built at run time, with their arguments
@@ -358,6 +360,7 @@ fn bind_all<'q, O>(
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
+            Arg::Bytes(bytes) => query.bind(bytes),
         };
     }
     query
@@ -371,6 +374,7 @@ fn bind_all_execute<'q>(
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
+            Arg::Bytes(bytes) => query.bind(bytes),
         };
     }
     query
@@ -517,8 +521,8 @@ pub struct ChunkRow {
     /// The smallest span id of the chunk: an exporter that sends the same
     /// spans again yields the same key.
     pub chunk_key: String,
-    /// A JSON array of span objects.
-    pub spans_json: String,
+    /// Concatenated one-span OTLP `TracesData` messages.
+    pub spans: Vec<u8>,
 }
 
 /// `rows` rows of `columns` arguments: `($1, $2), ($3, $4)` on Postgres,
@@ -570,7 +574,7 @@ pub async fn insert_span_chunks(
             args.extend([
                 Arg::Text(row.trace_id),
                 Arg::Text(row.chunk_key),
-                Arg::Text(row.spans_json),
+                Arg::Bytes(row.spans),
             ]);
         }
         let returned = bind_all(sqlx::query_as::<_, (String, String)>(&sql), args)
@@ -587,7 +591,7 @@ pub async fn chunks_of_traces(
     tx: &mut WriteTx,
     backend: Backend,
     trace_ids: &[&str],
-) -> Result<Vec<(String, String)>, StoreError> {
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let mut chunks = Vec::new();
     for ids in trace_ids.chunks(IDS_PER_LOOKUP) {
         let sql = format!(
@@ -595,7 +599,7 @@ pub async fn chunks_of_traces(
             values_placeholders(backend, 1, ids.len())
         );
         let args = ids.iter().map(|id| Arg::Text(id.to_string())).collect();
-        let found = bind_all(sqlx::query_as::<_, (String, String)>(&sql), args)
+        let found = bind_all(sqlx::query_as::<_, (String, Vec<u8>)>(&sql), args)
             .fetch_all(tx.conn())
             .await?;
         chunks.extend(found);
@@ -703,9 +707,9 @@ pub async fn insert_trace_models(
     Ok(())
 }
 
-/// The stored chunks of one trace, as JSON arrays, by chunk key.
-pub async fn get_span_chunks(store: &Store, trace_id: &str) -> Result<Vec<String>, StoreError> {
-    let rows: Vec<(String,)> =
+/// The stored chunks of one trace, by chunk key.
+pub async fn get_span_chunks(store: &Store, trace_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let rows: Vec<(Vec<u8>,)> =
         sqlx::query_as("SELECT spans FROM span_chunks WHERE trace_id = $1 ORDER BY chunk_key")
             .bind(trace_id.to_string())
             .fetch_all(store.pool())

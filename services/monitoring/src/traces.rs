@@ -1,5 +1,5 @@
 //! The trace store: spans as OpenTelemetry exporters send them, stored as
-//! one JSON array per trace and write, one summary row per trace kept
+//! one chunk per trace and write (OTLP protobuf; see `otlp`), one summary row per trace kept
 //! beside them in the same transaction, and the queries over both (a whole
 //! trace by id; traces by endpoint, model, duration, status and time,
 //! newest first).
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::otlp;
 use crate::store::{self, ChunkRow, TraceQuery, TraceRow, TraceUpsert};
 use keel_types::page_cursor::{CursorKey, PageCursor};
 
@@ -241,13 +242,14 @@ pub struct PreparedSpan {
     pub endpoint: Option<String>,
     /// `gen_ai.request.model`, when the span has it as a string.
     pub model: Option<String>,
-    /// The span, its trace id aside, as one JSON object.
-    pub json: String,
+    /// The span as a one-span OTLP `TracesData`: chunks concatenate them.
+    pub encoded: Vec<u8>,
 }
 
-/// A span as its chunk holds it (the chunk's row has the trace id). The
-/// field names are the JSON keys, which migration 3 also writes.
-#[derive(Debug, Serialize, Deserialize)]
+/// A span as chunks stored before the protobuf encoding hold it: a JSON
+/// array of these, which migration 3 wrote from the one-row-per-span
+/// table. The chunk's row has the trace id.
+#[derive(Debug, Deserialize)]
 struct SpanDocument {
     span_id: String,
     parent_span_id: String,
@@ -263,91 +265,9 @@ struct SpanDocument {
     events: Vec<StoredEvent>,
 }
 
-/// What a write needs of the spans already stored: their ids.
-#[derive(Deserialize)]
-struct StoredSpanId {
-    span_id: String,
-}
-
-/// Encodes spans for storage: one per (trace id, span id), the first one
-/// sent winning, ordered by ids so that writes are deterministic.
-/// CPU-bound on large batches: call it off the async threads.
-pub fn prepare_spans(spans: Vec<StoredSpan>) -> Result<Vec<PreparedSpan>, Error> {
-    let mut seen = HashSet::with_capacity(spans.len());
-    let mut prepared = Vec::with_capacity(spans.len());
-    for span in spans {
-        if !seen.insert((span.trace_id.clone(), span.span_id.clone())) {
-            continue;
-        }
-        prepared.push(prepare_span(span)?);
-    }
-    prepared.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
-    Ok(prepared)
-}
-
-fn prepare_span(span: StoredSpan) -> Result<PreparedSpan, Error> {
-    let string_attribute = |key: &str| {
-        span.attributes
-            .get(key)
-            .and_then(Value::as_str)
-            .filter(|text| !text.is_empty())
-            .map(|text| truncate(text, MAX_INDEXED_BYTES).to_string())
-    };
-    let endpoint = string_attribute(ENDPOINT_ATTRIBUTE);
-    let model = string_attribute(MODEL_ATTRIBUTE);
-    let StoredSpan {
-        trace_id,
-        span_id,
-        parent_span_id,
-        name,
-        kind,
-        service_name,
-        scope_name,
-        start_time_unix_nano,
-        end_time_unix_nano,
-        status,
-        status_message,
-        attributes,
-        events,
-    } = span;
-    let is_root = parent_span_id.is_empty();
-    let document = SpanDocument {
-        span_id,
-        parent_span_id,
-        name,
-        kind: kind.code(),
-        service_name,
-        scope_name,
-        start_time_unix_nano,
-        end_time_unix_nano,
-        status_code: status.code(),
-        status_message,
-        attributes,
-        events,
-    };
-    let json = serde_json::to_string(&document).map_err(|source| Error::EncodeSpan {
-        trace_id: trace_id.clone(),
-        span_id: document.span_id.clone(),
-        source,
-    })?;
-    Ok(PreparedSpan {
-        trace_id,
-        span_id: document.span_id,
-        is_root,
-        name: document.name,
-        service_name: document.service_name,
-        start_time_unix_nano,
-        end_time_unix_nano,
-        status,
-        endpoint,
-        model,
-        json,
-    })
-}
-
 /// The longest prefix of `text` of at most `max` bytes that ends on a
 /// character boundary.
-fn truncate(text: &str, max: usize) -> &str {
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -457,13 +377,11 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
     let mut tx = store.begin_write().await?;
     let trace_ids: Vec<&str> = by_trace.keys().copied().collect();
     for (trace_id, chunk) in store::chunks_of_traces(&mut tx, backend, &trace_ids).await? {
-        let stored: Vec<StoredSpanId> =
-            serde_json::from_str(&chunk).map_err(|source| Error::CorruptSpans {
-                trace_id: trace_id.clone(),
-                source,
-            })?;
+        let stored: HashSet<String> = decode_chunks(&trace_id, &[chunk])?
+            .into_iter()
+            .map(|old| old.span_id)
+            .collect();
         if let Some(spans) = by_trace.get_mut(trace_id.as_str()) {
-            let stored: HashSet<String> = stored.into_iter().map(|old| old.span_id).collect();
             spans.retain(|span| !stored.contains(&span.span_id));
         }
     }
@@ -513,20 +431,17 @@ fn chunk_key<'s>(spans: &[&'s PreparedSpan]) -> &'s str {
 }
 
 fn chunk_row(trace_id: &str, spans: &[&PreparedSpan]) -> ChunkRow {
-    let length = spans.iter().map(|span| span.json.len() + 1).sum::<usize>() + 1;
-    let mut spans_json = String::with_capacity(length);
-    spans_json.push('[');
-    for (index, span) in spans.iter().enumerate() {
-        if index > 0 {
-            spans_json.push(',');
-        }
-        spans_json.push_str(&span.json);
+    // Concatenated protobuf messages are one message whose repeated fields
+    // hold all of theirs: the chunk decodes as one `TracesData`.
+    let length = spans.iter().map(|span| span.encoded.len()).sum();
+    let mut encoded = Vec::with_capacity(length);
+    for span in spans {
+        encoded.extend_from_slice(&span.encoded);
     }
-    spans_json.push(']');
     ChunkRow {
         trace_id: trace_id.to_string(),
         chunk_key: chunk_key(spans).to_string(),
-        spans_json,
+        spans: encoded,
     }
 }
 
@@ -647,18 +562,13 @@ fn summary_from_row(row: TraceRow, models: Vec<String>) -> TraceSummary {
 
 /// Every span of the chunks, by start time then span id; a span that two
 /// racing writers both stored is kept once.
-fn decode_chunks(trace_id: &str, chunks: &[String]) -> Result<Vec<StoredSpan>, Error> {
+fn decode_chunks(trace_id: &str, chunks: &[Vec<u8>]) -> Result<Vec<StoredSpan>, Error> {
     let mut seen = HashSet::new();
     let mut spans = Vec::new();
     for chunk in chunks {
-        let documents: Vec<SpanDocument> =
-            serde_json::from_str(chunk).map_err(|source| Error::CorruptSpans {
-                trace_id: trace_id.to_string(),
-                source,
-            })?;
-        for document in documents {
-            if seen.insert(document.span_id.clone()) {
-                spans.push(decode_span(trace_id, document));
+        for span in decode_chunk(trace_id, chunk)? {
+            if seen.insert(span.span_id.clone()) {
+                spans.push(span);
             }
         }
     }
@@ -666,6 +576,24 @@ fn decode_chunks(trace_id: &str, chunks: &[String]) -> Result<Vec<StoredSpan>, E
         (a.start_time_unix_nano, &a.span_id).cmp(&(b.start_time_unix_nano, &b.span_id))
     });
     Ok(spans)
+}
+
+/// A chunk is protobuf (`TracesData`, whose first byte is field 1's tag,
+/// 0x0a) or, written by migration 3 from older rows, a JSON array (`[`).
+fn decode_chunk(trace_id: &str, chunk: &[u8]) -> Result<Vec<StoredSpan>, Error> {
+    let corrupt = |reason: String| Error::CorruptSpans {
+        trace_id: trace_id.to_string(),
+        reason,
+    };
+    if chunk.first() == Some(&b'[') {
+        let documents: Vec<SpanDocument> =
+            serde_json::from_slice(chunk).map_err(|error| corrupt(error.to_string()))?;
+        return Ok(documents
+            .into_iter()
+            .map(|document| decode_span(trace_id, document))
+            .collect());
+    }
+    otlp::decode_stored(chunk).map_err(|error| corrupt(error.to_string()))
 }
 
 fn decode_span(trace_id: &str, document: SpanDocument) -> StoredSpan {
@@ -688,6 +616,17 @@ fn decode_span(trace_id: &str, document: SpanDocument) -> StoredSpan {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{
+        ResourceSpans, ScopeSpans, Span as OtlpSpan, Status,
+    };
+
     use super::*;
 
     /// A span of trace `trace` (a number, as 32 hex digits) with span id
@@ -708,6 +647,98 @@ pub(crate) mod tests {
             attributes: Map::new(),
             events: Vec::new(),
         }
+    }
+
+    /// Encodes `spans` as span intake does: through an OTLP request, each
+    /// span under its own service and scope.
+    pub(crate) fn prepare_spans(spans: Vec<StoredSpan>) -> Result<Vec<PreparedSpan>, Error> {
+        let resource_spans = spans.into_iter().map(resource_spans).collect();
+        let prepared = otlp::prepare(ExportTraceServiceRequest { resource_spans });
+        assert_eq!(prepared.rejected_spans, 0, "{}", prepared.error_message);
+        Ok(prepared.spans)
+    }
+
+    fn resource_spans(span: StoredSpan) -> ResourceSpans {
+        let key_value = |key: String, value: Value| KeyValue {
+            key,
+            value: Some(any_value(value)),
+            ..Default::default()
+        };
+        ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![key_value(
+                    otlp::SERVICE_NAME_ATTRIBUTE.to_string(),
+                    Value::String(span.service_name),
+                )],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: span.scope_name,
+                    ..Default::default()
+                }),
+                spans: vec![OtlpSpan {
+                    trace_id: unhex(&span.trace_id),
+                    span_id: unhex(&span.span_id),
+                    parent_span_id: unhex(&span.parent_span_id),
+                    name: span.name,
+                    kind: span.kind.code() as i32,
+                    start_time_unix_nano: span.start_time_unix_nano as u64,
+                    end_time_unix_nano: span.end_time_unix_nano as u64,
+                    attributes: span
+                        .attributes
+                        .into_iter()
+                        .map(|(key, value)| key_value(key, value))
+                        .collect(),
+                    events: span
+                        .events
+                        .into_iter()
+                        .map(|event| Event {
+                            time_unix_nano: event.time_unix_nano as u64,
+                            name: event.name,
+                            attributes: event
+                                .attributes
+                                .into_iter()
+                                .map(|(key, value)| key_value(key, value))
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    status: Some(Status {
+                        message: span.status_message,
+                        code: span.status.code() as i32,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The OTLP value that reads back as `value` (the JSON kinds tests use).
+    fn any_value(value: Value) -> AnyValue {
+        let value = match value {
+            Value::Null => None,
+            Value::Bool(flag) => Some(OtlpValue::BoolValue(flag)),
+            Value::Number(number) => Some(match number.as_i64() {
+                Some(integer) => OtlpValue::IntValue(integer),
+                None => OtlpValue::DoubleValue(number.as_f64().unwrap()),
+            }),
+            Value::String(text) => Some(OtlpValue::StringValue(text)),
+            Value::Array(values) => Some(OtlpValue::ArrayValue(ArrayValue {
+                values: values.into_iter().map(any_value).collect(),
+            })),
+            Value::Object(_) => panic!("nested attributes are not used here"),
+        };
+        AnyValue { value }
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|index| u8::from_str_radix(&text[index..index + 2], 16).unwrap())
+            .collect()
     }
 
     fn with_attribute(mut span: StoredSpan, key: &str, value: Value) -> StoredSpan {
@@ -815,7 +846,7 @@ pub(crate) mod tests {
         let chunk = chunk_row(&prepared.trace_id, &[&prepared]);
         assert_eq!(chunk.chunk_key, prepared.span_id);
         assert_eq!(
-            decode_chunks(&stored.trace_id, &[chunk.spans_json]).unwrap(),
+            decode_chunks(&stored.trace_id, &[chunk.spans]).unwrap(),
             vec![stored]
         );
 
@@ -839,8 +870,7 @@ pub(crate) mod tests {
         let second = chunk_row(&spans[1].trace_id, &[&spans[1], &spans[2]]);
         assert_eq!(first.chunk_key, format!("{:016x}", 1));
         assert_eq!(second.chunk_key, format!("{:016x}", 2));
-        let decoded =
-            decode_chunks(&spans[0].trace_id, &[first.spans_json, second.spans_json]).unwrap();
+        let decoded = decode_chunks(&spans[0].trace_id, &[first.spans, second.spans]).unwrap();
         let ids: Vec<&str> = decoded.iter().map(|span| span.span_id.as_str()).collect();
         assert_eq!(
             ids,
@@ -850,8 +880,10 @@ pub(crate) mod tests {
                 format!("{:016x}", 3)
             ]
         );
-        let corrupt = decode_chunks(&spans[0].trace_id, &["[{".to_string()]).unwrap_err();
-        assert!(matches!(corrupt, Error::CorruptSpans { .. }), "{corrupt:?}");
+        for corrupt in [b"[{".to_vec(), vec![0x0a, 0xff]] {
+            let error = decode_chunks(&spans[0].trace_id, &[corrupt]).unwrap_err();
+            assert!(matches!(error, Error::CorruptSpans { .. }), "{error:?}");
+        }
     }
 
     /// Spans stored one row each, before migration 3, read back the same
