@@ -138,7 +138,8 @@ pub struct StoredEvent {
     pub attributes: Map<String, Value>,
 }
 
-/// One span as stored: ids in lowercase hex, attribute values as JSON.
+/// One span as the store reads it back: ids in lowercase hex, attribute
+/// values as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSpan {
     pub trace_id: String,
