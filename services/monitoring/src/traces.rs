@@ -378,10 +378,15 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
     let mut tx = store.begin_write().await?;
     let trace_ids: Vec<&str> = by_trace.keys().copied().collect();
     for (trace_id, chunk) in store::chunks_of_traces(&mut tx, backend, &trace_ids).await? {
-        let stored: HashSet<String> = decode_chunks(&trace_id, &[chunk])?
-            .into_iter()
-            .map(|old| old.span_id)
-            .collect();
+        // A chunk that cannot be read must not make the trace's later
+        // spans unstorable too: they are stored, at the risk of a copy.
+        let stored: HashSet<String> = match decode_chunks(&trace_id, &[chunk]) {
+            Ok(spans) => spans.into_iter().map(|old| old.span_id).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "stored spans unreadable; new spans stored beside them");
+                continue;
+            }
+        };
         if let Some(spans) = by_trace.get_mut(trace_id.as_str()) {
             spans.retain(|span| !stored.contains(&span.span_id));
         }
@@ -966,6 +971,30 @@ pub(crate) mod tests {
             assert_eq!(page.traces[0].span_count, 3, "{backend:?}");
             assert_eq!(page.traces[0].endpoint, "support");
         }
+    }
+
+    /// An unreadable stored chunk does not make the trace's later spans
+    /// unstorable; reading the trace names the bad chunk.
+    #[tokio::test]
+    async fn a_corrupt_chunk_does_not_block_later_spans_of_its_trace() {
+        let database = keel_testkit::TestDatabase::sqlite();
+        let store = database.open(store::MIGRATIONS).await;
+        let trace_id = format!("{:032x}", 5);
+        sqlx::query("INSERT INTO span_chunks (trace_id, chunk_key, spans) VALUES ($1, $2, $3)")
+            .bind(trace_id.clone())
+            .bind("0000000000000001")
+            .bind(vec![0x0a_u8, 0xff])
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let later = prepare_spans(vec![span(5, 2, Some(1), 10)]).unwrap();
+        let references: Vec<&PreparedSpan> = later.iter().collect();
+        assert_eq!(write_spans(&store, &references).await.unwrap(), 1);
+        let error = TraceStore::new(store)
+            .get(&TraceId::parse("trace_id", &trace_id).unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::CorruptSpans { .. }), "{error:?}");
     }
 
     #[test]
