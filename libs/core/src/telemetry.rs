@@ -211,9 +211,9 @@ fn install(
     // The layer's defaults add eight attributes to every span (source file,
     // module and line, thread id and name, target, busy and idle time) and
     // a clock read plus an OpenTelemetry context switch on every poll of an
-    // instrumented future: a third of what tracing cost a query. Parents
-    // and propagation go through the tracing span tree, which needs none
-    // of it.
+    // instrumented future, all paid on every query. Parents and
+    // propagation go through the tracing span tree, which needs none of
+    // it.
     let span_layer = provider.map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("keel"))
@@ -398,8 +398,9 @@ impl CallerTrace {
     }
 
     /// Makes `span`, just created and declared with `otel.kind =
-    /// "server"`, the caller's span's child; a new trace's root when the
-    /// caller sent none. A no-op when telemetry is off.
+    /// "server"`, the caller's span's child. When the caller sent no
+    /// context the span keeps its place in this process's span tree (in a
+    /// handler: a new trace's root). A no-op when telemetry is off.
     pub fn continue_in(&self, span: &tracing::Span) {
         if self.trace_id().is_some() {
             // Fails only when no OpenTelemetry layer is installed, where
