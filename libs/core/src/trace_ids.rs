@@ -31,7 +31,7 @@ impl IdGenerator for TimeOrderedIds {
 
 /// `millis` in the top 48 bits, the low 80 bits of `random` below.
 fn time_ordered(millis: i64, random: u128) -> u128 {
-    let millis = u128::from(millis.max(0).unsigned_abs()) & ((1 << 48) - 1);
+    let millis = u128::try_from(millis).unwrap_or(0) & ((1 << 48) - 1);
     millis << RANDOM_BITS | random & ((1 << RANDOM_BITS) - 1)
 }
 

@@ -551,13 +551,13 @@ fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String 
     sql
 }
 
-/// Inserts the chunks not stored yet; returns the `(trace_id, chunk_key)`
-/// of those it inserted.
+/// Inserts the chunks not stored yet; returns the trace ids of those it
+/// inserted.
 pub async fn insert_span_chunks(
     tx: &mut WriteTx,
     backend: Backend,
     rows: Vec<ChunkRow>,
-) -> Result<Vec<(String, String)>, StoreError> {
+) -> Result<Vec<String>, StoreError> {
     let mut inserted = Vec::with_capacity(rows.len());
     let per_statement = rows_per_statement(backend);
     let mut rows = rows.into_iter().peekable();
@@ -566,7 +566,7 @@ pub async fn insert_span_chunks(
         let sql = format!(
             "INSERT INTO span_chunks (trace_id, chunk_key, spans) VALUES {}
              ON CONFLICT (trace_id, chunk_key) DO NOTHING
-             RETURNING trace_id, chunk_key",
+             RETURNING trace_id",
             values_placeholders(backend, chunk.len(), 3)
         );
         let mut args = Vec::with_capacity(chunk.len() * 3);
@@ -577,10 +577,10 @@ pub async fn insert_span_chunks(
                 Arg::Bytes(row.spans),
             ]);
         }
-        let returned = bind_all(sqlx::query_as::<_, (String, String)>(&sql), args)
+        let returned = bind_all(sqlx::query_as::<_, (String,)>(&sql), args)
             .fetch_all(tx.conn())
             .await?;
-        inserted.extend(returned);
+        inserted.extend(returned.into_iter().map(|(trace_id,)| trace_id));
     }
     Ok(inserted)
 }

@@ -396,19 +396,15 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
         .filter(|(_, spans)| !spans.is_empty())
         .map(|(trace_id, spans)| chunk_row(trace_id, spans))
         .collect();
-    let inserted: HashSet<(String, String)> = store::insert_span_chunks(&mut tx, backend, rows)
+    // One chunk per trace in a write: the trace id names the chunk.
+    let inserted: HashSet<String> = store::insert_span_chunks(&mut tx, backend, rows)
         .await?
         .into_iter()
         .collect();
     let new_spans: Vec<&PreparedSpan> = by_trace
-        .values()
-        .filter(|spans| {
-            spans.first().is_some_and(|first| {
-                inserted.contains(&(first.trace_id.clone(), chunk_key(spans).to_string()))
-            })
-        })
-        .flatten()
-        .copied()
+        .iter()
+        .filter(|(trace_id, _)| inserted.contains(**trace_id))
+        .flat_map(|(_, spans)| spans.iter().copied())
         .collect();
     let deltas = summarize(&new_spans);
     let upserts: Vec<TraceUpsert> = deltas.iter().map(delta_to_upsert).collect();
