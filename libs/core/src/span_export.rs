@@ -14,9 +14,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
@@ -86,7 +83,7 @@ impl SpanDestinations {
     ) -> Result<SpanDestination, TelemetryError> {
         let exporter = SinkExporter {
             sink,
-            resource: ResourceAttributesWithSchema::default(),
+            service_name: String::new(),
         };
         let destination = self.add_exporter(name, exporter)?;
         tracing::info!(destination = %name, "spans go to a sink in this process");
@@ -271,11 +268,11 @@ async fn export_queue<E: SpanExporter>(
     }
 }
 
-/// Hands batches to a [`SpanSink`] as the OTLP request an exporter would
-/// have sent, so the sink reads them exactly as it reads OTLP intake.
+/// Hands batches to a [`SpanSink`] as the SDK made them.
 struct SinkExporter {
     sink: Arc<dyn SpanSink>,
-    resource: ResourceAttributesWithSchema,
+    /// The resource's `service.name`.
+    service_name: String,
 }
 
 impl std::fmt::Debug for SinkExporter {
@@ -286,17 +283,17 @@ impl std::fmt::Debug for SinkExporter {
 
 impl SpanExporter for SinkExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
-        };
         self.sink
-            .export(request)
+            .export(&self.service_name, batch)
             .await
             .map_err(OTelSdkError::InternalFailure)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+        self.service_name = resource
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .map(|name| name.to_string())
+            .unwrap_or_default();
     }
 }
 

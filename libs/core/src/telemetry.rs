@@ -299,15 +299,18 @@ pub fn add_destination(destination: &ExporterConfig) -> Result<SpanDestination, 
     }
 }
 
-/// A trace store in this process that takes spans as OTLP export requests,
-/// without encoding them or a network hop: Keel's own monitoring, when
-/// `keel up` runs it beside the services whose spans it keeps.
+/// A trace store in this process that takes spans as the SDK hands them to
+/// exporters, with no OTLP request built, encoded or sent: Keel's own
+/// monitoring, when `keel up` runs it beside the services whose spans it
+/// keeps.
 pub trait SpanSink: Send + Sync + 'static {
-    /// Resolves once the spans are stored; an error is logged and the
-    /// batch is lost, as with a failed OTLP export.
+    /// `service_name` is this process's. Resolves once the spans are
+    /// stored; an error is logged and the batch is lost, as with a failed
+    /// OTLP export.
     fn export(
         &self,
-        request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        service_name: &str,
+        spans: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> futures::future::BoxFuture<'static, Result<(), String>>;
 }
 

@@ -11,7 +11,9 @@ pub mod http;
 pub mod inferences;
 pub mod metrics;
 pub mod otlp;
+pub mod own_spans;
 pub mod rpc_status;
+pub mod span_encoding;
 pub mod span_writer;
 pub mod store;
 pub mod traces;
@@ -55,7 +57,7 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
     let own_spans = if config.store_own_spans {
-        let sink = Arc::new(otlp::WriterSink::new(writer.clone()));
+        let sink = Arc::new(own_spans::WriterSink::new(writer.clone()));
         match keel_core::telemetry::add_sink("monitoring (in process)", sink) {
             Ok(destination) => Some(destination),
             Err(error) => {

@@ -22,6 +22,7 @@ use prost::Message;
 use serde_json::{Map, Number, Value};
 
 use crate::error::Error;
+use crate::span_encoding;
 use crate::span_writer::SpanWriter;
 use crate::traces::{
     self, PreparedSpan, SpanKind, SpanStatus, StoredEvent, StoredSpan, ENDPOINT_ATTRIBUTE,
@@ -78,33 +79,6 @@ pub async fn export(
     })
 }
 
-/// Stores the spans of this process: the telemetry pipeline hands it each
-/// batch as the OTLP request it would have exported.
-pub struct WriterSink {
-    writer: SpanWriter,
-}
-
-impl WriterSink {
-    pub fn new(writer: SpanWriter) -> WriterSink {
-        WriterSink { writer }
-    }
-}
-
-impl keel_core::telemetry::SpanSink for WriterSink {
-    fn export(
-        &self,
-        request: ExportTraceServiceRequest,
-    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
-        let writer = self.writer.clone();
-        Box::pin(async move {
-            export(&writer, request)
-                .await
-                .map(|_outcome| ())
-                .map_err(|error| error.to_string())
-        })
-    }
-}
-
 /// Every valid span of the request, encoded for storage; CPU-bound on
 /// large requests.
 pub fn prepare(request: ExportTraceServiceRequest) -> Prepared {
@@ -140,7 +114,7 @@ pub fn prepare(request: ExportTraceServiceRequest) -> Prepared {
                     }
                 };
                 if seen.insert((checked.trace_id.clone(), checked.span_id.clone())) {
-                    let encoded = encode_one_span(&resource, &scope, &span.encode_to_vec());
+                    let encoded = span_encoding::frame(&resource, &scope, &span.encode_to_vec());
                     spans.push(prepare_span(&span, checked, &service_name, encoded));
                 }
             }
@@ -191,38 +165,6 @@ fn prepare_span(
         model: string_attribute(MODEL_ATTRIBUTE),
         encoded,
     }
-}
-
-/// `TracesData { resource_spans: [ResourceSpans { resource, scope_spans:
-/// [ScopeSpans { scope, spans: [span] }] }] }` from the three encoded
-/// messages (field 1 then field 2 at each level, as prost writes them).
-/// Framed here because prost measures a nested message again at every
-/// level it is nested in: building the `TracesData` and encoding it cost
-/// three times the span's own encoding.
-fn encode_one_span(resource: &[u8], scope: &[u8], span: &[u8]) -> Vec<u8> {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-    let field_len = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    let scope_spans_len = field_len(scope.len()) + field_len(span.len());
-    let resource_spans_len = field_len(resource.len()) + field_len(scope_spans_len);
-    let mut encoded = Vec::with_capacity(field_len(resource_spans_len));
-    fn field(tag: u32, len: usize, encoded: &mut Vec<u8>) {
-        encode_key(tag, WireType::LengthDelimited, encoded);
-        encode_varint(len as u64, encoded);
-    }
-    // TracesData.resource_spans
-    field(1, resource_spans_len, &mut encoded);
-    // ResourceSpans.resource
-    field(1, resource.len(), &mut encoded);
-    encoded.extend_from_slice(resource);
-    // ResourceSpans.scope_spans
-    field(2, scope_spans_len, &mut encoded);
-    // ScopeSpans.scope
-    field(1, scope.len(), &mut encoded);
-    encoded.extend_from_slice(scope);
-    // ScopeSpans.spans
-    field(2, span.len(), &mut encoded);
-    encoded.extend_from_slice(span);
-    encoded
 }
 
 /// Every valid span of the request; CPU-bound on large requests.
@@ -464,7 +406,7 @@ pub fn any_value_to_json(value: AnyValue) -> Value {
 
 /// Postgres refuses NUL in TEXT; one exporter's odd string must not fail
 /// the group commit it shares with others.
-fn clean_text(text: String) -> String {
+pub(crate) fn clean_text(text: String) -> String {
     if text.contains('\0') {
         text.replace('\0', "\u{fffd}")
     } else {
@@ -608,7 +550,7 @@ pub(crate) mod tests {
             name: "keel".to_string(),
             ..Default::default()
         };
-        let framed = encode_one_span(
+        let framed = span_encoding::frame(
             &resource.encode_to_vec(),
             &scope.encode_to_vec(),
             &span.encode_to_vec(),

@@ -2,11 +2,10 @@
 //! filters and metrics; `record` holds the whole record as JSON for reads.
 //! Trace store: `span_chunks` holds a trace's spans as one OTLP protobuf
 //! chunk per write (a span is never stored twice: see
-//! `traces::write_spans`);
-//! `traces` is one summary row per trace, folded in by the same transaction
-//! that stores its spans, and `trace_models` lists the models a trace used,
-//! so the SearchTraces filters on endpoint, model, status and time are
-//! columns of an index.
+//! `traces::write_spans`); `traces` is one summary row per trace, written
+//! by the same transaction that stores its spans and listing its models;
+//! `trace_models` maps a model to its traces. The SearchTraces filters on
+//! endpoint, model, status and time are columns of an index.
 
 use keel_store::{Backend, Migration, Store, StoreError, WriteTx};
 
@@ -195,6 +194,77 @@ pub const MIGRATIONS: &[Migration] = &[
         FROM spans;
         DROP TABLE spans;
         DROP INDEX traces_by_service
+    ",
+    },
+    // Storing a query's trace still wrote eleven B-tree entries: the chunk
+    // and its key, the summary row, its key and three indexes, and two per
+    // model. Now a new trace writes seven: a chunk is keyed by its trace
+    // alone (reads drop a span stored twice), the summary is keyed by its
+    // trace id (no rowid on SQLite) and lists its models for display,
+    // trace_models only serves the model filter, and the error filter's
+    // index holds only failed traces.
+    Migration {
+        version: 4,
+        name: "lean_traces",
+        sqlite: "
+        CREATE TABLE span_chunks_v4 (
+            trace_id TEXT NOT NULL,
+            spans BLOB NOT NULL
+        );
+        INSERT INTO span_chunks_v4 (trace_id, spans)
+        SELECT trace_id, spans FROM span_chunks ORDER BY trace_id, chunk_key;
+        DROP TABLE span_chunks;
+        ALTER TABLE span_chunks_v4 RENAME TO span_chunks;
+        CREATE INDEX span_chunks_by_trace ON span_chunks (trace_id);
+        CREATE TABLE traces_v4 (
+            trace_id TEXT PRIMARY KEY,
+            start_time_unix_nano BIGINT NOT NULL,
+            end_time_unix_nano BIGINT NOT NULL,
+            root_span_id TEXT NOT NULL,
+            root_span_name TEXT NOT NULL,
+            root_service_name TEXT NOT NULL,
+            span_count BIGINT NOT NULL,
+            status_code BIGINT NOT NULL,
+            endpoint TEXT NOT NULL,
+            models TEXT NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO traces_v4
+        SELECT trace_id, start_time_unix_nano, end_time_unix_nano, root_span_id,
+            root_span_name, root_service_name, span_count, status_code, endpoint,
+            (SELECT json_group_array(model) FROM
+                (SELECT model FROM trace_models m WHERE m.trace_id = t.trace_id ORDER BY model))
+        FROM traces t;
+        DROP TABLE traces;
+        ALTER TABLE traces_v4 RENAME TO traces;
+        CREATE INDEX traces_by_start ON traces (start_time_unix_nano, trace_id);
+        CREATE INDEX traces_by_endpoint ON traces (endpoint, start_time_unix_nano, trace_id);
+        CREATE INDEX traces_with_errors ON traces (start_time_unix_nano, trace_id)
+            WHERE status_code = 2;
+        CREATE TABLE trace_models_v4 (
+            model TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            PRIMARY KEY (model, trace_id)
+        ) WITHOUT ROWID;
+        INSERT INTO trace_models_v4 (model, trace_id) SELECT model, trace_id FROM trace_models;
+        DROP TABLE trace_models;
+        ALTER TABLE trace_models_v4 RENAME TO trace_models
+    ",
+        postgres: "
+        ALTER TABLE span_chunks DROP CONSTRAINT span_chunks_pkey;
+        ALTER TABLE span_chunks DROP COLUMN chunk_key;
+        CREATE INDEX span_chunks_by_trace ON span_chunks (trace_id);
+        ALTER TABLE traces ADD COLUMN models TEXT NOT NULL DEFAULT '[]';
+        UPDATE traces SET models = m.models FROM (
+            SELECT trace_id, json_agg(model ORDER BY model)::text AS models
+            FROM trace_models GROUP BY trace_id
+        ) m WHERE m.trace_id = traces.trace_id;
+        ALTER TABLE traces ALTER COLUMN models DROP DEFAULT;
+        DROP INDEX traces_by_status;
+        CREATE INDEX traces_with_errors ON traces (start_time_unix_nano, trace_id)
+            WHERE status_code = 2;
+        DROP INDEX trace_models_by_model;
+        ALTER TABLE trace_models DROP CONSTRAINT trace_models_pkey;
+        ALTER TABLE trace_models ADD PRIMARY KEY (model, trace_id)
     ",
     },
 ];
@@ -514,17 +584,6 @@ fn rows_per_statement(backend: Backend) -> usize {
     }
 }
 
-/// One row of `span_chunks`: spans of one trace stored by one write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkRow {
-    pub trace_id: String,
-    /// The smallest span id of the chunk: an exporter that sends the same
-    /// spans again yields the same key.
-    pub chunk_key: String,
-    /// Concatenated one-span OTLP `TracesData` messages.
-    pub spans: Vec<u8>,
-}
-
 /// `rows` rows of `columns` arguments: `($1, $2), ($3, $4)` on Postgres,
 /// `(?, ?), (?, ?)` on SQLite. SQLite looks a numbered parameter's name up
 /// in a list as long as the statement's parameters, once per bound value:
@@ -551,31 +610,64 @@ fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String 
     sql
 }
 
-/// Inserts the chunks not stored yet; returns the trace ids of those it
-/// inserted.
-pub async fn insert_span_chunks(
+/// A trace's summary row: what a write of new spans makes of it, or, for a
+/// trace already stored, what those spans add (see [`merge_traces`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceUpsert {
+    pub trace_id: String,
+    pub start_time_unix_nano: i64,
+    pub end_time_unix_nano: i64,
+    /// Empty when the batch brought no root span.
+    pub root_span_id: String,
+    pub root_span_name: String,
+    pub root_service_name: String,
+    /// Spans newly stored by the batch.
+    pub span_count: i64,
+    pub status_code: i64,
+    /// Empty when the batch named none.
+    pub endpoint: String,
+    /// Every model of the trace, as a sorted JSON array of strings.
+    pub models: String,
+}
+
+const TRACE_COLUMNS: &str = "trace_id, start_time_unix_nano, end_time_unix_nano, root_span_id,
+    root_span_name, root_service_name, span_count, status_code, endpoint, models";
+
+fn trace_args(row: &TraceUpsert, args: &mut Vec<Arg>) {
+    args.extend([
+        Arg::Text(row.trace_id.clone()),
+        Arg::Int(row.start_time_unix_nano),
+        Arg::Int(row.end_time_unix_nano),
+        Arg::Text(row.root_span_id.clone()),
+        Arg::Text(row.root_span_name.clone()),
+        Arg::Text(row.root_service_name.clone()),
+        Arg::Int(row.span_count),
+        Arg::Int(row.status_code),
+        Arg::Text(row.endpoint.clone()),
+        Arg::Text(row.models.clone()),
+    ]);
+}
+
+/// Inserts the summaries of traces not stored yet and returns their ids;
+/// a trace already stored is left as it is (merge it with
+/// [`merge_traces`]). The common case, a trace whose spans all come in
+/// one write, costs this one insert and no read.
+pub async fn insert_new_traces(
     tx: &mut WriteTx,
     backend: Backend,
-    rows: Vec<ChunkRow>,
+    rows: &[TraceUpsert],
 ) -> Result<Vec<String>, StoreError> {
     let mut inserted = Vec::with_capacity(rows.len());
-    let per_statement = rows_per_statement(backend);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<ChunkRow> = rows.by_ref().take(per_statement).collect();
+    for chunk in rows.chunks(rows_per_statement(backend)) {
         let sql = format!(
-            "INSERT INTO span_chunks (trace_id, chunk_key, spans) VALUES {}
-             ON CONFLICT (trace_id, chunk_key) DO NOTHING
+            "INSERT INTO traces ({TRACE_COLUMNS}) VALUES {}
+             ON CONFLICT (trace_id) DO NOTHING
              RETURNING trace_id",
-            values_placeholders(backend, chunk.len(), 3)
+            values_placeholders(backend, chunk.len(), 10)
         );
-        let mut args = Vec::with_capacity(chunk.len() * 3);
+        let mut args = Vec::with_capacity(chunk.len() * 10);
         for row in chunk {
-            args.extend([
-                Arg::Text(row.trace_id),
-                Arg::Text(row.chunk_key),
-                Arg::Bytes(row.spans),
-            ]);
+            trace_args(row, &mut args);
         }
         let returned = bind_all(sqlx::query_as::<_, (String,)>(&sql), args)
             .fetch_all(tx.conn())
@@ -583,6 +675,105 @@ pub async fn insert_span_chunks(
         inserted.extend(returned.into_iter().map(|(trace_id,)| trace_id));
     }
     Ok(inserted)
+}
+
+/// `(trace_id, models)` of these stored traces; on Postgres their rows stay
+/// locked until the transaction ends, so two writers adding to one trace
+/// take turns and each sees the other's spans.
+pub async fn lock_traces(
+    tx: &mut WriteTx,
+    backend: Backend,
+    trace_ids: &[&str],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    };
+    let mut found = Vec::with_capacity(trace_ids.len());
+    for ids in trace_ids.chunks(IDS_PER_LOOKUP) {
+        let sql = format!(
+            "SELECT trace_id, models FROM traces WHERE trace_id IN {}{lock}",
+            values_placeholders(backend, 1, ids.len())
+        );
+        let args = ids.iter().map(|id| Arg::Text(id.to_string())).collect();
+        found.extend(
+            bind_all(sqlx::query_as::<_, (String, String)>(&sql), args)
+                .fetch_all(tx.conn())
+                .await?,
+        );
+    }
+    Ok(found)
+}
+
+/// Folds newly stored spans into stored summaries: the earlier start, the
+/// later end, the first root and endpoint stored, the added span count,
+/// the worst status; `models` replaces the stored list (the caller merged
+/// them). `rows` must hold one row per trace (Postgres refuses to update a
+/// row twice in one statement).
+pub async fn merge_traces(
+    tx: &mut WriteTx,
+    backend: Backend,
+    rows: &[TraceUpsert],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(rows_per_statement(backend)) {
+        let sql = format!(
+            "INSERT INTO traces ({TRACE_COLUMNS}) VALUES {}
+             ON CONFLICT (trace_id) DO UPDATE SET
+                start_time_unix_nano = CASE
+                    WHEN excluded.start_time_unix_nano < traces.start_time_unix_nano
+                    THEN excluded.start_time_unix_nano ELSE traces.start_time_unix_nano END,
+                end_time_unix_nano = CASE
+                    WHEN excluded.end_time_unix_nano > traces.end_time_unix_nano
+                    THEN excluded.end_time_unix_nano ELSE traces.end_time_unix_nano END,
+                root_span_id = CASE WHEN traces.root_span_id = ''
+                    THEN excluded.root_span_id ELSE traces.root_span_id END,
+                root_span_name = CASE WHEN traces.root_span_id = ''
+                    THEN excluded.root_span_name ELSE traces.root_span_name END,
+                root_service_name = CASE WHEN traces.root_span_id = ''
+                    THEN excluded.root_service_name ELSE traces.root_service_name END,
+                span_count = traces.span_count + excluded.span_count,
+                status_code = CASE WHEN excluded.status_code > traces.status_code
+                    THEN excluded.status_code ELSE traces.status_code END,
+                endpoint = CASE WHEN traces.endpoint = ''
+                    THEN excluded.endpoint ELSE traces.endpoint END,
+                models = excluded.models",
+            values_placeholders(backend, chunk.len(), 10)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 10);
+        for row in chunk {
+            trace_args(row, &mut args);
+        }
+        bind_all_execute(sqlx::query(&sql), args)
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores `(trace_id, spans)` chunks: concatenated one-span OTLP
+/// `TracesData` messages.
+pub async fn insert_span_chunks(
+    tx: &mut WriteTx,
+    backend: Backend,
+    rows: Vec<(String, Vec<u8>)>,
+) -> Result<(), StoreError> {
+    let per_statement = rows_per_statement(backend);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<(String, Vec<u8>)> = rows.by_ref().take(per_statement).collect();
+        let sql = format!(
+            "INSERT INTO span_chunks (trace_id, spans) VALUES {}",
+            values_placeholders(backend, chunk.len(), 2)
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 2);
+        for (trace_id, spans) in chunk {
+            args.extend([Arg::Text(trace_id), Arg::Bytes(spans)]);
+        }
+        bind_all_execute(sqlx::query(&sql), args)
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
 }
 
 /// `(trace_id, spans)` of every chunk stored for these traces, read inside
@@ -610,95 +801,23 @@ pub async fn chunks_of_traces(
 /// Ids per `IN (...)` lookup: far below SQLite's 32766 parameters.
 const IDS_PER_LOOKUP: usize = 500;
 
-/// What a batch adds to one trace's summary row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceUpsert {
-    pub trace_id: String,
-    pub start_time_unix_nano: i64,
-    pub end_time_unix_nano: i64,
-    /// Empty when the batch brought no root span.
-    pub root_span_id: String,
-    pub root_span_name: String,
-    pub root_service_name: String,
-    /// Spans newly stored by the batch.
-    pub span_count: i64,
-    pub status_code: i64,
-    /// Empty when the batch named none.
-    pub endpoint: String,
-}
-
-/// Creates or merges each trace's summary: the earlier start, the later
-/// end, the first root and endpoint stored, the added span count, the worst
-/// status. `rows` must hold one row per trace (Postgres refuses to update
-/// a row twice in one statement).
-pub async fn upsert_traces(
-    tx: &mut WriteTx,
-    backend: Backend,
-    rows: &[TraceUpsert],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(rows_per_statement(backend)) {
-        let sql = format!(
-            "INSERT INTO traces (trace_id, start_time_unix_nano, end_time_unix_nano,
-                root_span_id, root_span_name, root_service_name, span_count, status_code,
-                endpoint)
-             VALUES {}
-             ON CONFLICT (trace_id) DO UPDATE SET
-                start_time_unix_nano = CASE
-                    WHEN excluded.start_time_unix_nano < traces.start_time_unix_nano
-                    THEN excluded.start_time_unix_nano ELSE traces.start_time_unix_nano END,
-                end_time_unix_nano = CASE
-                    WHEN excluded.end_time_unix_nano > traces.end_time_unix_nano
-                    THEN excluded.end_time_unix_nano ELSE traces.end_time_unix_nano END,
-                root_span_id = CASE WHEN traces.root_span_id = ''
-                    THEN excluded.root_span_id ELSE traces.root_span_id END,
-                root_span_name = CASE WHEN traces.root_span_id = ''
-                    THEN excluded.root_span_name ELSE traces.root_span_name END,
-                root_service_name = CASE WHEN traces.root_span_id = ''
-                    THEN excluded.root_service_name ELSE traces.root_service_name END,
-                span_count = traces.span_count + excluded.span_count,
-                status_code = CASE WHEN excluded.status_code > traces.status_code
-                    THEN excluded.status_code ELSE traces.status_code END,
-                endpoint = CASE WHEN traces.endpoint = ''
-                    THEN excluded.endpoint ELSE traces.endpoint END",
-            values_placeholders(backend, chunk.len(), 9)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 9);
-        for row in chunk {
-            args.extend([
-                Arg::Text(row.trace_id.clone()),
-                Arg::Int(row.start_time_unix_nano),
-                Arg::Int(row.end_time_unix_nano),
-                Arg::Text(row.root_span_id.clone()),
-                Arg::Text(row.root_span_name.clone()),
-                Arg::Text(row.root_service_name.clone()),
-                Arg::Int(row.span_count),
-                Arg::Int(row.status_code),
-                Arg::Text(row.endpoint.clone()),
-            ]);
-        }
-        bind_all_execute(sqlx::query(&sql), args)
-            .execute(tx.conn())
-            .await?;
-    }
-    Ok(())
-}
-
-/// Records `(trace_id, model)` pairs; a pair already stored is skipped.
+/// Records `(model, trace_id)` pairs for the model filter; a pair already
+/// stored is skipped.
 pub async fn insert_trace_models(
     tx: &mut WriteTx,
     backend: Backend,
-    pairs: &[(String, String)],
+    pairs: &[(&str, &str)],
 ) -> Result<(), StoreError> {
     for chunk in pairs.chunks(rows_per_statement(backend)) {
         let sql = format!(
-            "INSERT INTO trace_models (trace_id, model) VALUES {}
-             ON CONFLICT (trace_id, model) DO NOTHING",
+            "INSERT INTO trace_models (model, trace_id) VALUES {}
+             ON CONFLICT (model, trace_id) DO NOTHING",
             values_placeholders(backend, chunk.len(), 2)
         );
         let mut args = Vec::with_capacity(chunk.len() * 2);
-        for (trace_id, model) in chunk {
-            args.push(Arg::Text(trace_id.clone()));
-            args.push(Arg::Text(model.clone()));
+        for (model, trace_id) in chunk {
+            args.push(Arg::Text(model.to_string()));
+            args.push(Arg::Text(trace_id.to_string()));
         }
         bind_all_execute(sqlx::query(&sql), args)
             .execute(tx.conn())
@@ -707,13 +826,12 @@ pub async fn insert_trace_models(
     Ok(())
 }
 
-/// The stored chunks of one trace, by chunk key.
+/// The stored chunks of one trace, in the order they were written.
 pub async fn get_span_chunks(store: &Store, trace_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-    let rows: Vec<(Vec<u8>,)> =
-        sqlx::query_as("SELECT spans FROM span_chunks WHERE trace_id = $1 ORDER BY chunk_key")
-            .bind(trace_id.to_string())
-            .fetch_all(store.pool())
-            .await?;
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT spans FROM span_chunks WHERE trace_id = $1")
+        .bind(trace_id.to_string())
+        .fetch_all(store.pool())
+        .await?;
     Ok(rows.into_iter().map(|(spans,)| spans).collect())
 }
 
@@ -747,9 +865,11 @@ pub struct TraceRow {
     pub span_count: i64,
     pub status_code: i64,
     pub endpoint: String,
+    /// A sorted JSON array of strings.
+    pub models: String,
 }
 
-type TraceTuple = (String, i64, i64, String, String, i64, i64, String);
+type TraceTuple = (String, i64, i64, String, String, i64, i64, String, String);
 
 /// Matching traces, newest first by (start, trace id).
 pub async fn search_traces(store: &Store, query: &TraceQuery) -> Result<Vec<TraceRow>, StoreError> {
@@ -782,6 +902,8 @@ pub async fn search_traces(store: &Store, query: &TraceQuery) -> Result<Vec<Trac
             "end_time_unix_nano - start_time_unix_nano >= {min_duration}"
         ));
     }
+    // Written as a literal: the planner uses the partial index of failed
+    // traces only for the condition it was declared with.
     match query.errors {
         Some(true) => conditions.clause(format!("status_code = {SPAN_STATUS_ERROR}")),
         Some(false) => conditions.clause(format!("status_code < {SPAN_STATUS_ERROR}")),
@@ -794,7 +916,7 @@ pub async fn search_traces(store: &Store, query: &TraceQuery) -> Result<Vec<Trac
     let limit = conditions.arg(Arg::Int(query.limit));
     let sql = format!(
         "SELECT trace_id, start_time_unix_nano, end_time_unix_nano, root_span_name,
-            root_service_name, span_count, status_code, endpoint
+            root_service_name, span_count, status_code, endpoint, models
          FROM traces {where_clause}
          ORDER BY start_time_unix_nano DESC, trace_id DESC LIMIT {limit}"
     );
@@ -813,6 +935,7 @@ pub async fn search_traces(store: &Store, query: &TraceQuery) -> Result<Vec<Trac
                 span_count,
                 status_code,
                 endpoint,
+                models,
             )| TraceRow {
                 trace_id,
                 start_time_unix_nano,
@@ -822,32 +945,10 @@ pub async fn search_traces(store: &Store, query: &TraceQuery) -> Result<Vec<Trac
                 span_count,
                 status_code,
                 endpoint,
+                models,
             },
         )
         .collect())
-}
-
-/// `(trace_id, model)` of the given traces, in no particular order.
-pub async fn trace_models(
-    store: &Store,
-    trace_ids: &[String],
-) -> Result<Vec<(String, String)>, StoreError> {
-    if trace_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut conditions = Conditions::default();
-    let placeholders: Vec<String> = trace_ids
-        .iter()
-        .map(|trace_id| conditions.arg(Arg::Text(trace_id.clone())))
-        .collect();
-    let sql = format!(
-        "SELECT trace_id, model FROM trace_models WHERE trace_id IN ({})",
-        placeholders.join(", ")
-    );
-    bind_all(sqlx::query_as::<_, (String, String)>(&sql), conditions.args)
-        .fetch_all(store.pool())
-        .await
-        .map_err(StoreError::from)
 }
 
 #[cfg(test)]

@@ -1,20 +1,20 @@
 //! The trace store: spans as OpenTelemetry exporters send them, stored as
-//! one chunk per trace and write (OTLP protobuf; see `otlp`), one summary row per trace kept
-//! beside them in the same transaction, and the queries over both (a whole
-//! trace by id; traces by endpoint, model, duration, status and time,
-//! newest first).
+//! one chunk per trace and write (OTLP protobuf; see `span_encoding`), one
+//! summary row per trace written beside them in the same transaction, and
+//! the queries over both (a whole trace by id; traces by endpoint, model,
+//! duration, status and time, newest first).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use keel_store::Store;
+use keel_store::{Backend, Store, WriteTx};
 use keel_types::FieldError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::otlp;
-use crate::store::{self, ChunkRow, TraceQuery, TraceRow, TraceUpsert};
+use crate::store::{self, TraceQuery, TraceRow, TraceUpsert};
 use keel_types::page_cursor::{CursorKey, PageCursor};
 
 /// The span attribute naming the Keel endpoint a trace served.
@@ -302,41 +302,31 @@ pub struct TraceDelta {
     pub models: BTreeSet<String>,
 }
 
-/// Folds newly stored spans into one delta per trace, ordered by trace id.
-/// Merging a delta into the stored summary keeps the earlier start, the
-/// later end, the worst status, the first root and endpoint stored, and
-/// adds the span counts (see `store::upsert_traces`).
-pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
+/// Folds the newly stored spans of one trace (at least one) into what
+/// they add to its summary. Merging a delta into the stored summary keeps
+/// the earlier start, the later end, the worst status, the first root and
+/// endpoint stored, and adds the span counts (see `store::merge_traces`).
+pub fn summarize(spans: &[&PreparedSpan]) -> TraceDelta {
     let mut ordered: Vec<&PreparedSpan> = spans.to_vec();
     ordered.sort_by(|a, b| {
-        (&a.trace_id, a.start_time_unix_nano, &a.span_id).cmp(&(
-            &b.trace_id,
-            b.start_time_unix_nano,
-            &b.span_id,
-        ))
+        (a.start_time_unix_nano, &a.span_id).cmp(&(b.start_time_unix_nano, &b.span_id))
     });
-    let mut deltas: Vec<TraceDelta> = Vec::new();
+    let mut delta = TraceDelta {
+        trace_id: ordered
+            .first()
+            .map(|span| span.trace_id.clone())
+            .unwrap_or_default(),
+        start_time_unix_nano: i64::MAX,
+        end_time_unix_nano: i64::MIN,
+        root: None,
+        new_spans: 0,
+        status: SpanStatus::Unset,
+        endpoint: None,
+        models: BTreeSet::new(),
+    };
+    // By start time: the first root and the first endpoint seen are the
+    // earliest.
     for span in ordered {
-        if deltas
-            .last()
-            .is_none_or(|delta| delta.trace_id != span.trace_id)
-        {
-            deltas.push(TraceDelta {
-                trace_id: span.trace_id.clone(),
-                start_time_unix_nano: span.start_time_unix_nano,
-                end_time_unix_nano: span.end_time_unix_nano,
-                root: None,
-                new_spans: 0,
-                status: SpanStatus::Unset,
-                endpoint: None,
-                models: BTreeSet::new(),
-            });
-        }
-        let Some(delta) = deltas.last_mut() else {
-            continue;
-        };
-        // Spans arrive by start time within a trace: the first root and the
-        // first endpoint seen are the earliest.
         delta.start_time_unix_nano = delta.start_time_unix_nano.min(span.start_time_unix_nano);
         delta.end_time_unix_nano = delta.end_time_unix_nano.max(span.end_time_unix_nano);
         delta.new_spans += 1;
@@ -355,7 +345,7 @@ pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
             delta.models.insert(model.clone());
         }
     }
-    deltas
+    delta
 }
 
 /// Stores the spans not stored yet and folds them into their traces'
@@ -363,21 +353,76 @@ pub fn summarize(spans: &[&PreparedSpan]) -> Vec<TraceDelta> {
 ///
 /// A trace's new spans go in one chunk row. A span is stored once: copies
 /// within the call are dropped, and so are spans a chunk of the trace
-/// already holds (an exporter's retry, spans re-sent in another batch),
-/// read in the same transaction. Only writers racing on one trace from two
-/// processes could both store a span; reads keep one copy.
+/// already holds (an exporter's retry, spans re-sent in another batch).
+/// Most traces arrive whole in one write: their summaries are inserted
+/// first, and only the traces that turn out to be stored already have
+/// their chunks read and their summaries merged.
 pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, Error> {
     let mut by_trace: BTreeMap<&str, Vec<&PreparedSpan>> = BTreeMap::new();
-    let mut seen = HashSet::with_capacity(spans.len());
     for span in spans {
-        if seen.insert((span.trace_id.as_str(), span.span_id.as_str())) {
-            by_trace.entry(&span.trace_id).or_default().push(span);
-        }
+        by_trace.entry(&span.trace_id).or_default().push(span);
+    }
+    for spans in by_trace.values_mut() {
+        spans.sort_by(|a, b| a.span_id.cmp(&b.span_id));
+        spans.dedup_by(|a, b| a.span_id == b.span_id);
     }
     let backend = store.backend();
     let mut tx = store.begin_write().await?;
-    let trace_ids: Vec<&str> = by_trace.keys().copied().collect();
-    for (trace_id, chunk) in store::chunks_of_traces(&mut tx, backend, &trace_ids).await? {
+    let summaries: Vec<TraceUpsert> = by_trace
+        .values()
+        .map(|spans| summary_row(&summarize(spans), &BTreeSet::new()))
+        .collect();
+    let new_traces: HashSet<String> = store::insert_new_traces(&mut tx, backend, &summaries)
+        .await?
+        .into_iter()
+        .collect();
+    let stored: Vec<&str> = by_trace
+        .keys()
+        .copied()
+        .filter(|trace_id| !new_traces.contains(*trace_id))
+        .collect();
+    if !stored.is_empty() {
+        let merges = drop_stored_spans(&mut tx, backend, &stored, &mut by_trace).await?;
+        store::merge_traces(&mut tx, backend, &merges).await?;
+    }
+    let by_trace: Vec<(&str, Vec<&PreparedSpan>)> = by_trace
+        .into_iter()
+        .filter(|(_, spans)| !spans.is_empty())
+        .collect();
+    let models: Vec<(&str, &str)> = by_trace
+        .iter()
+        .flat_map(|(trace_id, spans)| {
+            let models: BTreeSet<&str> = spans
+                .iter()
+                .filter_map(|span| span.model.as_deref())
+                .collect();
+            models.into_iter().map(move |model| (model, *trace_id))
+        })
+        .collect();
+    store::insert_trace_models(&mut tx, backend, &models).await?;
+    let new_spans = by_trace.iter().map(|(_, spans)| spans.len() as u64).sum();
+    let chunks = by_trace
+        .iter()
+        .map(|(trace_id, spans)| (trace_id.to_string(), chunk(spans)))
+        .collect();
+    store::insert_span_chunks(&mut tx, backend, chunks).await?;
+    tx.commit().await?;
+    Ok(new_spans)
+}
+
+/// For traces already stored: drops from `by_trace` the spans their chunks
+/// hold, and returns what the remaining spans add to each summary.
+async fn drop_stored_spans(
+    tx: &mut WriteTx,
+    backend: Backend,
+    trace_ids: &[&str],
+    by_trace: &mut BTreeMap<&str, Vec<&PreparedSpan>>,
+) -> Result<Vec<TraceUpsert>, Error> {
+    let stored_models: HashMap<String, String> = store::lock_traces(tx, backend, trace_ids)
+        .await?
+        .into_iter()
+        .collect();
+    for (trace_id, chunk) in store::chunks_of_traces(tx, backend, trace_ids).await? {
         // A chunk that cannot be read must not make the trace's later
         // spans unstorable too: they are stored, at the risk of a copy.
         let stored: HashSet<String> = match decode_chunks(&trace_id, &[chunk]) {
@@ -391,63 +436,36 @@ pub async fn write_spans(store: &Store, spans: &[&PreparedSpan]) -> Result<u64, 
             spans.retain(|span| !stored.contains(&span.span_id));
         }
     }
-    let rows: Vec<ChunkRow> = by_trace
-        .iter()
-        .filter(|(_, spans)| !spans.is_empty())
-        .map(|(trace_id, spans)| chunk_row(trace_id, spans))
-        .collect();
-    // One chunk per trace in a write: the trace id names the chunk.
-    let inserted: HashSet<String> = store::insert_span_chunks(&mut tx, backend, rows)
-        .await?
-        .into_iter()
-        .collect();
-    let new_spans: Vec<&PreparedSpan> = by_trace
-        .iter()
-        .filter(|(trace_id, _)| inserted.contains(**trace_id))
-        .flat_map(|(_, spans)| spans.iter().copied())
-        .collect();
-    let deltas = summarize(&new_spans);
-    let upserts: Vec<TraceUpsert> = deltas.iter().map(delta_to_upsert).collect();
-    store::upsert_traces(&mut tx, backend, &upserts).await?;
-    let models: Vec<(String, String)> = deltas
-        .iter()
-        .flat_map(|delta| {
-            delta
-                .models
-                .iter()
-                .map(|model| (delta.trace_id.clone(), model.clone()))
-        })
-        .collect();
-    store::insert_trace_models(&mut tx, backend, &models).await?;
-    tx.commit().await?;
-    Ok(new_spans.len() as u64)
+    let mut merges = Vec::new();
+    for trace_id in trace_ids {
+        let Some(spans) = by_trace.get(trace_id).filter(|spans| !spans.is_empty()) else {
+            continue;
+        };
+        let stored: BTreeSet<String> = stored_models
+            .get(*trace_id)
+            .map(|models| parse_models(trace_id, models))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        merges.push(summary_row(&summarize(spans), &stored));
+    }
+    Ok(merges)
 }
 
-/// The smallest span id of a chunk's spans (never empty).
-fn chunk_key<'s>(spans: &[&'s PreparedSpan]) -> &'s str {
-    spans
-        .iter()
-        .map(|span| span.span_id.as_str())
-        .min()
-        .unwrap_or_default()
-}
-
-fn chunk_row(trace_id: &str, spans: &[&PreparedSpan]) -> ChunkRow {
-    // Concatenated protobuf messages are one message whose repeated fields
-    // hold all of theirs: the chunk decodes as one `TracesData`.
+/// The spans of one trace, concatenated: concatenated protobuf messages
+/// are one message whose repeated fields hold all of theirs, so the chunk
+/// decodes as one `TracesData`.
+fn chunk(spans: &[&PreparedSpan]) -> Vec<u8> {
     let length = spans.iter().map(|span| span.encoded.len()).sum();
     let mut encoded = Vec::with_capacity(length);
     for span in spans {
         encoded.extend_from_slice(&span.encoded);
     }
-    ChunkRow {
-        trace_id: trace_id.to_string(),
-        chunk_key: chunk_key(spans).to_string(),
-        spans: encoded,
-    }
+    encoded
 }
 
-fn delta_to_upsert(delta: &TraceDelta) -> TraceUpsert {
+/// The summary row of `delta`, listing its models with `stored_models`.
+fn summary_row(delta: &TraceDelta, stored_models: &BTreeSet<String>) -> TraceUpsert {
     let (root_span_id, root_span_name, root_service_name) = match &delta.root {
         Some(root) => (
             root.span_id.clone(),
@@ -456,6 +474,7 @@ fn delta_to_upsert(delta: &TraceDelta) -> TraceUpsert {
         ),
         None => (String::new(), String::new(), String::new()),
     };
+    let models: BTreeSet<&String> = delta.models.iter().chain(stored_models).collect();
     TraceUpsert {
         trace_id: delta.trace_id.clone(),
         start_time_unix_nano: delta.start_time_unix_nano,
@@ -466,7 +485,17 @@ fn delta_to_upsert(delta: &TraceDelta) -> TraceUpsert {
         span_count: i64::try_from(delta.new_spans).unwrap_or(i64::MAX),
         status_code: delta.status.code(),
         endpoint: delta.endpoint.clone().unwrap_or_default(),
+        models: serde_json::to_string(&models).unwrap_or_else(|_| "[]".to_string()),
     }
+}
+
+/// A summary's model list; one that cannot be read counts as empty (it is
+/// only shown and rewritten, never searched: `trace_models` is).
+fn parse_models(trace_id: &str, models: &str) -> Vec<String> {
+    serde_json::from_str(models).unwrap_or_else(|error| {
+        tracing::warn!(%trace_id, %error, "stored model list unreadable");
+        Vec::new()
+    })
 }
 
 /// The read side of the trace store.
@@ -519,11 +548,6 @@ impl TraceStore {
         let mut rows = store::search_traces(&self.store, &query).await?;
         let has_more = rows.len() > page_len;
         rows.truncate(page_len);
-        let trace_ids: Vec<String> = rows.iter().map(|row| row.trace_id.clone()).collect();
-        let mut models_by_trace: HashMap<String, Vec<String>> = HashMap::new();
-        for (trace_id, model) in store::trace_models(&self.store, &trace_ids).await? {
-            models_by_trace.entry(trace_id).or_default().push(model);
-        }
         let next = match rows.last() {
             Some(last) if has_more => Some(TraceCursor {
                 position: last.start_time_unix_nano,
@@ -531,22 +555,14 @@ impl TraceStore {
             }),
             _ => None,
         };
-        let traces = rows
-            .into_iter()
-            .map(|row| {
-                let mut models = models_by_trace.remove(&row.trace_id).unwrap_or_default();
-                // Sorted here, not in SQL, so both backends agree whatever
-                // their collation.
-                models.sort();
-                summary_from_row(row, models)
-            })
-            .collect();
+        let traces = rows.into_iter().map(summary_from_row).collect();
         Ok(TracePage { traces, next })
     }
 }
 
-fn summary_from_row(row: TraceRow, models: Vec<String>) -> TraceSummary {
+fn summary_from_row(row: TraceRow) -> TraceSummary {
     TraceSummary {
+        models: parse_models(&row.trace_id, &row.models),
         duration_ms: nanos_to_ms(
             row.end_time_unix_nano
                 .saturating_sub(row.start_time_unix_nano),
@@ -558,7 +574,6 @@ fn summary_from_row(row: TraceRow, models: Vec<String>) -> TraceSummary {
         span_count: u32::try_from(row.span_count).unwrap_or(u32::MAX),
         status: SpanStatus::from_code(row.status_code),
         endpoint: row.endpoint,
-        models,
     }
 }
 
@@ -845,10 +860,8 @@ pub(crate) mod tests {
         assert_eq!(prepared.status, SpanStatus::Error);
         assert!(prepared.is_root);
         // What is stored decodes back to the same span.
-        let chunk = chunk_row(&prepared.trace_id, &[&prepared]);
-        assert_eq!(chunk.chunk_key, prepared.span_id);
         assert_eq!(
-            decode_chunks(&stored.trace_id, &[chunk.spans]).unwrap(),
+            decode_chunks(&stored.trace_id, &[chunk(&[&prepared])]).unwrap(),
             vec![stored]
         );
 
@@ -867,12 +880,11 @@ pub(crate) mod tests {
             span(1, 2, Some(1), 10),
         ])
         .unwrap();
-        let first = chunk_row(&spans[0].trace_id, &[&spans[0], &spans[2]]);
-        // A second chunk holding span 3 again, as two racing writers might.
-        let second = chunk_row(&spans[1].trace_id, &[&spans[1], &spans[2]]);
-        assert_eq!(first.chunk_key, format!("{:016x}", 1));
-        assert_eq!(second.chunk_key, format!("{:016x}", 2));
-        let decoded = decode_chunks(&spans[0].trace_id, &[first.spans, second.spans]).unwrap();
+        let first = chunk(&[&spans[0], &spans[2]]);
+        // A second chunk holding span 3 again, as an unreadable chunk
+        // beside it might leave.
+        let second = chunk(&[&spans[1], &spans[2]]);
+        let decoded = decode_chunks(&spans[0].trace_id, &[first, second]).unwrap();
         let ids: Vec<&str> = decoded.iter().map(|span| span.span_id.as_str()).collect();
         assert_eq!(
             ids,
@@ -945,6 +957,11 @@ pub(crate) mod tests {
             .execute(old.pool())
             .await
             .unwrap();
+            sqlx::query("INSERT INTO trace_models (trace_id, model) VALUES ($1, 'minilm')")
+                .bind(stored.trace_id.clone())
+                .execute(old.pool())
+                .await
+                .unwrap();
             old.close().await;
 
             let migrated = database.open(store::MIGRATIONS).await;
@@ -955,8 +972,19 @@ pub(crate) mod tests {
                 vec![stored.clone(), child.clone()],
                 "{backend:?}"
             );
-            // Re-sent with a new span: only the new one is stored and counted.
-            let resent = prepare_spans(vec![child, span(7, 3, Some(1), 3_000)]).unwrap();
+            let page = reader
+                .search(&TraceFilter::default(), None, 10)
+                .await
+                .unwrap();
+            assert_eq!(page.traces[0].models, ["minilm"], "{backend:?}");
+            // Re-sent with a new span: only the new one is stored and
+            // counted, and its model joins the migrated one.
+            let new_span = with_attribute(
+                span(7, 3, Some(1), 3_000),
+                MODEL_ATTRIBUTE,
+                Value::String("smollm2".to_string()),
+            );
+            let resent = prepare_spans(vec![child, new_span]).unwrap();
             let references: Vec<&PreparedSpan> = resent.iter().collect();
             assert_eq!(write_spans(&migrated, &references).await.unwrap(), 1);
             assert_eq!(reader.get(&trace_id).await.unwrap().len(), 3);
@@ -966,6 +994,15 @@ pub(crate) mod tests {
                 .unwrap();
             assert_eq!(page.traces[0].span_count, 3, "{backend:?}");
             assert_eq!(page.traces[0].endpoint, "support");
+            assert_eq!(page.traces[0].models, ["minilm", "smollm2"]);
+            for model in ["minilm", "smollm2"] {
+                let filter = TraceFilter {
+                    model: Some(model.to_string()),
+                    ..TraceFilter::default()
+                };
+                let page = reader.search(&filter, None, 10).await.unwrap();
+                assert_eq!(page.traces.len(), 1, "{model} on {backend:?}");
+            }
         }
     }
 
@@ -976,16 +1013,22 @@ pub(crate) mod tests {
         let database = keel_testkit::TestDatabase::sqlite();
         let store = database.open(store::MIGRATIONS).await;
         let trace_id = format!("{:032x}", 5);
-        sqlx::query("INSERT INTO span_chunks (trace_id, chunk_key, spans) VALUES ($1, $2, $3)")
-            .bind(trace_id.clone())
-            .bind("0000000000000001")
+        let first = prepare_spans(vec![span(5, 1, None, 5)]).unwrap();
+        assert_eq!(write_spans(&store, &[&first[0]]).await.unwrap(), 1);
+        sqlx::query("UPDATE span_chunks SET spans = $1 WHERE trace_id = $2")
             .bind(vec![0x0a_u8, 0xff])
+            .bind(trace_id.clone())
             .execute(store.pool())
             .await
             .unwrap();
         let later = prepare_spans(vec![span(5, 2, Some(1), 10)]).unwrap();
         let references: Vec<&PreparedSpan> = later.iter().collect();
         assert_eq!(write_spans(&store, &references).await.unwrap(), 1);
+        let page = TraceStore::new(store.clone())
+            .search(&TraceFilter::default(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.traces[0].span_count, 2);
         let error = TraceStore::new(store)
             .get(&TraceId::parse("trace_id", &trace_id).unwrap())
             .await
@@ -1045,10 +1088,11 @@ pub(crate) mod tests {
             },
         ];
         let prepared = prepare_spans(spans).unwrap();
-        let references: Vec<&PreparedSpan> = prepared.iter().collect();
-        let deltas = summarize(&references);
-        assert_eq!(deltas.len(), 2);
-        let first = &deltas[0];
+        let first: Vec<&PreparedSpan> = prepared
+            .iter()
+            .filter(|span| span.trace_id == format!("{:032x}", 1))
+            .collect();
+        let first = summarize(&first);
         assert_eq!(first.trace_id, format!("{:032x}", 1));
         assert_eq!(first.start_time_unix_nano, 1_000);
         assert_eq!(first.end_time_unix_nano, 9_000_000);
@@ -1068,22 +1112,33 @@ pub(crate) mod tests {
             first.models.iter().map(String::as_str).collect::<Vec<_>>(),
             vec!["minilm", "smollm2"]
         );
-        let second = &deltas[1];
+        // Models already stored for the trace are listed with the new ones.
+        let stored = BTreeSet::from(["e5".to_string(), "minilm".to_string()]);
+        assert_eq!(
+            summary_row(&first, &stored).models,
+            r#"["e5","minilm","smollm2"]"#
+        );
+
+        let second: Vec<&PreparedSpan> = prepared
+            .iter()
+            .filter(|span| span.trace_id == format!("{:032x}", 2))
+            .collect();
+        let second = summarize(&second);
         assert_eq!(second.root, None);
         assert_eq!(second.status, SpanStatus::Ok);
         assert_eq!(second.new_spans, 1);
         assert_eq!(second.endpoint, None);
         assert!(second.models.is_empty());
 
-        let upsert = delta_to_upsert(second);
+        let row = summary_row(&second, &BTreeSet::new());
         assert_eq!(
             (
-                upsert.root_span_id.as_str(),
-                upsert.endpoint.as_str(),
-                upsert.span_count
+                row.root_span_id.as_str(),
+                row.endpoint.as_str(),
+                row.span_count,
+                row.models.as_str()
             ),
-            ("", "", 1)
+            ("", "", 1, "[]")
         );
-        assert!(summarize(&[]).is_empty());
     }
 }
