@@ -2,6 +2,10 @@
 
 use keel_core::standalone::{prepare, ServiceSettings};
 
+/// The allocator every Keel binary uses (see the `keel` binary for why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let standalone = prepare(ServiceSettings::<keel_serving::Config> {
