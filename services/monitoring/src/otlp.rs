@@ -12,8 +12,7 @@ use std::collections::HashSet;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::Event as OtlpEvent;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span as OtlpSpan, TracesData,
@@ -29,8 +28,7 @@ use crate::traces::{
     MAX_INDEXED_BYTES, MODEL_ATTRIBUTE,
 };
 
-/// The resource attribute naming the service that emitted the spans.
-pub const SERVICE_NAME_ATTRIBUTE: &str = "service.name";
+pub use crate::span_encoding::SERVICE_NAME_ATTRIBUTE;
 
 /// A request's spans ready to store, and the ones refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,24 +85,10 @@ pub fn prepare(request: ExportTraceServiceRequest) -> Prepared {
     let mut rejections = Rejections::default();
     for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
         let service_name = service_name(&resource_spans);
-        let resource = Resource {
-            attributes: vec![KeyValue {
-                key: SERVICE_NAME_ATTRIBUTE.to_string(),
-                value: Some(AnyValue {
-                    value: Some(OtlpValue::StringValue(service_name.clone())),
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-        .encode_to_vec();
+        let resource = span_encoding::resource(&service_name);
         for (scope_index, scope_spans) in resource_spans.scope_spans.into_iter().enumerate() {
             let scope_name = scope_name(&scope_spans);
-            let scope = InstrumentationScope {
-                name: scope_name,
-                ..Default::default()
-            }
-            .encode_to_vec();
+            let scope = span_encoding::scope(&scope_name);
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
                 let checked = match check_span(&span) {
                     Ok(checked) => checked,
@@ -439,7 +423,8 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{status, Status};
     use serde_json::json;
 

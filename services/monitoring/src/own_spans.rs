@@ -5,13 +5,9 @@
 
 use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::Value;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_sdk::trace::SpanData;
-use prost::Message;
 
-use crate::otlp::{clean_text, SERVICE_NAME_ATTRIBUTE};
+use crate::otlp::clean_text;
 use crate::span_encoding;
 use crate::span_writer::SpanWriter;
 use crate::traces::{
@@ -52,17 +48,7 @@ impl keel_core::telemetry::SpanSink for WriterSink {
 /// The spans encoded for storage with what their traces' summaries need.
 /// The SDK makes valid ids only, so none is refused.
 pub fn prepare(service_name: &str, spans: &[SpanData]) -> Vec<PreparedSpan> {
-    let resource = Resource {
-        attributes: vec![KeyValue {
-            key: SERVICE_NAME_ATTRIBUTE.to_string(),
-            value: Some(AnyValue {
-                value: Some(OtlpValue::StringValue(service_name.to_string())),
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let resource = span_encoding::resource(service_name);
     let mut scopes: Vec<(&str, Vec<u8>)> = Vec::new();
     spans
         .iter()
@@ -71,11 +57,7 @@ pub fn prepare(service_name: &str, spans: &[SpanData]) -> Vec<PreparedSpan> {
             let scope = match scopes.iter().find(|(name, _)| *name == scope_name) {
                 Some((_, scope)) => scope,
                 None => {
-                    let encoded = InstrumentationScope {
-                        name: scope_name.to_string(),
-                        ..Default::default()
-                    }
-                    .encode_to_vec();
+                    let encoded = span_encoding::scope(scope_name);
                     scopes.push((scope_name, encoded));
                     &scopes[scopes.len() - 1].1
                 }

@@ -11,8 +11,41 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue as OtlpKeyValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
+
+/// The resource attribute naming the service that emitted the spans.
+pub const SERVICE_NAME_ATTRIBUTE: &str = "service.name";
+
+/// The resource a stored span keeps: its service's name, nothing else.
+pub fn resource(service_name: &str) -> Vec<u8> {
+    Resource {
+        attributes: vec![OtlpKeyValue {
+            key: SERVICE_NAME_ATTRIBUTE.to_string(),
+            value: Some(AnyValue {
+                value: Some(OtlpValue::StringValue(service_name.to_string())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The instrumentation scope a stored span keeps: its name.
+pub fn scope(name: &str) -> Vec<u8> {
+    InstrumentationScope {
+        name: name.to_string(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
 
 /// `TracesData { resource_spans: [ResourceSpans { resource, scope_spans:
 /// [ScopeSpans { scope, spans: [span] }] }] }` around the three encoded

@@ -610,6 +610,34 @@ fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String 
     sql
 }
 
+/// Runs `{head} VALUES (..), (..) {tail}` over `rows`, `rows_per_statement`
+/// rows of `columns` arguments at a time; `row_args` adds one row's.
+async fn execute_rows<R>(
+    tx: &mut WriteTx,
+    backend: Backend,
+    (head, tail): (&str, &str),
+    columns: usize,
+    rows: impl IntoIterator<Item = R>,
+    row_args: impl Fn(R, &mut Vec<Arg>),
+) -> Result<(), StoreError> {
+    let per_statement = rows_per_statement(backend);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut args = Vec::with_capacity(per_statement * columns);
+        for row in rows.by_ref().take(per_statement) {
+            row_args(row, &mut args);
+        }
+        let sql = format!(
+            "{head} VALUES {} {tail}",
+            values_placeholders(backend, args.len() / columns, columns)
+        );
+        bind_all_execute(sqlx::query(&sql), args)
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
+}
+
 /// A trace's summary row: what a write of new spans makes of it, or, for a
 /// trace already stored, what those spans add (see [`merge_traces`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -715,39 +743,27 @@ pub async fn merge_traces(
     backend: Backend,
     rows: &[TraceUpsert],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(rows_per_statement(backend)) {
-        let sql = format!(
-            "INSERT INTO traces ({TRACE_COLUMNS}) VALUES {}
-             ON CONFLICT (trace_id) DO UPDATE SET
-                start_time_unix_nano = CASE
-                    WHEN excluded.start_time_unix_nano < traces.start_time_unix_nano
-                    THEN excluded.start_time_unix_nano ELSE traces.start_time_unix_nano END,
-                end_time_unix_nano = CASE
-                    WHEN excluded.end_time_unix_nano > traces.end_time_unix_nano
-                    THEN excluded.end_time_unix_nano ELSE traces.end_time_unix_nano END,
-                root_span_id = CASE WHEN traces.root_span_id = ''
-                    THEN excluded.root_span_id ELSE traces.root_span_id END,
-                root_span_name = CASE WHEN traces.root_span_id = ''
-                    THEN excluded.root_span_name ELSE traces.root_span_name END,
-                root_service_name = CASE WHEN traces.root_span_id = ''
-                    THEN excluded.root_service_name ELSE traces.root_service_name END,
-                span_count = traces.span_count + excluded.span_count,
-                status_code = CASE WHEN excluded.status_code > traces.status_code
-                    THEN excluded.status_code ELSE traces.status_code END,
-                endpoint = CASE WHEN traces.endpoint = ''
-                    THEN excluded.endpoint ELSE traces.endpoint END,
-                models = excluded.models",
-            values_placeholders(backend, chunk.len(), 10)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 10);
-        for row in chunk {
-            trace_args(row, &mut args);
-        }
-        bind_all_execute(sqlx::query(&sql), args)
-            .execute(tx.conn())
-            .await?;
-    }
-    Ok(())
+    let head = format!("INSERT INTO traces ({TRACE_COLUMNS})");
+    let tail = "ON CONFLICT (trace_id) DO UPDATE SET
+        start_time_unix_nano = CASE
+            WHEN excluded.start_time_unix_nano < traces.start_time_unix_nano
+            THEN excluded.start_time_unix_nano ELSE traces.start_time_unix_nano END,
+        end_time_unix_nano = CASE
+            WHEN excluded.end_time_unix_nano > traces.end_time_unix_nano
+            THEN excluded.end_time_unix_nano ELSE traces.end_time_unix_nano END,
+        root_span_id = CASE WHEN traces.root_span_id = ''
+            THEN excluded.root_span_id ELSE traces.root_span_id END,
+        root_span_name = CASE WHEN traces.root_span_id = ''
+            THEN excluded.root_span_name ELSE traces.root_span_name END,
+        root_service_name = CASE WHEN traces.root_span_id = ''
+            THEN excluded.root_service_name ELSE traces.root_service_name END,
+        span_count = traces.span_count + excluded.span_count,
+        status_code = CASE WHEN excluded.status_code > traces.status_code
+            THEN excluded.status_code ELSE traces.status_code END,
+        endpoint = CASE WHEN traces.endpoint = ''
+            THEN excluded.endpoint ELSE traces.endpoint END,
+        models = excluded.models";
+    execute_rows(tx, backend, (&head, tail), 10, rows, trace_args).await
 }
 
 /// Stores `(trace_id, spans)` chunks: concatenated one-span OTLP
@@ -757,23 +773,18 @@ pub async fn insert_span_chunks(
     backend: Backend,
     rows: Vec<(String, Vec<u8>)>,
 ) -> Result<(), StoreError> {
-    let per_statement = rows_per_statement(backend);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<(String, Vec<u8>)> = rows.by_ref().take(per_statement).collect();
-        let sql = format!(
-            "INSERT INTO span_chunks (trace_id, spans) VALUES {}",
-            values_placeholders(backend, chunk.len(), 2)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 2);
-        for (trace_id, spans) in chunk {
+    let statement = ("INSERT INTO span_chunks (trace_id, spans)", "");
+    execute_rows(
+        tx,
+        backend,
+        statement,
+        2,
+        rows,
+        |(trace_id, spans), args| {
             args.extend([Arg::Text(trace_id), Arg::Bytes(spans)]);
-        }
-        bind_all_execute(sqlx::query(&sql), args)
-            .execute(tx.conn())
-            .await?;
-    }
-    Ok(())
+        },
+    )
+    .await
 }
 
 /// `(trace_id, spans)` of every chunk stored for these traces, read inside
@@ -808,22 +819,24 @@ pub async fn insert_trace_models(
     backend: Backend,
     pairs: &[(&str, &str)],
 ) -> Result<(), StoreError> {
-    for chunk in pairs.chunks(rows_per_statement(backend)) {
-        let sql = format!(
-            "INSERT INTO trace_models (model, trace_id) VALUES {}
-             ON CONFLICT (model, trace_id) DO NOTHING",
-            values_placeholders(backend, chunk.len(), 2)
-        );
-        let mut args = Vec::with_capacity(chunk.len() * 2);
-        for (model, trace_id) in chunk {
-            args.push(Arg::Text(model.to_string()));
-            args.push(Arg::Text(trace_id.to_string()));
-        }
-        bind_all_execute(sqlx::query(&sql), args)
-            .execute(tx.conn())
-            .await?;
-    }
-    Ok(())
+    let statement = (
+        "INSERT INTO trace_models (model, trace_id)",
+        "ON CONFLICT (model, trace_id) DO NOTHING",
+    );
+    execute_rows(
+        tx,
+        backend,
+        statement,
+        2,
+        pairs,
+        |(model, trace_id), args| {
+            args.extend([
+                Arg::Text(model.to_string()),
+                Arg::Text(trace_id.to_string()),
+            ]);
+        },
+    )
+    .await
 }
 
 /// The stored chunks of one trace, in the order they were written.
