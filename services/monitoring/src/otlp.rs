@@ -21,14 +21,12 @@ use prost::Message;
 use serde_json::{Map, Number, Value};
 
 use crate::error::Error;
-use crate::span_encoding;
+use crate::span_encoding::{self, SERVICE_NAME_ATTRIBUTE};
 use crate::span_writer::SpanWriter;
 use crate::traces::{
     self, PreparedSpan, SpanKind, SpanStatus, StoredEvent, StoredSpan, ENDPOINT_ATTRIBUTE,
-    MAX_INDEXED_BYTES, MODEL_ATTRIBUTE,
+    MODEL_ATTRIBUTE,
 };
-
-pub use crate::span_encoding::SERVICE_NAME_ATTRIBUTE;
 
 /// A request's spans ready to store, and the ones refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,9 +124,7 @@ fn prepare_span(
             .and_then(|attribute| match &attribute.value {
                 Some(AnyValue {
                     value: Some(OtlpValue::StringValue(text)),
-                }) if !text.is_empty() => Some(clean_text(
-                    traces::truncate(text, MAX_INDEXED_BYTES).to_string(),
-                )),
+                }) => traces::indexed_text(text),
                 _ => None,
             })
     };

@@ -3,16 +3,14 @@
 //! the SDK's `SpanData`, and each span goes to the writer encoded straight
 //! from it, stored exactly as an OTLP export of it would be.
 
-use opentelemetry::trace::{SpanId, Status};
+use opentelemetry::trace::SpanId;
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
 
 use crate::otlp::clean_text;
 use crate::span_encoding;
 use crate::span_writer::SpanWriter;
-use crate::traces::{
-    self, PreparedSpan, SpanStatus, ENDPOINT_ATTRIBUTE, MAX_INDEXED_BYTES, MODEL_ATTRIBUTE,
-};
+use crate::traces::{self, PreparedSpan, SpanStatus, ENDPOINT_ATTRIBUTE, MODEL_ATTRIBUTE};
 
 /// Stores this process's spans through the writer OTLP intake uses.
 pub struct WriterSink {
@@ -79,17 +77,11 @@ fn prepare_span(service_name: &str, encoded: Vec<u8>, span: &SpanData) -> Prepar
             .rev()
             .find(|attribute| attribute.key.as_str() == key)
             .and_then(|attribute| match &attribute.value {
-                Value::String(text) if !text.as_str().is_empty() => Some(clean_text(
-                    traces::truncate(text.as_str(), MAX_INDEXED_BYTES).to_string(),
-                )),
+                Value::String(text) => traces::indexed_text(text.as_str()),
                 _ => None,
             })
     };
-    let nanos = |time: std::time::SystemTime| {
-        time.duration_since(std::time::UNIX_EPOCH)
-            .map(|since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or_default()
-    };
+    let nanos = |time| i64::try_from(span_encoding::nanos(time)).unwrap_or(i64::MAX);
     let context = &span.span_context;
     PreparedSpan {
         trace_id: context.trace_id().to_string(),
@@ -99,11 +91,7 @@ fn prepare_span(service_name: &str, encoded: Vec<u8>, span: &SpanData) -> Prepar
         service_name: service_name.to_string(),
         start_time_unix_nano: nanos(span.start_time),
         end_time_unix_nano: nanos(span.end_time),
-        status: match span.status {
-            Status::Unset => SpanStatus::Unset,
-            Status::Ok => SpanStatus::Ok,
-            Status::Error { .. } => SpanStatus::Error,
-        },
+        status: SpanStatus::from_code(span_encoding::status_parts(&span.status).0 as i64),
         endpoint: string_attribute(ENDPOINT_ATTRIBUTE),
         model: string_attribute(MODEL_ATTRIBUTE),
         encoded,
@@ -115,7 +103,7 @@ mod tests {
     use std::borrow::Cow;
     use std::time::{Duration, UNIX_EPOCH};
 
-    use opentelemetry::trace::{SpanContext, SpanKind, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceId, TraceState};
     use opentelemetry::{InstrumentationScope as SdkScope, KeyValue as SdkKeyValue};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;

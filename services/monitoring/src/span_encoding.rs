@@ -128,7 +128,7 @@ fn fixed32_field(tag: u32, value: u32, encoded: &mut Vec<u8>) {
     encoded.extend_from_slice(&value.to_le_bytes());
 }
 
-fn nanos(time: SystemTime) -> u64 {
+pub(crate) fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|since| since.as_nanos() as u64)
         .unwrap_or_default()
@@ -146,7 +146,7 @@ fn span_flags(trace_flags: u8, parent_is_remote: bool) -> u32 {
 }
 
 /// Status code and message as OTLP numbers them.
-fn status_parts(status: &Status) -> (u64, &str) {
+pub(crate) fn status_parts(status: &Status) -> (u64, &str) {
     match status {
         Status::Unset => (0, ""),
         Status::Ok => (1, ""),

@@ -266,6 +266,12 @@ struct SpanDocument {
     events: Vec<StoredEvent>,
 }
 
+/// A string attribute as a trace summary keeps it (endpoint, model): none
+/// when empty, else cut to [`MAX_INDEXED_BYTES`] and cleaned of NUL.
+pub(crate) fn indexed_text(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| otlp::clean_text(truncate(text, MAX_INDEXED_BYTES).to_string()))
+}
+
 /// The longest prefix of `text` of at most `max` bytes that ends on a
 /// character boundary.
 pub(crate) fn truncate(text: &str, max: usize) -> &str {
@@ -684,7 +690,7 @@ pub(crate) mod tests {
         ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![key_value(
-                    otlp::SERVICE_NAME_ATTRIBUTE.to_string(),
+                    crate::span_encoding::SERVICE_NAME_ATTRIBUTE.to_string(),
                     Value::String(span.service_name),
                 )],
                 ..Default::default()
