@@ -129,6 +129,7 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
         &data_dir,
         Service::Serving,
     );
+    config.serving.fill_spill_dir(&data_dir);
     fill_database_url(
         &mut config.feedback.database_url,
         &data_dir,

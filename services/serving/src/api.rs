@@ -222,6 +222,11 @@ impl ServingService for ServingApi {
             records_dropped_queue_full: stats.dropped_queue_full,
             records_failed_delivery: stats.failed_delivery,
             queue_depth: stats.queue_depth,
+            records_dropped_disk_budget: stats.dropped_disk_budget,
+            records_lost_write_error: stats.lost_write_error,
+            spill_bytes: stats.spill_bytes,
+            records_recovered: stats.recovered,
+            spill_torn_tails: stats.spill_torn_tails,
         }))
     }
 }

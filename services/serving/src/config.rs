@@ -11,16 +11,32 @@ pub struct Config {
     pub registry_url: String,
     pub vector_index_url: String,
     pub monitoring_url: String,
-    /// Inference records waiting for delivery to monitoring; beyond it they
-    /// are dropped and counted.
+    /// Where inference records wait for monitoring: `spill` (a local,
+    /// fsynced log; nothing answered is lost to an outage or a crash) or
+    /// `memory` (a bounded queue, lost on a crash; for comparison).
+    pub inference_log: InferenceLogKind,
+    /// The spill log's directory. Empty: the caller fills
+    /// `<data_dir>/serving-spill`.
+    pub spill_dir: String,
+    /// The longest a record waits for its fsync; one fsync covers every
+    /// record of the window.
+    pub spill_commit_window_ms: u64,
+    /// The spill log's size limit; past it records are dropped and counted.
+    pub spill_disk_budget_bytes: u64,
+    /// Spill segments are this large; delivered ones are removed.
+    pub spill_segment_bytes: u64,
+    /// `memory` only: records waiting; beyond it they are dropped and
+    /// counted.
     pub inference_queue_capacity: usize,
     /// Records per RecordInferences call.
     pub inference_batch_size: usize,
     /// The longest a record waits for its batch to fill.
     pub inference_flush_interval_ms: u64,
-    /// Tries per batch before it is given up and counted.
-    pub delivery_attempts: u32,
+    /// The time limit of one RecordInferences call.
     pub delivery_timeout_ms: u64,
+    /// Retries back off exponentially up to this, for as long as
+    /// monitoring is unreachable.
+    pub delivery_max_backoff_ms: u64,
     /// Generations running at once.
     pub generation_workers: usize,
     /// Queries waiting for a generation worker; beyond it they are refused
@@ -33,6 +49,17 @@ pub struct Config {
     pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
 }
 
+/// Where inference records wait on their way to monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceLogKind {
+    Spill,
+    Memory,
+}
+
+/// Monitoring takes at most this many records per call.
+pub const MAX_INFERENCE_BATCH: usize = 1000;
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -41,11 +68,16 @@ impl Default for Config {
             registry_url: "http://127.0.0.1:7101".to_string(),
             vector_index_url: "http://127.0.0.1:7103".to_string(),
             monitoring_url: "http://127.0.0.1:7105".to_string(),
+            inference_log: InferenceLogKind::Spill,
+            spill_dir: String::new(),
+            spill_commit_window_ms: 10,
+            spill_disk_budget_bytes: 1 << 30,
+            spill_segment_bytes: 64 << 20,
             inference_queue_capacity: 10_000,
             inference_batch_size: 256,
             inference_flush_interval_ms: 200,
-            delivery_attempts: 3,
             delivery_timeout_ms: 2000,
+            delivery_max_backoff_ms: 5000,
             generation_workers: 2,
             generation_queue: 64,
             dependency_timeout_ms: 5000,
@@ -55,6 +87,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Gives the spill log its default home, `<data_dir>/serving-spill`,
+    /// unless the configuration names one.
+    pub fn fill_spill_dir(&mut self, data_dir: &std::path::Path) {
+        if self.spill_dir.is_empty() {
+            self.spill_dir = data_dir.join("serving-spill").display().to_string();
+        }
+    }
+
     /// Rejects settings the service cannot run with (a zero-sized queue or
     /// pool would deadlock or panic).
     pub fn check(&self) -> Result<(), String> {
@@ -68,8 +108,11 @@ impl Config {
                 "inference_flush_interval_ms",
                 self.inference_flush_interval_ms,
             ),
-            ("delivery_attempts", u64::from(self.delivery_attempts)),
+            ("spill_commit_window_ms", self.spill_commit_window_ms),
+            ("spill_disk_budget_bytes", self.spill_disk_budget_bytes),
+            ("spill_segment_bytes", self.spill_segment_bytes),
             ("delivery_timeout_ms", self.delivery_timeout_ms),
+            ("delivery_max_backoff_ms", self.delivery_max_backoff_ms),
             ("generation_workers", self.generation_workers as u64),
             ("dependency_timeout_ms", self.dependency_timeout_ms),
         ];
@@ -80,6 +123,15 @@ impl Config {
         }
         if self.database_url.is_empty() {
             return Err("serving.database_url must be set".to_string());
+        }
+        if self.inference_log == InferenceLogKind::Spill && self.spill_dir.is_empty() {
+            return Err("serving.spill_dir must be set".to_string());
+        }
+        if self.inference_batch_size > MAX_INFERENCE_BATCH {
+            return Err(format!(
+                "serving.inference_batch_size must be at most {MAX_INFERENCE_BATCH}, got {}",
+                self.inference_batch_size
+            ));
         }
         for (generator, price) in &self.prices {
             for (field, value) in [

@@ -27,6 +27,8 @@ pub enum Error {
     Serve(#[from] keel_core::ServeError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
+    #[error("cannot open the inference spill log: {0}")]
+    Spill(#[from] keel_spill::SpillError),
 }
 
 impl From<sqlx::Error> for Error {
@@ -67,7 +69,8 @@ impl From<Error> for tonic::Status {
             | Error::Store(_)
             | Error::Config(_)
             | Error::Serve(_)
-            | Error::Metrics(_) => {
+            | Error::Metrics(_)
+            | Error::Spill(_) => {
                 tracing::error!(error = %message, "internal error");
                 tonic::Status::internal(message)
             }

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod error;
 pub mod fallback;
 pub mod generation;
+pub mod inference_delivery;
 pub mod inference_log;
 pub mod metrics;
 pub mod pipeline;
@@ -34,7 +35,7 @@ pub use error::Error;
 use crate::api::ServingApi;
 use crate::endpoints::Endpoints;
 use crate::generation::GenerationPool;
-use crate::inference_log::{DeliverySettings, InferenceLog};
+use crate::inference_log::InferenceLog;
 use crate::metrics::QueryMetrics;
 use crate::pipeline::Pipeline;
 use crate::registry::RegistryClient;
@@ -67,8 +68,7 @@ pub async fn serve(
     // Background tasks stop after the gRPC server drained, so the last
     // queries still get their records delivered.
     let background_shutdown = CancellationToken::new();
-    let (inference_log, delivery_worker) =
-        inference_log::channel(DeliverySettings::from_config(&config));
+    let (inference_log, delivery_worker) = inference_log::open(&config)?;
     let delivery_task =
         tokio::spawn(delivery_worker.run(monitoring_channel, background_shutdown.clone()));
     let resolver = Arc::new(Resolver::new(registry.clone()));
@@ -101,6 +101,8 @@ pub async fn serve(
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
 
+    // The last queries' records are committed before delivery winds down.
+    inference_log.close().await;
     background_shutdown.cancel();
     if let Err(error) = watch_task.await {
         tracing::warn!(%error, "alias watch task failed");
@@ -111,8 +113,10 @@ pub async fn serve(
     let stats = inference_log.stats();
     tracing::info!(
         delivered = stats.delivered,
+        waiting = stats.queue_depth,
         failed_delivery = stats.failed_delivery,
         dropped_queue_full = stats.dropped_queue_full,
+        dropped_disk_budget = stats.dropped_disk_budget,
         "inference log closed"
     );
     store.close().await;
@@ -127,17 +131,29 @@ fn register_queue_metrics(
     inference_log: &InferenceLog,
     generation_pool: &GenerationPool,
 ) -> Result<(), MetricsError> {
-    let log = inference_log.clone();
-    registry.gauge_fn(
-        "keel_serving_inference_queue_depth",
-        "Inference records queued, neither delivered nor given up yet.",
-        move || i64::try_from(log.stats().queue_depth).unwrap_or(i64::MAX),
-    )?;
-    type ReadCount = fn(&inference_log::DeliveryStats) -> u64;
-    let counters: [(&str, &str, ReadCount); 4] = [
+    type Read = fn(&inference_log::DeliveryStats) -> u64;
+    let gauges: [(&str, &str, Read); 2] = [
+        (
+            "keel_serving_inference_queue_depth",
+            "Inference records waiting for delivery to monitoring.",
+            |stats| stats.queue_depth,
+        ),
+        (
+            "keel_serving_inference_spill_bytes",
+            "The inference spill log's size on disk.",
+            |stats| stats.spill_bytes,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let log = inference_log.clone();
+        registry.gauge_fn(name, help, move || {
+            i64::try_from(read(&log.stats())).unwrap_or(i64::MAX)
+        })?;
+    }
+    let counters: [(&str, &str, Read); 7] = [
         (
             "keel_serving_inference_records_enqueued_total",
-            "Inference records handed to the delivery queue.",
+            "Inference records accepted by the inference log.",
             |stats| stats.enqueued,
         ),
         (
@@ -147,13 +163,28 @@ fn register_queue_metrics(
         ),
         (
             "keel_serving_inference_records_dropped_queue_full_total",
-            "Inference records dropped because the queue was full.",
+            "Inference records dropped because the in-memory queue was full.",
             |stats| stats.dropped_queue_full,
         ),
         (
+            "keel_serving_inference_records_dropped_disk_budget_total",
+            "Inference records dropped because the spill log reached its disk budget.",
+            |stats| stats.dropped_disk_budget,
+        ),
+        (
+            "keel_serving_inference_records_lost_write_error_total",
+            "Inference records lost to a failed spill log write.",
+            |stats| stats.lost_write_error,
+        ),
+        (
             "keel_serving_inference_records_failed_delivery_total",
-            "Inference records given up on after the delivery attempts failed.",
+            "Inference records monitoring refused as invalid.",
             |stats| stats.failed_delivery,
+        ),
+        (
+            "keel_serving_inference_records_recovered_total",
+            "Inference records found undelivered in the spill log at start.",
+            |stats| stats.recovered,
         ),
     ];
     for (name, help, read) in counters {

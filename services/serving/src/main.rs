@@ -8,7 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let standalone = prepare(ServiceSettings::<keel_serving::Config> {
+    let mut standalone = prepare(ServiceSettings::<keel_serving::Config> {
         service: "serving",
         section: "serving",
         port: |config| config.port,
@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let models = models.with_default_dir(&standalone.common.data_dir);
     let catalog =
         tokio::task::spawn_blocking(move || keel_models::ModelCatalog::load(&models)).await??;
+    standalone
+        .config
+        .fill_spill_dir(&standalone.common.data_dir);
     keel_serving::serve(
         standalone.config,
         catalog,

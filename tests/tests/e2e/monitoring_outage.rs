@@ -1,6 +1,6 @@
 //! (f) With monitoring down, queries still succeed at the same speed, and
-//! serving counts the records it could not deliver. Spans go to the same
-//! monitoring (its trace store): their export failing must not slow a
+//! their records wait in serving's spill log, none dropped. Spans go to the
+//! same monitoring (its trace store): their export failing must not slow a
 //! query either.
 
 use std::time::{Duration, Instant};
@@ -17,11 +17,9 @@ const QUERIES: usize = 40;
 async fn monitoring_outage(backend: Backend) {
     let storage = Storage::fresh(backend).await;
     let cluster = Cluster::start_with(&storage, |config| {
-        // Small and quick, so undelivered records show up within the test.
-        config.serving.inference_queue_capacity = 32;
+        // Small and quick, so waiting records show up within the test.
         config.serving.inference_batch_size = 4;
         config.serving.inference_flush_interval_ms = 10;
-        config.serving.delivery_attempts = 2;
         config.serving.delivery_timeout_ms = 200;
         config.telemetry.to_monitoring = true;
     })
@@ -41,7 +39,7 @@ async fn monitoring_outage(backend: Backend) {
     );
 
     let stats = eventually(
-        "serving to count undelivered records",
+        "serving to hold the undelivered records",
         Duration::from_secs(15),
         || {
             let mut serving = cluster.serving.clone();
@@ -51,15 +49,22 @@ async fn monitoring_outage(backend: Backend) {
                     .await
                     .ok()?
                     .into_inner();
-                (stats.records_failed_delivery + stats.records_dropped_queue_full > 0)
-                    .then_some(stats)
+                (stats.queue_depth >= QUERIES as u64).then_some(stats)
             }
         },
     )
     .await;
-    // Every query handed its record over, queued or counted as dropped.
-    let handed_over = stats.records_enqueued + stats.records_dropped_queue_full;
-    assert!(handed_over >= (2 * QUERIES) as u64, "{stats:?}");
+    // Every query's record was kept: the ones made while monitoring was
+    // down wait on disk, none dropped or refused.
+    assert!(stats.records_enqueued >= (2 * QUERIES) as u64, "{stats:?}");
+    assert!(stats.spill_bytes > 0, "{stats:?}");
+    assert_eq!(
+        stats.records_dropped_disk_budget
+            + stats.records_dropped_queue_full
+            + stats.records_failed_delivery,
+        0,
+        "{stats:?}"
+    );
     cluster.shutdown().await;
 }
 

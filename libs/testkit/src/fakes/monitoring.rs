@@ -1,6 +1,7 @@
 //! A monitoring that stores the inference records it is sent, in memory,
 //! so a test can read back what a service delivered and in which batches.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::v1 as pb;
@@ -15,6 +16,8 @@ use crate::TestServer;
 struct MonitoringState {
     records: Arc<Mutex<Vec<pb::InferenceRecord>>>,
     batch_sizes: Arc<Mutex<Vec<usize>>>,
+    /// While set, RecordInferences answers UNAVAILABLE and stores nothing.
+    refusing: Arc<AtomicBool>,
 }
 
 /// The fake monitoring, serving until dropped.
@@ -52,6 +55,12 @@ impl FakeMonitoring {
         self.state.batch_sizes.lock().unwrap().clone()
     }
 
+    /// Answers UNAVAILABLE to every RecordInferences while `refusing`: an
+    /// outage as a client meets it.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.state.refusing.store(refusing, Ordering::SeqCst);
+    }
+
     /// The record of one request, once it arrived.
     pub fn record(&self, request_id: &str) -> Option<pb::InferenceRecord> {
         self.records()
@@ -66,6 +75,9 @@ impl MonitoringService for MonitoringState {
         &self,
         request: Request<pb::RecordInferencesRequest>,
     ) -> Result<Response<pb::RecordInferencesResponse>, Status> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("fake monitoring is refusing records"));
+        }
         let records = request.into_inner().records;
         let stored = records.len() as u64;
         self.batch_sizes.lock().unwrap().push(records.len());

@@ -89,7 +89,7 @@ mod tests {
         let staging = load_config(Some(&deploy_config("staging.toml")), None).unwrap();
         assert_eq!(staging.common.host.to_string(), "0.0.0.0");
         assert_eq!(staging.serving.generation_workers, 4);
-        assert_eq!(staging.serving.inference_queue_capacity, 50_000);
+        assert_eq!(staging.serving.spill_disk_budget_bytes, 4 << 30);
 
         let prod = load_config(Some(&deploy_config("prod.toml")), None).unwrap();
         let urls = [

@@ -27,6 +27,7 @@ pub struct Serving {
     pub client: ServingServiceClient<Channel>,
     server: TestServer<Error>,
     _database: TestDatabase,
+    _spill: tempfile::TempDir,
 }
 
 impl Serving {
@@ -50,6 +51,26 @@ impl Serving {
         monitoring_url: String,
         catalog: ModelCatalog,
     ) -> Serving {
+        let spill = tempfile::tempdir().unwrap();
+        Serving::start_with_spill(
+            registry_url,
+            vector_index_url,
+            monitoring_url,
+            catalog,
+            spill,
+        )
+        .await
+    }
+
+    /// A serving whose spill log lives in `spill`: one an earlier serving
+    /// left, to see what it recovers.
+    pub async fn start_with_spill(
+        registry_url: String,
+        vector_index_url: String,
+        monitoring_url: String,
+        catalog: ModelCatalog,
+        spill: tempfile::TempDir,
+    ) -> Serving {
         let database = TestDatabase::sqlite();
         let config = Config {
             port: 0,
@@ -57,8 +78,8 @@ impl Serving {
             registry_url,
             vector_index_url,
             monitoring_url,
+            spill_dir: spill.path().display().to_string(),
             inference_flush_interval_ms: 20,
-            delivery_attempts: 2,
             delivery_timeout_ms: 500,
             dependency_timeout_ms: 2000,
             ..Config::default()
@@ -72,12 +93,15 @@ impl Serving {
             client,
             server,
             _database: database,
+            _spill: spill,
         }
     }
 
-    /// Shuts down and checks the server drains and returns cleanly.
-    pub async fn stop(self) {
+    /// Shuts down and checks the server drains and returns cleanly; hands
+    /// back the spill log's directory.
+    pub async fn stop(self) -> tempfile::TempDir {
         self.server.stop().await.unwrap();
+        self._spill
     }
 
     pub async fn stats(&self) -> pb::ServingStats {

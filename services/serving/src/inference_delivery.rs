@@ -1,0 +1,322 @@
+//! Delivers inference records to monitoring in batches: from the spill log
+//! (a batch is acknowledged there only once monitoring acknowledged it,
+//! after its commit) or from the in-memory queue. A batch is retried with
+//! exponential backoff for as long as monitoring is unreachable; monitoring
+//! stores each request_id once, so a batch sent again after a lost answer
+//! or a crash is harmless.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use keel_proto::v1 as pb;
+use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use keel_spill::{BatchLimits, SpillReader};
+use keel_types::InferenceRecord;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::config::Config;
+use crate::inference_log::DeliveryCounters;
+
+const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
+const MAX_SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+/// Under the 4 MiB a gRPC message may have by default.
+const MAX_BATCH_BYTES: usize = 2 << 20;
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub attempt_timeout: Duration,
+    pub max_backoff: Duration,
+    /// How long shutdown may spend delivering what is still waiting; the
+    /// spill log keeps the rest for the next start.
+    pub shutdown_flush: Duration,
+}
+
+impl DeliverySettings {
+    pub fn from_config(config: &Config) -> DeliverySettings {
+        let attempt_timeout = Duration::from_millis(config.delivery_timeout_ms);
+        DeliverySettings {
+            batch_size: config.inference_batch_size.max(1),
+            flush_interval: Duration::from_millis(config.inference_flush_interval_ms),
+            attempt_timeout,
+            max_backoff: Duration::from_millis(config.delivery_max_backoff_ms),
+            shutdown_flush: attempt_timeout.saturating_mul(2).min(MAX_SHUTDOWN_FLUSH),
+        }
+    }
+}
+
+pub(crate) enum RecordSource {
+    Spill(SpillReader),
+    Memory(mpsc::Receiver<InferenceRecord>),
+}
+
+/// Records read from a source, to be acknowledged there once delivered.
+struct Batch {
+    records: Vec<pb::InferenceRecord>,
+    spilled: Option<keel_spill::Batch>,
+}
+
+/// The background side; run it with [`DeliveryWorker::run`].
+pub struct DeliveryWorker {
+    source: RecordSource,
+    counters: Arc<DeliveryCounters>,
+    settings: DeliverySettings,
+    /// Whether monitoring is failing now, so an outage is logged once.
+    failing: bool,
+}
+
+/// Why a batch was not delivered.
+enum Undelivered {
+    /// Shutdown came first; the spill log keeps the batch.
+    Stopped,
+    /// Monitoring refused it as invalid: sending it again cannot help.
+    Refused(Status),
+}
+
+impl DeliveryWorker {
+    pub(crate) fn new(
+        source: RecordSource,
+        counters: Arc<DeliveryCounters>,
+        settings: DeliverySettings,
+    ) -> DeliveryWorker {
+        DeliveryWorker {
+            source,
+            counters,
+            settings,
+            failing: false,
+        }
+    }
+
+    /// Delivers until `shutdown`, then for at most the shutdown flush
+    /// deadline delivers what is still waiting (close the log first, so
+    /// that is everything) and returns.
+    pub async fn run(mut self, channel: Channel, shutdown: CancellationToken) {
+        let client = MonitoringServiceClient::new(channel);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                batch = self.next_batch() => batch,
+            };
+            let Some(batch) = batch else { return };
+            if !self.deliver(&client, batch, &shutdown, None).await {
+                break;
+            }
+        }
+        if let RecordSource::Memory(receiver) = &mut self.source {
+            // What is queued now is all there will be.
+            receiver.close();
+        }
+        let give_up_at = Instant::now() + self.settings.shutdown_flush;
+        let stopped = CancellationToken::new();
+        while Instant::now() < give_up_at {
+            let batch = tokio::select! {
+                _ = tokio::time::sleep_until(give_up_at) => break,
+                batch = self.next_batch() => batch,
+            };
+            let Some(batch) = batch else { return };
+            if !self
+                .deliver(&client, batch, &stopped, Some(give_up_at))
+                .await
+            {
+                break;
+            }
+        }
+        let left = match &self.source {
+            RecordSource::Spill(_) => "kept in the spill log for the next start",
+            RecordSource::Memory(_) => "lost",
+        };
+        tracing::warn!("inference records still undelivered at shutdown: {left}");
+    }
+
+    /// The next batch, waiting for the first record and then up to the
+    /// flush interval for it to fill. `None` once the source is closed and
+    /// empty.
+    async fn next_batch(&mut self) -> Option<Batch> {
+        let batch_size = self.settings.batch_size;
+        match &mut self.source {
+            RecordSource::Spill(reader) => {
+                let limits = BatchLimits {
+                    max_records: batch_size,
+                    max_bytes: MAX_BATCH_BYTES,
+                    linger: self.settings.flush_interval,
+                };
+                match reader.next_batch(limits).await {
+                    Ok(Some(spilled)) => Some(Batch {
+                        records: decode_spilled(&spilled.records),
+                        spilled: Some(spilled),
+                    }),
+                    Ok(None) => None,
+                    Err(error) => {
+                        // The disk failed under the reader: try again later
+                        // rather than spin.
+                        tracing::error!(%error, "cannot read the spill log");
+                        tokio::time::sleep(self.settings.max_backoff).await;
+                        Some(Batch {
+                            records: Vec::new(),
+                            spilled: None,
+                        })
+                    }
+                }
+            }
+            RecordSource::Memory(receiver) => {
+                let mut records = Vec::with_capacity(batch_size);
+                if receiver.recv_many(&mut records, batch_size).await == 0 {
+                    return None;
+                }
+                let flush_at = Instant::now() + self.settings.flush_interval;
+                while records.len() < batch_size {
+                    let room = batch_size - records.len();
+                    let more = tokio::select! {
+                        _ = tokio::time::sleep_until(flush_at) => 0,
+                        more = receiver.recv_many(&mut records, room) => more,
+                    };
+                    if more == 0 {
+                        break;
+                    }
+                }
+                Some(Batch {
+                    records: records.into_iter().map(pb::InferenceRecord::from).collect(),
+                    spilled: None,
+                })
+            }
+        }
+    }
+
+    /// Sends `batch` until monitoring acknowledges it, then acknowledges it
+    /// to its source. False when delivery stopped (shutdown, or past
+    /// `give_up_at`).
+    async fn deliver(
+        &mut self,
+        client: &MonitoringServiceClient<Channel>,
+        batch: Batch,
+        stop: &CancellationToken,
+        give_up_at: Option<Instant>,
+    ) -> bool {
+        let count = batch.records.len() as u64;
+        let outcome = if batch.records.is_empty() {
+            Ok(())
+        } else {
+            let request = pb::RecordInferencesRequest {
+                records: batch.records,
+            };
+            self.send(client, request, stop, give_up_at).await
+        };
+        match outcome {
+            Ok(()) => {
+                self.counters.delivered.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(Undelivered::Stopped) => {
+                if matches!(self.source, RecordSource::Memory(_)) {
+                    // Nowhere keeps it.
+                    self.counters
+                        .failed_delivery
+                        .fetch_add(count, Ordering::Relaxed);
+                }
+                return false;
+            }
+            Err(Undelivered::Refused(status)) => {
+                tracing::error!(records = count, code = ?status.code(), error = status.message(), "monitoring refused a batch of inference records");
+                self.counters
+                    .failed_delivery
+                    .fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        if let (RecordSource::Spill(reader), Some(spilled)) = (&mut self.source, batch.spilled) {
+            if let Err(error) = reader.acknowledge(spilled).await {
+                tracing::error!(%error, "cannot record delivery in the spill log; the batch will be sent again");
+            }
+        }
+        true
+    }
+
+    async fn send(
+        &mut self,
+        client: &MonitoringServiceClient<Channel>,
+        request: pb::RecordInferencesRequest,
+        stop: &CancellationToken,
+        give_up_at: Option<Instant>,
+    ) -> Result<(), Undelivered> {
+        let attempt_timeout = self.settings.attempt_timeout;
+        let attempt = || {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move {
+                match tokio::time::timeout(attempt_timeout, client.record_inferences(request)).await
+                {
+                    Ok(answer) => answer.map(|_| ()),
+                    Err(_elapsed) => Err(Status::deadline_exceeded(format!(
+                        "no answer within {} ms",
+                        attempt_timeout.as_millis()
+                    ))),
+                }
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(RETRY_BACKOFF_START)
+            .with_max_delay(self.settings.max_backoff)
+            .with_jitter()
+            .without_max_times();
+        let mut failing = self.failing;
+        let records = request.records.len();
+        let retried = attempt
+            .retry(backoff)
+            .when(|status: &Status| status.code() != Code::InvalidArgument)
+            .notify(|status: &Status, delay: Duration| {
+                if !failing {
+                    tracing::warn!(records, code = ?status.code(), error = status.message(), "monitoring unreachable, inference records wait and are retried");
+                    failing = true;
+                }
+                tracing::debug!(?delay, "inference delivery retry");
+            });
+        let deadline = async {
+            match give_up_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = retried => outcome,
+            _ = stop.cancelled() => return Err(Undelivered::Stopped),
+            _ = deadline => return Err(Undelivered::Stopped),
+        };
+        match outcome {
+            Ok(()) => {
+                if self.failing || failing {
+                    tracing::info!("inference delivery recovered");
+                }
+                self.failing = false;
+                Ok(())
+            }
+            Err(status) => {
+                self.failing = failing;
+                Err(Undelivered::Refused(status))
+            }
+        }
+    }
+}
+
+/// Spilled records are the protobuf encoding of `pb::InferenceRecord`; one
+/// that does not decode (written by an incompatible build) is skipped.
+fn decode_spilled(records: &[Vec<u8>]) -> Vec<pb::InferenceRecord> {
+    records
+        .iter()
+        .filter_map(
+            |bytes| match pb::InferenceRecord::decode(bytes.as_slice()) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    tracing::error!(%error, "a spilled inference record does not decode, skipped");
+                    None
+                }
+            },
+        )
+        .collect()
+}
