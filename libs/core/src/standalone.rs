@@ -1,5 +1,6 @@
-//! What a service's own binary does before it calls `serve`: read
-//! `--config <file>`, load the common settings and the service's section,
+//! What a service run as its own process (its binary, or `keel serve
+//! <service>`) does before it calls `serve`: load the common settings and
+//! the service's section from the config file and the environment,
 //! default its database to `sqlite://<data_dir>/<service>.db`, bind its gRPC
 //! and admin ports, install logging and the shutdown signal.
 
@@ -66,11 +67,14 @@ pub struct ServiceSettings<C> {
     pub database_url: fn(&mut C) -> &mut String,
 }
 
-pub async fn prepare<C>(settings: ServiceSettings<C>) -> Result<Standalone<C>, StandaloneError>
+/// `file`: the TOML file named by `--config`, if any.
+pub async fn prepare<C>(
+    settings: ServiceSettings<C>,
+    file: Option<PathBuf>,
+) -> Result<Standalone<C>, StandaloneError>
 where
     C: Serialize + DeserializeOwned + Default,
 {
-    let file = config_path(settings.service)?;
     let mut sources = Figment::new();
     if let Some(path) = &file {
         sources = sources.merge(Toml::file_exact(path));
@@ -118,7 +122,8 @@ where
     })
 }
 
-fn config_path(service: &str) -> Result<Option<PathBuf>, StandaloneError> {
+/// The `--config <file>` of a service binary's command line.
+pub fn config_file_from_args(service: &str) -> Result<Option<PathBuf>, StandaloneError> {
     let usage = || format!("usage: keel-{service} [--config <file>]");
     let mut arguments = std::env::args().skip(1);
     let mut path = None;

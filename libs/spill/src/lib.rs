@@ -162,20 +162,23 @@ fn recover(settings: &SpillSettings, counters: &Counters) -> Result<Option<Posit
             _ => SEGMENT_HEADER_LEN,
         };
         let scan = segment::scan(dir, id, from)?;
-        if scan.records == 0 {
-            fs::remove_file(segment::path(dir, id))?;
-            continue;
-        }
-        let mut size = size;
-        if scan.valid_end < size {
+        let torn = scan.valid_end < size;
+        if torn {
             tracing::warn!(
                 segment = id,
                 dir = %dir.display(),
                 cut_bytes = size - scan.valid_end,
                 "spill segment ends in a torn or damaged record, its tail cut off"
             );
-            segment::truncate(dir, id, scan.valid_end)?;
             Counters::add(&counters.torn_tails, 1);
+        }
+        if scan.records == 0 {
+            fs::remove_file(segment::path(dir, id))?;
+            continue;
+        }
+        let mut size = size;
+        if torn {
+            segment::truncate(dir, id, scan.valid_end)?;
             size = scan.valid_end;
         }
         Counters::add(&counters.recovered, scan.records);

@@ -228,3 +228,24 @@ async fn after_close_appends_are_refused_and_the_reader_ends() {
     reader.acknowledge(batch).await.unwrap();
     assert!(reader.next_batch(limits(10)).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_torn_tail_after_everything_was_delivered_is_counted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (appender, mut reader) = open(settings(dir.path())).unwrap();
+        appender.append(record(0));
+        read_records(&mut reader, 1, true).await;
+        appender.close().await;
+    }
+    let last = *segment_ids(dir.path()).last().unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(segment::path(dir.path(), last))
+        .unwrap()
+        .write_all(&[0x40, 0, 0, 0, 1, 2])
+        .unwrap();
+    let (appender, _reader) = open(settings(dir.path())).unwrap();
+    let stats = appender.stats();
+    assert_eq!((stats.recovered, stats.torn_tails), (0, 1));
+}

@@ -74,6 +74,24 @@ impl FeedbackService for FeedbackApi {
         }))
     }
 
+    async fn list_orphaned_feedback(
+        &self,
+        request: Request<pb::ListOrphanedFeedbackRequest>,
+    ) -> Result<Response<pb::ListFeedbackResponse>, Status> {
+        let list = request.into_inner();
+        let page_size = validate::page_size("page_size", list.page_size)?;
+        let after = if list.page_token.is_empty() {
+            None
+        } else {
+            Some(PageCursor::decode("page_token", &list.page_token)?)
+        };
+        let page = self.book.orphaned(after, page_size).await?;
+        Ok(Response::new(pb::ListFeedbackResponse {
+            records: page.records.into_iter().map(record_to_proto).collect(),
+            next_page_token: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),
+        }))
+    }
+
     type ExportDatasetStream =
         tokio_stream::Iter<std::vec::IntoIter<Result<pb::DatasetLine, Status>>>;
 
@@ -172,5 +190,6 @@ fn record_to_proto(record: FeedbackRecord) -> pb::FeedbackRecord {
         endpoint: record.endpoint,
         served_model: record.served_model,
         served_version: record.served_version,
+        joined: record.joined,
     }
 }

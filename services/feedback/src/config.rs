@@ -13,6 +13,12 @@ pub struct Config {
     pub monitoring_url: String,
     /// The deadline of each call to monitoring.
     pub monitoring_timeout_ms: u64,
+    /// How often feedback that came before its inference record looks for
+    /// the record again.
+    pub join_interval_ms: u64,
+    /// How long feedback waits for its inference record before
+    /// ListOrphanedFeedback reports it.
+    pub orphan_grace_ms: u64,
 }
 
 pub const DEFAULT_PORT: u16 = 7104;
@@ -24,6 +30,8 @@ impl Default for Config {
             database_url: String::new(),
             monitoring_url: "http://127.0.0.1:7105".to_string(),
             monitoring_timeout_ms: 5_000,
+            join_interval_ms: 1_000,
+            orphan_grace_ms: 3_600_000,
         }
     }
 }

@@ -5,8 +5,6 @@ use keel_types::FieldError;
 pub enum Error {
     #[error(transparent)]
     InvalidArgument(#[from] FieldError),
-    #[error("request_id `{request_id}` is unknown to monitoring")]
-    UnknownRequest { request_id: keel_types::RequestId },
     #[error("monitoring is unavailable: {message}")]
     MonitoringUnavailable { message: String },
     #[error("monitoring failed: {message}")]
@@ -43,7 +41,6 @@ impl From<Error> for tonic::Status {
         }
         match error {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            Error::UnknownRequest { .. } => tonic::Status::not_found(message),
             Error::MonitoringUnavailable { .. } => tonic::Status::unavailable(message),
             _ => {
                 tracing::error!(error = %message, "internal error");

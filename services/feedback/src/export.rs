@@ -296,6 +296,7 @@ mod tests {
             endpoint: "support".to_string(),
             served_model: "chain".to_string(),
             served_version: 3,
+            joined: true,
         }
     }
 

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::export::{self, DatasetKind};
 use crate::metrics::Counters;
-use crate::monitoring_client::MonitoringClient;
+use crate::monitoring_client::{MonitoringClient, BATCH_LIMIT};
 use crate::record::{FeedbackKind, FeedbackRecord};
-use crate::store::{self, ExportQuery, FeedbackRow, ListQuery};
+use crate::store::{self, ExportQuery, FeedbackRow, Join, ListQuery};
 
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
@@ -143,20 +143,32 @@ pub struct FeedbackBook {
     store: Store,
     monitoring: MonitoringClient,
     counters: Arc<Counters>,
+    /// How long feedback waits for its inference record before it is
+    /// reported as orphaned.
+    orphan_grace_ms: i64,
 }
 
 impl FeedbackBook {
-    pub fn new(store: Store, monitoring: MonitoringClient, counters: Counters) -> FeedbackBook {
+    pub fn new(
+        store: Store,
+        monitoring: MonitoringClient,
+        counters: Counters,
+        orphan_grace_ms: u64,
+    ) -> FeedbackBook {
         FeedbackBook {
             store,
             monitoring,
             counters: Arc::new(counters),
+            orphan_grace_ms: i64::try_from(orphan_grace_ms).unwrap_or(i64::MAX),
         }
     }
 
     /// Checks and stores a submission. A submission whose idempotency key
     /// was seen returns the first record unchanged, without asking
     /// monitoring, so a retry does not depend on monitoring being up.
+    /// Feedback on a request monitoring does not know yet (its record may
+    /// still wait in serving's spill log, or monitoring is down) is kept
+    /// unjoined and joined when the record arrives.
     pub async fn submit(&self, submission: Submission) -> Result<FeedbackRecord, Error> {
         let checked = check_submission(submission)?;
         if let Some(key) = &checked.idempotency_key {
@@ -165,10 +177,19 @@ impl FeedbackBook {
                 return record_from_row(existing);
             }
         }
-        let Some(inference) = self.monitoring.get_inference(checked.request_id).await? else {
-            return Err(Error::UnknownRequest {
-                request_id: checked.request_id,
-            });
+        let inference = match self.monitoring.get_inference(checked.request_id).await {
+            Ok(found) => found,
+            Err(Error::MonitoringUnavailable { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let joined = inference.is_some();
+        let (endpoint, served_model, served_version) = match inference {
+            Some(inference) => (
+                inference.endpoint,
+                inference.served_model,
+                inference.served_version,
+            ),
+            None => (String::new(), String::new(), 0),
         };
         let record = FeedbackRecord {
             id: Uuid::now_v7().hyphenated().to_string(),
@@ -180,9 +201,10 @@ impl FeedbackBook {
             user_id: checked.user_id,
             idempotency_key: checked.idempotency_key.clone().unwrap_or_default(),
             created_at_ms: keel_core::time::now_ms(),
-            endpoint: inference.endpoint,
-            served_model: inference.served_model,
-            served_version: inference.served_version,
+            endpoint,
+            served_model,
+            served_version,
+            joined,
         };
         let inserted = store::insert_feedback(&self.store, &row_from_record(&record)).await?;
         if inserted {
@@ -191,6 +213,7 @@ impl FeedbackBook {
                 id = %record.id,
                 request_id = %record.request_id,
                 kind = record.kind.as_str(),
+                joined = record.joined,
                 "feedback stored"
             );
             return Ok(record);
@@ -241,6 +264,107 @@ impl FeedbackBook {
             _ => None,
         };
         Ok(FeedbackPage { records, next })
+    }
+
+    /// Joins the feedback of the last grace period that still waits for its
+    /// inference record with the records monitoring holds now, a page of
+    /// up to 1000 at a time (one BatchGetInferences each). Returns for how
+    /// many requests feedback was joined.
+    pub async fn join_waiting(&self) -> Result<u64, Error> {
+        let now = keel_core::time::now_ms();
+        let since = now.saturating_sub(self.orphan_grace_ms);
+        let page_len = BATCH_LIMIT as i64;
+        let mut after = None;
+        let mut joined = 0;
+        loop {
+            let rows =
+                store::unjoined_feedback(&self.store, since, i64::MAX, after, page_len).await?;
+            joined += self.join_rows(&rows).await?.len() as u64;
+            if rows.len() < BATCH_LIMIT {
+                return Ok(joined);
+            }
+            after = rows.last().map(|row| (row.created_at_ms, row.id.clone()));
+        }
+    }
+
+    /// Feedback whose record has not arrived within the grace period,
+    /// oldest first; those whose record came meanwhile are joined first
+    /// and left out.
+    pub async fn orphaned(
+        &self,
+        after: Option<PageCursor>,
+        page_size: u32,
+    ) -> Result<FeedbackPage, Error> {
+        let page_len = page_size as usize;
+        let until = keel_core::time::now_ms().saturating_sub(self.orphan_grace_ms);
+        let mut rows = store::unjoined_feedback(
+            &self.store,
+            0,
+            until,
+            after.map(|cursor| (cursor.position, cursor.key.to_string())),
+            i64::from(page_size) + 1,
+        )
+        .await?;
+        let has_more = rows.len() > page_len;
+        rows.truncate(page_len);
+        let next = match rows.last() {
+            Some(last) if has_more => Some(PageCursor {
+                position: last.created_at_ms,
+                key: Uuid::parse_str(&last.id).map_err(|_| Error::CorruptRow {
+                    id: last.id.clone(),
+                    reason: "its id is not a UUID".to_string(),
+                })?,
+            }),
+            _ => None,
+        };
+        // Monitoring down: nothing can be joined now, and the rows stand.
+        let joined = match self.join_rows(&rows).await {
+            Ok(joined) => joined,
+            Err(Error::MonitoringUnavailable { .. }) => BTreeSet::new(),
+            Err(error) => return Err(error),
+        };
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            if !joined.contains(&row.request_id) {
+                records.push(record_from_row(row)?);
+            }
+        }
+        Ok(FeedbackPage { records, next })
+    }
+
+    /// Joins `rows` with the records monitoring has for their requests;
+    /// returns the request ids it found.
+    async fn join_rows(&self, rows: &[FeedbackRow]) -> Result<BTreeSet<String>, Error> {
+        let request_ids: BTreeSet<RequestId> = rows
+            .iter()
+            .filter_map(|row| RequestId::parse("request_id", &row.request_id).ok())
+            .collect();
+        if request_ids.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let request_ids: Vec<RequestId> = request_ids.into_iter().collect();
+        let inferences = self.monitoring.batch_get_inferences(&request_ids).await?;
+        let joins: Vec<Join> = inferences
+            .into_iter()
+            .map(|inference| Join {
+                request_id: inference.request_id.to_string(),
+                endpoint: inference.endpoint,
+                served_model: inference.served_model,
+                served_version: i64::from(inference.served_version),
+            })
+            .collect();
+        if joins.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let joined = store::join_feedback(&self.store, &joins, keel_core::time::now_ms()).await?;
+        self.counters.joined_late.inc_by(joined);
+        if joined > 0 {
+            tracing::info!(
+                joined,
+                "feedback joined with inference records that came after it"
+            );
+        }
+        Ok(joins.into_iter().map(|join| join.request_id).collect())
     }
 
     /// The dataset lines (JSON objects without newlines) of the feedback
@@ -294,6 +418,7 @@ fn row_from_record(record: &FeedbackRecord) -> FeedbackRow {
         endpoint: record.endpoint.clone(),
         served_model: record.served_model.clone(),
         served_version: i64::from(record.served_version),
+        joined_at_ms: record.joined.then_some(record.created_at_ms),
     }
 }
 
@@ -323,6 +448,7 @@ fn record_from_row(row: FeedbackRow) -> Result<FeedbackRecord, Error> {
         endpoint: row.endpoint,
         served_model: row.served_model,
         served_version: u32::try_from(row.served_version).unwrap_or_default(),
+        joined: row.joined_at_ms.is_some(),
     })
 }
 

@@ -64,7 +64,6 @@ fn http_status(error: &Error) -> StatusCode {
     }
     match error {
         Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-        Error::UnknownRequest { .. } => StatusCode::NOT_FOUND,
         Error::MonitoringUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => {
             tracing::error!(error = %error, "internal error");

@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod monitoring_client;
 pub mod record;
+pub mod standalone;
 pub mod store;
 
 use std::time::Duration;
@@ -41,7 +42,13 @@ pub async fn serve(
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("feedback");
     let counters = metrics::Counters::new(&service_metrics)?;
-    let book = feedback::FeedbackBook::new(store.clone(), monitoring, counters);
+    let book =
+        feedback::FeedbackBook::new(store.clone(), monitoring, counters, config.orphan_grace_ms);
+    let joiner = tokio::spawn(join_periodically(
+        book.clone(),
+        Duration::from_millis(config.join_interval_ms.max(1)),
+        shutdown.clone(),
+    ));
     let admin_routes = http::router(book.clone());
     let service = GrpcService {
         name: "feedback",
@@ -54,7 +61,35 @@ pub async fn serve(
         metrics: service_metrics,
     };
     let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
+    if let Err(error) = joiner.await {
+        tracing::warn!(%error, "feedback join task failed");
+    }
     store.close().await;
     served?;
     Ok(())
+}
+
+/// Looks for the inference records of feedback that came before them, every
+/// `interval`, until `shutdown`.
+async fn join_periodically(
+    book: feedback::FeedbackBook,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match book.join_waiting().await {
+            Ok(_) => {}
+            // Monitoring down: its records come later, and so does the join.
+            Err(Error::MonitoringUnavailable { .. }) => {}
+            Err(error) => {
+                tracing::warn!(%error, "joining feedback with late inference records failed")
+            }
+        }
+    }
 }

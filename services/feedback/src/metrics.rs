@@ -8,6 +8,7 @@ pub struct Counters {
     pub submitted: IntCounter,
     pub replayed: IntCounter,
     pub exported_lines: IntCounter,
+    pub joined_late: IntCounter,
 }
 
 impl Counters {
@@ -21,6 +22,10 @@ impl Counters {
             )?,
             exported_lines: registry
                 .counter("keel_feedback_dataset_lines_total", "Dataset lines exported.")?,
+            joined_late: registry.counter(
+                "keel_feedback_joined_late_total",
+                "Feedback joined with an inference record that arrived after it.",
+            )?,
         })
     }
 }

@@ -50,4 +50,7 @@ pub struct FeedbackRecord {
     pub endpoint: String,
     pub served_model: String,
     pub served_version: u32,
+    /// False until the inference record arrived: endpoint, served_model and
+    /// served_version are empty until then.
+    pub joined: bool,
 }

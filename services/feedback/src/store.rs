@@ -2,7 +2,8 @@
 
 use keel_store::{Migration, Store, StoreError};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     name: "feedback",
     // idempotency_key is NULL when the caller sent none: NULLs never
@@ -48,10 +49,28 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX feedback_by_request ON feedback (request_id, created_at_ms);
         CREATE INDEX feedback_by_endpoint ON feedback (endpoint, created_at_ms)
     ",
-}];
+},
+    // Feedback may now come before its inference record: it is stored
+    // unjoined (joined_at_ms NULL, no endpoint or version yet) and joined
+    // when the record arrives. The partial index holds only those.
+    Migration {
+        version: 2,
+        name: "late_join",
+        sqlite: "
+            ALTER TABLE feedback ADD COLUMN joined_at_ms BIGINT;
+            UPDATE feedback SET joined_at_ms = created_at_ms;
+            CREATE INDEX feedback_unjoined ON feedback (created_at_ms, id) WHERE joined_at_ms IS NULL
+        ",
+        postgres: "
+            ALTER TABLE feedback ADD COLUMN joined_at_ms BIGINT;
+            UPDATE feedback SET joined_at_ms = created_at_ms;
+            CREATE INDEX feedback_unjoined ON feedback (created_at_ms, id) WHERE joined_at_ms IS NULL
+        ",
+    },
+];
 
 const COLUMNS: &str = "id, request_id, kind, value, correction, comment, user_id, idempotency_key,
-    created_at_ms, endpoint, served_model, served_version";
+    created_at_ms, endpoint, served_model, served_version, joined_at_ms";
 
 /// One row of `feedback`.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +87,8 @@ pub struct FeedbackRow {
     pub endpoint: String,
     pub served_model: String,
     pub served_version: i64,
+    /// `None` until the inference record arrived and was joined.
+    pub joined_at_ms: Option<i64>,
 }
 
 type RowTuple = (
@@ -83,6 +104,7 @@ type RowTuple = (
     String,
     String,
     i64,
+    Option<i64>,
 );
 
 fn from_tuple(tuple: RowTuple) -> FeedbackRow {
@@ -99,6 +121,7 @@ fn from_tuple(tuple: RowTuple) -> FeedbackRow {
         endpoint,
         served_model,
         served_version,
+        joined_at_ms,
     ) = tuple;
     FeedbackRow {
         id,
@@ -113,6 +136,7 @@ fn from_tuple(tuple: RowTuple) -> FeedbackRow {
         endpoint,
         served_model,
         served_version,
+        joined_at_ms,
     }
 }
 
@@ -121,7 +145,7 @@ fn from_tuple(tuple: RowTuple) -> FeedbackRow {
 pub async fn insert_feedback(store: &Store, row: &FeedbackRow) -> Result<bool, StoreError> {
     let mut tx = store.begin_write().await?;
     let result = sqlx::query(&format!(
-        "INSERT INTO feedback ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        "INSERT INTO feedback ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (idempotency_key) DO NOTHING"
     ))
     .bind(row.id.clone())
@@ -136,6 +160,7 @@ pub async fn insert_feedback(store: &Store, row: &FeedbackRow) -> Result<bool, S
     .bind(row.endpoint.clone())
     .bind(row.served_model.clone())
     .bind(row.served_version)
+    .bind(row.joined_at_ms)
     .execute(tx.conn())
     .await?;
     tx.commit().await?;
@@ -245,7 +270,8 @@ pub async fn export_feedback(
     store: &Store,
     export: &ExportQuery,
 ) -> Result<Vec<FeedbackRow>, StoreError> {
-    let mut clauses = Vec::new();
+    // Feedback whose record has not arrived has nothing to export yet.
+    let mut clauses = vec!["joined_at_ms IS NOT NULL".to_string()];
     let mut args = Vec::new();
     if let Some(endpoint) = &export.endpoint {
         args.push(Arg::Text(endpoint.clone()));
@@ -274,6 +300,78 @@ pub async fn export_feedback(
     fetch_rows(store, &sql, args).await
 }
 
+/// Unjoined feedback created at or after `since_ms`, oldest first by
+/// (created_at_ms, id), after `after` when given.
+pub async fn unjoined_feedback(
+    store: &Store,
+    since_ms: i64,
+    until_ms: i64,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<FeedbackRow>, StoreError> {
+    let mut args = vec![Arg::Int(since_ms), Arg::Int(until_ms)];
+    let mut clauses = vec![
+        "joined_at_ms IS NULL".to_string(),
+        "created_at_ms >= $1".to_string(),
+        "created_at_ms < $2".to_string(),
+    ];
+    if let Some((created_at_ms, id)) = after {
+        args.push(Arg::Int(created_at_ms));
+        let later = args.len();
+        args.push(Arg::Int(created_at_ms));
+        let same_time = args.len();
+        args.push(Arg::Text(id));
+        let larger_id = args.len();
+        clauses.push(format!(
+            "(created_at_ms > ${later} OR (created_at_ms = ${same_time} AND id > ${larger_id}))"
+        ));
+    }
+    args.push(Arg::Int(limit));
+    let limit = args.len();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM feedback {} ORDER BY created_at_ms ASC, id ASC LIMIT ${limit}",
+        where_clause(&clauses)
+    );
+    fetch_rows(store, &sql, args).await
+}
+
+/// What an inference record gives the feedback on its request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    pub request_id: String,
+    pub endpoint: String,
+    pub served_model: String,
+    pub served_version: i64,
+}
+
+/// Joins the unjoined feedback on each request in `joins`, in one
+/// transaction; returns how many rows it joined.
+pub async fn join_feedback(
+    store: &Store,
+    joins: &[Join],
+    joined_at_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let mut joined = 0;
+    for join in joins {
+        let result = sqlx::query(
+            "UPDATE feedback SET endpoint = $1, served_model = $2, served_version = $3,
+                 joined_at_ms = $4
+             WHERE request_id = $5 AND joined_at_ms IS NULL",
+        )
+        .bind(join.endpoint.clone())
+        .bind(join.served_model.clone())
+        .bind(join.served_version)
+        .bind(joined_at_ms)
+        .bind(join.request_id.clone())
+        .execute(tx.conn())
+        .await?;
+        joined += result.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(joined)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +396,7 @@ mod tests {
             endpoint: endpoint.to_string(),
             served_model: "chain".to_string(),
             served_version: if endpoint == "sales" { 2 } else { 1 },
+            joined_at_ms: Some(created_at_ms),
         }
     }
 
@@ -375,6 +474,63 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(ids(&filtered), vec!["a3"]);
+
+        // Feedback that came before its record: kept, not exported, found
+        // by the joiner, then joined once its record is known.
+        let early = FeedbackRow {
+            endpoint: String::new(),
+            served_model: String::new(),
+            served_version: 0,
+            joined_at_ms: None,
+            ..row("b1", "r7", 4_000, None, "")
+        };
+        let later = FeedbackRow {
+            joined_at_ms: None,
+            ..row("b2", "r8", 5_000, None, "")
+        };
+        assert!(insert_feedback(store, &early).await.unwrap());
+        assert!(insert_feedback(store, &later).await.unwrap());
+        let exported = export_feedback(store, &ExportQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(ids(&exported), vec!["a1", "a2", "a3", "a4"]);
+        let unjoined = unjoined_feedback(store, 0, i64::MAX, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&unjoined), vec!["b1", "b2"]);
+        let after_first =
+            unjoined_feedback(store, 0, i64::MAX, Some((4_000, "b1".to_string())), 10)
+                .await
+                .unwrap();
+        assert_eq!(ids(&after_first), vec!["b2"]);
+        assert!(unjoined_feedback(store, 4_500, i64::MAX, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|row| row.id == "b2"));
+        let joined = join_feedback(
+            store,
+            &[Join {
+                request_id: "r7".to_string(),
+                endpoint: "support".to_string(),
+                served_model: "chain".to_string(),
+                served_version: 3,
+            }],
+            6_000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(joined, 1);
+        let exported = export_feedback(store, &ExportQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(ids(&exported), vec!["a1", "a2", "a3", "a4", "b1"]);
+        assert_eq!(exported[4].served_version, 3);
+        assert_eq!(exported[4].joined_at_ms, Some(6_000));
+        let unjoined = unjoined_feedback(store, 0, i64::MAX, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&unjoined), vec!["b2"]);
     }
 
     #[tokio::test]
@@ -388,7 +544,7 @@ mod tests {
         let everything = export_feedback(&reopened, &ExportQuery::default())
             .await
             .unwrap();
-        assert_eq!(ids(&everything), vec!["a1", "a2", "a3", "a4"]);
+        assert_eq!(ids(&everything), vec!["a1", "a2", "a3", "a4", "b1"]);
     }
 
     #[tokio::test]

@@ -10,9 +10,12 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_testkit::server::Ports;
-use keel_testkit::{assert_status, dead_address, http_get, TestDatabase, TestServer};
+use keel_testkit::{assert_status, dead_address, eventually, http_get, TestDatabase, TestServer};
 use tonic::transport::Channel;
 use tonic::Code;
+
+/// How long a test waits for something off the request path.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A service on port 0 (gRPC and admin), its client, and its database.
 struct Running<C, E> {
@@ -50,6 +53,8 @@ impl Running<FeedbackServiceClient<Channel>, keel_feedback::Error> {
             database_url: database.url.clone(),
             monitoring_url,
             monitoring_timeout_ms: 2_000,
+            join_interval_ms: 50,
+            orphan_grace_ms: 300,
         };
         let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
             keel_feedback::serve(config, listeners, shutdown)
@@ -176,13 +181,15 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
         ("support", "chain", 4)
     );
 
-    let expected = format!("request_id `{}` is unknown to monitoring", request_id(77));
-    assert_status(
-        &expected,
-        client.submit_feedback(thumbs(77, 1.0, "")).await,
-        Code::NotFound,
-        &[&expected],
-    );
+    // Feedback on a request whose record has not reached monitoring yet is
+    // kept, unjoined, and stays out of the datasets until the record lands.
+    let early = client
+        .submit_feedback(thumbs(77, 1.0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!early.joined);
+    assert_eq!((early.endpoint.as_str(), early.served_version), ("", 0));
 
     // The same key returns the first record unchanged.
     let first = client
@@ -280,17 +287,15 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
         r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
         request_id(78)
     );
-    let (code, error) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
-    assert_eq!(code, 404);
-    assert!(error["error"]
-        .as_str()
-        .unwrap()
-        .contains("unknown to monitoring"));
+    let (code, never_joined) =
+        http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
+    assert_eq!(code, 200, "{never_joined}");
+    assert_eq!(never_joined["joined"], false);
     let (code, _) = http_post(feedback.server.admin_address(), "/v1/feedback", "{not json").await;
     assert_eq!(code, 400);
     let exposition = http_get(feedback.server.admin_address(), "/metrics").await;
     assert!(
-        exposition.contains("keel_feedback_submitted_total{service=\"feedback\"} 4\n"),
+        exposition.contains("keel_feedback_submitted_total{service=\"feedback\"} 6\n"),
         "{exposition}"
     );
     assert!(
@@ -305,7 +310,57 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
         .await
         .starts_with("HTTP/1.1 200"));
 
-    // Monitoring goes down: a retry still answers, new feedback cannot.
+    // Request 77's record arrives: its feedback is joined and exported.
+    monitoring
+        .client
+        .record_inferences(pb::RecordInferencesRequest {
+            records: vec![inference(77, 3_000, "Where is my parcel?", "On its way.")],
+        })
+        .await
+        .unwrap();
+    let joined = eventually("feedback on 77 joined", PATIENCE, async || {
+        let page = client
+            .clone()
+            .list_feedback(pb::ListFeedbackRequest {
+                request_id: request_id(77),
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        page.records.into_iter().find(|record| record.joined)
+    })
+    .await;
+    assert_eq!(joined.id, early.id);
+    assert_eq!(
+        (joined.endpoint.as_str(), joined.served_version),
+        ("support", 4)
+    );
+    let eval = export(client, pb::DatasetKind::Eval).await.unwrap();
+    assert_eq!(eval.len(), 3);
+    // Request 78's never does: past the grace period it is reported.
+    let orphans = eventually("feedback on 78 reported", PATIENCE, async || {
+        let page = client
+            .clone()
+            .list_orphaned_feedback(pb::ListOrphanedFeedbackRequest {
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (!page.records.is_empty()).then_some(page.records)
+    })
+    .await;
+    let orphan_requests: Vec<&str> = orphans
+        .iter()
+        .map(|record| record.request_id.as_str())
+        .collect();
+    assert_eq!(orphan_requests, vec![request_id(78).as_str()]);
+
+    // Monitoring goes down: a retry still answers, and new feedback is
+    // kept, to be joined when monitoring (and the record) is back.
     monitoring.server.stop().await.unwrap();
     let retried = client
         .submit_feedback(thumbs(2, 1.0, "retry-1"))
@@ -313,12 +368,12 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
         .unwrap()
         .into_inner();
     assert_eq!(retried, first);
-    assert_status(
-        "monitoring is unavailable",
-        client.submit_feedback(thumbs(1, 1.0, "")).await,
-        Code::Unavailable,
-        &["monitoring is unavailable"],
-    );
+    let during_outage = client
+        .submit_feedback(thumbs(1, 1.0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!during_outage.joined);
     assert_status(
         "monitoring",
         export(client, pb::DatasetKind::Sft).await,
@@ -330,13 +385,13 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
         request_id(1)
     );
     let (code, _) = http_post(feedback.server.admin_address(), "/v1/feedback", &body).await;
-    assert_eq!(code, 503);
+    assert_eq!(code, 200);
 
     feedback.server.stop().await.unwrap();
 }
 
 #[tokio::test]
-async fn bad_input_is_rejected_and_monitoring_down_is_unavailable() {
+async fn bad_input_is_rejected_and_changes_nothing() {
     // Monitoring never runs: the service still starts.
     let mut feedback = Running::feedback(format!("http://{}", dead_address())).await;
     let client = &mut feedback.client;
@@ -482,13 +537,6 @@ async fn bad_input_is_rejected_and_monitoring_down_is_unavailable() {
             &[expected],
         );
     }
-    // A valid submission needs monitoring, which is down.
-    assert_status(
-        "monitoring is unavailable",
-        client.submit_feedback(good).await,
-        Code::Unavailable,
-        &["monitoring is unavailable"],
-    );
     let body = format!(
         r#"{{"request_id":"{}","kind":"thumbs","value":2}}"#,
         request_id(1)

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::KeelConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Service {
     Registry,
     VectorIndex,

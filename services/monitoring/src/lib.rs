@@ -15,6 +15,7 @@ pub mod own_spans;
 pub mod rpc_status;
 pub mod span_encoding;
 pub mod span_writer;
+pub mod standalone;
 pub mod store;
 pub mod traces;
 

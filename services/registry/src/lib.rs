@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod registry;
 pub mod spec;
+pub mod standalone;
 pub mod store;
 
 use std::sync::Arc;

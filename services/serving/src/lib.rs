@@ -19,6 +19,7 @@ pub mod registry;
 pub mod resolver;
 pub mod retrieval;
 pub mod routing;
+pub mod standalone;
 pub mod store;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod filter;
 pub mod index;
 pub mod metrics;
+pub mod standalone;
 pub mod store;
 
 use std::sync::Arc;

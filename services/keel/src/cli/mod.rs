@@ -15,6 +15,7 @@ pub mod models;
 pub mod output;
 pub mod query;
 pub mod registry;
+pub mod serve;
 pub mod spec;
 pub mod trace;
 pub mod up;
@@ -41,6 +42,8 @@ pub struct Cli {
 pub enum Command {
     /// Start all five services in this process on their configured ports
     Up(up::UpArgs),
+    /// Run one service as its own process on its configured ports
+    Serve(serve::ServeArgs),
     /// Run Keel's whole loop on the sample corpus: ingest, register, serve, feedback, export, metrics
     Demo(demo::DemoArgs),
     /// Vector collections
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let urls = cli.urls;
     match cli.command {
         Command::Up(args) => up::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Collection(command) => collection::run(&urls, command).await,
         Command::Ingest(args) => ingest::run(&urls, args).await,

@@ -1,0 +1,298 @@
+//! Keel's services as separate processes of the `keel` binary (`keel serve
+//! <service>`), on free loopback ports, each with its own database, for the
+//! tests that stop, restart and kill them one at a time as an operator (or
+//! a crash) would.
+
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use keel_testkit::Backend;
+
+/// How long a started service may take to answer its health check.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    Registry,
+    VectorIndex,
+    Serving,
+    Feedback,
+    Monitoring,
+}
+
+impl Service {
+    /// Serving last: it dials the others.
+    pub const ALL_IN_START_ORDER: [Service; 5] = [
+        Service::Registry,
+        Service::VectorIndex,
+        Service::Monitoring,
+        Service::Feedback,
+        Service::Serving,
+    ];
+
+    const ALL: [Service; 5] = [
+        Service::Registry,
+        Service::VectorIndex,
+        Service::Serving,
+        Service::Feedback,
+        Service::Monitoring,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Registry => "registry",
+            Service::VectorIndex => "vector-index",
+            Service::Serving => "serving",
+            Service::Feedback => "feedback",
+            Service::Monitoring => "monitoring",
+        }
+    }
+
+    /// Its config section, as the `KEEL_<SECTION>__` environment prefix.
+    fn section(self) -> &'static str {
+        match self {
+            Service::Registry => "REGISTRY",
+            Service::VectorIndex => "VECTOR_INDEX",
+            Service::Serving => "SERVING",
+            Service::Feedback => "FEEDBACK",
+            Service::Monitoring => "MONITORING",
+        }
+    }
+}
+
+/// The five services' ports, databases and data directory; each runs as a
+/// process once `start`ed.
+pub struct Deployment {
+    pub data_dir: tempfile::TempDir,
+    ports: BTreeMap<Service, u16>,
+    databases: BTreeMap<Service, String>,
+    processes: BTreeMap<Service, Child>,
+    /// Extra `KEEL_*` settings for every process.
+    settings: Vec<(String, String)>,
+}
+
+impl Deployment {
+    pub async fn new(backend: Backend) -> Deployment {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut ports = BTreeMap::new();
+        let mut databases = BTreeMap::new();
+        for service in Service::ALL {
+            ports.insert(service, free_port_pair());
+            let url = match backend {
+                Backend::Sqlite => String::new(),
+                Backend::Postgres => keel_store::testing::fresh_postgres_database()
+                    .await
+                    .unwrap(),
+            };
+            databases.insert(service, url);
+        }
+        // No model files: the built-in `hashing` embedder and `extractive`
+        // generator serve, and a start takes a second, not a model load.
+        let no_models = data_dir.path().join("no-models");
+        std::fs::create_dir_all(&no_models).unwrap();
+        let settings = vec![
+            (
+                "KEEL_MODELS__DIR".to_string(),
+                no_models.display().to_string(),
+            ),
+            (
+                "KEEL_MODELS__REQUIRE_LOCAL_MODELS".to_string(),
+                "false".to_string(),
+            ),
+            ("KEEL_TELEMETRY__ENABLED".to_string(), "false".to_string()),
+        ];
+        Deployment {
+            data_dir,
+            ports,
+            databases,
+            processes: BTreeMap::new(),
+            settings,
+        }
+    }
+
+    /// A `KEEL_*` setting for every process started from now on.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.settings.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn url(&self, service: Service) -> String {
+        format!("http://127.0.0.1:{}", self.ports[&service])
+    }
+
+    pub fn admin_address(&self, service: Service) -> SocketAddr {
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            keel_core::config::admin_port(self.ports[&service]),
+        ))
+    }
+
+    /// Where `keel serve` writes a service's log, appended across restarts.
+    pub fn log_path(&self, service: Service) -> PathBuf {
+        self.data_dir.path().join(format!("{}.log", service.name()))
+    }
+
+    /// Starts `service` and waits until its health check answers.
+    pub async fn start(&mut self, service: Service) {
+        assert!(!self.processes.contains_key(&service), "{service:?} runs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(service))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
+            .args(["serve", service.name()])
+            .env_remove("KEEL_MODELS_DIR")
+            .env("KEEL_DATA_DIR", self.data_dir.path())
+            .env("RUST_LOG", "info,sqlx=warn,h2=warn,hyper=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (other, port) in &self.ports {
+            command.env(format!("KEEL_{}__PORT", other.section()), port.to_string());
+        }
+        let database = &self.databases[&service];
+        if !database.is_empty() {
+            command.env(
+                format!("KEEL_{}__DATABASE_URL", service.section()),
+                database,
+            );
+        }
+        for (key, url) in [
+            ("KEEL_SERVING__REGISTRY_URL", self.url(Service::Registry)),
+            (
+                "KEEL_SERVING__VECTOR_INDEX_URL",
+                self.url(Service::VectorIndex),
+            ),
+            (
+                "KEEL_SERVING__MONITORING_URL",
+                self.url(Service::Monitoring),
+            ),
+            (
+                "KEEL_FEEDBACK__MONITORING_URL",
+                self.url(Service::Monitoring),
+            ),
+        ] {
+            command.env(key, url);
+        }
+        command.envs(self.settings.iter().map(|(key, value)| (key, value)));
+        let child = command.spawn().unwrap();
+        self.processes.insert(service, child);
+        self.wait_healthy(service).await;
+    }
+
+    async fn wait_healthy(&mut self, service: Service) {
+        let address = self.admin_address(service);
+        let deadline = Instant::now() + START_PATIENCE;
+        loop {
+            if let Some(status) = self
+                .processes
+                .get_mut(&service)
+                .unwrap()
+                .try_wait()
+                .unwrap()
+            {
+                panic!(
+                    "{} exited with {status} while starting; its log:\n{}",
+                    service.name(),
+                    std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+                );
+            }
+            if healthz(address).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never became healthy",
+                service.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the process to drain and exit.
+    pub async fn stop(&mut self, service: Service) {
+        let mut child = self.processes.remove(&service).expect("the service runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(exited.success(), "{} exited with {exited}", service.name());
+    }
+
+    /// SIGKILL: no drain, no flush, as in a crash.
+    pub fn kill(&mut self, service: Service) {
+        let mut child = self.processes.remove(&service).expect("the service runs");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port whose admin port (+100) is free too.
+fn free_port_pair() -> u16 {
+    loop {
+        let grpc = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = grpc.local_addr().unwrap().port();
+        if port > u16::MAX - 100 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", keel_core::config::admin_port(port))).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Whether `GET /healthz` answers 200.
+async fn healthz(address: SocketAddr) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
+            return false;
+        };
+        let request = "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200")
+    })
+    .await
+    .unwrap()
+}
+
+/// The load test's application (a collection of synthetic passages with
+/// the `hashing` embedder, a chain with the `extractive` generator at
+/// @champion, and the endpoint `lt-endpoint`), created through the
+/// running registry, vector index and serving.
+pub async fn set_up_application(deployment: &Deployment) -> String {
+    let options = keel_loadtests::SetupOptions {
+        registry_url: deployment.url(Service::Registry),
+        vector_index_url: deployment.url(Service::VectorIndex),
+        serving_url: deployment.url(Service::Serving),
+        corpus: keel_loadtests::CorpusSource::Synthetic,
+        collection: "lt-docs".to_string(),
+        endpoint: "lt-endpoint".to_string(),
+    };
+    keel_loadtests::setup(&options).await.unwrap();
+    options.endpoint
+}
