@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cors;
 pub mod gen_ai;
 pub mod grpc_metrics;
 pub mod grpc_tracing;

@@ -39,6 +39,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Cors(#[from] crate::cors::InvalidOrigin),
 }
 
 /// Binds `address` for `service`, with an error that says which port is taken.
@@ -69,6 +71,9 @@ pub struct GrpcService {
     /// The service's registry: every call is counted and timed in it, and
     /// the admin port renders it on `/metrics`.
     pub metrics: ServiceMetrics,
+    /// Web pages from these origins may call the port with gRPC-Web (CORS);
+    /// same-origin callers and other clients need none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains
@@ -116,10 +121,16 @@ pub async fn serve_grpc(
     // (about 40 ms on Linux): tonic sets it only on sockets it binds itself.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(service = service.name, %address, "grpc listening");
+    // Browsers speak gRPC-Web over HTTP/1.1: translated to gRPC before the
+    // tracing and metrics layers, so a gRPC-Web call is traced and counted
+    // like any other.
     let layers = tower::ServiceBuilder::new()
+        .layer(crate::cors::grpc_web_layer(&service.cors_allowed_origins)?)
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::grpc_tracing::server_layer())
         .layer(call_metrics);
     let served = tonic::transport::Server::builder()
+        .accept_http1(true)
         .layer(layers)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

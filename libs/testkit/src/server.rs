@@ -134,6 +134,7 @@ impl TestServer<ServeError> {
             store: None,
             extra_descriptor_sets: Vec::new(),
             metrics: ServiceMetrics::new(name),
+            cors_allowed_origins: Vec::new(),
         };
         TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
             keel_core::serve_grpc(service, listeners.grpc, Readiness::serving(), shutdown)

@@ -19,6 +19,10 @@ pub struct Config {
     /// How long feedback waits for its inference record before
     /// ListOrphanedFeedback reports it.
     pub orphan_grace_ms: u64,
+    /// Web pages from these origins (`https://chat.example.com`) may post
+    /// feedback: `POST /v1/feedback` and gRPC-Web answer their CORS
+    /// preflights.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 pub const DEFAULT_PORT: u16 = 7104;
@@ -32,6 +36,7 @@ impl Default for Config {
             monitoring_timeout_ms: 5_000,
             join_interval_ms: 1_000,
             orphan_grace_ms: 3_600_000,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

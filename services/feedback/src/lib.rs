@@ -49,7 +49,7 @@ pub async fn serve(
         Duration::from_millis(config.join_interval_ms.max(1)),
         shutdown.clone(),
     ));
-    let admin_routes = http::router(book.clone());
+    let admin_routes = http::router(book.clone(), &config.cors_allowed_origins)?;
     let service = GrpcService {
         name: "feedback",
         grpc_names: vec!["keel.v1.FeedbackService"],
@@ -59,6 +59,7 @@ pub async fn serve(
         store: Some(store.clone()),
         extra_descriptor_sets: Vec::new(),
         metrics: service_metrics,
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
     };
     let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
     if let Err(error) = joiner.await {

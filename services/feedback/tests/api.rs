@@ -11,8 +11,12 @@ use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_testkit::server::Ports;
 use keel_testkit::{assert_status, dead_address, eventually, http_get, TestDatabase, TestServer};
+use prost::Message;
 use tonic::transport::Channel;
 use tonic::Code;
+
+/// The chatbot front end's origin, allowed to post feedback.
+const CHAT_ORIGIN: &str = "http://localhost:3000";
 
 /// How long a test waits for something off the request path.
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -55,6 +59,7 @@ impl Running<FeedbackServiceClient<Channel>, keel_feedback::Error> {
             monitoring_timeout_ms: 2_000,
             join_interval_ms: 50,
             orphan_grace_ms: 300,
+            cors_allowed_origins: vec![CHAT_ORIGIN.to_string()],
         };
         let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
             keel_feedback::serve(config, listeners, shutdown)
@@ -72,24 +77,54 @@ impl Running<FeedbackServiceClient<Channel>, keel_feedback::Error> {
 /// A plain HTTP/1.1 POST of a JSON body, on a blocking thread (tests
 /// only); returns the status code and the body.
 async fn http_post(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let path = path.to_string();
-    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (code, _, payload) = http_exchange(address, request.into_bytes()).await;
+    (code, serde_json::from_slice(&payload).unwrap())
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) and returns the status code,
+/// the headers (lowercased) and the body, de-chunked.
+async fn http_exchange(address: SocketAddr, request: Vec<u8>) -> (u16, String, Vec<u8>) {
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, payload) = response.split_once("\r\n\r\n").unwrap();
+        stream.write_all(&request).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .unwrap();
+        let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+        let mut body = response[split + 4..].to_vec();
+        if head.contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
         let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (code, serde_json::from_str(payload).unwrap())
+        (code, head, body)
     })
     .await
     .unwrap()
+}
+
+fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = chunked
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&chunked[..line_end]).unwrap(), 16).unwrap();
+        if size == 0 {
+            return body;
+        }
+        let start = line_end + 2;
+        body.extend_from_slice(&chunked[start..start + size]);
+        chunked = &chunked[start + size + 2..];
+    }
 }
 
 fn request_id(n: u128) -> String {
@@ -555,4 +590,104 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         .into_inner();
     assert!(listed.records.is_empty());
     feedback.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn browsers_on_an_allowed_origin_post_feedback_as_json_and_grpc_web() {
+    let feedback = Running::feedback(format!("http://{}", dead_address())).await;
+    let admin = feedback.server.admin_address();
+
+    // The preflight a browser sends before a cross-origin JSON POST.
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /v1/feedback HTTP/1.1\r\nHost: test\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let (code, head, _) = http_exchange(admin, preflight(CHAT_ORIGIN)).await;
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.contains(&format!("access-control-allow-origin: {CHAT_ORIGIN}")),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-methods: post"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-headers: content-type"),
+        "{head}"
+    );
+    let (_, head, _) = http_exchange(admin, preflight("http://evil.example")).await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+
+    // The POST itself, from the allowed origin: accepted (the record has
+    // not arrived, monitoring being down) and readable by the page.
+    let body = format!(
+        r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
+        request_id(5)
+    );
+    let post = format!(
+        "POST /v1/feedback HTTP/1.1\r\nHost: test\r\nOrigin: {CHAT_ORIGIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (code, head, payload) = http_exchange(admin, post.into_bytes()).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&payload));
+    assert!(
+        head.contains(&format!("access-control-allow-origin: {CHAT_ORIGIN}")),
+        "{head}"
+    );
+    let record: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(record["joined"], false);
+    // A malformed one is refused, naming the field.
+    let (code, error) = http_post(
+        admin,
+        "/v1/feedback",
+        r#"{"request_id":"x","kind":"thumbs","value":1}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        error["error"],
+        "field `request_id`: must be a UUID, got \"x\""
+    );
+
+    // gRPC-Web over HTTP/1.1 on the gRPC port, as a browser sends it.
+    let message = pb::ListFeedbackRequest {
+        page_size: 10,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let mut request = format!(
+        "POST /keel.v1.FeedbackService/ListFeedback HTTP/1.1\r\nHost: test\r\nOrigin: {CHAT_ORIGIN}\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        frame.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&frame);
+    let (code, head, body) = http_exchange(feedback.server.address(), request).await;
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.contains("content-type: application/grpc-web+proto"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("access-control-allow-origin: {CHAT_ORIGIN}")),
+        "{head}"
+    );
+    // A data frame with the page (the one record posted above), then the
+    // trailers frame with the status.
+    assert_eq!(body[0], 0x00);
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let page = pb::ListFeedbackResponse::decode(&body[5..5 + len]).unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].request_id, request_id(5));
+    let trailers = &body[5 + len..];
+    assert_eq!(trailers[0], 0x80);
+    assert!(
+        String::from_utf8_lossy(&trailers[5..]).contains("grpc-status:0"),
+        "{trailers:?}"
+    );
 }

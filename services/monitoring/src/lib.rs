@@ -76,6 +76,7 @@ pub async fn serve(
         store: Some(store.clone()),
         extra_descriptor_sets: vec![keel_proto::OTLP_FILE_DESCRIPTOR_SET],
         metrics: service_metrics,
+        cors_allowed_origins: Vec::new(),
     };
     let served = keel_core::run_service(service, http::router(writer), listeners, shutdown).await;
     // The servers are gone with their writer handles; the sink's goes once

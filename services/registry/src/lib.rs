@@ -46,6 +46,7 @@ pub async fn serve(
         store: Some(store.clone()),
         extra_descriptor_sets: Vec::new(),
         metrics: service_metrics,
+        cors_allowed_origins: Vec::new(),
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     store.close().await;

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use keel_proto::v1 as pb;
-use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_spill::{BatchLimits, SpillReader};
 use keel_types::InferenceRecord;
+use prost::bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::config::Config;
+use crate::encoded_records::RecordInferencesClient;
 use crate::inference_log::DeliveryCounters;
 
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
@@ -58,9 +59,10 @@ pub(crate) enum RecordSource {
     Memory(mpsc::Receiver<InferenceRecord>),
 }
 
-/// Records read from a source, to be acknowledged there once delivered.
+/// Records read from a source, each as its protobuf encoding, to be
+/// acknowledged there once delivered.
 struct Batch {
-    records: Vec<pb::InferenceRecord>,
+    records: Vec<Bytes>,
     spilled: Option<keel_spill::Batch>,
 }
 
@@ -99,7 +101,7 @@ impl DeliveryWorker {
     /// deadline delivers what is still waiting (close the log first, so
     /// that is everything) and returns.
     pub async fn run(mut self, channel: Channel, shutdown: CancellationToken) {
-        let client = MonitoringServiceClient::new(channel);
+        let client = RecordInferencesClient::new(channel);
         loop {
             let batch = tokio::select! {
                 biased;
@@ -150,8 +152,12 @@ impl DeliveryWorker {
                     linger: self.settings.flush_interval,
                 };
                 match reader.next_batch(limits).await {
-                    Ok(Some(spilled)) => Some(Batch {
-                        records: decode_spilled(&spilled.records),
+                    Ok(Some(mut spilled)) => Some(Batch {
+                        // Sent as they are: see encoded_records.
+                        records: std::mem::take(&mut spilled.records)
+                            .into_iter()
+                            .map(Bytes::from)
+                            .collect(),
                         spilled: Some(spilled),
                     }),
                     Ok(None) => None,
@@ -184,7 +190,12 @@ impl DeliveryWorker {
                     }
                 }
                 Some(Batch {
-                    records: records.into_iter().map(pb::InferenceRecord::from).collect(),
+                    records: records
+                        .into_iter()
+                        .map(|record| {
+                            Bytes::from(pb::InferenceRecord::from(record).encode_to_vec())
+                        })
+                        .collect(),
                     spilled: None,
                 })
             }
@@ -196,7 +207,7 @@ impl DeliveryWorker {
     /// `give_up_at`).
     async fn deliver(
         &mut self,
-        client: &MonitoringServiceClient<Channel>,
+        client: &RecordInferencesClient,
         batch: Batch,
         stop: &CancellationToken,
         give_up_at: Option<Instant>,
@@ -205,10 +216,7 @@ impl DeliveryWorker {
         let outcome = if batch.records.is_empty() {
             Ok(())
         } else {
-            let request = pb::RecordInferencesRequest {
-                records: batch.records,
-            };
-            self.send(client, request, stop, give_up_at).await
+            self.send(client, batch.records, stop, give_up_at).await
         };
         match outcome {
             Ok(()) => {
@@ -240,18 +248,18 @@ impl DeliveryWorker {
 
     async fn send(
         &mut self,
-        client: &MonitoringServiceClient<Channel>,
-        request: pb::RecordInferencesRequest,
+        client: &RecordInferencesClient,
+        records: Vec<Bytes>,
         stop: &CancellationToken,
         give_up_at: Option<Instant>,
     ) -> Result<(), Undelivered> {
         let attempt_timeout = self.settings.attempt_timeout;
+        let count = records.len();
         let attempt = || {
             let mut client = client.clone();
-            let request = request.clone();
+            let records = records.clone();
             async move {
-                match tokio::time::timeout(attempt_timeout, client.record_inferences(request)).await
-                {
+                match tokio::time::timeout(attempt_timeout, client.record(records)).await {
                     Ok(answer) => answer.map(|_| ()),
                     Err(_elapsed) => Err(Status::deadline_exceeded(format!(
                         "no answer within {} ms",
@@ -266,13 +274,12 @@ impl DeliveryWorker {
             .with_jitter()
             .without_max_times();
         let mut failing = self.failing;
-        let records = request.records.len();
         let retried = attempt
             .retry(backoff)
             .when(|status: &Status| status.code() != Code::InvalidArgument)
             .notify(|status: &Status, delay: Duration| {
                 if !failing {
-                    tracing::warn!(records, code = ?status.code(), error = status.message(), "monitoring unreachable, inference records wait and are retried");
+                    tracing::warn!(records = count, code = ?status.code(), error = status.message(), "monitoring unreachable, inference records wait and are retried");
                     failing = true;
                 }
                 tracing::debug!(?delay, "inference delivery retry");
@@ -302,21 +309,4 @@ impl DeliveryWorker {
             }
         }
     }
-}
-
-/// Spilled records are the protobuf encoding of `pb::InferenceRecord`; one
-/// that does not decode (written by an incompatible build) is skipped.
-fn decode_spilled(records: &[Vec<u8>]) -> Vec<pb::InferenceRecord> {
-    records
-        .iter()
-        .filter_map(
-            |bytes| match pb::InferenceRecord::decode(bytes.as_slice()) {
-                Ok(record) => Some(record),
-                Err(error) => {
-                    tracing::error!(%error, "a spilled inference record does not decode, skipped");
-                    None
-                }
-            },
-        )
-        .collect()
 }

@@ -149,8 +149,10 @@ impl InferenceLog {
                     lost_write_error: spill.dropped_write_error,
                     failed_delivery,
                     // Appended and not yet written count as waiting too.
+                    // Counted by this worker, not the log's acknowledgements,
+                    // so it agrees with `delivered` at every moment.
                     queue_depth: (spill.recovered + spill.appended)
-                        .saturating_sub(spill.delivered + spill.dropped_write_error),
+                        .saturating_sub(delivered + failed_delivery + spill.dropped_write_error),
                     spill_bytes: spill.disk_bytes,
                     recovered: spill.recovered,
                     spill_torn_tails: spill.torn_tails,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod clients;
 pub mod config;
+pub mod encoded_records;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
@@ -99,6 +100,7 @@ pub async fn serve(
         store: Some(store.clone()),
         extra_descriptor_sets: Vec::new(),
         metrics: service_metrics,
+        cors_allowed_origins: Vec::new(),
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
 
