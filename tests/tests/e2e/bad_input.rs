@@ -13,10 +13,10 @@ use keel_proto::v1::{
     FeedbackRecord, GetCollectionRequest, GetEndpointRequest, GetInferenceRequest,
     GetMetricsRequest, GetModelRequest, GetVersionRequest, HnswParams, InferenceRecord,
     InferenceStatus, ListAliasHistoryRequest, ListCollectionsRequest, ListEndpointsRequest,
-    ListFeedbackRequest, ListInferencesRequest, ListModelsRequest, ListVersionsRequest, Model,
-    ModelKind, ModelVersion, Point, PromptSpec, QueryRequest, RecordInferencesRequest,
-    ResolveReferenceRequest, Route, SearchRequest, SetAliasRequest, SubmitFeedbackRequest,
-    UpdateEndpointRequest, UpsertPointsRequest, WatchAliasesRequest,
+    ListFeedbackRequest, ListInferencesRequest, ListModelsRequest, ListOrphanedFeedbackRequest,
+    ListVersionsRequest, Model, ModelKind, ModelVersion, Point, PromptSpec, QueryRequest,
+    RecordInferencesRequest, ResolveReferenceRequest, Route, SearchRequest, SetAliasRequest,
+    SubmitFeedbackRequest, UpdateEndpointRequest, UpsertPointsRequest, WatchAliasesRequest,
 };
 use keel_tests::fixtures::{
     self, CHAIN_MODEL, COLLECTION, ENDPOINT, PROMPT_MODEL, REFUND_QUESTION,
@@ -1057,12 +1057,6 @@ async fn feedback_cases(cluster: &Cluster, request_id: &str) {
             "request_id",
         ),
         (
-            "submit: unknown request",
-            submit(UNKNOWN_REQUEST_ID, FeedbackKind::Thumbs, 1.0, ""),
-            NotFound,
-            UNKNOWN_REQUEST_ID,
-        ),
-        (
             "submit: no kind",
             submit(request_id, FeedbackKind::Unspecified, 1.0, ""),
             InvalidArgument,
@@ -1130,6 +1124,39 @@ async fn feedback_cases(cluster: &Cluster, request_id: &str) {
         assert_status(
             case,
             feedback.list_feedback(request).await,
+            InvalidArgument,
+            &[needle],
+        );
+    }
+    for (case, request, needle) in [
+        (
+            "list orphaned feedback: page_size 1001",
+            ListOrphanedFeedbackRequest {
+                page_size: 1001,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            "list orphaned feedback: bad token",
+            ListOrphanedFeedbackRequest {
+                page_token: "%%% not a token".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+        (
+            "list orphaned feedback: a token that is not a cursor",
+            ListOrphanedFeedbackRequest {
+                page_token: "bm90LWEtY3Vyc29y".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        assert_status(
+            case,
+            feedback.list_orphaned_feedback(request).await,
             InvalidArgument,
             &[needle],
         );
