@@ -91,15 +91,9 @@ pub fn open(settings: SpillSettings) -> Result<(SpillAppender, SpillReader), Spi
     let dir = settings.dir.clone();
     fs::create_dir_all(&dir)?;
     let counters = Arc::new(Counters::default());
-    let start = recover(&settings, &counters)?;
-    // After every segment an earlier run left (and after the cursor's, so
-    // an old cursor never points into the new segment).
-    let live = segment::list(&dir)?
-        .last()
-        .map(|(id, _)| *id)
-        .max(reader::read_cursor(&dir).map(|cursor| cursor.segment))
-        .unwrap_or(0)
-        + 1;
+    let recovered = recover(&settings, &counters)?;
+    let start = recovered.start;
+    let live = recovered.last_segment + 1;
     let file = segment::create(&dir, live)?;
     Counters::add(&counters.disk_bytes, SEGMENT_HEADER_LEN);
     let live_start = Position {
@@ -145,14 +139,25 @@ pub fn open(settings: SpillSettings) -> Result<(SpillAppender, SpillReader), Spi
     Ok((appender, reader))
 }
 
+/// What an earlier run left.
+struct Recovered {
+    /// Where delivery resumes: `None` when nothing is left to deliver.
+    start: Option<Position>,
+    /// The newest segment id an earlier run used (or its cursor names), so
+    /// the new segment comes after it and an old cursor never points into
+    /// it.
+    last_segment: u64,
+}
+
 /// Removes what was delivered (and segments with nothing left to
-/// deliver), cuts torn tails off, counts what is left, and returns where
-/// delivery resumes: `None` when nothing is left.
-fn recover(settings: &SpillSettings, counters: &Counters) -> Result<Option<Position>, SpillError> {
+/// deliver), cuts torn tails off and counts what is left.
+fn recover(settings: &SpillSettings, counters: &Counters) -> Result<Recovered, SpillError> {
     let dir = &settings.dir;
     let cursor = reader::read_cursor(dir);
     let mut start = None;
+    let mut last_segment = cursor.map(|cursor| cursor.segment).unwrap_or(0);
     for (id, size) in segment::list(dir)? {
+        last_segment = last_segment.max(id);
         let from = match cursor {
             Some(cursor) if id < cursor.segment => {
                 fs::remove_file(segment::path(dir, id))?;
@@ -188,7 +193,10 @@ fn recover(settings: &SpillSettings, counters: &Counters) -> Result<Option<Posit
             offset: from,
         });
     }
-    Ok(start)
+    Ok(Recovered {
+        start,
+        last_segment,
+    })
 }
 
 impl SpillAppender {

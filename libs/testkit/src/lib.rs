@@ -14,6 +14,6 @@ pub mod status;
 
 pub use database::{Backend, TestDatabase, BACKENDS};
 pub use eventually::{eventually, Settled};
-pub use http::http_get;
+pub use http::{http_exchange, http_get, http_request, try_http_exchange, HttpResponse};
 pub use server::{dead_address, TestServer};
 pub use status::{assert_status, expect_status};

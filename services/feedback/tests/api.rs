@@ -3,14 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_testkit::server::Ports;
-use keel_testkit::{assert_status, dead_address, eventually, http_get, TestDatabase, TestServer};
+use keel_testkit::{
+    assert_status, dead_address, eventually, http_exchange, http_get, http_request, TestDatabase,
+    TestServer,
+};
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -74,57 +76,19 @@ impl Running<FeedbackServiceClient<Channel>, keel_feedback::Error> {
     }
 }
 
-/// A plain HTTP/1.1 POST of a JSON body, on a blocking thread (tests
-/// only); returns the status code and the body.
+/// A POST of a JSON body; returns the status code and the body.
 async fn http_post(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let request = http_request(
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
     );
-    let (code, _, payload) = http_exchange(address, request.into_bytes()).await;
-    (code, serde_json::from_slice(&payload).unwrap())
-}
-
-/// Sends `request` (a whole HTTP/1.1 request) and returns the status code,
-/// the headers (lowercased) and the body, de-chunked.
-async fn http_exchange(address: SocketAddr, request: Vec<u8>) -> (u16, String, Vec<u8>) {
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream.write_all(&request).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let split = response
-            .windows(4)
-            .position(|window| window == b"\r\n\r\n")
-            .unwrap();
-        let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
-        let mut body = response[split + 4..].to_vec();
-        if head.contains("transfer-encoding: chunked") {
-            body = dechunk(&body);
-        }
-        let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (code, head, body)
-    })
-    .await
-    .unwrap()
-}
-
-fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = chunked
-            .windows(2)
-            .position(|window| window == b"\r\n")
-            .unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&chunked[..line_end]).unwrap(), 16).unwrap();
-        if size == 0 {
-            return body;
-        }
-        let start = line_end + 2;
-        body.extend_from_slice(&chunked[start..start + size]);
-        chunked = &chunked[start + size + 2..];
-    }
+    let response = http_exchange(address, request).await;
+    (
+        response.status,
+        serde_json::from_slice(&response.body).unwrap(),
+    )
 }
 
 fn request_id(n: u128) -> String {
@@ -599,13 +563,20 @@ async fn browsers_on_an_allowed_origin_post_feedback_as_json_and_grpc_web() {
 
     // The preflight a browser sends before a cross-origin JSON POST.
     let preflight = |origin: &str| {
-        format!(
-            "OPTIONS /v1/feedback HTTP/1.1\r\nHost: test\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n"
+        http_request(
+            "OPTIONS",
+            "/v1/feedback",
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            b"",
         )
-        .into_bytes()
     };
-    let (code, head, _) = http_exchange(admin, preflight(CHAT_ORIGIN)).await;
-    assert_eq!(code, 200, "{head}");
+    let answer = http_exchange(admin, preflight(CHAT_ORIGIN)).await;
+    let head = answer.headers;
+    assert_eq!(answer.status, 200, "{head}");
     assert!(
         head.contains(&format!("access-control-allow-origin: {CHAT_ORIGIN}")),
         "{head}"
@@ -618,8 +589,12 @@ async fn browsers_on_an_allowed_origin_post_feedback_as_json_and_grpc_web() {
         head.contains("access-control-allow-headers: content-type"),
         "{head}"
     );
-    let (_, head, _) = http_exchange(admin, preflight("http://evil.example")).await;
-    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let refused = http_exchange(admin, preflight("http://evil.example")).await;
+    assert!(
+        !refused.headers.contains("access-control-allow-origin"),
+        "{}",
+        refused.headers
+    );
 
     // The POST itself, from the allowed origin: accepted (the record has
     // not arrived, monitoring being down) and readable by the page.
@@ -627,17 +602,25 @@ async fn browsers_on_an_allowed_origin_post_feedback_as_json_and_grpc_web() {
         r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,
         request_id(5)
     );
-    let post = format!(
-        "POST /v1/feedback HTTP/1.1\r\nHost: test\r\nOrigin: {CHAT_ORIGIN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let post = http_request(
+        "POST",
+        "/v1/feedback",
+        &[
+            ("Origin", CHAT_ORIGIN),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
     );
-    let (code, head, payload) = http_exchange(admin, post.into_bytes()).await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&payload));
+    let answer = http_exchange(admin, post).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(
-        head.contains(&format!("access-control-allow-origin: {CHAT_ORIGIN}")),
-        "{head}"
+        answer
+            .headers
+            .contains(&format!("access-control-allow-origin: {CHAT_ORIGIN}")),
+        "{}",
+        answer.headers
     );
-    let record: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(record["joined"], false);
     // A malformed one is refused, naming the field.
     let (code, error) = http_post(
@@ -661,14 +644,19 @@ async fn browsers_on_an_allowed_origin_post_feedback_as_json_and_grpc_web() {
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
     frame.extend_from_slice(&message);
-    let mut request = format!(
-        "POST /keel.v1.FeedbackService/ListFeedback HTTP/1.1\r\nHost: test\r\nOrigin: {CHAT_ORIGIN}\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        frame.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&frame);
-    let (code, head, body) = http_exchange(feedback.server.address(), request).await;
-    assert_eq!(code, 200, "{head}");
+    let request = http_request(
+        "POST",
+        "/keel.v1.FeedbackService/ListFeedback",
+        &[
+            ("Origin", CHAT_ORIGIN),
+            ("Content-Type", "application/grpc-web+proto"),
+            ("X-Grpc-Web", "1"),
+        ],
+        &frame,
+    );
+    let answer = http_exchange(feedback.server.address(), request).await;
+    let (head, body) = (answer.headers, answer.body);
+    assert_eq!(answer.status, 200, "{head}");
     assert!(
         head.contains("content-type: application/grpc-web+proto"),
         "{head}"

@@ -19,7 +19,7 @@ use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_testkit::eventually;
 use tonic::transport::Channel;
 
-use support::{set_up_application, Backend, Deployment, Service};
+use support::{set_up_application, Backend, Deployment, Service, START_ORDER};
 
 const QUERIES: usize = 5_000;
 const CLIENTS: usize = 4;
@@ -52,7 +52,7 @@ async fn monitoring_down_twice(backend: Backend) {
     deployment.set("KEEL_SERVING__INFERENCE_FLUSH_INTERVAL_MS", "50");
     deployment.set("KEEL_SERVING__DELIVERY_MAX_BACKOFF_MS", "1000");
     deployment.set("KEEL_FEEDBACK__JOIN_INTERVAL_MS", "200");
-    for service in Service::ALL_IN_START_ORDER {
+    for service in START_ORDER {
         deployment.start(service).await;
     }
     let endpoint = set_up_application(&deployment).await;

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 
 use keel_core::payload::struct_to_json;
@@ -26,7 +26,9 @@ use serde_json::json;
 use tonic::codec::CompressionEncoding;
 use tonic::Code;
 
-use keel_testkit::{assert_status, http_get, TestDatabase};
+use keel_testkit::{
+    assert_status, http_exchange, http_get, http_request, HttpResponse, TestDatabase,
+};
 use support::{start, Running};
 
 // ---------------------------------------------------------------------------
@@ -83,12 +85,6 @@ impl Running {
     }
 }
 
-struct HttpResponse {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
 /// A plain HTTP/1.1 POST, on a blocking thread (tests only).
 async fn http_post(
     address: SocketAddr,
@@ -106,8 +102,7 @@ async fn http_post_with(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> HttpResponse {
-    let content_length = body.len();
-    http_post_declaring(address, path, headers, content_length, body).await
+    http_exchange(address, http_request("POST", path, headers, &body)).await
 }
 
 /// A POST whose `Content-Length` is `content_length`, whatever `body` holds.
@@ -125,33 +120,9 @@ async fn http_post_declaring(
     head.push_str(&format!(
         "Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
     ));
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&body).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let split = response
-            .windows(4)
-            .position(|window| window == b"\r\n\r\n")
-            .expect("an HTTP response head");
-        let headers = String::from_utf8(response[..split].to_vec()).unwrap();
-        let status = headers
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .expect("a status line");
-        HttpResponse {
-            status,
-            headers: headers.to_ascii_lowercase(),
-            body: response[split + 4..].to_vec(),
-        }
-    })
-    .await
-    .unwrap()
+    let mut request = head.into_bytes();
+    request.extend_from_slice(&body);
+    http_exchange(address, request).await
 }
 
 // ---------------------------------------------------------------------------

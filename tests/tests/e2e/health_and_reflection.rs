@@ -220,25 +220,8 @@ async fn wait_for_health(cluster: &Cluster, service: Service, wanted: ServingSta
 /// The status code of the admin port's `/healthz`.
 async fn healthz(cluster: &Cluster, service: Service) -> u16 {
     let address = cluster.keel.admin_addr(service);
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        write!(
-            stream,
-            "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status_line = response.lines().next().unwrap_or_default().to_string();
-        status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP answer: {status_line:?}"))
-    })
-    .await
-    .unwrap()
+    let request = keel_testkit::http_request("GET", "/healthz", &[], b"");
+    keel_testkit::http_exchange(address, request).await.status
 }
 
 /// `host:port` of a `postgres://user@host:port/db` URL.

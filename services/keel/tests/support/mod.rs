@@ -8,8 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,52 +18,26 @@ pub use keel_testkit::Backend;
 /// How long a started service may take to answer its health check.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Service {
-    Registry,
-    VectorIndex,
-    Serving,
-    Feedback,
-    Monitoring,
-}
+pub use keel::cluster::Service;
 
-impl Service {
-    /// Serving last: it dials the others.
-    pub const ALL_IN_START_ORDER: [Service; 5] = [
-        Service::Registry,
-        Service::VectorIndex,
-        Service::Monitoring,
-        Service::Feedback,
-        Service::Serving,
-    ];
+/// Serving last: it dials the others.
+pub const START_ORDER: [Service; 5] = [
+    Service::Registry,
+    Service::VectorIndex,
+    Service::Monitoring,
+    Service::Feedback,
+    Service::Serving,
+];
 
-    const ALL: [Service; 5] = [
-        Service::Registry,
-        Service::VectorIndex,
-        Service::Serving,
-        Service::Feedback,
-        Service::Monitoring,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Registry => "registry",
-            Service::VectorIndex => "vector-index",
-            Service::Serving => "serving",
-            Service::Feedback => "feedback",
-            Service::Monitoring => "monitoring",
-        }
-    }
-
-    /// Its config section, as the `KEEL_<SECTION>__` environment prefix.
-    fn section(self) -> &'static str {
-        match self {
-            Service::Registry => "REGISTRY",
-            Service::VectorIndex => "VECTOR_INDEX",
-            Service::Serving => "SERVING",
-            Service::Feedback => "FEEDBACK",
-            Service::Monitoring => "MONITORING",
-        }
+/// A service's config section, as the `KEEL_<SECTION>__` environment
+/// prefix.
+fn section(service: Service) -> &'static str {
+    match service {
+        Service::Registry => "REGISTRY",
+        Service::VectorIndex => "VECTOR_INDEX",
+        Service::Serving => "SERVING",
+        Service::Feedback => "FEEDBACK",
+        Service::Monitoring => "MONITORING",
     }
 }
 
@@ -84,7 +57,7 @@ impl Deployment {
         let data_dir = tempfile::tempdir().unwrap();
         let mut ports = BTreeMap::new();
         let mut databases = BTreeMap::new();
-        for service in Service::ALL {
+        for service in START_ORDER {
             ports.insert(service, free_port_pair());
             let url = match backend {
                 Backend::Sqlite => String::new(),
@@ -156,14 +129,11 @@ impl Deployment {
             .stdout(Stdio::null())
             .stderr(log);
         for (other, port) in &self.ports {
-            command.env(format!("KEEL_{}__PORT", other.section()), port.to_string());
+            command.env(format!("KEEL_{}__PORT", section(*other)), port.to_string());
         }
         let database = &self.databases[&service];
         if !database.is_empty() {
-            command.env(
-                format!("KEEL_{}__DATABASE_URL", service.section()),
-                database,
-            );
+            command.env(format!("KEEL_{}__DATABASE_URL", section(service)), database);
         }
         for (key, url) in [
             ("KEEL_SERVING__REGISTRY_URL", self.url(Service::Registry)),
@@ -264,20 +234,10 @@ fn free_port_pair() -> u16 {
 
 /// Whether `GET /healthz` answers 200.
 async fn healthz(address: SocketAddr) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
-            return false;
-        };
-        let request = "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
-        if stream.write_all(request.as_bytes()).is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 200")
-    })
-    .await
-    .unwrap()
+    let request = keel_testkit::http_request("GET", "/healthz", &[], b"");
+    keel_testkit::try_http_exchange(address, request)
+        .await
+        .is_some_and(|answer| answer.status == 200)
 }
 
 /// The load test's application (a collection of synthetic passages with
