@@ -75,9 +75,18 @@ pub struct DeliveryWorker {
     failing: bool,
 }
 
+/// What the next read from the source gave.
+enum Fetched {
+    Batch(Batch),
+    /// The source is closed and everything was read.
+    Closed,
+    /// The stop token fired before a record came.
+    Stopped,
+}
+
 /// Why a batch was not delivered.
 enum Undelivered {
-    /// Shutdown came first; the spill log keeps the batch.
+    /// The stop token fired first; the spill log keeps the batch.
     Stopped,
     /// Monitoring refused it as invalid: sending it again cannot help.
     Refused(Status),
@@ -102,33 +111,53 @@ impl DeliveryWorker {
     /// that is everything) and returns.
     pub async fn run(mut self, channel: Channel, shutdown: CancellationToken) {
         let client = RecordInferencesClient::new(channel);
+        // A batch taken from the source when shutdown came: it still goes
+        // out in the flush below.
+        let mut carried = None;
         loop {
-            let batch = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                batch = self.next_batch() => batch,
-            };
-            let Some(batch) = batch else { return };
-            if !self.deliver(&client, batch, &shutdown, None).await {
-                break;
+            match self.next_batch(&shutdown).await {
+                Fetched::Batch(batch) => {
+                    if let Err(batch) = self.deliver(&client, batch, &shutdown).await {
+                        carried = Some(batch);
+                        break;
+                    }
+                }
+                Fetched::Closed => return,
+                Fetched::Stopped => break,
             }
         }
         if let RecordSource::Memory(receiver) = &mut self.source {
             // What is queued now is all there will be.
             receiver.close();
         }
-        let give_up_at = Instant::now() + self.settings.shutdown_flush;
-        let stopped = CancellationToken::new();
-        while Instant::now() < give_up_at {
-            let batch = tokio::select! {
-                _ = tokio::time::sleep_until(give_up_at) => break,
-                batch = self.next_batch() => batch,
+        let deadline = CancellationToken::new();
+        let timer = tokio::spawn({
+            let deadline = deadline.clone();
+            let flush = self.settings.shutdown_flush;
+            async move {
+                tokio::time::sleep(flush).await;
+                deadline.cancel();
+            }
+        });
+        loop {
+            let batch = match carried.take() {
+                Some(batch) => batch,
+                None => match self.next_batch(&deadline).await {
+                    Fetched::Batch(batch) => batch,
+                    Fetched::Closed => {
+                        timer.abort();
+                        return;
+                    }
+                    Fetched::Stopped => break,
+                },
             };
-            let Some(batch) = batch else { return };
-            if !self
-                .deliver(&client, batch, &stopped, Some(give_up_at))
-                .await
-            {
+            if let Err(batch) = self.deliver(&client, batch, &deadline).await {
+                if matches!(self.source, RecordSource::Memory(_)) {
+                    // Nowhere keeps it.
+                    self.counters
+                        .failed_delivery
+                        .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                }
                 break;
             }
         }
@@ -140,9 +169,9 @@ impl DeliveryWorker {
     }
 
     /// The next batch, waiting for the first record and then up to the
-    /// flush interval for it to fill. `None` once the source is closed and
-    /// empty.
-    async fn next_batch(&mut self) -> Option<Batch> {
+    /// flush interval for it to fill. A `stop` before the first record
+    /// ends the wait; after it, the records taken so far still go out.
+    async fn next_batch(&mut self, stop: &CancellationToken) -> Fetched {
         let batch_size = self.settings.batch_size;
         match &mut self.source {
             RecordSource::Spill(reader) => {
@@ -151,8 +180,14 @@ impl DeliveryWorker {
                     max_bytes: MAX_BATCH_BYTES,
                     linger: self.settings.flush_interval,
                 };
-                match reader.next_batch(limits).await {
-                    Ok(Some(mut spilled)) => Some(Batch {
+                // Dropping a read loses nothing: what is not acknowledged
+                // is read again.
+                let read = tokio::select! {
+                    _ = stop.cancelled() => return Fetched::Stopped,
+                    read = reader.next_batch(limits) => read,
+                };
+                match read {
+                    Ok(Some(mut spilled)) => Fetched::Batch(Batch {
                         // Sent as they are: see encoded_records.
                         records: std::mem::take(&mut spilled.records)
                             .into_iter()
@@ -160,13 +195,16 @@ impl DeliveryWorker {
                             .collect(),
                         spilled: Some(spilled),
                     }),
-                    Ok(None) => None,
+                    Ok(None) => Fetched::Closed,
                     Err(error) => {
                         // The disk failed under the reader: try again later
                         // rather than spin.
                         tracing::error!(%error, "cannot read the spill log");
-                        tokio::time::sleep(self.settings.max_backoff).await;
-                        Some(Batch {
+                        tokio::select! {
+                            _ = stop.cancelled() => return Fetched::Stopped,
+                            _ = tokio::time::sleep(self.settings.max_backoff) => {}
+                        }
+                        Fetched::Batch(Batch {
                             records: Vec::new(),
                             spilled: None,
                         })
@@ -175,13 +213,19 @@ impl DeliveryWorker {
             }
             RecordSource::Memory(receiver) => {
                 let mut records = Vec::with_capacity(batch_size);
-                if receiver.recv_many(&mut records, batch_size).await == 0 {
-                    return None;
+                // recv_many takes nothing when it is dropped unfinished.
+                let received = tokio::select! {
+                    _ = stop.cancelled() => return Fetched::Stopped,
+                    received = receiver.recv_many(&mut records, batch_size) => received,
+                };
+                if received == 0 {
+                    return Fetched::Closed;
                 }
                 let flush_at = Instant::now() + self.settings.flush_interval;
                 while records.len() < batch_size {
                     let room = batch_size - records.len();
                     let more = tokio::select! {
+                        _ = stop.cancelled() => 0,
                         _ = tokio::time::sleep_until(flush_at) => 0,
                         more = receiver.recv_many(&mut records, room) => more,
                     };
@@ -189,7 +233,7 @@ impl DeliveryWorker {
                         break;
                     }
                 }
-                Some(Batch {
+                Fetched::Batch(Batch {
                     records: records
                         .into_iter()
                         .map(|record| {
@@ -203,34 +247,24 @@ impl DeliveryWorker {
     }
 
     /// Sends `batch` until monitoring acknowledges it, then acknowledges it
-    /// to its source. False when delivery stopped (shutdown, or past
-    /// `give_up_at`).
+    /// to its source. Hands the batch back when `stop` came first.
     async fn deliver(
         &mut self,
         client: &RecordInferencesClient,
         batch: Batch,
         stop: &CancellationToken,
-        give_up_at: Option<Instant>,
-    ) -> bool {
+    ) -> Result<(), Batch> {
         let count = batch.records.len() as u64;
         let outcome = if batch.records.is_empty() {
             Ok(())
         } else {
-            self.send(client, batch.records, stop, give_up_at).await
+            self.send(client, &batch.records, stop).await
         };
         match outcome {
             Ok(()) => {
                 self.counters.delivered.fetch_add(count, Ordering::Relaxed);
             }
-            Err(Undelivered::Stopped) => {
-                if matches!(self.source, RecordSource::Memory(_)) {
-                    // Nowhere keeps it.
-                    self.counters
-                        .failed_delivery
-                        .fetch_add(count, Ordering::Relaxed);
-                }
-                return false;
-            }
+            Err(Undelivered::Stopped) => return Err(batch),
             Err(Undelivered::Refused(status)) => {
                 tracing::error!(records = count, code = ?status.code(), error = status.message(), "monitoring refused a batch of inference records");
                 self.counters
@@ -243,21 +277,21 @@ impl DeliveryWorker {
                 tracing::error!(%error, "cannot record delivery in the spill log; the batch will be sent again");
             }
         }
-        true
+        Ok(())
     }
 
     async fn send(
         &mut self,
         client: &RecordInferencesClient,
-        records: Vec<Bytes>,
+        records: &[Bytes],
         stop: &CancellationToken,
-        give_up_at: Option<Instant>,
     ) -> Result<(), Undelivered> {
         let attempt_timeout = self.settings.attempt_timeout;
         let count = records.len();
         let attempt = || {
             let mut client = client.clone();
-            let records = records.clone();
+            // Bytes: a clone copies no record.
+            let records = records.to_vec();
             async move {
                 match tokio::time::timeout(attempt_timeout, client.record(records)).await {
                     Ok(answer) => answer.map(|_| ()),
@@ -284,16 +318,9 @@ impl DeliveryWorker {
                 }
                 tracing::debug!(?delay, "inference delivery retry");
             });
-        let deadline = async {
-            match give_up_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let outcome = tokio::select! {
             outcome = retried => outcome,
             _ = stop.cancelled() => return Err(Undelivered::Stopped),
-            _ = deadline => return Err(Undelivered::Stopped),
         };
         match outcome {
             Ok(()) => {

@@ -288,4 +288,25 @@ mod tests {
         assert_eq!(monitoring.records().len(), 7);
         assert_eq!(log.stats().delivered, 7);
     }
+
+    #[tokio::test]
+    async fn shutdown_while_a_batch_fills_still_delivers_it() {
+        let monitoring = FakeMonitoring::start().await;
+        let mut slow = memory_config(100);
+        slow.inference_flush_interval_ms = 3_600_000;
+        slow.inference_batch_size = 1000;
+        let (log, worker) = open(&slow).unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(monitoring.channel(), shutdown.clone()));
+        for index in 0..3 {
+            log.record(record(index));
+        }
+        // The worker has taken them and waits an hour for the batch to fill.
+        wait_for(&log, |stats| stats.enqueued == 3).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(monitoring.records().len(), 3);
+        assert_eq!(log.stats().delivered, 3);
+    }
 }
