@@ -254,13 +254,7 @@ impl FeedbackBook {
             records.push(record_from_row(row)?);
         }
         let next = match records.last() {
-            Some(last) if has_more => Some(PageCursor {
-                position: last.created_at_ms,
-                key: Uuid::parse_str(&last.id).map_err(|_| Error::CorruptRow {
-                    id: last.id.clone(),
-                    reason: "its id is not a UUID".to_string(),
-                })?,
-            }),
+            Some(last) if has_more => Some(cursor_after(last.created_at_ms, &last.id)?),
             _ => None,
         };
         Ok(FeedbackPage { records, next })
@@ -308,13 +302,7 @@ impl FeedbackBook {
         let has_more = rows.len() > page_len;
         rows.truncate(page_len);
         let next = match rows.last() {
-            Some(last) if has_more => Some(PageCursor {
-                position: last.created_at_ms,
-                key: Uuid::parse_str(&last.id).map_err(|_| Error::CorruptRow {
-                    id: last.id.clone(),
-                    reason: "its id is not a UUID".to_string(),
-                })?,
-            }),
+            Some(last) if has_more => Some(cursor_after(last.created_at_ms, &last.id)?),
             _ => None,
         };
         // Monitoring down: nothing can be joined now, and the rows stand.
@@ -397,6 +385,19 @@ impl FeedbackBook {
         tracing::info!(kind = ?kind, lines = lines.len(), "dataset exported");
         Ok(lines)
     }
+}
+
+/// The cursor of the next page, which starts after the row at
+/// (`created_at_ms`, `id`).
+fn cursor_after(created_at_ms: i64, id: &str) -> Result<PageCursor, Error> {
+    let key = Uuid::parse_str(id).map_err(|_| Error::CorruptRow {
+        id: id.to_string(),
+        reason: "its id is not a UUID".to_string(),
+    })?;
+    Ok(PageCursor {
+        position: created_at_ms,
+        key,
+    })
 }
 
 fn row_from_record(record: &FeedbackRecord) -> FeedbackRow {

@@ -19,7 +19,7 @@ use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_testkit::eventually;
 use tonic::transport::Channel;
 
-use support::{set_up_application, Backend, Deployment, Service, START_ORDER};
+use support::{set_up_application, stored_request_ids, Backend, Deployment, Service, START_ORDER};
 
 const QUERIES: usize = 5_000;
 const CLIENTS: usize = 4;
@@ -182,33 +182,6 @@ async fn ask(
             load.during_outage.push(response.request_id);
         }
     }
-}
-
-async fn stored_request_ids(
-    monitoring: &MonitoringServiceClient<Channel>,
-    request_ids: &BTreeSet<String>,
-) -> BTreeSet<String> {
-    let ids: Vec<String> = request_ids.iter().cloned().collect();
-    let mut stored = BTreeSet::new();
-    for chunk in ids.chunks(1000) {
-        let Ok(found) = monitoring
-            .clone()
-            .batch_get_inferences(pb::BatchGetInferencesRequest {
-                request_ids: chunk.to_vec(),
-            })
-            .await
-        else {
-            return stored;
-        };
-        stored.extend(
-            found
-                .into_inner()
-                .records
-                .into_iter()
-                .map(|record| record.request_id),
-        );
-    }
-    stored
 }
 
 async fn joined_feedback_ids(feedback: &FeedbackServiceClient<Channel>) -> BTreeSet<String> {

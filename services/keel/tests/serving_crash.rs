@@ -20,7 +20,7 @@ use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 
-use support::{set_up_application, Backend, Deployment, Service};
+use support::{set_up_application, stored_request_ids, Backend, Deployment, Service};
 
 const KILLS: usize = 10;
 const CLIENTS: usize = 4;
@@ -246,34 +246,6 @@ fn tear_the_spill_tail(deployment: &Deployment) {
     // A frame header promising 100 bytes, and 10 of them.
     file.write_all(&100u32.to_le_bytes()).unwrap();
     file.write_all(&[0xab; 14]).unwrap();
-}
-
-/// Which of `request_ids` monitoring holds.
-async fn stored_request_ids(
-    monitoring: &MonitoringServiceClient<tonic::transport::Channel>,
-    request_ids: &BTreeSet<String>,
-) -> BTreeSet<String> {
-    let mut stored = BTreeSet::new();
-    let ids: Vec<String> = request_ids.iter().cloned().collect();
-    for chunk in ids.chunks(1000) {
-        match monitoring
-            .clone()
-            .batch_get_inferences(pb::BatchGetInferencesRequest {
-                request_ids: chunk.to_vec(),
-            })
-            .await
-        {
-            Ok(found) => stored.extend(
-                found
-                    .into_inner()
-                    .records
-                    .into_iter()
-                    .map(|record| record.request_id),
-            ),
-            Err(status) => eprintln!("BatchGetInferences: {status:?}"),
-        }
-    }
-    stored
 }
 
 /// Every stored record's request id, one per row.

@@ -256,3 +256,30 @@ pub async fn set_up_application(deployment: &Deployment) -> String {
     keel_loadtests::setup(&options).await.unwrap();
     options.endpoint
 }
+
+/// Which of `request_ids` monitoring holds; a call that fails (monitoring
+/// restarting) counts its ids as not there yet.
+pub async fn stored_request_ids(
+    monitoring: &keel_proto::v1::monitoring_service_client::MonitoringServiceClient<
+        tonic::transport::Channel,
+    >,
+    request_ids: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let ids: Vec<String> = request_ids.iter().cloned().collect();
+    let mut stored = std::collections::BTreeSet::new();
+    for chunk in ids.chunks(1000) {
+        let request = keel_proto::v1::BatchGetInferencesRequest {
+            request_ids: chunk.to_vec(),
+        };
+        if let Ok(found) = monitoring.clone().batch_get_inferences(request).await {
+            stored.extend(
+                found
+                    .into_inner()
+                    .records
+                    .into_iter()
+                    .map(|record| record.request_id),
+            );
+        }
+    }
+    stored
+}
