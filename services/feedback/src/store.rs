@@ -201,6 +201,18 @@ async fn fetch_rows(
     Ok(tuples.into_iter().map(from_tuple).collect())
 }
 
+/// Rows strictly past `(created_at_ms, id)` in keyset order: `<` for
+/// newest first, `>` for oldest first. Pushes the clause's arguments.
+fn keyset_clause(args: &mut Vec<Arg>, created_at_ms: i64, id: String, past: &str) -> String {
+    args.push(Arg::Int(created_at_ms));
+    let time = args.len();
+    args.push(Arg::Int(created_at_ms));
+    let same_time = args.len();
+    args.push(Arg::Text(id));
+    let key = args.len();
+    format!("(created_at_ms {past} ${time} OR (created_at_ms = ${same_time} AND id {past} ${key}))")
+}
+
 fn where_clause(clauses: &[String]) -> String {
     if clauses.is_empty() {
         return String::new();
@@ -234,15 +246,7 @@ pub async fn list_feedback(
         clauses.push(format!("endpoint = ${}", args.len()));
     }
     if let Some((created_at_ms, id)) = &list.before {
-        args.push(Arg::Int(*created_at_ms));
-        let earlier = args.len();
-        args.push(Arg::Int(*created_at_ms));
-        let same_time = args.len();
-        args.push(Arg::Text(id.clone()));
-        let smaller_id = args.len();
-        clauses.push(format!(
-            "(created_at_ms < ${earlier} OR (created_at_ms = ${same_time} AND id < ${smaller_id}))"
-        ));
+        clauses.push(keyset_clause(&mut args, *created_at_ms, id.clone(), "<"));
     }
     args.push(Arg::Int(list.limit));
     let limit = args.len();
@@ -316,15 +320,7 @@ pub async fn unjoined_feedback(
         "created_at_ms < $2".to_string(),
     ];
     if let Some((created_at_ms, id)) = after {
-        args.push(Arg::Int(created_at_ms));
-        let later = args.len();
-        args.push(Arg::Int(created_at_ms));
-        let same_time = args.len();
-        args.push(Arg::Text(id));
-        let larger_id = args.len();
-        clauses.push(format!(
-            "(created_at_ms > ${later} OR (created_at_ms = ${same_time} AND id > ${larger_id}))"
-        ));
+        clauses.push(keyset_clause(&mut args, created_at_ms, id, ">"));
     }
     args.push(Arg::Int(limit));
     let limit = args.len();
