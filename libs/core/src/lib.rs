@@ -12,6 +12,7 @@ pub mod grpc_tracing;
 pub mod health;
 pub mod metrics;
 pub mod payload;
+pub mod periodic;
 pub mod server;
 mod span_export;
 pub mod standalone;

@@ -4,6 +4,8 @@
 use crate::FieldError;
 
 pub const MAX_NAME_LEN: usize = 128;
+/// User, session and other caller-chosen ids.
+pub const MAX_ID_BYTES: usize = 256;
 
 /// A resource name: 1..=128 characters of `[A-Za-z0-9._-]`, starting with a
 /// letter or a digit.

@@ -5,11 +5,20 @@
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_server::FeedbackService;
 use keel_types::{validate, FieldError, RequestId};
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::dataset_export::{ExportEvent, ExportRequest, ExportSummary, Progress};
 use crate::export::DatasetKind;
 use crate::feedback::{ExportFilter, FeedbackBook, FeedbackFilter, PageCursor, Submission};
 use crate::record::{FeedbackKind, FeedbackRecord};
+
+/// Lines an export may build ahead of a slow reader.
+const EXPORT_BUFFER_LINES: usize = 256;
 
 pub struct FeedbackApi {
     book: FeedbackBook,
@@ -33,14 +42,20 @@ impl FeedbackService for FeedbackApi {
             Ok(pb::FeedbackKind::Rating) => Some(FeedbackKind::Rating),
             Ok(pb::FeedbackKind::Correction) => Some(FeedbackKind::Correction),
             Ok(pb::FeedbackKind::Comment) => Some(FeedbackKind::Comment),
+            Ok(pb::FeedbackKind::Flag) => Some(FeedbackKind::Flag),
+            Ok(pb::FeedbackKind::Relevance) => Some(FeedbackKind::Relevance),
             Ok(pb::FeedbackKind::Unspecified) | Err(_) => None,
         };
         let submission = Submission {
             request_id: wire.request_id,
+            session_id: wire.session_id,
+            passage_id: wire.passage_id,
             kind,
             value: wire.value,
             correction: wire.correction,
             comment: wire.comment,
+            reason: wire.reason,
+            tags: wire.tags,
             user_id: wire.user_id,
             idempotency_key: wire.idempotency_key,
         };
@@ -56,6 +71,10 @@ impl FeedbackService for FeedbackApi {
         let mut filter = FeedbackFilter::default();
         if !list.request_id.is_empty() {
             filter.request_id = Some(RequestId::parse("request_id", &list.request_id)?);
+        }
+        if !list.session_id.is_empty() {
+            validate::max_len("session_id", &list.session_id, validate::MAX_ID_BYTES)?;
+            filter.session_id = Some(list.session_id);
         }
         if !list.endpoint.is_empty() {
             validate::name("endpoint", &list.endpoint)?;
@@ -92,9 +111,11 @@ impl FeedbackService for FeedbackApi {
         }))
     }
 
-    type ExportDatasetStream =
-        tokio_stream::Iter<std::vec::IntoIter<Result<pb::DatasetLine, Status>>>;
+    type ExportDatasetStream = Pin<Box<dyn Stream<Item = Result<pb::DatasetLine, Status>> + Send>>;
 
+    /// Checks the request, then streams: the export runs in its own task
+    /// and stops when the caller leaves; an error after the first line
+    /// ends the stream with its status.
     async fn export_dataset(
         &self,
         request: Request<pb::ExportDatasetRequest>,
@@ -104,26 +125,78 @@ impl FeedbackService for FeedbackApi {
             Ok(pb::DatasetKind::Sft) => DatasetKind::Sft,
             Ok(pb::DatasetKind::Preference) => DatasetKind::Preference,
             Ok(pb::DatasetKind::Eval) => DatasetKind::Eval,
+            Ok(pb::DatasetKind::Retrieval) => DatasetKind::Retrieval,
             Ok(pb::DatasetKind::Unspecified) | Err(_) => {
                 return Err(FieldError::new(
                     "kind",
-                    format!("must be one of SFT, PREFERENCE, EVAL, got {}", export.kind),
+                    format!(
+                        "must be one of SFT, PREFERENCE, EVAL, RETRIEVAL, got {}",
+                        export.kind
+                    ),
                 )
                 .into())
             }
         };
-        let filter = export_filter_from_proto(&export)?;
-        let lines = self.book.export(kind, &filter).await?;
-        let total_lines = lines.len() as u64;
-        let mut messages = Vec::with_capacity(lines.len());
-        for (index, json) in lines.into_iter().enumerate() {
-            messages.push(Ok(pb::DatasetLine {
-                json,
-                line_number: index as u64 + 1,
-                total_lines,
-            }));
-        }
-        Ok(Response::new(tokio_stream::iter(messages)))
+        let request = ExportRequest {
+            kind,
+            filter: export_filter_from_proto(&export)?,
+            keep_duplicates: export.keep_duplicates,
+            mask_pii: export.mask_pii,
+        };
+        let (events, received) = mpsc::channel(EXPORT_BUFFER_LINES);
+        let book = self.book.clone();
+        tokio::spawn(async move { book.export(&request, events).await });
+        let mut last = Progress::default();
+        let lines = ReceiverStream::new(received).map(move |event| {
+            Ok(match event? {
+                ExportEvent::Line {
+                    json,
+                    line_number,
+                    progress,
+                } => {
+                    last = progress;
+                    dataset_line(json, line_number, progress, None)
+                }
+                ExportEvent::Progress(progress) => {
+                    last = progress;
+                    dataset_line(String::new(), 0, progress, None)
+                }
+                ExportEvent::Done(summary) => dataset_line(
+                    String::new(),
+                    summary.lines,
+                    last,
+                    Some(summary_to_proto(&summary)),
+                ),
+            })
+        });
+        Ok(Response::new(Box::pin(lines)))
+    }
+}
+
+fn dataset_line(
+    json: String,
+    line_number: u64,
+    progress: Progress,
+    summary: Option<pb::ExportSummary>,
+) -> pb::DatasetLine {
+    pb::DatasetLine {
+        json,
+        line_number,
+        requests_done: progress.requests_done,
+        requests_total: progress.requests_total,
+        summary,
+    }
+}
+
+fn summary_to_proto(summary: &ExportSummary) -> pb::ExportSummary {
+    pb::ExportSummary {
+        lines: summary.lines,
+        requests: summary.requests,
+        skipped_unjoined: summary.skipped_unjoined,
+        skipped_missing_record: summary.skipped_missing_record,
+        skipped_no_signal: summary.skipped_no_signal,
+        skipped_duplicate: summary.skipped_duplicate,
+        masked_lines: summary.masked_lines,
     }
 }
 
@@ -176,10 +249,19 @@ fn record_to_proto(record: FeedbackRecord) -> pb::FeedbackRecord {
         FeedbackKind::Rating => pb::FeedbackKind::Rating,
         FeedbackKind::Correction => pb::FeedbackKind::Correction,
         FeedbackKind::Comment => pb::FeedbackKind::Comment,
+        FeedbackKind::Flag => pb::FeedbackKind::Flag,
+        FeedbackKind::Relevance => pb::FeedbackKind::Relevance,
     };
     pb::FeedbackRecord {
         id: record.id,
-        request_id: record.request_id.to_string(),
+        request_id: record
+            .request_id
+            .map(|request_id| request_id.to_string())
+            .unwrap_or_default(),
+        session_id: record.session_id,
+        passage_id: record.passage_id,
+        reason: record.reason,
+        tags: record.tags,
         kind: kind as i32,
         value: record.value,
         correction: record.correction,

@@ -23,6 +23,13 @@ pub struct Config {
     /// feedback: `POST /v1/feedback` and gRPC-Web answer their CORS
     /// preflights.
     pub cors_allowed_origins: Vec<String>,
+    /// Feedback older than this is deleted (0: kept forever); monitoring
+    /// keeps the inference records it refers to as long.
+    pub feedback_retention_ms: u64,
+    /// How often the retention job runs.
+    pub retention_interval_ms: u64,
+    /// Rows deleted per transaction, so no lock is held long.
+    pub retention_batch: u32,
 }
 
 pub const DEFAULT_PORT: u16 = 7104;
@@ -37,6 +44,9 @@ impl Default for Config {
             join_interval_ms: 1_000,
             orphan_grace_ms: 3_600_000,
             cors_allowed_origins: Vec::new(),
+            feedback_retention_ms: 0,
+            retention_interval_ms: 60_000,
+            retention_batch: 1_000,
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum Error {
     Serve(#[from] keel_core::ServeError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
+    #[error("personal data masking cannot start: {0}")]
+    Masking(#[from] regex::Error),
     #[error("invalid configuration: feedback.{0}")]
     Config(#[from] keel_core::cors::InvalidOrigin),
 }

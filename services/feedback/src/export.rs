@@ -1,11 +1,12 @@
-//! Datasets built from feedback joined with the inference records: SFT
-//! (OpenAI chat fine-tuning lines), preference pairs and evaluation sets.
-//! Lines follow the inference's (started_at_ms, request_id), so the same
-//! data always exports the same file.
+//! Dataset lines built from the feedback on one request joined with its
+//! inference record: SFT (OpenAI chat fine-tuning lines), preference pairs,
+//! evaluation sets and retrieval sets. Pure: the streaming export
+//! (`dataset_export`) reads the rows and the records and calls these.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3;
 
 use keel_types::{ChatMessage, InferenceRecord, RequestId, Role};
 
@@ -16,6 +17,7 @@ pub enum DatasetKind {
     Sft,
     Preference,
     Eval,
+    Retrieval,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,44 +27,71 @@ enum Judgement {
     Disliked,
 }
 
-/// What the feedback of one request amounts to; "latest" wins.
-#[derive(Debug, Default)]
-struct Verdict {
+/// What the feedback on one request amounts to; "latest" wins.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Verdict {
     correction: Option<String>,
     judgement: Option<Judgement>,
     /// The latest rating, or thumbs as 1/-1.
     score: Option<i64>,
+    /// FLAG reasons, oldest first: a flagged answer is never a target.
+    flags: Vec<String>,
+    tags: BTreeSet<String>,
+    /// RELEVANCE per passage id: true when judged relevant.
+    passages: BTreeMap<String, bool>,
 }
 
-/// `feedback` must be oldest first (the store's export order).
-fn verdicts(feedback: &[FeedbackRecord]) -> HashMap<RequestId, Verdict> {
-    let mut verdicts: HashMap<RequestId, Verdict> = HashMap::new();
-    for record in feedback {
-        let verdict = verdicts.entry(record.request_id).or_default();
-        match record.kind {
-            FeedbackKind::Correction => verdict.correction = Some(record.correction.clone()),
-            FeedbackKind::Thumbs => {
-                let liked = record.value > 0.0;
-                verdict.judgement = Some(if liked {
-                    Judgement::Liked
-                } else {
-                    Judgement::Disliked
-                });
-                verdict.score = Some(if liked { 1 } else { -1 });
+impl Verdict {
+    /// `feedback` is the feedback on one request, oldest first.
+    pub fn of(feedback: &[FeedbackRecord]) -> Verdict {
+        let mut verdict = Verdict::default();
+        for record in feedback {
+            verdict.tags.extend(record.tags.iter().cloned());
+            match record.kind {
+                FeedbackKind::Correction => verdict.correction = Some(record.correction.clone()),
+                FeedbackKind::Thumbs => {
+                    let liked = record.value > 0.0;
+                    verdict.judgement = Some(if liked {
+                        Judgement::Liked
+                    } else {
+                        Judgement::Disliked
+                    });
+                    verdict.score = Some(if liked { 1 } else { -1 });
+                }
+                FeedbackKind::Rating => {
+                    let rating = record.value as i64;
+                    verdict.judgement = Some(match rating {
+                        4.. => Judgement::Liked,
+                        3 => Judgement::Neutral,
+                        _ => Judgement::Disliked,
+                    });
+                    verdict.score = Some(rating);
+                }
+                FeedbackKind::Flag => verdict.flags.push(record.reason.clone()),
+                FeedbackKind::Relevance => {
+                    verdict
+                        .passages
+                        .insert(record.passage_id.clone(), record.value > 0.0);
+                }
+                FeedbackKind::Comment => {}
             }
-            FeedbackKind::Rating => {
-                let rating = record.value as i64;
-                verdict.judgement = Some(match rating {
-                    4.. => Judgement::Liked,
-                    3 => Judgement::Neutral,
-                    _ => Judgement::Disliked,
-                });
-                verdict.score = Some(rating);
-            }
-            FeedbackKind::Comment => {}
         }
+        verdict
     }
-    verdicts
+
+    pub fn correction_mut(&mut self) -> Option<&mut String> {
+        self.correction.as_mut()
+    }
+
+    /// Liked and not flagged: the answer may be a fine-tuning target.
+    fn endorses_answer(&self) -> bool {
+        self.judgement == Some(Judgement::Liked) && self.flags.is_empty()
+    }
+
+    /// Disliked or flagged: the answer is one to move away from.
+    fn rejects_answer(&self) -> bool {
+        self.judgement == Some(Judgement::Disliked) || !self.flags.is_empty()
+    }
 }
 
 /// Lowercased alphanumeric words joined by one space: "How do I reset?" and
@@ -82,6 +111,65 @@ fn prompt_of(inference: &InferenceRecord) -> Vec<ChatMessage> {
         return inference.prompt_messages.clone();
     }
     vec![ChatMessage::new(Role::User, inference.question.clone())]
+}
+
+/// The latest two distinct endorsed answers per (endpoint, question), for
+/// preference pairs whose disliked answer has no correction. Its memory
+/// grows with the distinct questions that have a liked answer, not with
+/// the rows exported.
+#[derive(Debug, Default)]
+pub struct LikedAnswers {
+    by_question: HashMap<QuestionKey, Vec<LikedAnswer>>,
+}
+
+/// (endpoint, normalised question).
+type QuestionKey = (String, String);
+
+/// (started_at_ms, request_id, answer).
+type LikedAnswer = (i64, RequestId, String);
+
+impl LikedAnswers {
+    /// Notes the answer of `inference` when `verdict` endorses it.
+    pub fn add(&mut self, inference: &InferenceRecord, verdict: &Verdict) {
+        if !verdict.endorses_answer() || inference.answer.is_empty() {
+            return;
+        }
+        let key = (
+            inference.endpoint.clone(),
+            normalise_question(&inference.question),
+        );
+        let candidates = self.by_question.entry(key).or_default();
+        let entry = (
+            inference.started_at_ms,
+            inference.request_id,
+            inference.answer.clone(),
+        );
+        candidates.retain(|(_, _, answer)| *answer != entry.2);
+        candidates.push(entry);
+        // Newest first; two distinct answers always leave one that differs
+        // from any rejected answer.
+        candidates.sort_by_key(|(started_at_ms, request_id, _)| {
+            std::cmp::Reverse((*started_at_ms, *request_id))
+        });
+        candidates.truncate(2);
+    }
+
+    /// The most recent endorsed answer to the same question that is not
+    /// `rejected`.
+    fn chosen_for(&self, inference: &InferenceRecord, rejected: &str) -> Option<&str> {
+        let key = (
+            inference.endpoint.clone(),
+            normalise_question(&inference.question),
+        );
+        self.by_question.get(&key).and_then(|candidates| {
+            candidates
+                .iter()
+                .find(|(_, request_id, answer)| {
+                    *request_id != inference.request_id && answer != rejected
+                })
+                .map(|(_, _, answer)| answer.as_str())
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -106,128 +194,191 @@ struct EvalLine<'a> {
     context_ids: Vec<&'a str>,
     rating: Option<i64>,
     correction: Option<&'a str>,
+    flags: &'a [String],
+    tags: &'a BTreeSet<String>,
     served_model: &'a str,
     served_version: u32,
     endpoint: &'a str,
 }
 
-/// The dataset lines, one JSON object each, without newlines. Feedback on a
-/// request monitoring does not know is left out. CPU-bound on large exports:
-/// call it off the async threads.
-pub fn build_lines(
-    kind: DatasetKind,
-    feedback: &[FeedbackRecord],
-    inferences: &[InferenceRecord],
-) -> Result<Vec<String>, serde_json::Error> {
-    let verdicts = verdicts(feedback);
-    let mut ordered: BTreeMap<(i64, RequestId), &InferenceRecord> = BTreeMap::new();
-    for inference in inferences {
-        if verdicts.contains_key(&inference.request_id) {
-            ordered.insert((inference.started_at_ms, inference.request_id), inference);
-        }
+#[derive(Serialize)]
+struct RetrievalPassage<'a> {
+    id: &'a str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct RetrievalLine<'a> {
+    request_id: RequestId,
+    query: &'a str,
+    positives: Vec<RetrievalPassage<'a>>,
+    negatives: Vec<RetrievalPassage<'a>>,
+    endpoint: &'a str,
+    served_model: &'a str,
+    served_version: u32,
+}
+
+/// One dataset line and the hash of what makes it a duplicate of another:
+/// (prompt, answer) for SFT and EVAL, (prompt, chosen, rejected) for
+/// preference, (query, positives, negatives) for retrieval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub json: String,
+    pub dedup_key: u128,
+}
+
+/// Builds the key as the line is built: every part is hashed with its
+/// length, so ("ab", "c") and ("a", "bc") differ.
+struct DedupKey(Xxh3);
+
+impl DedupKey {
+    fn new() -> DedupKey {
+        DedupKey(Xxh3::new())
     }
-    let mut lines = Vec::new();
+
+    fn text(mut self, text: &str) -> DedupKey {
+        self.0.update(&(text.len() as u64).to_le_bytes());
+        self.0.update(text.as_bytes());
+        self
+    }
+
+    fn messages(self, messages: &[ChatMessage]) -> DedupKey {
+        messages.iter().fold(self, |key, message| {
+            key.text(message.role.as_str()).text(&message.content)
+        })
+    }
+
+    fn finish(self) -> u128 {
+        self.0.digest128()
+    }
+}
+
+/// The line `kind` makes of one request, or `None` when its feedback gives
+/// this kind nothing to use. `liked` is only read for preference pairs.
+pub fn build_line(
+    kind: DatasetKind,
+    inference: &InferenceRecord,
+    verdict: &Verdict,
+    liked: &LikedAnswers,
+) -> Result<Option<Line>, serde_json::Error> {
     match kind {
         DatasetKind::Sft => {
-            for inference in ordered.values() {
-                let Some(verdict) = verdicts.get(&inference.request_id) else {
-                    continue;
-                };
-                let preferred = match (&verdict.correction, verdict.judgement) {
-                    (Some(correction), _) => correction.as_str(),
-                    (None, Some(Judgement::Liked)) if !inference.answer.is_empty() => {
-                        inference.answer.as_str()
-                    }
-                    _ => continue,
-                };
-                let mut messages = prompt_of(inference);
-                messages.push(ChatMessage::new(Role::Assistant, preferred));
-                lines.push(serde_json::to_string(&SftLine { messages })?);
-            }
+            let preferred = match &verdict.correction {
+                Some(correction) => correction.as_str(),
+                None if verdict.endorses_answer() && !inference.answer.is_empty() => {
+                    inference.answer.as_str()
+                }
+                None => return Ok(None),
+            };
+            let mut messages = prompt_of(inference);
+            messages.push(ChatMessage::new(Role::Assistant, preferred));
+            let dedup_key = DedupKey::new().messages(&messages).finish();
+            let json = serde_json::to_string(&SftLine { messages })?;
+            Ok(Some(Line { json, dedup_key }))
         }
         DatasetKind::Preference => {
-            // Liked answers per (endpoint, question), in export order: the
-            // last one is the most recent.
-            let mut liked: HashMap<(&str, String), Vec<&InferenceRecord>> = HashMap::new();
-            for inference in ordered.values() {
-                let is_liked = verdicts
-                    .get(&inference.request_id)
-                    .is_some_and(|verdict| verdict.judgement == Some(Judgement::Liked));
-                if is_liked && !inference.answer.is_empty() {
-                    let key = (
-                        inference.endpoint.as_str(),
-                        normalise_question(&inference.question),
-                    );
-                    liked.entry(key).or_default().push(inference);
-                }
+            if !verdict.rejects_answer() {
+                return Ok(None);
             }
-            for inference in ordered.values() {
-                let Some(verdict) = verdicts.get(&inference.request_id) else {
-                    continue;
-                };
-                if verdict.judgement != Some(Judgement::Disliked) {
-                    continue;
-                }
-                let rejected = inference.answer.as_str();
-                let chosen = match &verdict.correction {
-                    Some(correction) => Some(correction.as_str()),
-                    None => {
-                        let key = (
-                            inference.endpoint.as_str(),
-                            normalise_question(&inference.question),
-                        );
-                        liked.get(&key).and_then(|candidates| {
-                            candidates
-                                .iter()
-                                .rev()
-                                .find(|other| {
-                                    other.request_id != inference.request_id
-                                        && other.answer != rejected
-                                })
-                                .map(|other| other.answer.as_str())
-                        })
-                    }
-                };
-                let Some(chosen) = chosen else { continue };
-                let line = PreferenceLine {
-                    prompt: prompt_of(inference),
-                    chosen,
-                    rejected,
-                    request_id: inference.request_id,
-                };
-                lines.push(serde_json::to_string(&line)?);
-            }
+            let rejected = inference.answer.as_str();
+            let chosen = match &verdict.correction {
+                Some(correction) => Some(correction.as_str()),
+                None => liked.chosen_for(inference, rejected),
+            };
+            let Some(chosen) = chosen else {
+                return Ok(None);
+            };
+            let prompt = prompt_of(inference);
+            let dedup_key = DedupKey::new()
+                .messages(&prompt)
+                .text(chosen)
+                .text(rejected)
+                .finish();
+            let line = PreferenceLine {
+                prompt,
+                chosen,
+                rejected,
+                request_id: inference.request_id,
+            };
+            Ok(Some(Line {
+                json: serde_json::to_string(&line)?,
+                dedup_key,
+            }))
         }
         DatasetKind::Eval => {
-            for inference in ordered.values() {
-                let Some(verdict) = verdicts.get(&inference.request_id) else {
-                    continue;
+            let dedup_key = DedupKey::new()
+                .messages(&prompt_of(inference))
+                .text(&inference.answer)
+                .finish();
+            let line = EvalLine {
+                request_id: inference.request_id,
+                question: &inference.question,
+                answer: &inference.answer,
+                contexts: inference
+                    .contexts
+                    .iter()
+                    .map(|passage| passage.text.as_str())
+                    .collect(),
+                context_ids: inference
+                    .contexts
+                    .iter()
+                    .map(|passage| passage.id.as_str())
+                    .collect(),
+                rating: verdict.score,
+                correction: verdict.correction.as_deref(),
+                flags: &verdict.flags,
+                tags: &verdict.tags,
+                served_model: &inference.served_model,
+                served_version: inference.served_version,
+                endpoint: &inference.endpoint,
+            };
+            Ok(Some(Line {
+                json: serde_json::to_string(&line)?,
+                dedup_key,
+            }))
+        }
+        DatasetKind::Retrieval => {
+            // Only passages the request did retrieve count: a judgement on
+            // any other id is left out.
+            let mut positives = Vec::new();
+            let mut negatives = Vec::new();
+            for passage in &inference.contexts {
+                let judged = RetrievalPassage {
+                    id: &passage.id,
+                    text: &passage.text,
                 };
-                let line = EvalLine {
-                    request_id: inference.request_id,
-                    question: &inference.question,
-                    answer: &inference.answer,
-                    contexts: inference
-                        .contexts
-                        .iter()
-                        .map(|passage| passage.text.as_str())
-                        .collect(),
-                    context_ids: inference
-                        .contexts
-                        .iter()
-                        .map(|passage| passage.id.as_str())
-                        .collect(),
-                    rating: verdict.score,
-                    correction: verdict.correction.as_deref(),
-                    served_model: &inference.served_model,
-                    served_version: inference.served_version,
-                    endpoint: &inference.endpoint,
-                };
-                lines.push(serde_json::to_string(&line)?);
+                match verdict.passages.get(&passage.id) {
+                    Some(true) => positives.push(judged),
+                    Some(false) => negatives.push(judged),
+                    None => {}
+                }
             }
+            if positives.is_empty() && negatives.is_empty() {
+                return Ok(None);
+            }
+            let mut key = DedupKey::new().text(&inference.question);
+            for passage in positives.iter() {
+                key = key.text(passage.id);
+            }
+            key = key.text("");
+            for passage in negatives.iter() {
+                key = key.text(passage.id);
+            }
+            let line = RetrievalLine {
+                request_id: inference.request_id,
+                query: &inference.question,
+                positives,
+                negatives,
+                endpoint: &inference.endpoint,
+                served_model: &inference.served_model,
+                served_version: inference.served_version,
+            };
+            Ok(Some(Line {
+                json: serde_json::to_string(&line)?,
+                dedup_key: key.finish(),
+            }))
         }
     }
-    Ok(lines)
 }
 
 #[cfg(test)]
@@ -285,11 +436,15 @@ mod tests {
     ) -> FeedbackRecord {
         FeedbackRecord {
             id: format!("{label}-{created_at_ms}"),
-            request_id: request_id(label),
+            request_id: Some(request_id(label)),
+            session_id: String::new(),
+            passage_id: String::new(),
             kind,
             value,
             correction: correction.to_string(),
             comment: String::new(),
+            reason: String::new(),
+            tags: Vec::new(),
             user_id: String::new(),
             idempotency_key: String::new(),
             created_at_ms,
@@ -298,6 +453,57 @@ mod tests {
             served_version: 3,
             joined: true,
         }
+    }
+
+    fn flag(label: &str, created_at_ms: i64, reason: &str) -> FeedbackRecord {
+        FeedbackRecord {
+            reason: reason.to_string(),
+            ..feedback(label, created_at_ms, FeedbackKind::Flag, 0.0, "")
+        }
+    }
+
+    fn relevance(label: &str, created_at_ms: i64, passage_id: &str, value: f64) -> FeedbackRecord {
+        FeedbackRecord {
+            passage_id: passage_id.to_string(),
+            ..feedback(label, created_at_ms, FeedbackKind::Relevance, value, "")
+        }
+    }
+
+    /// The lines of an export of `feedback` (oldest first) and
+    /// `inferences`, as the streaming export makes them: per request, in
+    /// request id order, after a first pass over liked answers.
+    fn build_lines(
+        kind: DatasetKind,
+        feedback: &[FeedbackRecord],
+        inferences: &[InferenceRecord],
+    ) -> Vec<String> {
+        let mut by_request: BTreeMap<RequestId, Vec<FeedbackRecord>> = BTreeMap::new();
+        for record in feedback {
+            by_request
+                .entry(record.request_id.unwrap())
+                .or_default()
+                .push(record.clone());
+        }
+        let joined: Vec<(&InferenceRecord, Verdict)> = by_request
+            .iter()
+            .filter_map(|(request_id, feedback)| {
+                let inference = inferences
+                    .iter()
+                    .find(|inference| inference.request_id == *request_id)?;
+                Some((inference, Verdict::of(feedback)))
+            })
+            .collect();
+        let mut liked = LikedAnswers::default();
+        for (inference, verdict) in &joined {
+            liked.add(inference, verdict);
+        }
+        joined
+            .iter()
+            .filter_map(|(inference, verdict)| {
+                build_line(kind, inference, verdict, &liked).unwrap()
+            })
+            .map(|line| line.json)
+            .collect()
     }
 
     /// r1 liked (thumbs down, then up: latest wins); r2 disliked with a
@@ -333,7 +539,7 @@ mod tests {
     #[test]
     fn sft_lines() {
         let (feedback, inferences) = scenario();
-        let lines = build_lines(DatasetKind::Sft, &feedback, &inferences).unwrap();
+        let lines = build_lines(DatasetKind::Sft, &feedback, &inferences);
         assert_eq!(
             lines,
             vec![
@@ -346,7 +552,7 @@ mod tests {
     #[test]
     fn preference_lines() {
         let (feedback, inferences) = scenario();
-        let lines = build_lines(DatasetKind::Preference, &feedback, &inferences).unwrap();
+        let lines = build_lines(DatasetKind::Preference, &feedback, &inferences);
         assert_eq!(
             lines,
             vec![
@@ -359,15 +565,15 @@ mod tests {
     #[test]
     fn eval_lines() {
         let (feedback, inferences) = scenario();
-        let lines = build_lines(DatasetKind::Eval, &feedback, &inferences).unwrap();
+        let lines = build_lines(DatasetKind::Eval, &feedback, &inferences);
         assert_eq!(lines.len(), 5);
         assert_eq!(
             lines[0],
-            r#"{"request_id":"00000000-0000-0000-0000-000000000001","question":"How do I reset my password?","answer":"Use the reset link.","contexts":["passage for r1"],"context_ids":["doc-r1"],"rating":1,"correction":null,"served_model":"chain","served_version":3,"endpoint":"support"}"#
+            r#"{"request_id":"00000000-0000-0000-0000-000000000001","question":"How do I reset my password?","answer":"Use the reset link.","contexts":["passage for r1"],"context_ids":["doc-r1"],"rating":1,"correction":null,"flags":[],"tags":[],"served_model":"chain","served_version":3,"endpoint":"support"}"#
         );
         assert_eq!(
             lines[1],
-            r#"{"request_id":"00000000-0000-0000-0000-000000000002","question":"What is the refund window?","answer":"7 days.","contexts":["passage for r2"],"context_ids":["doc-r2"],"rating":-1,"correction":"30 days.","served_model":"chain","served_version":3,"endpoint":"support"}"#
+            r#"{"request_id":"00000000-0000-0000-0000-000000000002","question":"What is the refund window?","answer":"7 days.","contexts":["passage for r2"],"context_ids":["doc-r2"],"rating":-1,"correction":"30 days.","flags":[],"tags":[],"served_model":"chain","served_version":3,"endpoint":"support"}"#
         );
         assert!(
             lines[2].contains(r#""request_id":"00000000-0000-0000-0000-000000000003""#)
@@ -384,12 +590,113 @@ mod tests {
     fn eval_rating_is_null_without_judgement() {
         let inferences = vec![inference("r1", 1, "q", "a")];
         let feedback = vec![feedback("r1", 1, FeedbackKind::Comment, 0.0, "")];
-        let lines = build_lines(DatasetKind::Eval, &feedback, &inferences).unwrap();
+        let lines = build_lines(DatasetKind::Eval, &feedback, &inferences);
         assert!(
             lines[0].contains(r#""rating":null,"correction":null"#),
             "{}",
             lines[0]
         );
+    }
+
+    #[test]
+    fn a_flagged_answer_is_never_a_target_and_is_rejected() {
+        let inferences = vec![
+            inference("r1", 100, "Is it safe?", "Yes, mix them."),
+            inference("r2", 200, "is it safe", "No, never mix them."),
+        ];
+        let feedback = vec![
+            feedback("r1", 1, FeedbackKind::Thumbs, 1.0, ""),
+            flag("r1", 2, "harmful"),
+            feedback("r2", 3, FeedbackKind::Thumbs, 1.0, ""),
+        ];
+        let sft = build_lines(DatasetKind::Sft, &feedback, &inferences);
+        assert_eq!(sft.len(), 1);
+        assert!(sft[0].contains("No, never mix them."), "{}", sft[0]);
+        let preference = build_lines(DatasetKind::Preference, &feedback, &inferences);
+        assert_eq!(
+            preference,
+            vec![
+                r#"{"prompt":[{"role":"system","content":"Use the context."},{"role":"user","content":"Is it safe?"}],"chosen":"No, never mix them.","rejected":"Yes, mix them.","request_id":"00000000-0000-0000-0000-000000000001"}"#
+            ]
+        );
+        let eval = build_lines(DatasetKind::Eval, &feedback, &inferences);
+        assert!(eval[0].contains(r#""flags":["harmful"]"#), "{}", eval[0]);
+    }
+
+    #[test]
+    fn eval_lines_carry_the_union_of_tags() {
+        let inferences = vec![inference("r1", 1, "q", "a")];
+        let mut first = feedback("r1", 1, FeedbackKind::Thumbs, 1.0, "");
+        first.tags = vec!["tone".to_string(), "billing".to_string()];
+        let mut second = feedback("r1", 2, FeedbackKind::Comment, 0.0, "");
+        second.tags = vec!["billing".to_string()];
+        let lines = build_lines(DatasetKind::Eval, &[first, second], &inferences);
+        assert!(
+            lines[0].contains(r#""tags":["billing","tone"]"#),
+            "{}",
+            lines[0]
+        );
+    }
+
+    #[test]
+    fn retrieval_lines_have_positives_and_hard_negatives() {
+        let mut with_three = inference("r1", 1, "How long is the refund window?", "30 days.");
+        with_three.contexts = ["refunds", "shipping", "warranty"]
+            .iter()
+            .map(|id| Passage {
+                id: id.to_string(),
+                text: format!("about {id}"),
+                score: 0.5,
+            })
+            .collect();
+        let inferences = vec![with_three, inference("r2", 2, "q", "a")];
+        let feedback = vec![
+            relevance("r1", 1, "shipping", 1.0),
+            relevance("r1", 2, "refunds", 1.0),
+            relevance("r1", 3, "warranty", -1.0),
+            // Latest wins: shipping is judged not relevant after all.
+            relevance("r1", 4, "shipping", -1.0),
+            // Not retrieved by r1: left out.
+            relevance("r1", 5, "elsewhere", 1.0),
+            // r2 has only a thumbs: nothing for RETRIEVAL.
+            feedback("r2", 6, FeedbackKind::Thumbs, 1.0, ""),
+        ];
+        let lines = build_lines(DatasetKind::Retrieval, &feedback, &inferences);
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"request_id":"00000000-0000-0000-0000-000000000001","query":"How long is the refund window?","positives":[{"id":"refunds","text":"about refunds"}],"negatives":[{"id":"shipping","text":"about shipping"},{"id":"warranty","text":"about warranty"}],"endpoint":"support","served_model":"chain","served_version":3}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_prompt_and_answer_share_a_dedup_key() {
+        let first = inference("r1", 1, "q", "a");
+        let second = inference("r2", 2, "q", "a");
+        let other = inference("r3", 3, "q", "b");
+        let liked = Verdict::of(&[feedback("r1", 1, FeedbackKind::Thumbs, 1.0, "")]);
+        let none = LikedAnswers::default();
+        let key = |inference: &InferenceRecord| {
+            build_line(DatasetKind::Sft, inference, &liked, &none)
+                .unwrap()
+                .unwrap()
+                .dedup_key
+        };
+        assert_eq!(key(&first), key(&second));
+        assert_ne!(key(&first), key(&other));
+    }
+
+    #[test]
+    fn liked_answers_keep_the_latest_two_distinct() {
+        let liked = Verdict::of(&[feedback("r1", 1, FeedbackKind::Thumbs, 1.0, "")]);
+        let mut answers = LikedAnswers::default();
+        answers.add(&inference("r1", 100, "q", "old"), &liked);
+        answers.add(&inference("r2", 300, "q", "newest"), &liked);
+        answers.add(&inference("r3", 200, "Q?", "middle"), &liked);
+        let asking = inference("r9", 400, "q", "bad");
+        assert_eq!(answers.chosen_for(&asking, "bad"), Some("newest"));
+        assert_eq!(answers.chosen_for(&asking, "newest"), Some("middle"));
     }
 
     #[test]

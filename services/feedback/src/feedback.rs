@@ -8,54 +8,170 @@ use keel_store::Store;
 use keel_types::{validate, FieldError, RequestId};
 use uuid::Uuid;
 
+use tokio::sync::mpsc;
+
+use crate::dataset_export::{self, ExportEvent, ExportRequest, ExportResult};
 use crate::error::Error;
-use crate::export::{self, DatasetKind};
 use crate::metrics::Counters;
 use crate::monitoring_client::{MonitoringClient, BATCH_LIMIT};
 use crate::record::{FeedbackKind, FeedbackRecord};
-use crate::store::{self, ExportQuery, FeedbackRow, Join, ListQuery};
+use crate::store::{self, FeedbackRow, Join, ListQuery};
 
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
-pub const MAX_USER_ID_BYTES: usize = 256;
+pub const MAX_REASON_BYTES: usize = 256;
+pub const MAX_TAGS: usize = 16;
+pub const MAX_TAG_BYTES: usize = 64;
 
 /// A submission as the caller sent it (over gRPC or HTTP), not yet checked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Submission {
     pub request_id: String,
+    pub session_id: String,
+    pub passage_id: String,
     /// `None`: unset or unknown.
     pub kind: Option<FeedbackKind>,
     pub value: f64,
     pub correction: String,
     pub comment: String,
+    pub reason: String,
+    pub tags: Vec<String>,
     pub user_id: String,
     pub idempotency_key: String,
+}
+
+/// What a piece of feedback judges.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Request(RequestId),
+    /// RELEVANCE: one retrieved passage of a request.
+    Passage {
+        request_id: RequestId,
+        passage_id: String,
+    },
+    /// A whole multi-turn conversation.
+    Session(String),
 }
 
 /// A submission that passed every rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedSubmission {
-    pub request_id: RequestId,
+    pub target: Target,
     pub kind: FeedbackKind,
     pub value: f64,
     pub correction: String,
     pub comment: String,
+    pub reason: String,
+    pub tags: Vec<String>,
     pub user_id: String,
     pub idempotency_key: Option<String>,
 }
 
+/// Exactly one of request and session, and a passage only for RELEVANCE.
+fn check_target(submission: &Submission, kind: FeedbackKind) -> Result<Target, FieldError> {
+    let judges_one_answer = matches!(kind, FeedbackKind::Correction | FeedbackKind::Relevance);
+    let target = match (
+        submission.request_id.is_empty(),
+        submission.session_id.is_empty(),
+    ) {
+        (true, true) => {
+            return Err(FieldError::new(
+                "request_id",
+                "must be set, or session_id for feedback on a whole session",
+            ))
+        }
+        (false, false) => {
+            return Err(FieldError::new(
+                "session_id",
+                "must be empty when request_id is set: feedback targets one request or one session",
+            ))
+        }
+        (true, false) => {
+            validate::not_empty("session_id", &submission.session_id)?;
+            validate::max_len("session_id", &submission.session_id, validate::MAX_ID_BYTES)?;
+            if judges_one_answer {
+                return Err(FieldError::new(
+                    "session_id",
+                    format!(
+                        "{} feedback needs request_id: it judges one answer or passage",
+                        kind.as_str().to_uppercase()
+                    ),
+                ));
+            }
+            Target::Session(submission.session_id.clone())
+        }
+        (false, true) => {
+            let request_id = RequestId::parse("request_id", &submission.request_id)?;
+            if kind == FeedbackKind::Relevance {
+                validate::not_empty("passage_id", &submission.passage_id)?;
+                validate::max_len("passage_id", &submission.passage_id, validate::MAX_ID_BYTES)?;
+                Target::Passage {
+                    request_id,
+                    passage_id: submission.passage_id.clone(),
+                }
+            } else {
+                Target::Request(request_id)
+            }
+        }
+    };
+    if kind != FeedbackKind::Relevance && !submission.passage_id.is_empty() {
+        return Err(FieldError::new(
+            "passage_id",
+            "must be empty unless kind is RELEVANCE",
+        ));
+    }
+    Ok(target)
+}
+
+/// At most 16 tags of 1..=64 bytes without control characters; repeats
+/// are dropped, the first order kept.
+fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
+    if tags.len() > MAX_TAGS {
+        return Err(FieldError::new(
+            "tags",
+            format!("must hold at most {MAX_TAGS} tags, got {}", tags.len()),
+        ));
+    }
+    let mut kept: Vec<String> = Vec::with_capacity(tags.len());
+    for (index, tag) in tags.into_iter().enumerate() {
+        let field = format!("tags[{index}]");
+        validate::not_empty(&field, &tag)?;
+        validate::max_len(&field, &tag, MAX_TAG_BYTES)?;
+        if tag.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
+        }
+        if !kept.contains(&tag) {
+            kept.push(tag);
+        }
+    }
+    Ok(kept)
+}
+
 /// The rules of a submission, shared by the gRPC and HTTP edges.
 pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, FieldError> {
-    let request_id = RequestId::parse("request_id", &submission.request_id)?;
     let Some(kind) = submission.kind else {
         return Err(FieldError::new(
             "kind",
-            "must be one of THUMBS, RATING, CORRECTION, COMMENT",
+            "must be one of THUMBS, RATING, CORRECTION, COMMENT, FLAG, RELEVANCE",
         ));
     };
+    let target = check_target(&submission, kind)?;
     validate::max_len("correction", &submission.correction, MAX_TEXT_BYTES)?;
     validate::max_len("comment", &submission.comment, MAX_TEXT_BYTES)?;
-    validate::max_len("user_id", &submission.user_id, MAX_USER_ID_BYTES)?;
+    validate::max_len("user_id", &submission.user_id, validate::MAX_ID_BYTES)?;
+    if kind == FeedbackKind::Flag {
+        validate::not_empty("reason", &submission.reason)?;
+        validate::max_len("reason", &submission.reason, MAX_REASON_BYTES)?;
+    } else if !submission.reason.is_empty() {
+        return Err(FieldError::new(
+            "reason",
+            "must be empty unless kind is FLAG",
+        ));
+    }
+    let tags = check_tags(submission.tags)?;
     let key_chars = submission.idempotency_key.chars().count();
     if key_chars > MAX_IDEMPOTENCY_KEY_CHARS {
         return Err(FieldError::new(
@@ -73,6 +189,19 @@ pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, Fie
             }
             submission.value
         }
+        FeedbackKind::Relevance => {
+            if submission.value != 1.0 && submission.value != -1.0 {
+                return Err(FieldError::new(
+                    "value",
+                    format!(
+                        "must be 1 (relevant) or -1 (not relevant) for RELEVANCE, got {}",
+                        submission.value
+                    ),
+                ));
+            }
+            submission.value
+        }
+        FeedbackKind::Flag => 0.0,
         FeedbackKind::Rating => {
             let whole = submission.value.fract() == 0.0;
             if !whole || !(1.0..=5.0).contains(&submission.value) {
@@ -101,11 +230,13 @@ pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, Fie
         Some(submission.idempotency_key)
     };
     Ok(CheckedSubmission {
-        request_id,
+        target,
         kind,
         value,
         correction: submission.correction,
         comment: submission.comment,
+        reason: submission.reason,
+        tags,
         user_id: submission.user_id,
         idempotency_key,
     })
@@ -114,6 +245,7 @@ pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, Fie
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FeedbackFilter {
     pub request_id: Option<RequestId>,
+    pub session_id: Option<String>,
     pub endpoint: Option<String>,
 }
 
@@ -146,6 +278,8 @@ pub struct FeedbackBook {
     /// How long feedback waits for its inference record before it is
     /// reported as orphaned.
     orphan_grace_ms: i64,
+    /// How long feedback is kept; `None`: forever.
+    retention_ms: Option<i64>,
 }
 
 impl FeedbackBook {
@@ -154,13 +288,42 @@ impl FeedbackBook {
         monitoring: MonitoringClient,
         counters: Counters,
         orphan_grace_ms: u64,
+        retention_ms: u64,
     ) -> FeedbackBook {
         FeedbackBook {
             store,
             monitoring,
             counters: Arc::new(counters),
             orphan_grace_ms: i64::try_from(orphan_grace_ms).unwrap_or(i64::MAX),
+            retention_ms: (retention_ms > 0)
+                .then(|| i64::try_from(retention_ms).unwrap_or(i64::MAX)),
         }
+    }
+
+    /// Until when monitoring must keep a record that feedback joined now
+    /// refers to: as long as that feedback lives.
+    fn keep_records_until(&self) -> i64 {
+        match self.retention_ms {
+            Some(retention_ms) => keel_core::time::now_ms().saturating_add(retention_ms),
+            None => i64::MAX,
+        }
+    }
+
+    /// Deletes the feedback older than the retention period, in batches of
+    /// `batch` rows; returns how many rows it deleted.
+    pub async fn expire(&self, now_ms: i64, batch: u32) -> Result<u64, Error> {
+        let Some(retention_ms) = self.retention_ms else {
+            return Ok(0);
+        };
+        let before_ms = now_ms.saturating_sub(retention_ms);
+        let deleted = keel_core::periodic::delete_in_batches(u64::from(batch), || {
+            store::delete_expired_feedback(&self.store, before_ms, i64::from(batch))
+        })
+        .await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "retention deleted expired feedback");
+        }
+        Ok(deleted)
     }
 
     /// Checks and stores a submission. A submission whose idempotency key
@@ -177,12 +340,45 @@ impl FeedbackBook {
                 return record_from_row(existing);
             }
         }
-        let inference = match self.monitoring.get_inference(checked.request_id).await {
-            Ok(found) => found,
-            Err(Error::MonitoringUnavailable { .. }) => None,
-            Err(error) => return Err(error),
+        let (request_id, passage_id, session_id) = match &checked.target {
+            Target::Request(request_id) => (Some(*request_id), String::new(), String::new()),
+            Target::Passage {
+                request_id,
+                passage_id,
+            } => (Some(*request_id), passage_id.clone(), String::new()),
+            Target::Session(session_id) => (None, String::new(), session_id.clone()),
         };
-        let joined = inference.is_some();
+        let inference = match request_id {
+            Some(request_id) => match self
+                .monitoring
+                .batch_get_inferences(&[request_id], Some(self.keep_records_until()))
+                .await
+            {
+                Ok(mut found) => found.pop(),
+                Err(Error::MonitoringUnavailable { .. }) => None,
+                Err(error) => return Err(error),
+            },
+            None => None,
+        };
+        if let (Some(inference), false) = (&inference, passage_id.is_empty()) {
+            if !inference
+                .contexts
+                .iter()
+                .any(|passage| passage.id == passage_id)
+            {
+                return Err(FieldError::new(
+                    "passage_id",
+                    format!(
+                        "must be one of the {} passages request {} retrieved, got {passage_id:?}",
+                        inference.contexts.len(),
+                        inference.request_id
+                    ),
+                )
+                .into());
+            }
+        }
+        // Session feedback waits for no record.
+        let joined = inference.is_some() || request_id.is_none();
         let (endpoint, served_model, served_version) = match inference {
             Some(inference) => (
                 inference.endpoint,
@@ -193,11 +389,15 @@ impl FeedbackBook {
         };
         let record = FeedbackRecord {
             id: Uuid::now_v7().hyphenated().to_string(),
-            request_id: checked.request_id,
+            request_id,
+            session_id,
+            passage_id,
             kind: checked.kind,
             value: checked.value,
             correction: checked.correction,
             comment: checked.comment,
+            reason: checked.reason,
+            tags: checked.tags,
             user_id: checked.user_id,
             idempotency_key: checked.idempotency_key.clone().unwrap_or_default(),
             created_at_ms: keel_core::time::now_ms(),
@@ -206,12 +406,13 @@ impl FeedbackBook {
             served_version,
             joined,
         };
-        let inserted = store::insert_feedback(&self.store, &row_from_record(&record)).await?;
+        let inserted = store::insert_feedback(&self.store, &row_from_record(&record)?).await?;
         if inserted {
             self.counters.submitted.inc();
             tracing::info!(
                 id = %record.id,
-                request_id = %record.request_id,
+                request_id = ?record.request_id,
+                session_id = %record.session_id,
                 kind = record.kind.as_str(),
                 joined = record.joined,
                 "feedback stored"
@@ -241,6 +442,7 @@ impl FeedbackBook {
         let page_len = page_size as usize;
         let list = ListQuery {
             request_id: filter.request_id.map(|request_id| request_id.to_string()),
+            session_id: filter.session_id.clone(),
             endpoint: filter.endpoint.clone(),
             before: after.map(|cursor| (cursor.position, cursor.key.to_string())),
             // One more than asked tells whether another page follows.
@@ -331,7 +533,10 @@ impl FeedbackBook {
             return Ok(BTreeSet::new());
         }
         let request_ids: Vec<RequestId> = request_ids.into_iter().collect();
-        let inferences = self.monitoring.batch_get_inferences(&request_ids).await?;
+        let inferences = self
+            .monitoring
+            .batch_get_inferences(&request_ids, Some(self.keep_records_until()))
+            .await?;
         let joins: Vec<Join> = inferences
             .into_iter()
             .map(|inference| Join {
@@ -355,35 +560,22 @@ impl FeedbackBook {
         Ok(joins.into_iter().map(|join| join.request_id).collect())
     }
 
-    /// The dataset lines (JSON objects without newlines) of the feedback
-    /// that matches `filter`, joined with the inference records.
-    pub async fn export(
-        &self,
-        kind: DatasetKind,
-        filter: &ExportFilter,
-    ) -> Result<Vec<String>, Error> {
-        let export_query = ExportQuery {
-            endpoint: filter.endpoint.clone(),
-            served_model: filter.served_model.clone(),
-            served_version: filter.served_version.map(i64::from),
-            since_ms: filter.since_ms,
-            until_ms: filter.until_ms,
-        };
-        let rows = store::export_feedback(&self.store, &export_query).await?;
-        let mut feedback = Vec::with_capacity(rows.len());
-        for row in rows {
-            feedback.push(record_from_row(row)?);
+    /// Streams the dataset `request` asks for to `events`, line by line,
+    /// then its summary, or the error that stopped it. Stops early when
+    /// the receiver leaves.
+    pub async fn export(&self, request: &ExportRequest, events: mpsc::Sender<ExportResult>) {
+        match dataset_export::run(&self.store, &self.monitoring, request, &events).await {
+            Ok(Some(summary)) => {
+                self.counters.exported_lines.inc_by(summary.lines);
+                tracing::info!(kind = ?request.kind, ?summary, "dataset exported");
+                let _ = events.send(Ok(ExportEvent::Done(summary))).await;
+            }
+            Ok(None) => tracing::info!(kind = ?request.kind, "export abandoned by its reader"),
+            Err(error) => {
+                tracing::warn!(kind = ?request.kind, %error, "export failed");
+                let _ = events.send(Err(error)).await;
+            }
         }
-        let request_ids: BTreeSet<RequestId> =
-            feedback.iter().map(|record| record.request_id).collect();
-        let request_ids: Vec<RequestId> = request_ids.into_iter().collect();
-        let inferences = self.monitoring.batch_get_inferences(&request_ids).await?;
-        let lines =
-            tokio::task::spawn_blocking(move || export::build_lines(kind, &feedback, &inferences))
-                .await??;
-        self.counters.exported_lines.inc_by(lines.len() as u64);
-        tracing::info!(kind = ?kind, lines = lines.len(), "dataset exported");
-        Ok(lines)
     }
 }
 
@@ -400,19 +592,26 @@ fn cursor_after(created_at_ms: i64, id: &str) -> Result<PageCursor, Error> {
     })
 }
 
-fn row_from_record(record: &FeedbackRecord) -> FeedbackRow {
+fn row_from_record(record: &FeedbackRecord) -> Result<FeedbackRow, Error> {
     let idempotency_key = if record.idempotency_key.is_empty() {
         None
     } else {
         Some(record.idempotency_key.clone())
     };
-    FeedbackRow {
+    Ok(FeedbackRow {
         id: record.id.clone(),
-        request_id: record.request_id.to_string(),
+        request_id: record
+            .request_id
+            .map(|request_id| request_id.to_string())
+            .unwrap_or_default(),
+        session_id: record.session_id.clone(),
+        passage_id: record.passage_id.clone(),
         kind: record.kind.as_str().to_string(),
         value: record.value,
         correction: record.correction.clone(),
         comment: record.comment.clone(),
+        reason: record.reason.clone(),
+        tags: serde_json::to_string(&record.tags)?,
         user_id: record.user_id.clone(),
         idempotency_key,
         created_at_ms: record.created_at_ms,
@@ -420,29 +619,44 @@ fn row_from_record(record: &FeedbackRecord) -> FeedbackRow {
         served_model: record.served_model.clone(),
         served_version: i64::from(record.served_version),
         joined_at_ms: record.joined.then_some(record.created_at_ms),
-    }
+    })
 }
 
-fn record_from_row(row: FeedbackRow) -> Result<FeedbackRecord, Error> {
+pub(crate) fn record_from_row(row: FeedbackRow) -> Result<FeedbackRecord, Error> {
     let Some(kind) = FeedbackKind::parse(&row.kind) else {
         return Err(Error::CorruptRow {
             id: row.id,
             reason: format!("unknown kind {:?}", row.kind),
         });
     };
-    let Ok(request_id) = RequestId::parse("request_id", &row.request_id) else {
+    let request_id = if row.request_id.is_empty() {
+        None
+    } else {
+        let Ok(request_id) = RequestId::parse("request_id", &row.request_id) else {
+            return Err(Error::CorruptRow {
+                id: row.id,
+                reason: format!("its request_id {:?} is not a UUID", row.request_id),
+            });
+        };
+        Some(request_id)
+    };
+    let Ok(tags) = serde_json::from_str(&row.tags) else {
         return Err(Error::CorruptRow {
             id: row.id,
-            reason: format!("its request_id {:?} is not a UUID", row.request_id),
+            reason: format!("its tags {:?} are not a JSON array of strings", row.tags),
         });
     };
     Ok(FeedbackRecord {
         id: row.id,
         request_id,
+        session_id: row.session_id,
+        passage_id: row.passage_id,
         kind,
         value: row.value,
         correction: row.correction,
         comment: row.comment,
+        reason: row.reason,
+        tags,
         user_id: row.user_id,
         idempotency_key: row.idempotency_key.unwrap_or_default(),
         created_at_ms: row.created_at_ms,
@@ -469,8 +683,11 @@ mod tests {
     #[test]
     fn accepted_submissions_are_normalised() {
         let checked = check_submission(submission(FeedbackKind::Thumbs, -1.0)).unwrap();
+        let Target::Request(request_id) = checked.target else {
+            panic!("a request target, got {:?}", checked.target);
+        };
         assert_eq!(
-            checked.request_id.to_string(),
+            request_id.to_string(),
             "0190c3e5-8a2b-7c4d-9e1f-2a3b4c5d6e7f"
         );
         assert_eq!(checked.value, -1.0);
@@ -484,6 +701,34 @@ mod tests {
         let checked = check_submission(correction).unwrap();
         assert_eq!(checked.value, 0.0);
         assert_eq!(checked.idempotency_key.as_deref(), Some("k"));
+
+        let flag = Submission {
+            reason: "harmful".to_string(),
+            tags: vec!["safety".into(), "billing".into(), "safety".into()],
+            ..submission(FeedbackKind::Flag, 7.0)
+        };
+        let checked = check_submission(flag).unwrap();
+        assert_eq!((checked.value, checked.reason.as_str()), (0.0, "harmful"));
+        assert_eq!(checked.tags, vec!["safety", "billing"]);
+
+        let relevance = Submission {
+            passage_id: "doc-3".to_string(),
+            ..submission(FeedbackKind::Relevance, -1.0)
+        };
+        let checked = check_submission(relevance).unwrap();
+        assert!(matches!(
+            checked.target,
+            Target::Passage { ref passage_id, .. } if passage_id == "doc-3"
+        ));
+        assert_eq!(checked.value, -1.0);
+
+        let on_session = Submission {
+            request_id: String::new(),
+            session_id: "chat-42".to_string(),
+            ..submission(FeedbackKind::Rating, 2.0)
+        };
+        let checked = check_submission(on_session).unwrap();
+        assert_eq!(checked.target, Target::Session("chat-42".to_string()));
     }
 
     #[test]
@@ -501,7 +746,102 @@ mod tests {
                     kind: None,
                     ..submission(FeedbackKind::Thumbs, 1.0)
                 },
-                "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT",
+                "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT, FLAG, RELEVANCE",
+            ),
+            (
+                Submission {
+                    request_id: String::new(),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `request_id`: must be set, or session_id for feedback on a whole session",
+            ),
+            (
+                Submission {
+                    session_id: "chat-1".to_string(),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `session_id`: must be empty when request_id is set: feedback targets one request or one session",
+            ),
+            (
+                Submission {
+                    request_id: String::new(),
+                    session_id: "chat-1".to_string(),
+                    correction: "better".to_string(),
+                    ..submission(FeedbackKind::Correction, 0.0)
+                },
+                "field `session_id`: CORRECTION feedback needs request_id: it judges one answer or passage",
+            ),
+            (
+                Submission {
+                    request_id: String::new(),
+                    session_id: "s".repeat(257),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `session_id`: must be at most 256 bytes, got 257",
+            ),
+            (
+                submission(FeedbackKind::Relevance, 1.0),
+                "field `passage_id`: must not be empty",
+            ),
+            (
+                Submission {
+                    passage_id: "doc-1".to_string(),
+                    ..submission(FeedbackKind::Relevance, 0.5)
+                },
+                "field `value`: must be 1 (relevant) or -1 (not relevant) for RELEVANCE, got 0.5",
+            ),
+            (
+                Submission {
+                    passage_id: "doc-1".to_string(),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `passage_id`: must be empty unless kind is RELEVANCE",
+            ),
+            (
+                submission(FeedbackKind::Flag, 0.0),
+                "field `reason`: must not be empty",
+            ),
+            (
+                Submission {
+                    reason: "r".repeat(257),
+                    ..submission(FeedbackKind::Flag, 0.0)
+                },
+                "field `reason`: must be at most 256 bytes, got 257",
+            ),
+            (
+                Submission {
+                    reason: "harmful".to_string(),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `reason`: must be empty unless kind is FLAG",
+            ),
+            (
+                Submission {
+                    tags: (0..17).map(|n| format!("t{n}")).collect(),
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `tags`: must hold at most 16 tags, got 17",
+            ),
+            (
+                Submission {
+                    tags: vec!["ok".into(), " ".into()],
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `tags[1]`: must not be empty",
+            ),
+            (
+                Submission {
+                    tags: vec!["x".repeat(65)],
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `tags[0]`: must be at most 64 bytes, got 65",
+            ),
+            (
+                Submission {
+                    tags: vec!["a\nb".into()],
+                    ..submission(FeedbackKind::Thumbs, 1.0)
+                },
+                "field `tags[0]`: must not contain control characters",
             ),
             (
                 submission(FeedbackKind::Thumbs, 0.0),

@@ -26,15 +26,19 @@ pub fn router(
 }
 
 /// The fields of SubmitFeedbackRequest; `kind` is "thumbs", "rating",
-/// "correction" or "comment".
+/// "correction", "comment", "flag" or "relevance".
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct SubmitBody {
     request_id: String,
+    session_id: String,
+    passage_id: String,
     kind: String,
     value: f64,
     correction: String,
     comment: String,
+    reason: String,
+    tags: Vec<String>,
     user_id: String,
     idempotency_key: String,
 }
@@ -51,10 +55,14 @@ async fn submit_feedback(State(book): State<FeedbackBook>, body: Bytes) -> Respo
     };
     let submission = Submission {
         request_id: parsed.request_id,
+        session_id: parsed.session_id,
+        passage_id: parsed.passage_id,
         kind: FeedbackKind::parse(&parsed.kind.to_ascii_lowercase()),
         value: parsed.value,
         correction: parsed.correction,
         comment: parsed.comment,
+        reason: parsed.reason,
+        tags: parsed.tags,
         user_id: parsed.user_id,
         idempotency_key: parsed.idempotency_key,
     };

@@ -1,15 +1,18 @@
 //! keel-feedback: human feedback on served answers (thumbs, ratings,
-//! corrections, comments), tied to monitoring's inference records, and the
-//! datasets built from it (SFT, preference pairs, evaluation sets).
+//! corrections, comments, flags), on retrieved passages and on whole
+//! sessions, tied to monitoring's inference records, and the datasets built
+//! from it (SFT, preference pairs, evaluation and retrieval sets).
 
 pub mod api;
 pub mod config;
+pub mod dataset_export;
 pub mod error;
 pub mod export;
 pub mod feedback;
 pub mod http;
 pub mod metrics;
 pub mod monitoring_client;
+pub mod pii;
 pub mod record;
 pub mod standalone;
 pub mod store;
@@ -42,13 +45,40 @@ pub async fn serve(
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("feedback");
     let counters = metrics::Counters::new(&service_metrics)?;
-    let book =
-        feedback::FeedbackBook::new(store.clone(), monitoring, counters, config.orphan_grace_ms);
-    let joiner = tokio::spawn(join_periodically(
-        book.clone(),
-        Duration::from_millis(config.join_interval_ms.max(1)),
-        shutdown.clone(),
-    ));
+    let book = feedback::FeedbackBook::new(
+        store.clone(),
+        monitoring,
+        counters,
+        config.orphan_grace_ms,
+        config.feedback_retention_ms,
+    );
+    let joiner = {
+        let book = book.clone();
+        tokio::spawn(keel_core::periodic::every(
+            Duration::from_millis(config.join_interval_ms.max(1)),
+            shutdown.clone(),
+            move || {
+                let book = book.clone();
+                async move { join_waiting(&book).await }
+            },
+        ))
+    };
+    let retention = (config.feedback_retention_ms > 0).then(|| {
+        let book = book.clone();
+        let batch = config.retention_batch.max(1);
+        tokio::spawn(keel_core::periodic::every(
+            Duration::from_millis(config.retention_interval_ms.max(1)),
+            shutdown.clone(),
+            move || {
+                let book = book.clone();
+                async move {
+                    if let Err(error) = book.expire(keel_core::time::now_ms(), batch).await {
+                        tracing::warn!(%error, "retention failed; it runs again next interval");
+                    }
+                }
+            },
+        ))
+    });
     let admin_routes = http::router(book.clone(), &config.cors_allowed_origins)?;
     let service = GrpcService {
         name: "feedback",
@@ -65,32 +95,25 @@ pub async fn serve(
     if let Err(error) = joiner.await {
         tracing::warn!(%error, "feedback join task failed");
     }
+    if let Some(retention) = retention {
+        if let Err(error) = retention.await {
+            tracing::warn!(%error, "feedback retention task failed");
+        }
+    }
     store.close().await;
     served?;
     Ok(())
 }
 
-/// Looks for the inference records of feedback that came before them, every
-/// `interval`, until `shutdown`.
-async fn join_periodically(
-    book: feedback::FeedbackBook,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        match book.join_waiting().await {
-            Ok(_) => {}
-            // Monitoring down: its records come later, and so does the join.
-            Err(Error::MonitoringUnavailable { .. }) => {}
-            Err(error) => {
-                tracing::warn!(%error, "joining feedback with late inference records failed")
-            }
+/// The join job: looks for the inference records of feedback that came
+/// before them.
+async fn join_waiting(book: &feedback::FeedbackBook) {
+    match book.join_waiting().await {
+        Ok(_) => {}
+        // Monitoring down: its records come later, and so does the join.
+        Err(Error::MonitoringUnavailable { .. }) => {}
+        Err(error) => {
+            tracing::warn!(%error, "joining feedback with late inference records failed")
         }
     }
 }

@@ -39,30 +39,19 @@ impl MonitoringClient {
         })
     }
 
-    /// The record of `request_id`; `None` when monitoring does not know it.
-    pub async fn get_inference(
-        &self,
-        request_id: RequestId,
-    ) -> Result<Option<InferenceRecord>, Error> {
-        let request = pb::GetInferenceRequest {
-            request_id: request_id.to_string(),
-        };
-        match self.client.clone().get_inference(request).await {
-            Ok(response) => Ok(Some(record_from_proto(response.into_inner())?)),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(error_from_status(status)),
-        }
-    }
-
     /// The records monitoring knows among `request_ids`, fetched in chunks.
+    /// With `keep_until_ms`, monitoring's retention keeps those it found at
+    /// least until then: feedback refers to them.
     pub async fn batch_get_inferences(
         &self,
         request_ids: &[RequestId],
+        keep_until_ms: Option<i64>,
     ) -> Result<Vec<InferenceRecord>, Error> {
         let mut inferences = Vec::with_capacity(request_ids.len());
         for chunk in request_ids.chunks(BATCH_LIMIT) {
             let request = pb::BatchGetInferencesRequest {
                 request_ids: chunk.iter().map(ToString::to_string).collect(),
+                keep_until_ms: keep_until_ms.unwrap_or_default(),
             };
             let response = self
                 .client

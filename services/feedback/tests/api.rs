@@ -3,150 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
+mod support;
 
 use keel_proto::v1 as pb;
-use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
-use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
-use keel_testkit::server::Ports;
 use keel_testkit::{
-    assert_status, dead_address, eventually, http_exchange, http_get, http_request, TestDatabase,
-    TestServer,
+    assert_status, dead_address, eventually, http_exchange, http_get, http_request,
 };
 use prost::Message;
-use tonic::transport::Channel;
 use tonic::Code;
 
-/// The chatbot front end's origin, allowed to post feedback.
-const CHAT_ORIGIN: &str = "http://localhost:3000";
-
-/// How long a test waits for something off the request path.
-const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A service on port 0 (gRPC and admin), its client, and its database.
-struct Running<C, E> {
-    client: C,
-    server: TestServer<E>,
-    _database: TestDatabase,
-}
-
-impl Running<MonitoringServiceClient<Channel>, keel_monitoring::Error> {
-    async fn monitoring() -> Self {
-        let database = TestDatabase::sqlite();
-        let config = keel_monitoring::Config {
-            port: 0,
-            database_url: database.url.clone(),
-            ..keel_monitoring::Config::default()
-        };
-        let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
-            keel_monitoring::serve(config, listeners, shutdown)
-        })
-        .await;
-        let client = MonitoringServiceClient::new(server.connect().await);
-        Running {
-            client,
-            server,
-            _database: database,
-        }
-    }
-}
-
-impl Running<FeedbackServiceClient<Channel>, keel_feedback::Error> {
-    async fn feedback(monitoring_url: String) -> Self {
-        let database = TestDatabase::sqlite();
-        let config = keel_feedback::Config {
-            port: 0,
-            database_url: database.url.clone(),
-            monitoring_url,
-            monitoring_timeout_ms: 2_000,
-            join_interval_ms: 50,
-            orphan_grace_ms: 300,
-            cors_allowed_origins: vec![CHAT_ORIGIN.to_string()],
-        };
-        let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
-            keel_feedback::serve(config, listeners, shutdown)
-        })
-        .await;
-        let client = FeedbackServiceClient::new(server.connect().await);
-        Running {
-            client,
-            server,
-            _database: database,
-        }
-    }
-}
-
-/// A POST of a JSON body; returns the status code and the body.
-async fn http_post(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let request = http_request(
-        "POST",
-        path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    let response = http_exchange(address, request).await;
-    (
-        response.status,
-        serde_json::from_slice(&response.body).unwrap(),
-    )
-}
-
-fn request_id(n: u128) -> String {
-    uuid::Uuid::from_u128(n).hyphenated().to_string()
-}
-
-fn inference(n: u128, started_at_ms: i64, question: &str, answer: &str) -> pb::InferenceRecord {
-    pb::InferenceRecord {
-        request_id: request_id(n),
-        endpoint: "support".to_string(),
-        route_target: "chain@champion".to_string(),
-        served_model: "chain".to_string(),
-        served_version: 4,
-        question: question.to_string(),
-        prompt_messages: vec![pb::ChatMessage {
-            role: "user".to_string(),
-            content: question.to_string(),
-        }],
-        contexts: vec![pb::Citation {
-            point_id: "doc-1".to_string(),
-            score: 0.9,
-            text: "passage".to_string(),
-        }],
-        answer: answer.to_string(),
-        latency_ms: 12.0,
-        status: pb::InferenceStatus::Ok as i32,
-        started_at_ms,
-        ..Default::default()
-    }
-}
-
-fn thumbs(n: u128, value: f64, key: &str) -> pb::SubmitFeedbackRequest {
-    pb::SubmitFeedbackRequest {
-        request_id: request_id(n),
-        kind: pb::FeedbackKind::Thumbs as i32,
-        value,
-        idempotency_key: key.to_string(),
-        ..Default::default()
-    }
-}
-
-async fn export(
-    client: &mut FeedbackServiceClient<Channel>,
-    kind: pb::DatasetKind,
-) -> Result<Vec<pb::DatasetLine>, tonic::Status> {
-    let mut stream = client
-        .export_dataset(pb::ExportDatasetRequest {
-            kind: kind as i32,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut lines = Vec::new();
-    while let Some(line) = stream.message().await? {
-        lines.push(line);
-    }
-    Ok(lines)
-}
+use support::*;
 
 #[tokio::test]
 async fn feedback_joins_monitoring_and_survives_it_going_down() {
@@ -257,7 +123,7 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
     let eval = export(client, pb::DatasetKind::Eval).await.unwrap();
     let positions: Vec<(u64, u64)> = eval
         .iter()
-        .map(|line| (line.line_number, line.total_lines))
+        .map(|line| (line.line_number, line.requests_total))
         .collect();
     assert_eq!(positions, vec![(1, 2), (2, 2)]);
     assert!(eval[0].json.contains(&request_id(1)));
@@ -280,7 +146,7 @@ async fn feedback_joins_monitoring_and_survives_it_going_down() {
     assert_eq!(code, 400);
     assert_eq!(
         error["error"],
-        "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT"
+        "field `kind`: must be one of THUMBS, RATING, CORRECTION, COMMENT, FLAG, RELEVANCE"
     );
     let body = format!(
         r#"{{"request_id":"{}","kind":"thumbs","value":1}}"#,

@@ -114,7 +114,8 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<pb::BatchGetInferencesRequest>,
     ) -> Result<Response<pb::BatchGetInferencesResponse>, Status> {
-        let wire_ids = request.into_inner().request_ids;
+        let request = request.into_inner();
+        let wire_ids = request.request_ids;
         if wire_ids.is_empty() || wire_ids.len() > MAX_BATCH {
             return Err(FieldError::new(
                 "request_ids",
@@ -126,7 +127,15 @@ impl MonitoringService for MonitoringApi {
         for (index, wire_id) in wire_ids.iter().enumerate() {
             request_ids.push(RequestId::parse(&format!("request_ids[{index}]"), wire_id)?);
         }
-        let records = self.log.batch_get(&request_ids).await?;
+        if request.keep_until_ms < 0 {
+            return Err(FieldError::new(
+                "keep_until_ms",
+                format!("must be >= 0 (0: not set), got {}", request.keep_until_ms),
+            )
+            .into());
+        }
+        let keep_until_ms = (request.keep_until_ms > 0).then_some(request.keep_until_ms);
+        let records = self.log.batch_get(&request_ids, keep_until_ms).await?;
         Ok(Response::new(pb::BatchGetInferencesResponse {
             records: records.into_iter().map(pb::InferenceRecord::from).collect(),
         }))

@@ -14,6 +14,17 @@ pub struct Config {
     /// a standalone monitoring already gets its own spans over OTLP.
     #[serde(skip)]
     pub store_own_spans: bool,
+    /// Inference records older than this are deleted (0: kept forever),
+    /// except those feedback refers to, which stay as long as the
+    /// feedback does.
+    pub inference_retention_ms: u64,
+    /// Traces that started longer ago than this are deleted (0: kept
+    /// forever).
+    pub span_retention_ms: u64,
+    /// How often the retention job runs.
+    pub retention_interval_ms: u64,
+    /// Rows (or traces) deleted per transaction, so no lock is held long.
+    pub retention_batch: u32,
 }
 
 pub const DEFAULT_PORT: u16 = 7105;
@@ -24,6 +35,10 @@ impl Default for Config {
             port: DEFAULT_PORT,
             database_url: String::new(),
             store_own_spans: false,
+            inference_retention_ms: 0,
+            span_retention_ms: 0,
+            retention_interval_ms: 60_000,
+            retention_batch: 1_000,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! per request id, read back by id or newest first, and summarised into
 //! metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -73,17 +73,22 @@ impl InferenceLog {
         decode_record(&key, &json)
     }
 
-    /// The records of the ids that exist, in the order asked, each once.
+    /// The records of the ids that exist, in the order asked, each once;
+    /// those found are kept by retention at least until `keep_until_ms`
+    /// when it is set.
     pub async fn batch_get(
         &self,
         request_ids: &[RequestId],
+        keep_until_ms: Option<i64>,
     ) -> Result<Vec<InferenceRecord>, Error> {
-        let mut unique_keys: Vec<String> = Vec::with_capacity(request_ids.len());
-        for request_id in request_ids {
-            let key = request_id.to_string();
-            if !unique_keys.contains(&key) {
-                unique_keys.push(key);
-            }
+        let mut seen = HashSet::with_capacity(request_ids.len());
+        let unique_keys: Vec<String> = request_ids
+            .iter()
+            .filter(|request_id| seen.insert(**request_id))
+            .map(ToString::to_string)
+            .collect();
+        if let Some(until_ms) = keep_until_ms {
+            store::keep_inferences(&self.store, &unique_keys, until_ms).await?;
         }
         let found = store::get_inferences(&self.store, &unique_keys).await?;
         tokio::task::spawn_blocking(move || {
@@ -316,7 +321,10 @@ pub(crate) mod tests {
             matches!(missing, Error::InferenceNotFound { ref request_id } if *request_id == id(99).to_string())
         );
 
-        let batch = log.batch_get(&[id(3), id(99), id(1), id(3)]).await.unwrap();
+        let batch = log
+            .batch_get(&[id(3), id(99), id(1), id(3)], None)
+            .await
+            .unwrap();
         assert_eq!(batch, vec![third, first]);
         let all = log
             .list(&InferenceFilter::default(), None, 10)

@@ -12,6 +12,7 @@ pub mod inferences;
 pub mod metrics;
 pub mod otlp;
 pub mod own_spans;
+pub mod retention;
 pub mod rpc_status;
 pub mod span_encoding;
 pub mod span_writer;
@@ -78,7 +79,32 @@ pub async fn serve(
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
     };
+    let retention = retention::Retention::new(
+        store.clone(),
+        config.inference_retention_ms,
+        config.span_retention_ms,
+        config.retention_batch,
+    );
+    let retention_job = retention.is_enabled().then(|| {
+        tokio::spawn(keel_core::periodic::every(
+            std::time::Duration::from_millis(config.retention_interval_ms.max(1)),
+            shutdown.clone(),
+            move || {
+                let retention = retention.clone();
+                async move {
+                    if let Err(error) = retention.run_once(keel_core::time::now_ms()).await {
+                        tracing::warn!(%error, "retention failed; it runs again next interval");
+                    }
+                }
+            },
+        ))
+    });
     let served = keel_core::run_service(service, http::router(writer), listeners, shutdown).await;
+    if let Some(job) = retention_job {
+        if let Err(error) = job.await {
+            tracing::warn!(%error, "retention task failed");
+        }
+    }
     // The servers are gone with their writer handles; the sink's goes once
     // its queue is drained. Then the writer commits what was queued and
     // stops, before the pool closes under it.

@@ -267,6 +267,20 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE trace_models ADD PRIMARY KEY (model, trace_id)
     ",
     },
+    // Retention: a record feedback refers to is kept until keep_until_ms
+    // (set by feedback's joins); expired traces are deleted by trace id.
+    Migration {
+        version: 5,
+        name: "retention",
+        sqlite: "
+        ALTER TABLE inferences ADD COLUMN keep_until_ms BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX trace_models_by_trace ON trace_models (trace_id)
+    ",
+        postgres: "
+        ALTER TABLE inferences ADD COLUMN keep_until_ms BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX trace_models_by_trace ON trace_models (trace_id)
+    ",
+    },
 ];
 
 pub const STATUS_OK: &str = "ok";
@@ -334,6 +348,96 @@ pub async fn get_inference(store: &Store, request_id: &str) -> Result<Option<Str
             .fetch_optional(store.pool())
             .await?;
     Ok(row.map(|(record,)| record))
+}
+
+/// Keeps the records of `request_ids` from retention at least until
+/// `until_ms`; returns how many records it extended.
+pub async fn keep_inferences(
+    store: &Store,
+    request_ids: &[String],
+    until_ms: i64,
+) -> Result<u64, StoreError> {
+    if request_ids.is_empty() {
+        return Ok(0);
+    }
+    let placeholders: Vec<String> = (2..=request_ids.len() + 1)
+        .map(|index| format!("${index}"))
+        .collect();
+    let sql = format!(
+        "UPDATE inferences SET keep_until_ms = $1
+         WHERE request_id IN ({}) AND keep_until_ms < $1",
+        placeholders.join(", ")
+    );
+    let mut tx = store.begin_write().await?;
+    let mut query = sqlx::query(&sql).bind(until_ms);
+    for request_id in request_ids {
+        query = query.bind(request_id.clone());
+    }
+    let extended = query.execute(tx.conn()).await?.rows_affected();
+    tx.commit().await?;
+    Ok(extended)
+}
+
+/// Deletes up to `limit` records started before `before_ms` that no
+/// feedback keeps past `now_ms`, oldest first, in one short transaction;
+/// returns how many it deleted.
+pub async fn delete_expired_inferences(
+    store: &Store,
+    before_ms: i64,
+    now_ms: i64,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let deleted = sqlx::query(
+        "DELETE FROM inferences WHERE request_id IN (
+             SELECT request_id FROM inferences
+             WHERE started_at_ms < $1 AND keep_until_ms <= $2
+             ORDER BY started_at_ms LIMIT $3)",
+    )
+    .bind(before_ms)
+    .bind(now_ms)
+    .bind(limit)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Deletes up to `limit` traces (their spans, summary and model rows) that
+/// started before `before_unix_nano`, oldest first, in one short
+/// transaction; returns how many traces it deleted.
+pub async fn delete_expired_traces(
+    store: &Store,
+    before_unix_nano: i64,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let expired: Vec<(String,)> = sqlx::query_as(
+        "SELECT trace_id FROM traces WHERE start_time_unix_nano < $1
+         ORDER BY start_time_unix_nano LIMIT $2",
+    )
+    .bind(before_unix_nano)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let placeholders: Vec<String> = (1..=expired.len())
+        .map(|index| format!("${index}"))
+        .collect();
+    let list = placeholders.join(", ");
+    for table in ["span_chunks", "trace_models", "traces"] {
+        let sql = format!("DELETE FROM {table} WHERE trace_id IN ({list})");
+        let mut query = sqlx::query(&sql);
+        for (trace_id,) in &expired {
+            query = query.bind(trace_id.clone());
+        }
+        query.execute(tx.conn()).await?;
+    }
+    tx.commit().await?;
+    Ok(expired.len() as u64)
 }
 
 /// `(request_id, record)` of the ids that exist, in no particular order.

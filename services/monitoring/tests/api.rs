@@ -117,6 +117,7 @@ async fn records_round_trip_and_metrics_over_grpc() {
                 unknown,
                 records[0].request_id.clone(),
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -319,6 +320,7 @@ async fn bad_input_is_rejected_before_anything_is_stored() {
         client
             .batch_get_inferences(pb::BatchGetInferencesRequest {
                 request_ids: vec![],
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -329,10 +331,22 @@ async fn bad_input_is_rejected_before_anything_is_stored() {
         client
             .batch_get_inferences(pb::BatchGetInferencesRequest {
                 request_ids: vec![good.request_id.clone(), "x".to_string()],
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
         &["field `request_ids[1]`: must be a UUID"],
+    );
+    assert_status(
+        "field `keep_until_ms`: must be >= 0",
+        client
+            .batch_get_inferences(pb::BatchGetInferencesRequest {
+                request_ids: vec![good.request_id.clone()],
+                keep_until_ms: -1,
+            })
+            .await,
+        Code::InvalidArgument,
+        &["field `keep_until_ms`: must be >= 0 (0: not set), got -1"],
     );
     let list_cases: Vec<(pb::ListInferencesRequest, &str)> = vec![
         (

@@ -35,7 +35,6 @@ use crate::{routing, store};
 
 pub const MAX_QUESTION_BYTES: usize = 16 * 1024;
 pub const MAX_MESSAGES: usize = 64;
-pub const MAX_ID_BYTES: usize = 256;
 pub const SNIPPET_CHARS: usize = 300;
 /// The metrics label of a query for an endpoint that does not exist.
 pub const UNKNOWN_ENDPOINT: &str = "unknown";
@@ -195,8 +194,8 @@ struct ValidQuery {
 
 fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
     validate::name("endpoint", &input.endpoint)?;
-    validate::max_len("user_id", &input.user_id, MAX_ID_BYTES)?;
-    validate::max_len("session_id", &input.session_id, MAX_ID_BYTES)?;
+    validate::max_len("user_id", &input.user_id, validate::MAX_ID_BYTES)?;
+    validate::max_len("session_id", &input.session_id, validate::MAX_ID_BYTES)?;
     let has_question = !input.question.is_empty();
     let has_messages = !input.messages.is_empty();
     if has_question == has_messages {

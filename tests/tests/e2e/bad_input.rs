@@ -1304,7 +1304,10 @@ async fn monitoring_cases(cluster: &Cluster) {
             vec![UNKNOWN_REQUEST_ID.to_string(), "not-a-uuid".to_string()],
         ),
     ] {
-        let request = BatchGetInferencesRequest { request_ids };
+        let request = BatchGetInferencesRequest {
+            request_ids,
+            ..Default::default()
+        };
         assert_status(
             case,
             monitoring.batch_get_inferences(request).await,

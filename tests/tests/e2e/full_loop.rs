@@ -301,7 +301,7 @@ async fn submit(
             correction: correction.to_string(),
             comment: String::new(),
             user_id: user_id.to_string(),
-            idempotency_key: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|status| panic!("submit {kind:?} feedback: {status}"))
@@ -312,7 +312,8 @@ async fn submit(
     record
 }
 
-/// The export's lines as JSON, checking the line numbering on the way.
+/// The export's lines as JSON, checking the line numbering and progress on
+/// the way, and that the summary comes last and counts them.
 async fn export(cluster: &Cluster, kind: DatasetKind) -> Vec<Value> {
     let mut stream = cluster
         .feedback
@@ -326,11 +327,26 @@ async fn export(cluster: &Cluster, kind: DatasetKind) -> Vec<Value> {
         .unwrap_or_else(|status| panic!("export {kind:?}: {status}"))
         .into_inner();
     let mut lines = Vec::new();
+    let mut summary = None;
     while let Some(line) = stream
         .message()
         .await
         .unwrap_or_else(|status| panic!("export {kind:?}: {status}"))
     {
+        assert!(summary.is_none(), "{kind:?}: a message after the summary");
+        assert!(
+            line.requests_done <= line.requests_total,
+            "{kind:?} progress {}/{}",
+            line.requests_done,
+            line.requests_total
+        );
+        if line.summary.is_some() {
+            summary = line.summary;
+            continue;
+        }
+        if line.json.is_empty() {
+            continue;
+        }
         assert_eq!(
             line.line_number,
             lines.len() as u64 + 1,
@@ -338,10 +354,10 @@ async fn export(cluster: &Cluster, kind: DatasetKind) -> Vec<Value> {
         );
         lines.push(line);
     }
-    let total = lines.len() as u64;
+    let summary = summary.unwrap_or_else(|| panic!("export {kind:?} ended without its summary"));
+    assert_eq!(summary.lines, lines.len() as u64, "{kind:?} summary");
     let mut values = Vec::new();
     for line in lines {
-        assert_eq!(line.total_lines, total, "{kind:?} total_lines");
         assert!(
             !line.json.contains('\n'),
             "{kind:?} line spans lines: {:?}",

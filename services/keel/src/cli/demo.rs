@@ -177,6 +177,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
     output::demo_step(7, "asking questions");
     let mut request_ids = Vec::new();
     let mut trace_ids = Vec::new();
+    let mut first_passages = Vec::new();
     for (number, question) in QUESTIONS.iter().enumerate() {
         let query_args = QueryArgs {
             endpoint: ENDPOINT.to_string(),
@@ -186,6 +187,13 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         };
         let response = query::query(urls, &query_args).await?;
         output::demo_answer(question, &response);
+        if number == 0 {
+            first_passages = response
+                .citations
+                .iter()
+                .map(|citation| citation.point_id.clone())
+                .collect();
+        }
         request_ids.push(response.request_id);
         trace_ids.push(response.trace_id);
     }
@@ -203,13 +211,32 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
 
     output::demo_step(
         10,
-        "posting feedback: a thumbs up, and a thumbs down with a correction",
+        "posting feedback: a thumbs up, a thumbs down with a correction, and the first \
+         answer's best and worst passages judged relevant and not",
     );
-    let posts = [
+    let mut posts = vec![
         (&request_ids[0], Verdict::Up),
         (&request_ids[1], Verdict::Down),
         (&request_ids[1], Verdict::Correction(CORRECTION.to_string())),
     ];
+    if let (Some(best), Some(worst)) = (first_passages.first(), first_passages.last()) {
+        posts.push((
+            &request_ids[0],
+            Verdict::Relevance {
+                passage_id: best.clone(),
+                relevant: true,
+            },
+        ));
+        if worst != best {
+            posts.push((
+                &request_ids[0],
+                Verdict::Relevance {
+                    passage_id: worst.clone(),
+                    relevant: false,
+                },
+            ));
+        }
+    }
     for (request_id, verdict) in posts {
         let request = feedback::submit_request(request_id, &verdict, "demo-reviewer", "");
         let record = feedback::submit(urls, request).await?;
@@ -225,10 +252,12 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         DatasetKindArg::Sft,
         DatasetKindArg::Preference,
         DatasetKindArg::Eval,
+        DatasetKindArg::Retrieval,
     ] {
         let out = exports_dir.join(format!("{}.jsonl", kind.name()));
-        let lines = feedback::export(urls, kind, ENDPOINT, &out).await?;
-        output::exported(kind.name(), &out, lines);
+        let summary =
+            feedback::export(urls, feedback::export_request(kind, ENDPOINT), &out).await?;
+        output::exported(kind.name(), &out, &summary);
     }
 
     output::demo_step(12, "metrics");

@@ -1,11 +1,13 @@
-//! `keel feedback REQUEST_ID ...` posts feedback on a served answer;
-//! `keel export --kind ...` streams a dataset built from feedback to a file.
+//! `keel feedback REQUEST_ID ...` posts feedback on a served answer, one of
+//! its passages, or (`--session`) a whole conversation; `keel export --kind
+//! ...` streams a dataset built from feedback to a file.
 
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use keel_proto::v1::{
-    DatasetKind, ExportDatasetRequest, FeedbackKind, FeedbackRecord, SubmitFeedbackRequest,
+    DatasetKind, ExportDatasetRequest, ExportSummary, FeedbackKind, FeedbackRecord,
+    SubmitFeedbackRequest,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -17,11 +19,20 @@ use crate::cli::{output, CliError, ServiceUrls};
     clap::ArgGroup::new("verdict")
         .required(true)
         .multiple(false)
-        .args(["up", "down", "rating", "correction", "comment"])
+        .args(["up", "down", "rating", "correction", "comment", "flag", "relevant", "not_relevant"])
+))]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .multiple(false)
+        .args(["request_id", "session"])
 ))]
 pub struct FeedbackArgs {
     /// The request_id a query returned
-    pub request_id: String,
+    pub request_id: Option<String>,
+    /// Feedback on a whole conversation: the session_id sent with its queries
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
     /// Thumbs up
     #[arg(long)]
     pub up: bool,
@@ -37,6 +48,18 @@ pub struct FeedbackArgs {
     /// A free-text comment
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
+    /// Flag the answer, saying why ("harmful", "hallucination", ...)
+    #[arg(long, value_name = "REASON")]
+    pub flag: Option<String>,
+    /// A retrieved passage (its citation id) was relevant
+    #[arg(long, value_name = "PASSAGE_ID")]
+    pub relevant: Option<String>,
+    /// A retrieved passage (its citation id) was not relevant
+    #[arg(long, value_name = "PASSAGE_ID")]
+    pub not_relevant: Option<String>,
+    /// A free-form label; repeat for several
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
     /// A retried submission with the same key is recorded once
@@ -52,6 +75,12 @@ pub enum Verdict {
     Rating(u32),
     Correction(String),
     Comment(String),
+    Flag(String),
+    /// A retrieved passage judged relevant (true) or not.
+    Relevance {
+        passage_id: String,
+        relevant: bool,
+    },
 }
 
 impl FeedbackArgs {
@@ -71,8 +100,25 @@ impl FeedbackArgs {
         if let Some(comment) = &self.comment {
             return Ok(Verdict::Comment(comment.clone()));
         }
+        if let Some(reason) = &self.flag {
+            return Ok(Verdict::Flag(reason.clone()));
+        }
+        if let Some(passage_id) = &self.relevant {
+            return Ok(Verdict::Relevance {
+                passage_id: passage_id.clone(),
+                relevant: true,
+            });
+        }
+        if let Some(passage_id) = &self.not_relevant {
+            return Ok(Verdict::Relevance {
+                passage_id: passage_id.clone(),
+                relevant: false,
+            });
+        }
         Err(CliError::Invalid(
-            "one of --up, --down, --rating, --correction, --comment is required".to_string(),
+            "one of --up, --down, --rating, --correction, --comment, --flag, --relevant, \
+             --not-relevant is required"
+                .to_string(),
         ))
     }
 }
@@ -110,18 +156,32 @@ pub fn submit_request(
             request.kind = FeedbackKind::Comment as i32;
             request.comment = comment.clone();
         }
+        Verdict::Flag(reason) => {
+            request.kind = FeedbackKind::Flag as i32;
+            request.reason = reason.clone();
+        }
+        Verdict::Relevance {
+            passage_id,
+            relevant,
+        } => {
+            request.kind = FeedbackKind::Relevance as i32;
+            request.passage_id = passage_id.clone();
+            request.value = if *relevant { 1.0 } else { -1.0 };
+        }
     }
     request
 }
 
 pub async fn run_feedback(urls: &ServiceUrls, args: FeedbackArgs) -> Result<(), CliError> {
     let verdict = args.verdict()?;
-    let request = submit_request(
-        &args.request_id,
+    let mut request = submit_request(
+        args.request_id.as_deref().unwrap_or_default(),
         &verdict,
         args.user.as_deref().unwrap_or_default(),
         args.idempotency_key.as_deref().unwrap_or_default(),
     );
+    request.session_id = args.session.clone().unwrap_or_default();
+    request.tags = args.tags.clone();
     let record = submit(urls, request).await?;
     output::feedback_recorded(&record);
     Ok(())
@@ -150,6 +210,12 @@ pub struct ExportArgs {
     /// The JSONL file to write (replaced once the export is complete)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace e-mail addresses, phone and card numbers with [EMAIL], [PHONE], [CARD]
+    #[arg(long)]
+    pub mask_pii: bool,
+    /// Keep lines equal to an earlier one in (prompt, answer)
+    #[arg(long)]
+    pub keep_duplicates: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,6 +226,8 @@ pub enum DatasetKindArg {
     Preference,
     /// Evaluation set: question, answer, contexts, rating
     Eval,
+    /// Retrieval set: query, relevant passages, hard negatives
+    Retrieval,
 }
 
 impl DatasetKindArg {
@@ -168,6 +236,7 @@ impl DatasetKindArg {
             DatasetKindArg::Sft => "sft",
             DatasetKindArg::Preference => "preference",
             DatasetKindArg::Eval => "eval",
+            DatasetKindArg::Retrieval => "retrieval",
         }
     }
 
@@ -176,31 +245,41 @@ impl DatasetKindArg {
             DatasetKindArg::Sft => DatasetKind::Sft,
             DatasetKindArg::Preference => DatasetKind::Preference,
             DatasetKindArg::Eval => DatasetKind::Eval,
+            DatasetKindArg::Retrieval => DatasetKind::Retrieval,
         }
     }
 }
 
 pub async fn run_export(urls: &ServiceUrls, args: ExportArgs) -> Result<(), CliError> {
-    let endpoint = args.endpoint.as_deref().unwrap_or_default();
-    let lines = export(urls, args.kind, endpoint, &args.out).await?;
-    output::exported(args.kind.name(), &args.out, lines);
+    let request = ExportDatasetRequest {
+        kind: args.kind.to_proto() as i32,
+        endpoint: args.endpoint.clone().unwrap_or_default(),
+        mask_pii: args.mask_pii,
+        keep_duplicates: args.keep_duplicates,
+        ..ExportDatasetRequest::default()
+    };
+    let summary = export(urls, request, &args.out).await?;
+    output::exported(args.kind.name(), &args.out, &summary);
     Ok(())
 }
 
-/// Streams the dataset into `out` and returns the number of lines. Lines
-/// go to `<out>.partial` first, so a failed export never leaves a truncated
-/// file under the requested name.
-pub async fn export(
-    urls: &ServiceUrls,
-    kind: DatasetKindArg,
-    endpoint: &str,
-    out: &Path,
-) -> Result<u64, CliError> {
-    let request = ExportDatasetRequest {
+/// The export of one kind of dataset of `endpoint`, with the defaults.
+pub fn export_request(kind: DatasetKindArg, endpoint: &str) -> ExportDatasetRequest {
+    ExportDatasetRequest {
         kind: kind.to_proto() as i32,
         endpoint: endpoint.to_string(),
         ..ExportDatasetRequest::default()
-    };
+    }
+}
+
+/// Streams the dataset into `out`, showing progress, and returns the
+/// export's summary. Lines go to `<out>.partial` first, so a failed export
+/// never leaves a truncated file under the requested name.
+pub async fn export(
+    urls: &ServiceUrls,
+    request: ExportDatasetRequest,
+    out: &Path,
+) -> Result<ExportSummary, CliError> {
     let mut stream = urls
         .feedback()
         .await?
@@ -214,7 +293,7 @@ pub async fn export(
         .map_err(CliError::io(&partial_path))?;
     let mut writer = tokio::io::BufWriter::new(file);
     let mut progress: Option<indicatif::ProgressBar> = None;
-    let mut lines: u64 = 0;
+    let mut summary = None;
     loop {
         let message = match stream.message().await {
             Ok(message) => message,
@@ -228,8 +307,17 @@ pub async fn export(
         let Some(line) = message else {
             break;
         };
-        // The total is known only once the first line arrives.
-        let bar = progress.get_or_insert_with(|| output::progress_bar(line.total_lines, "lines"));
+        // The total is known once the first message arrives.
+        let bar =
+            progress.get_or_insert_with(|| output::progress_bar(line.requests_total, "requests"));
+        bar.set_position(line.requests_done);
+        if line.summary.is_some() {
+            summary = line.summary;
+            break;
+        }
+        if line.json.is_empty() {
+            continue;
+        }
         writer
             .write_all(line.json.as_bytes())
             .await
@@ -238,9 +326,16 @@ pub async fn export(
             .write_all(b"\n")
             .await
             .map_err(CliError::io(&partial_path))?;
-        lines += 1;
-        bar.inc(1);
     }
+    let Some(summary) = summary else {
+        if let Some(bar) = &progress {
+            bar.abandon();
+        }
+        return Err(CliError::Invalid(
+            "feedback ExportDataset ended without its summary: the export is incomplete"
+                .to_string(),
+        ));
+    };
     writer.flush().await.map_err(CliError::io(&partial_path))?;
     writer
         .into_inner()
@@ -253,7 +348,7 @@ pub async fn export(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    Ok(lines)
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -286,6 +381,24 @@ mod tests {
         assert_eq!(
             (comment.kind, comment.comment.as_str()),
             (FeedbackKind::Comment as i32, "vague")
+        );
+        let flag = submit_request("r1", &Verdict::Flag("harmful".to_string()), "", "");
+        assert_eq!(
+            (flag.kind, flag.reason.as_str()),
+            (FeedbackKind::Flag as i32, "harmful")
+        );
+        let not_relevant = Verdict::Relevance {
+            passage_id: "doc-2".to_string(),
+            relevant: false,
+        };
+        let relevance = submit_request("r1", &not_relevant, "", "");
+        assert_eq!(
+            (
+                relevance.kind,
+                relevance.passage_id.as_str(),
+                relevance.value
+            ),
+            (FeedbackKind::Relevance as i32, "doc-2", -1.0)
         );
     }
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_proto::v1::{
-    AliasEvent, Citation, Collection, Endpoint, FeedbackKind, FeedbackRecord, FinishReason,
-    GetMetricsResponse, Metric, Model, ModelKind, ModelVersion, QueryDone, QueryResponse,
+    AliasEvent, Citation, Collection, Endpoint, ExportSummary, FeedbackKind, FeedbackRecord,
+    FinishReason, GetMetricsResponse, Metric, Model, ModelKind, ModelVersion, QueryDone,
+    QueryResponse,
 };
 
 use crate::cli::CliError;
@@ -232,14 +233,46 @@ pub fn feedback_recorded(record: &FeedbackRecord) {
                 .to_ascii_lowercase()
         })
         .unwrap_or_else(|_| record.kind.to_string());
+    let target = if !record.session_id.is_empty() {
+        format!("session {}", record.session_id)
+    } else if !record.passage_id.is_empty() {
+        format!(
+            "passage {} of request {}",
+            record.passage_id, record.request_id
+        )
+    } else {
+        format!("request {}", record.request_id)
+    };
+    let served = if !record.joined {
+        " (waiting for its inference record)".to_string()
+    } else if record.served_model.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " on {} version {}",
+            record.served_model, record.served_version
+        )
+    };
     println!(
-        "feedback {} ({kind}) recorded for request {} on {} version {}",
-        record.id, record.request_id, record.served_model, record.served_version
+        "feedback {} ({kind}) recorded for {target}{served}",
+        record.id
     );
 }
 
-pub fn exported(kind: &str, path: &Path, lines: u64) {
-    println!("exported {lines} {kind} lines to {}", path.display());
+pub fn exported(kind: &str, path: &Path, summary: &ExportSummary) {
+    println!(
+        "exported {} {kind} lines to {} from {} requests with feedback; skipped: {} no signal \
+         for {kind}, {} duplicates, {} without their inference record, {} feedback not joined \
+         yet; personal data masked in {} lines",
+        summary.lines,
+        path.display(),
+        summary.requests,
+        summary.skipped_no_signal,
+        summary.skipped_duplicate,
+        summary.skipped_missing_record,
+        summary.skipped_unjoined,
+        summary.masked_lines
+    );
 }
 
 pub fn metrics(metrics: &GetMetricsResponse) {

@@ -270,6 +270,7 @@ pub async fn stored_request_ids(
     for chunk in ids.chunks(1000) {
         let request = keel_proto::v1::BatchGetInferencesRequest {
             request_ids: chunk.to_vec(),
+            ..Default::default()
         };
         if let Ok(found) = monitoring.clone().batch_get_inferences(request).await {
             stored.extend(
