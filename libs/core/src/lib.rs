@@ -10,6 +10,7 @@ pub mod gen_ai;
 pub mod grpc_metrics;
 pub mod grpc_tracing;
 pub mod health;
+pub mod jetstream;
 pub mod metrics;
 pub mod payload;
 pub mod periodic;

@@ -14,6 +14,11 @@ pub struct Config {
     /// a standalone monitoring already gets its own spans over OTLP.
     #[serde(skip)]
     pub store_own_spans: bool,
+    /// Also read inference records from the NATS JetStream stream that
+    /// serving publishes to with `inference_delivery = "nats"`.
+    pub nats_intake: bool,
+    /// The NATS server and stream (the same as serving's `nats`).
+    pub nats: keel_core::jetstream::JetStreamConfig,
     /// Inference records older than this are deleted (0: kept forever),
     /// except those feedback refers to, which stay as long as the
     /// feedback does.
@@ -35,6 +40,8 @@ impl Default for Config {
             port: DEFAULT_PORT,
             database_url: String::new(),
             store_own_spans: false,
+            nats_intake: false,
+            nats: keel_core::jetstream::JetStreamConfig::default(),
             inference_retention_ms: 0,
             span_retention_ms: 0,
             retention_interval_ms: 60_000,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod inferences;
 pub mod metrics;
+pub mod nats_intake;
 pub mod otlp;
 pub mod own_spans;
 pub mod retention;
@@ -46,6 +47,13 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let log = inferences::InferenceLog::new(store.clone());
+    let nats_intake = config.nats_intake.then(|| {
+        tokio::spawn(nats_intake::run(
+            config.nats.clone(),
+            log.clone(),
+            shutdown.clone(),
+        ))
+    });
     let (writer, writer_task) = SpanWriter::spawn(store.clone(), span_writer::QUEUE_CALLS);
     let records_stored = log.records_stored();
     let service_metrics = ServiceMetrics::new("monitoring");
@@ -100,6 +108,11 @@ pub async fn serve(
         ))
     });
     let served = keel_core::run_service(service, http::router(writer), listeners, shutdown).await;
+    if let Some(intake) = nats_intake {
+        if let Err(error) = intake.await {
+            tracing::warn!(%error, "NATS intake task failed");
+        }
+    }
     if let Some(job) = retention_job {
         if let Err(error) = job.await {
             tracing::warn!(%error, "retention task failed");

@@ -9,47 +9,6 @@ use keel_proto::v1 as pb;
 use keel_testkit::{assert_status, http_get, TestDatabase};
 use tonic::Code;
 
-fn wire_record(
-    n: u128,
-    endpoint: &str,
-    started_at_ms: i64,
-    latency_ms: f64,
-) -> pb::InferenceRecord {
-    pb::InferenceRecord {
-        request_id: uuid::Uuid::from_u128(n).hyphenated().to_string(),
-        trace_id: format!("{n:032x}"),
-        span_id: format!("{n:016x}"),
-        endpoint: endpoint.to_string(),
-        route_target: "support-chain@champion".to_string(),
-        served_model: "support-chain".to_string(),
-        served_version: 1,
-        user_id: "user-1".to_string(),
-        session_id: "session-1".to_string(),
-        question: format!("question {n}?"),
-        input_messages: vec![pb::ChatMessage {
-            role: "user".to_string(),
-            content: "hi".to_string(),
-        }],
-        contexts: vec![pb::Citation {
-            point_id: "doc-1".to_string(),
-            score: 0.5,
-            text: "passage".to_string(),
-        }],
-        prompt_messages: vec![],
-        answer: format!("answer {n}"),
-        usage: Some(pb::TokenUsage {
-            input_tokens: 12,
-            output_tokens: 4,
-        }),
-        latency_ms,
-        status: pb::InferenceStatus::Ok as i32,
-        error: String::new(),
-        started_at_ms,
-        generator: "extractive".to_string(),
-        finish_reason: pb::FinishReason::Stop as i32,
-    }
-}
-
 #[tokio::test]
 async fn records_round_trip_and_metrics_over_grpc() {
     let database = TestDatabase::sqlite();
@@ -57,7 +16,7 @@ async fn records_round_trip_and_metrics_over_grpc() {
     let now = keel_core::time::now_ms();
     let mut records = Vec::new();
     for latency in 1..=100u32 {
-        records.push(wire_record(
+        records.push(support::wire_record(
             u128::from(latency),
             "support",
             now - 1_000,
@@ -202,7 +161,7 @@ async fn bad_input_is_rejected_before_anything_is_stored() {
     let database = TestDatabase::sqlite();
     let mut running = support::start(&database).await;
     let client = &mut running.monitoring;
-    let good = wire_record(1, "support", 1_000, 5.0);
+    let good = support::wire_record(1, "support", 1_000, 5.0);
 
     let cases: Vec<(pb::InferenceRecord, &str)> = vec![
         (
@@ -280,7 +239,7 @@ async fn bad_input_is_rejected_before_anything_is_stored() {
         ),
     ];
     for (bad, expected) in cases {
-        let valid_first = wire_record(2, "support", 1_000, 5.0);
+        let valid_first = support::wire_record(2, "support", 1_000, 5.0);
         let result = client
             .record_inferences(pb::RecordInferencesRequest {
                 records: vec![valid_first, bad],

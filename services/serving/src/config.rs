@@ -28,6 +28,13 @@ pub struct Config {
     /// `memory` only: records waiting; beyond it they are dropped and
     /// counted.
     pub inference_queue_capacity: usize,
+    /// Where records are delivered: `monitoring` (its RecordInferences) or
+    /// `nats` (a NATS JetStream stream that monitoring drains, when one
+    /// machine is not enough; see `nats`). Either way they wait in the
+    /// inference log until delivered.
+    pub inference_delivery: DeliveryTarget,
+    /// The NATS server and stream for `inference_delivery = "nats"`.
+    pub nats: keel_core::jetstream::JetStreamConfig,
     /// Records per RecordInferences call.
     pub inference_batch_size: usize,
     /// The longest a record waits for its batch to fill.
@@ -57,6 +64,14 @@ pub enum InferenceLogKind {
     Memory,
 }
 
+/// Where delivered inference records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryTarget {
+    Monitoring,
+    Nats,
+}
+
 /// Monitoring takes at most this many records per call.
 pub const MAX_INFERENCE_BATCH: usize = 1000;
 
@@ -74,6 +89,8 @@ impl Default for Config {
             spill_disk_budget_bytes: 1 << 30,
             spill_segment_bytes: 64 << 20,
             inference_queue_capacity: 10_000,
+            inference_delivery: DeliveryTarget::Monitoring,
+            nats: keel_core::jetstream::JetStreamConfig::default(),
             inference_batch_size: 256,
             inference_flush_interval_ms: 200,
             delivery_timeout_ms: 2000,

@@ -18,12 +18,11 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::config::Config;
-use crate::encoded_records::RecordInferencesClient;
 use crate::inference_log::DeliveryCounters;
+use crate::record_sink::RecordSink;
 
 const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 const MAX_SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
@@ -109,15 +108,14 @@ impl DeliveryWorker {
     /// Delivers until `shutdown`, then for at most the shutdown flush
     /// deadline delivers what is still waiting (close the log first, so
     /// that is everything) and returns.
-    pub async fn run(mut self, channel: Channel, shutdown: CancellationToken) {
-        let client = RecordInferencesClient::new(channel);
+    pub async fn run(mut self, sink: RecordSink, shutdown: CancellationToken) {
         // A batch taken from the source when shutdown came: it still goes
         // out in the flush below.
         let mut carried = None;
         loop {
             match self.next_batch(&shutdown).await {
                 Fetched::Batch(batch) => {
-                    if let Err(batch) = self.deliver(&client, batch, &shutdown).await {
+                    if let Err(batch) = self.deliver(&sink, batch, &shutdown).await {
                         carried = Some(batch);
                         break;
                     }
@@ -151,7 +149,7 @@ impl DeliveryWorker {
                     Fetched::Stopped => break,
                 },
             };
-            if let Err(batch) = self.deliver(&client, batch, &deadline).await {
+            if let Err(batch) = self.deliver(&sink, batch, &deadline).await {
                 if matches!(self.source, RecordSource::Memory(_)) {
                     // Nowhere keeps it.
                     self.counters
@@ -250,7 +248,7 @@ impl DeliveryWorker {
     /// to its source. Hands the batch back when `stop` came first.
     async fn deliver(
         &mut self,
-        client: &RecordInferencesClient,
+        sink: &RecordSink,
         batch: Batch,
         stop: &CancellationToken,
     ) -> Result<(), Batch> {
@@ -258,7 +256,7 @@ impl DeliveryWorker {
         let outcome = if batch.records.is_empty() {
             Ok(())
         } else {
-            self.send(client, &batch.records, stop).await
+            self.send(sink, &batch.records, stop).await
         };
         match outcome {
             Ok(()) => {
@@ -282,19 +280,18 @@ impl DeliveryWorker {
 
     async fn send(
         &mut self,
-        client: &RecordInferencesClient,
+        sink: &RecordSink,
         records: &[Bytes],
         stop: &CancellationToken,
     ) -> Result<(), Undelivered> {
         let attempt_timeout = self.settings.attempt_timeout;
         let count = records.len();
         let attempt = || {
-            let mut client = client.clone();
             // Bytes: a clone copies no record.
             let records = records.to_vec();
             async move {
-                match tokio::time::timeout(attempt_timeout, client.record(records)).await {
-                    Ok(answer) => answer.map(|_| ()),
+                match tokio::time::timeout(attempt_timeout, sink.send(records)).await {
+                    Ok(answer) => answer,
                     Err(_elapsed) => Err(Status::deadline_exceeded(format!(
                         "no answer within {} ms",
                         attempt_timeout.as_millis()

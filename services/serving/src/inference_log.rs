@@ -180,6 +180,8 @@ mod tests {
     use keel_types::{FinishReason, InferenceStatus, RequestId};
     use tokio_util::sync::CancellationToken;
 
+    use crate::record_sink::RecordSink;
+
     use super::*;
 
     fn memory_config(capacity: usize) -> Config {
@@ -237,7 +239,10 @@ mod tests {
         let monitoring = FakeMonitoring::start().await;
         let (log, worker) = open(&memory_config(100)).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker.run(monitoring.channel(), shutdown.clone()));
+        let task = tokio::spawn(worker.run(
+            RecordSink::monitoring(monitoring.channel()),
+            shutdown.clone(),
+        ));
         for index in 0..10 {
             log.record(record(index));
         }
@@ -282,7 +287,10 @@ mod tests {
             log.record(record(index));
         }
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker.run(monitoring.channel(), shutdown.clone()));
+        let task = tokio::spawn(worker.run(
+            RecordSink::monitoring(monitoring.channel()),
+            shutdown.clone(),
+        ));
         shutdown.cancel();
         task.await.unwrap();
         assert_eq!(monitoring.records().len(), 7);
@@ -297,7 +305,10 @@ mod tests {
         slow.inference_batch_size = 1000;
         let (log, worker) = open(&slow).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker.run(monitoring.channel(), shutdown.clone()));
+        let task = tokio::spawn(worker.run(
+            RecordSink::monitoring(monitoring.channel()),
+            shutdown.clone(),
+        ));
         for index in 0..3 {
             log.record(record(index));
         }

@@ -13,9 +13,11 @@ pub mod fallback;
 pub mod generation;
 pub mod inference_delivery;
 pub mod inference_log;
+pub mod jetstream_sink;
 pub mod metrics;
 pub mod pipeline;
 pub mod prompt;
+pub mod record_sink;
 pub mod registry;
 pub mod resolver;
 pub mod retrieval;
@@ -35,11 +37,14 @@ pub use config::Config;
 pub use error::Error;
 
 use crate::api::ServingApi;
+use crate::config::DeliveryTarget;
 use crate::endpoints::Endpoints;
 use crate::generation::GenerationPool;
 use crate::inference_log::InferenceLog;
+use crate::jetstream_sink::JetStreamSink;
 use crate::metrics::QueryMetrics;
 use crate::pipeline::Pipeline;
+use crate::record_sink::RecordSink;
 use crate::registry::RegistryClient;
 use crate::resolver::Resolver;
 use crate::retrieval::Retriever;
@@ -65,14 +70,23 @@ pub async fn serve(
         clients::lazy_channel(&config.vector_index_url, dependency_timeout)?,
         dependency_timeout,
     );
-    let monitoring_channel = clients::lazy_channel(&config.monitoring_url, delivery_timeout)?;
+    let sink = match config.inference_delivery {
+        DeliveryTarget::Monitoring => RecordSink::monitoring(clients::lazy_channel(
+            &config.monitoring_url,
+            delivery_timeout,
+        )?),
+        DeliveryTarget::Nats => RecordSink::JetStream(
+            JetStreamSink::connect(&config.nats)
+                .await
+                .map_err(|error| Error::Config(format!("serving.nats.url: {error}")))?,
+        ),
+    };
 
     // Background tasks stop after the gRPC server drained, so the last
     // queries still get their records delivered.
     let background_shutdown = CancellationToken::new();
     let (inference_log, delivery_worker) = inference_log::open(&config)?;
-    let delivery_task =
-        tokio::spawn(delivery_worker.run(monitoring_channel, background_shutdown.clone()));
+    let delivery_task = tokio::spawn(delivery_worker.run(sink, background_shutdown.clone()));
     let resolver = Arc::new(Resolver::new(registry.clone()));
     let watch_task = tokio::spawn(resolver.clone().watch_aliases(background_shutdown.clone()));
 

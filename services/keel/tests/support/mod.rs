@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod outage;
+
 pub use keel_testkit::Backend;
 
 /// How long a started service may take to answer its health check.

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 
 use keel_monitoring::{serve, Config, Error};
+use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_testkit::server::Ports;
 use keel_testkit::{TestDatabase, TestServer};
@@ -24,11 +25,17 @@ pub struct Running {
 /// Starts monitoring on `database`; a second start on the same database
 /// is a restart.
 pub async fn start(database: &TestDatabase) -> Running {
-    let config = Config {
+    start_with(database, |_| {}).await
+}
+
+/// Starts monitoring on `database` with `configure` applied to its config.
+pub async fn start_with(database: &TestDatabase, configure: impl FnOnce(&mut Config)) -> Running {
+    let mut config = Config {
         port: 0,
         database_url: database.url.clone(),
         ..Config::default()
     };
+    configure(&mut config);
     let server = TestServer::start(Ports::GrpcAndAdmin, |listeners, shutdown| {
         serve(config, listeners, shutdown)
     })
@@ -50,5 +57,47 @@ impl Running {
     /// Shuts down and checks the server drains and returns cleanly.
     pub async fn stop(self) {
         self.server.stop().await.unwrap();
+    }
+}
+
+/// A complete record with request id `n` (as a UUID).
+pub fn wire_record(
+    n: u128,
+    endpoint: &str,
+    started_at_ms: i64,
+    latency_ms: f64,
+) -> pb::InferenceRecord {
+    pb::InferenceRecord {
+        request_id: uuid::Uuid::from_u128(n).hyphenated().to_string(),
+        trace_id: format!("{n:032x}"),
+        span_id: format!("{n:016x}"),
+        endpoint: endpoint.to_string(),
+        route_target: "support-chain@champion".to_string(),
+        served_model: "support-chain".to_string(),
+        served_version: 1,
+        user_id: "user-1".to_string(),
+        session_id: "session-1".to_string(),
+        question: format!("question {n}?"),
+        input_messages: vec![pb::ChatMessage {
+            role: "user".to_string(),
+            content: "hi".to_string(),
+        }],
+        contexts: vec![pb::Citation {
+            point_id: "doc-1".to_string(),
+            score: 0.5,
+            text: "passage".to_string(),
+        }],
+        prompt_messages: vec![],
+        answer: format!("answer {n}"),
+        usage: Some(pb::TokenUsage {
+            input_tokens: 12,
+            output_tokens: 4,
+        }),
+        latency_ms,
+        status: pb::InferenceStatus::Ok as i32,
+        error: String::new(),
+        started_at_ms,
+        generator: "extractive".to_string(),
+        finish_reason: pb::FinishReason::Stop as i32,
     }
 }
