@@ -23,6 +23,10 @@ pub enum Error {
     Serve(#[from] keel_core::ServeError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
+    #[error("storing feedback failed: {message}")]
+    GroupFailed { message: String, unreachable: bool },
+    #[error("the feedback service is shutting down")]
+    ShuttingDown,
     #[error("personal data masking cannot start: {0}")]
     Masking(#[from] regex::Error),
     #[error("invalid configuration: feedback.{0}")]
@@ -32,7 +36,11 @@ pub enum Error {
 impl Error {
     /// A database that cannot be reached is a dependency down, not a bug.
     pub fn is_store_unavailable(&self) -> bool {
-        matches!(self, Error::Store(error) if error.is_unreachable())
+        match self {
+            Error::Store(error) => error.is_unreachable(),
+            Error::GroupFailed { unreachable, .. } => *unreachable,
+            _ => false,
+        }
     }
 }
 
@@ -45,7 +53,9 @@ impl From<Error> for tonic::Status {
         }
         match error {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            Error::MonitoringUnavailable { .. } => tonic::Status::unavailable(message),
+            Error::MonitoringUnavailable { .. } | Error::ShuttingDown => {
+                tonic::Status::unavailable(message)
+            }
             _ => {
                 tracing::error!(error = %message, "internal error");
                 tonic::Status::internal(message)

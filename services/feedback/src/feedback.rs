@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::dataset_export::{self, ExportEvent, ExportRequest, ExportResult};
 use crate::error::Error;
+use crate::ingest::{FeedbackIngest, Stored};
 use crate::metrics::Counters;
 use crate::monitoring_client::{MonitoringClient, BATCH_LIMIT};
 use crate::record::{FeedbackKind, FeedbackRecord};
@@ -280,6 +281,7 @@ pub struct FeedbackBook {
     orphan_grace_ms: i64,
     /// How long feedback is kept; `None`: forever.
     retention_ms: Option<i64>,
+    ingest: FeedbackIngest,
 }
 
 impl FeedbackBook {
@@ -288,25 +290,23 @@ impl FeedbackBook {
         monitoring: MonitoringClient,
         counters: Counters,
         orphan_grace_ms: u64,
-        retention_ms: u64,
+        retention_ms: Option<i64>,
+        ingest: FeedbackIngest,
     ) -> FeedbackBook {
         FeedbackBook {
             store,
             monitoring,
             counters: Arc::new(counters),
             orphan_grace_ms: i64::try_from(orphan_grace_ms).unwrap_or(i64::MAX),
-            retention_ms: (retention_ms > 0)
-                .then(|| i64::try_from(retention_ms).unwrap_or(i64::MAX)),
+            retention_ms,
+            ingest,
         }
     }
 
     /// Until when monitoring must keep a record that feedback joined now
-    /// refers to: as long as that feedback lives.
+    /// refers to.
     fn keep_records_until(&self) -> i64 {
-        match self.retention_ms {
-            Some(retention_ms) => keel_core::time::now_ms().saturating_add(retention_ms),
-            None => i64::MAX,
-        }
+        keep_records_until(self.retention_ms)
     }
 
     /// Deletes the feedback older than the retention period, in batches of
@@ -326,12 +326,12 @@ impl FeedbackBook {
         Ok(deleted)
     }
 
-    /// Checks and stores a submission. A submission whose idempotency key
-    /// was seen returns the first record unchanged, without asking
-    /// monitoring, so a retry does not depend on monitoring being up.
-    /// Feedback on a request monitoring does not know yet (its record may
-    /// still wait in serving's spill log, or monitoring is down) is kept
-    /// unjoined and joined when the record arrives.
+    /// Checks and stores a submission (in the ingest's next group commit).
+    /// A submission whose idempotency key was seen returns the first record
+    /// unchanged, without asking monitoring, so a retry does not depend on
+    /// monitoring being up. Feedback on a request monitoring does not know
+    /// yet (its record may still wait in serving's spill log, or monitoring
+    /// is down) is kept unjoined and joined when the record arrives.
     pub async fn submit(&self, submission: Submission) -> Result<FeedbackRecord, Error> {
         let checked = check_submission(submission)?;
         if let Some(key) = &checked.idempotency_key {
@@ -348,45 +348,6 @@ impl FeedbackBook {
             } => (Some(*request_id), passage_id.clone(), String::new()),
             Target::Session(session_id) => (None, String::new(), session_id.clone()),
         };
-        let inference = match request_id {
-            Some(request_id) => match self
-                .monitoring
-                .batch_get_inferences(&[request_id], Some(self.keep_records_until()))
-                .await
-            {
-                Ok(mut found) => found.pop(),
-                Err(Error::MonitoringUnavailable { .. }) => None,
-                Err(error) => return Err(error),
-            },
-            None => None,
-        };
-        if let (Some(inference), false) = (&inference, passage_id.is_empty()) {
-            if !inference
-                .contexts
-                .iter()
-                .any(|passage| passage.id == passage_id)
-            {
-                return Err(FieldError::new(
-                    "passage_id",
-                    format!(
-                        "must be one of the {} passages request {} retrieved, got {passage_id:?}",
-                        inference.contexts.len(),
-                        inference.request_id
-                    ),
-                )
-                .into());
-            }
-        }
-        // Session feedback waits for no record.
-        let joined = inference.is_some() || request_id.is_none();
-        let (endpoint, served_model, served_version) = match inference {
-            Some(inference) => (
-                inference.endpoint,
-                inference.served_model,
-                inference.served_version,
-            ),
-            None => (String::new(), String::new(), 0),
-        };
         let record = FeedbackRecord {
             id: Uuid::now_v7().hyphenated().to_string(),
             request_id,
@@ -399,37 +360,35 @@ impl FeedbackBook {
             reason: checked.reason,
             tags: checked.tags,
             user_id: checked.user_id,
-            idempotency_key: checked.idempotency_key.clone().unwrap_or_default(),
+            idempotency_key: checked.idempotency_key.unwrap_or_default(),
             created_at_ms: keel_core::time::now_ms(),
-            endpoint,
-            served_model,
-            served_version,
-            joined,
+            endpoint: String::new(),
+            served_model: String::new(),
+            served_version: 0,
+            // Session feedback waits for no record; the ingest joins the
+            // others whose record monitoring holds.
+            joined: request_id.is_none(),
         };
-        let inserted = store::insert_feedback(&self.store, &row_from_record(&record)?).await?;
-        if inserted {
-            self.counters.submitted.inc();
-            tracing::info!(
-                id = %record.id,
-                request_id = ?record.request_id,
-                session_id = %record.session_id,
-                kind = record.kind.as_str(),
-                joined = record.joined,
-                "feedback stored"
-            );
-            return Ok(record);
+        match self.ingest.submit(record).await? {
+            Stored::Inserted(record) => {
+                self.counters.submitted.inc();
+                tracing::debug!(
+                    id = %record.id,
+                    request_id = ?record.request_id,
+                    session_id = %record.session_id,
+                    kind = record.kind.as_str(),
+                    joined = record.joined,
+                    "feedback stored"
+                );
+                Ok(record)
+            }
+            // A concurrent submission with the same key won the race:
+            // answer with its record.
+            Stored::KeyTaken(winner) => {
+                self.counters.replayed.inc();
+                record_from_row(winner)
+            }
         }
-        // A concurrent submission with the same key won the race: answer
-        // with its record.
-        let key = checked.idempotency_key.unwrap_or_default();
-        let Some(winner) = store::get_by_idempotency_key(&self.store, &key).await? else {
-            return Err(Error::CorruptRow {
-                id: record.id,
-                reason: format!("idempotency key {key:?} conflicted but no record holds it"),
-            });
-        };
-        self.counters.replayed.inc();
-        record_from_row(winner)
     }
 
     /// One page, newest first by (created_at_ms, id).
@@ -579,6 +538,15 @@ impl FeedbackBook {
     }
 }
 
+/// Until when monitoring must keep a record that feedback joined now refers
+/// to: as long as that feedback lives (`retention_ms`; `None`: forever).
+pub fn keep_records_until(retention_ms: Option<i64>) -> i64 {
+    match retention_ms {
+        Some(retention_ms) => keel_core::time::now_ms().saturating_add(retention_ms),
+        None => i64::MAX,
+    }
+}
+
 /// The cursor of the next page, which starts after the row at
 /// (`created_at_ms`, `id`).
 fn cursor_after(created_at_ms: i64, id: &str) -> Result<PageCursor, Error> {
@@ -592,7 +560,7 @@ fn cursor_after(created_at_ms: i64, id: &str) -> Result<PageCursor, Error> {
     })
 }
 
-fn row_from_record(record: &FeedbackRecord) -> Result<FeedbackRow, Error> {
+pub(crate) fn row_from_record(record: &FeedbackRecord) -> Result<FeedbackRow, Error> {
     let idempotency_key = if record.idempotency_key.is_empty() {
         None
     } else {

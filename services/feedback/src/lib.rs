@@ -10,6 +10,7 @@ pub mod error;
 pub mod export;
 pub mod feedback;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod monitoring_client;
 pub mod pii;
@@ -45,12 +46,21 @@ pub async fn serve(
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("feedback");
     let counters = metrics::Counters::new(&service_metrics)?;
+    let retention_ms = (config.feedback_retention_ms > 0)
+        .then(|| i64::try_from(config.feedback_retention_ms).unwrap_or(i64::MAX));
+    let (ingest, ingest_writer) = ingest::FeedbackIngest::new(store.clone(), monitoring.clone());
+    let ingest_stop = CancellationToken::new();
+    let ingest_task = tokio::spawn(ingest_writer.run(
+        move || feedback::keep_records_until(retention_ms),
+        ingest_stop.clone(),
+    ));
     let book = feedback::FeedbackBook::new(
         store.clone(),
         monitoring,
         counters,
         config.orphan_grace_ms,
-        config.feedback_retention_ms,
+        retention_ms,
+        ingest,
     );
     let joiner = {
         let book = book.clone();
@@ -94,6 +104,11 @@ pub async fn serve(
     let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
     if let Err(error) = joiner.await {
         tracing::warn!(%error, "feedback join task failed");
+    }
+    // The server drained: what is queued is all there will be.
+    ingest_stop.cancel();
+    if let Err(error) = ingest_task.await {
+        tracing::warn!(%error, "feedback ingest task failed");
     }
     if let Some(retention) = retention {
         if let Err(error) = retention.await {

@@ -1,5 +1,7 @@
 //! The feedback table's SQL.
 
+use std::collections::HashSet;
+
 use keel_store::{Migration, Store, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
@@ -144,36 +146,61 @@ impl<'r> FromRow<'r, AnyRow> for FeedbackRow {
     }
 }
 
-/// Inserts the row unless its idempotency key is taken; returns whether it
-/// was inserted.
-pub async fn insert_feedback(store: &Store, row: &FeedbackRow) -> Result<bool, StoreError> {
+/// Rows per INSERT statement: 17 parameters each stays far below both
+/// backends' parameter limits.
+const ROWS_PER_INSERT: usize = 256;
+
+/// Inserts the rows in one transaction, skipping those whose idempotency
+/// key is taken (by a stored row or an earlier row of the group); returns
+/// the ids it inserted.
+pub async fn insert_feedback_group(
+    store: &Store,
+    rows: &[FeedbackRow],
+) -> Result<HashSet<String>, StoreError> {
     let mut tx = store.begin_write().await?;
-    let result = sqlx::query(&format!(
-        "INSERT INTO feedback ({COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         ON CONFLICT (idempotency_key) DO NOTHING"
-    ))
-    .bind(row.id.clone())
-    .bind(row.request_id.clone())
-    .bind(row.session_id.clone())
-    .bind(row.passage_id.clone())
-    .bind(row.kind.clone())
-    .bind(row.value)
-    .bind(row.correction.clone())
-    .bind(row.comment.clone())
-    .bind(row.reason.clone())
-    .bind(row.tags.clone())
-    .bind(row.user_id.clone())
-    .bind(row.idempotency_key.clone())
-    .bind(row.created_at_ms)
-    .bind(row.endpoint.clone())
-    .bind(row.served_model.clone())
-    .bind(row.served_version)
-    .bind(row.joined_at_ms)
-    .execute(tx.conn())
-    .await?;
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = row * 17;
+                let params: Vec<String> = (first + 1..=first + 17)
+                    .map(|index| format!("${index}"))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO feedback ({COLUMNS}) VALUES {}
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String,)>(&sql);
+        for row in chunk {
+            query = query
+                .bind(row.id.clone())
+                .bind(row.request_id.clone())
+                .bind(row.session_id.clone())
+                .bind(row.passage_id.clone())
+                .bind(row.kind.clone())
+                .bind(row.value)
+                .bind(row.correction.clone())
+                .bind(row.comment.clone())
+                .bind(row.reason.clone())
+                .bind(row.tags.clone())
+                .bind(row.user_id.clone())
+                .bind(row.idempotency_key.clone())
+                .bind(row.created_at_ms)
+                .bind(row.endpoint.clone())
+                .bind(row.served_model.clone())
+                .bind(row.served_version)
+                .bind(row.joined_at_ms);
+        }
+        for (id,) in query.fetch_all(tx.conn()).await? {
+            inserted.insert(id);
+        }
+    }
     tx.commit().await?;
-    Ok(result.rows_affected() == 1)
+    Ok(inserted)
 }
 
 pub async fn get_by_idempotency_key(
@@ -526,6 +553,12 @@ mod tests {
         }
     }
 
+    /// Inserts one row as a group of one; whether it was inserted.
+    async fn insert_feedback(store: &Store, row: &FeedbackRow) -> Result<bool, StoreError> {
+        let inserted = insert_feedback_group(store, std::slice::from_ref(row)).await?;
+        Ok(inserted.contains(&row.id))
+    }
+
     fn ids(rows: &[FeedbackRow]) -> Vec<&str> {
         rows.iter().map(|row| row.id.as_str()).collect()
     }
@@ -558,9 +591,21 @@ mod tests {
         for each in &rows {
             assert!(insert_feedback(store, each).await.unwrap());
         }
-        // A second row with a taken key is not inserted.
+        // A second row with a taken key is not inserted, whether the key
+        // is stored already or taken earlier in the same group.
         let duplicate = row("a9", "r9", 9_000, Some("key-1"), "support");
         assert!(!insert_feedback(store, &duplicate).await.unwrap());
+        let group = [
+            row("g1", "r9", 9_000, Some("key-g"), "support"),
+            row("g2", "r9", 9_000, Some("key-g"), "support"),
+            row("g3", "r9", 9_000, Some("key-1"), "support"),
+        ];
+        let inserted = insert_feedback_group(store, &group).await.unwrap();
+        assert_eq!(inserted, HashSet::from(["g1".to_string()]));
+        sqlx::query("DELETE FROM feedback WHERE id = 'g1'")
+            .execute(store.pool())
+            .await
+            .unwrap();
         assert_eq!(
             get_by_idempotency_key(store, "key-1").await.unwrap(),
             Some(rows[0].clone())
