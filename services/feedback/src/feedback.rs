@@ -328,18 +328,14 @@ impl FeedbackBook {
 
     /// Checks and stores a submission (in the ingest's next group commit).
     /// A submission whose idempotency key was seen returns the first record
-    /// unchanged, without asking monitoring, so a retry does not depend on
-    /// monitoring being up. Feedback on a request monitoring does not know
-    /// yet (its record may still wait in serving's spill log, or monitoring
-    /// is down) is kept unjoined and joined when the record arrives.
+    /// unchanged. Feedback on a request monitoring does not know yet (its
+    /// record may still wait in serving's spill log, or monitoring is down)
+    /// is kept unjoined and joined when the record arrives.
     pub async fn submit(&self, submission: Submission) -> Result<FeedbackRecord, Error> {
+        // A taken idempotency key is found by the group's insert, which
+        // skips the row and answers with the key's holder: no lookup per
+        // submission, and none that depends on monitoring.
         let checked = check_submission(submission)?;
-        if let Some(key) = &checked.idempotency_key {
-            if let Some(existing) = store::get_by_idempotency_key(&self.store, key).await? {
-                self.counters.replayed.inc();
-                return record_from_row(existing);
-            }
-        }
         let (request_id, passage_id, session_id) = match &checked.target {
             Target::Request(request_id) => (Some(*request_id), String::new(), String::new()),
             Target::Passage {
