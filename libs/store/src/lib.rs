@@ -5,10 +5,12 @@
 //! booleans, and casts on aggregates (`CAST(SUM(x) AS BIGINT)`).
 
 mod migrate;
+mod placeholders;
 mod pool;
 pub mod testing;
 
 pub use migrate::Migration;
+pub use placeholders::{rows_per_statement, values_placeholders};
 pub use pool::{default_sqlite_url, Backend, Store, WriteTx};
 
 /// Errors of the storage layer.

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use keel_store::{Migration, Store, StoreError};
+use keel_store::{rows_per_statement, values_placeholders, Migration, Store, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
@@ -146,12 +146,6 @@ impl<'r> FromRow<'r, AnyRow> for FeedbackRow {
     }
 }
 
-/// Rows per INSERT statement. sqlx's SQLite driver looks each `$N`
-/// parameter up by name, a cost that grows with the parameters of the
-/// statement; 16 rows (272 parameters) keep that small and still save most
-/// round trips.
-const ROWS_PER_INSERT: usize = 16;
-
 /// Inserts the rows in one transaction, skipping those whose idempotency
 /// key is taken (by a stored row or an earlier row of the group); returns
 /// the ids it inserted.
@@ -161,20 +155,12 @@ pub async fn insert_feedback_group(
 ) -> Result<HashSet<String>, StoreError> {
     let mut tx = store.begin_write().await?;
     let mut inserted = HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = row * 17;
-                let params: Vec<String> = (first + 1..=first + 17)
-                    .map(|index| format!("${index}"))
-                    .collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
+    let backend = store.backend();
+    for chunk in rows.chunks(rows_per_statement(backend)) {
         let sql = format!(
             "INSERT INTO feedback ({COLUMNS}) VALUES {}
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            values.join(", ")
+            values_placeholders(backend, chunk.len(), 17)
         );
         let mut query = sqlx::query_as::<_, (String,)>(&sql);
         for row in chunk {

@@ -7,7 +7,9 @@
 //! `trace_models` maps a model to its traces. The SearchTraces filters on
 //! endpoint, model, status and time are columns of an index.
 
-use keel_store::{Backend, Migration, Store, StoreError, WriteTx};
+use keel_store::{
+    rows_per_statement, values_placeholders, Backend, Migration, Store, StoreError, WriteTx,
+};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -360,16 +362,15 @@ pub async fn keep_inferences(
     if request_ids.is_empty() {
         return Ok(0);
     }
-    let placeholders: Vec<String> = (2..=request_ids.len() + 1)
-        .map(|index| format!("${index}"))
-        .collect();
+    // `until_ms` is a number of ours: written into the statement, it
+    // leaves only the ids as parameters (anonymous on SQLite).
     let sql = format!(
-        "UPDATE inferences SET keep_until_ms = $1
-         WHERE request_id IN ({}) AND keep_until_ms < $1",
-        placeholders.join(", ")
+        "UPDATE inferences SET keep_until_ms = {until_ms}
+         WHERE request_id IN {} AND keep_until_ms < {until_ms}",
+        values_placeholders(store.backend(), 1, request_ids.len())
     );
     let mut tx = store.begin_write().await?;
-    let mut query = sqlx::query(&sql).bind(until_ms);
+    let mut query = sqlx::query(&sql);
     for request_id in request_ids {
         query = query.bind(request_id.clone());
     }
@@ -448,12 +449,9 @@ pub async fn get_inferences(
     if request_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (1..=request_ids.len())
-        .map(|index| format!("${index}"))
-        .collect();
     let sql = format!(
-        "SELECT request_id, record FROM inferences WHERE request_id IN ({})",
-        placeholders.join(", ")
+        "SELECT request_id, record FROM inferences WHERE request_id IN {}",
+        values_placeholders(store.backend(), 1, request_ids.len())
     );
     let mut query = sqlx::query_as::<_, (String, String)>(&sql);
     for request_id in request_ids {
@@ -675,44 +673,6 @@ pub async fn latency_at(
 /// The status code of an ERROR span (OpenTelemetry's numbering); a
 /// trace's `status_code` is the largest of its spans'.
 pub const SPAN_STATUS_ERROR: i64 = 2;
-
-/// Rows per multi-row INSERT. SQLite looks each `$N` placeholder up by
-/// name, scanning those already seen, so a long statement costs it
-/// quadratically (4096 spans: 65 ms in statements of 20 rows, 225 ms of
-/// 200); Postgres gains from fewer, longer statements (55 ms at 20 rows,
-/// 36 ms at 200).
-fn rows_per_statement(backend: Backend) -> usize {
-    match backend {
-        Backend::Sqlite => 20,
-        Backend::Postgres => 200,
-    }
-}
-
-/// `rows` rows of `columns` arguments: `($1, $2), ($3, $4)` on Postgres,
-/// `(?, ?), (?, ?)` on SQLite. SQLite looks a numbered parameter's name up
-/// in a list as long as the statement's parameters, once per bound value:
-/// quadratic in a multi-row insert, where anonymous `?` costs nothing.
-fn values_placeholders(backend: Backend, rows: usize, columns: usize) -> String {
-    use std::fmt::Write;
-    // Built on every span insert: one string, no allocation per value.
-    let mut sql = String::with_capacity(rows * columns * 6);
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 1..=columns {
-            if column > 1 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    let _ = write!(sql, "${}", row * columns + column);
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
 
 /// Runs `{head} VALUES (..), (..) {tail}` over `rows`, `rows_per_statement`
 /// rows of `columns` arguments at a time; `row_args` adds one row's.
@@ -1066,21 +1026,4 @@ pub async fn search_traces(store: &Store, query: &TraceQuery) -> Result<Vec<Trac
             },
         )
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_on_postgres_and_anonymous_on_sqlite() {
-        assert_eq!(
-            values_placeholders(Backend::Postgres, 2, 2),
-            "($1, $2), ($3, $4)"
-        );
-        assert_eq!(
-            values_placeholders(Backend::Sqlite, 2, 3),
-            "(?, ?, ?), (?, ?, ?)"
-        );
-    }
 }
