@@ -91,6 +91,21 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX feedback_by_session ON feedback (session_id, created_at_ms) WHERE session_id <> ''
         ",
     },
+    // The export reads in (request_id, created_at_ms, id) order, a page
+    // after a row value: an index in exactly that order serves it (and the
+    // listing by request, which the index it replaces served).
+    Migration {
+        version: 4,
+        name: "export_order",
+        sqlite: "
+            CREATE INDEX feedback_export_order ON feedback (request_id, created_at_ms, id);
+            DROP INDEX feedback_by_request
+        ",
+        postgres: "
+            CREATE INDEX feedback_export_order ON feedback (request_id, created_at_ms, id);
+            DROP INDEX feedback_by_request
+        ",
+    },
 ];
 
 const COLUMNS: &str = "id, request_id, session_id, passage_id, kind, value, correction, comment,
@@ -352,13 +367,17 @@ pub async fn export_page(
     served_clauses(export, &mut clauses, &mut args);
     time_clauses(export, &mut clauses, &mut args);
     if let Some(after) = after {
+        // A row value: both backends seek the export-order index to it,
+        // where the equivalent ORs made SQLite scan from the start on
+        // every page (5.5k rows/s at 1M rows, against 17k at 100k).
         args.push(Arg::Text(after.request_id.clone()));
         let request = args.len();
-        args.push(Arg::Text(after.request_id.clone()));
-        let same_request = args.len();
+        args.push(Arg::Int(after.created_at_ms));
+        let time = args.len();
+        args.push(Arg::Text(after.id.clone()));
+        let id = args.len();
         clauses.push(format!(
-            "(request_id > ${request} OR (request_id = ${same_request} AND {}))",
-            keyset_clause(&mut args, after.created_at_ms, after.id.clone(), ">")
+            "(request_id, created_at_ms, id) > (${request}, ${time}, ${id})"
         ));
     }
     args.push(Arg::Int(limit));
