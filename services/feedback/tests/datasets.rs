@@ -6,6 +6,7 @@
 
 mod support;
 
+use keel_core::time::now_ms;
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_testkit::{assert_status, eventually, TestDatabase, BACKENDS};
@@ -15,13 +16,6 @@ use tonic::Code;
 use support::*;
 
 const HOUR_MS: i64 = 3_600_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn with_passages(mut record: pb::InferenceRecord, ids: &[&str]) -> pb::InferenceRecord {
     record.contexts = ids
