@@ -53,6 +53,10 @@ struct Args {
     export_rows: usize,
 }
 
+// The allocator the services' binaries run with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Requests the ingest's feedback refers to.
 const REQUESTS: usize = 10_000;
 const RECORD_BATCH: usize = 1_000;
