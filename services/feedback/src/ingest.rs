@@ -62,9 +62,9 @@ impl FeedbackIngest {
         )
     }
 
-    /// Stores `record` (not joined yet) in the next group; answers once
-    /// that group committed. `keep_records_until` is passed on to
-    /// monitoring for the record it refers to.
+    /// Stores `record` (not joined yet) in the next group, joined when
+    /// monitoring holds its inference record; answers once that group
+    /// committed.
     pub async fn submit(&self, record: FeedbackRecord) -> Result<Stored, Error> {
         let (reply, answer) = oneshot::channel();
         self.queue

@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 
 use keel_store::{rows_per_statement, values_placeholders, Migration, Store, StoreError};
-use sqlx::any::AnyRow;
-use sqlx::{FromRow, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::QueryAs;
+use sqlx::{Any, FromRow, Row};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -224,31 +225,40 @@ enum Arg {
     Int(i64),
 }
 
-async fn fetch_rows(
-    store: &Store,
-    sql: &str,
-    args: Vec<Arg>,
-) -> Result<Vec<FeedbackRow>, StoreError> {
-    let mut query = sqlx::query_as::<_, FeedbackRow>(sql);
+/// `sql` with `args` bound in order.
+fn query_with<'q, O>(sql: &'q str, args: Vec<Arg>) -> QueryAs<'q, Any, O, AnyArguments<'q>>
+where
+    O: for<'r> FromRow<'r, AnyRow>,
+{
+    let mut query = sqlx::query_as::<_, O>(sql);
     for arg in args {
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
         };
     }
-    Ok(query.fetch_all(store.pool()).await?)
+    query
 }
 
-/// Rows strictly past `(created_at_ms, id)` in keyset order: `<` for
-/// newest first, `>` for oldest first. Pushes the clause's arguments.
-fn keyset_clause(args: &mut Vec<Arg>, created_at_ms: i64, id: String, past: &str) -> String {
-    args.push(Arg::Int(created_at_ms));
-    let time = args.len();
-    args.push(Arg::Int(created_at_ms));
-    let same_time = args.len();
-    args.push(Arg::Text(id));
-    let key = args.len();
-    format!("(created_at_ms {past} ${time} OR (created_at_ms = ${same_time} AND id {past} ${key}))")
+async fn fetch_rows(
+    store: &Store,
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<Vec<FeedbackRow>, StoreError> {
+    Ok(query_with(sql, args).fetch_all(store.pool()).await?)
+}
+
+/// Rows strictly past `position` in the keyset order of `columns` (`<`
+/// newest first, `>` oldest first), as a row value: both backends seek an
+/// index in that order to it, where the equivalent ORs made SQLite scan
+/// from the start on every page. Pushes the position's arguments.
+fn keyset_clause(args: &mut Vec<Arg>, columns: &str, position: Vec<Arg>, past: &str) -> String {
+    let mut placeholders = Vec::with_capacity(position.len());
+    for value in position {
+        args.push(value);
+        placeholders.push(format!("${}", args.len()));
+    }
+    format!("({columns}) {past} ({})", placeholders.join(", "))
 }
 
 fn where_clause(clauses: &[String]) -> String {
@@ -289,7 +299,12 @@ pub async fn list_feedback(
         clauses.push(format!("endpoint = ${}", args.len()));
     }
     if let Some((created_at_ms, id)) = &list.before {
-        clauses.push(keyset_clause(&mut args, *created_at_ms, id.clone(), "<"));
+        clauses.push(keyset_clause(
+            &mut args,
+            "created_at_ms, id",
+            vec![Arg::Int(*created_at_ms), Arg::Text(id.clone())],
+            "<",
+        ));
     }
     args.push(Arg::Int(list.limit));
     let limit = args.len();
@@ -367,17 +382,15 @@ pub async fn export_page(
     served_clauses(export, &mut clauses, &mut args);
     time_clauses(export, &mut clauses, &mut args);
     if let Some(after) = after {
-        // A row value: both backends seek the export-order index to it,
-        // where the equivalent ORs made SQLite scan from the start on
-        // every page (5.5k rows/s at 1M rows, against 17k at 100k).
-        args.push(Arg::Text(after.request_id.clone()));
-        let request = args.len();
-        args.push(Arg::Int(after.created_at_ms));
-        let time = args.len();
-        args.push(Arg::Text(after.id.clone()));
-        let id = args.len();
-        clauses.push(format!(
-            "(request_id, created_at_ms, id) > (${request}, ${time}, ${id})"
+        clauses.push(keyset_clause(
+            &mut args,
+            "request_id, created_at_ms, id",
+            vec![
+                Arg::Text(after.request_id.clone()),
+                Arg::Int(after.created_at_ms),
+                Arg::Text(after.id.clone()),
+            ],
+            ">",
         ));
     }
     args.push(Arg::Int(limit));
@@ -431,14 +444,7 @@ pub async fn export_counts(
 }
 
 async fn count(store: &Store, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
-    let mut query = sqlx::query_as::<_, (i64,)>(sql);
-    for arg in args {
-        query = match arg {
-            Arg::Text(text) => query.bind(text),
-            Arg::Int(number) => query.bind(number),
-        };
-    }
-    let (count,) = query.fetch_one(store.pool()).await?;
+    let (count,): (i64,) = query_with(sql, args).fetch_one(store.pool()).await?;
     Ok(u64::try_from(count).unwrap_or_default())
 }
 
@@ -458,7 +464,12 @@ pub async fn unjoined_feedback(
         "created_at_ms < $2".to_string(),
     ];
     if let Some((created_at_ms, id)) = after {
-        clauses.push(keyset_clause(&mut args, created_at_ms, id, ">"));
+        clauses.push(keyset_clause(
+            &mut args,
+            "created_at_ms, id",
+            vec![Arg::Int(created_at_ms), Arg::Text(id)],
+            ">",
+        ));
     }
     args.push(Arg::Int(limit));
     let limit = args.len();
