@@ -84,11 +84,14 @@ impl Default for CommonConfig {
     }
 }
 
+/// How far above its gRPC port a service's admin HTTP port is.
+pub const ADMIN_PORT_OFFSET: u16 = 100;
+
 /// The admin HTTP port of a service: its gRPC port + 100 (0 stays 0, for
 /// tests that bind ephemeral ports).
 pub fn admin_port(grpc_port: u16) -> u16 {
     if grpc_port == 0 {
         return 0;
     }
-    grpc_port.saturating_add(100)
+    grpc_port.saturating_add(ADMIN_PORT_OFFSET)
 }

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,7 +60,10 @@ impl Deployment {
         let mut ports = BTreeMap::new();
         let mut databases = BTreeMap::new();
         for service in START_ORDER {
-            ports.insert(service, free_port_pair());
+            ports.insert(
+                service,
+                keel_testkit::reserve_port_pair(keel_core::config::ADMIN_PORT_OFFSET),
+            );
             let url = match backend {
                 Backend::Sqlite => String::new(),
                 Backend::Postgres => keel_store::testing::fresh_postgres_database()
@@ -216,20 +219,6 @@ impl Drop for Deployment {
         for child in self.processes.values_mut() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-}
-
-/// A port whose admin port (+100) is free too.
-fn free_port_pair() -> u16 {
-    loop {
-        let grpc = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = grpc.local_addr().unwrap().port();
-        if port > u16::MAX - 100 {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", keel_core::config::admin_port(port))).is_ok() {
-            return port;
         }
     }
 }
