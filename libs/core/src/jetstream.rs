@@ -1,20 +1,27 @@
-//! The NATS JetStream path for inference records, for deployments where
-//! one machine is not enough: serving publishes each record to a
-//! work-queue stream and counts it delivered once JetStream acknowledged
-//! it (stored on JetStream's disk); monitoring drains the stream with a
-//! durable pull consumer and acknowledges a message only after its record
-//! is committed. Both sides name the stream through this one config.
+//! The NATS JetStream path, for deployments where one machine is not
+//! enough: serving publishes each inference record to a work-queue stream
+//! and counts it delivered once JetStream acknowledged it (stored on
+//! JetStream's disk); a service whose spans Keel's trace store does not
+//! take publishes them to the same stream; monitoring drains the stream
+//! with a durable pull consumer and acknowledges a message only after what
+//! it carries is committed. Every side names the stream through this one
+//! config.
 
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::Context;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+pub use prost::bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JetStreamConfig {
     /// The NATS server, e.g. `nats://127.0.0.1:4222`.
     pub url: String,
-    /// The stream; its one subject is `<stream>.records`.
+    /// The stream; its subjects are `<stream>.records` (one inference
+    /// record per message) and `<stream>.spans` (one OTLP
+    /// `ExportTraceServiceRequest` per message).
     pub stream: String,
 }
 
@@ -28,8 +35,12 @@ impl Default for JetStreamConfig {
 }
 
 impl JetStreamConfig {
-    pub fn subject(&self) -> String {
+    pub fn records_subject(&self) -> String {
         format!("{}.records", self.stream)
+    }
+
+    pub fn spans_subject(&self) -> String {
+        format!("{}.spans", self.stream)
     }
 
     /// A work queue: a message leaves the stream once monitoring
@@ -37,7 +48,7 @@ impl JetStreamConfig {
     pub fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.stream.clone(),
-            subjects: vec![self.subject()],
+            subjects: vec![self.records_subject(), self.spans_subject()],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             ..stream::Config::default()
@@ -53,5 +64,65 @@ impl JetStreamConfig {
             .connect(self.url.as_str())
             .await?;
         Ok(async_nats::jetstream::new(client))
+    }
+
+    /// Makes the stream, or gives an existing one (a stream made before
+    /// it carried spans) every subject of this config.
+    pub async fn ensure_stream(&self, context: &Context) -> Result<(), String> {
+        context
+            .create_or_update_stream(self.stream_config())
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("cannot make the stream {}: {error}", self.stream))
+    }
+}
+
+/// Publishes to the stream and waits until JetStream stored each message.
+pub struct JetStreamPublisher {
+    context: Context,
+    config: JetStreamConfig,
+    /// Set once the stream is known to exist.
+    stream_ready: OnceCell<()>,
+}
+
+impl JetStreamPublisher {
+    /// Returns at once; the client connects in the background (see
+    /// [`JetStreamConfig::connect`]). Call on the runtime that will
+    /// publish: the client's connection task runs there.
+    pub async fn connect(
+        config: &JetStreamConfig,
+    ) -> Result<JetStreamPublisher, async_nats::ConnectError> {
+        Ok(JetStreamPublisher {
+            context: config.connect().await?,
+            config: config.clone(),
+            stream_ready: OnceCell::new(),
+        })
+    }
+
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.config
+    }
+
+    /// Publishes every message to `subject` and waits for each
+    /// acknowledgement; `Ok` means JetStream stored all of them. On an
+    /// error some may be stored: the caller sends them all again, and the
+    /// reader keeps each once.
+    pub async fn publish_all(&self, subject: &str, messages: Vec<Bytes>) -> Result<(), String> {
+        self.stream_ready
+            .get_or_try_init(|| self.config.ensure_stream(&self.context))
+            .await?;
+        let mut acks = Vec::with_capacity(messages.len());
+        for message in messages {
+            let ack = self
+                .context
+                .publish(subject.to_string(), message)
+                .await
+                .map_err(|error| format!("cannot publish to {subject}: {error}"))?;
+            acks.push(std::future::IntoFuture::into_future(ack));
+        }
+        futures::future::try_join_all(acks).await.map_err(|error| {
+            format!("JetStream did not acknowledge a message on {subject}: {error}")
+        })?;
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@ pub mod payload;
 pub mod periodic;
 pub mod server;
 mod span_export;
+mod span_fallback;
 pub mod standalone;
 pub mod telemetry;
 pub mod time;

@@ -13,13 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    Protocol, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use tokio::sync::mpsc;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
+use crate::jetstream::JetStreamConfig;
+use crate::span_fallback::FallbackToJetStream;
 use crate::telemetry::{ExporterConfig, OtlpProtocol, SpanSink, TelemetryError};
 
 /// Batches waiting for one destination; beyond it the newest are dropped.
@@ -68,9 +72,31 @@ impl SpanDestinations {
     }
 
     pub(crate) fn add(&self, config: &ExporterConfig) -> Result<SpanDestination, TelemetryError> {
-        let exporter = build_exporter(config)?;
+        let exporter = build_exporter(config, Retries::Otlp)?;
         let destination = self.add_exporter(&config.endpoint, exporter)?;
         tracing::info!(endpoint = %config.endpoint, protocol = ?config.protocol, "exporting spans");
+        Ok(destination)
+    }
+
+    /// As `add`, with what the destination fails to take published to
+    /// `fallback`'s stream instead.
+    pub(crate) fn add_with_fallback(
+        &self,
+        config: &ExporterConfig,
+        fallback: &JetStreamConfig,
+    ) -> Result<SpanDestination, TelemetryError> {
+        // No retries of its own: the fallback is the retry, and a batch
+        // should reach it at once rather than after seconds of backoff.
+        let primary = build_exporter(config, Retries::None)?;
+        let exporter = FallbackToJetStream::new(primary, fallback.clone());
+        let destination = self.add_exporter(&config.endpoint, exporter)?;
+        tracing::info!(
+            endpoint = %config.endpoint,
+            protocol = ?config.protocol,
+            fallback_url = %fallback.url,
+            fallback_subject = %fallback.spans_subject(),
+            "exporting spans, through NATS JetStream when the destination fails"
+        );
         Ok(destination)
     }
 
@@ -312,8 +338,17 @@ fn export_runtime() -> Result<&'static tokio::runtime::Runtime, &'static std::io
         .as_ref()
 }
 
+/// Whether an exporter retries a failed export itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retries {
+    /// OpenTelemetry's recommended policy: 3 retries with backoff.
+    Otlp,
+    None,
+}
+
 fn build_exporter(
     config: &ExporterConfig,
+    retries: Retries,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let failed = |reason: String| TelemetryError::Exporter {
         endpoint: config.endpoint.clone(),
@@ -330,6 +365,7 @@ fn build_exporter(
             .with_endpoint(config.endpoint.clone())
             .with_timeout(timeout)
             .with_metadata(metadata(&config.headers).map_err(failed)?)
+            .with_retry_policy(retry_policy(retries))
             .build(),
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
             let protocol = if config.protocol == OtlpProtocol::HttpJson {
@@ -348,10 +384,18 @@ fn build_exporter(
                 .with_protocol(protocol)
                 .with_timeout(timeout)
                 .with_headers(headers)
+                .with_retry_policy(retry_policy(retries))
                 .build()
         }
     };
     built.map_err(|error| failed(error.to_string()))
+}
+
+fn retry_policy(retries: Retries) -> RetryPolicy {
+    match retries {
+        Retries::Otlp => RetryPolicy::default(),
+        Retries::None => RetryPolicy::disabled(),
+    }
 }
 
 fn metadata(headers: &std::collections::BTreeMap<String, String>) -> Result<MetadataMap, String> {

@@ -87,9 +87,11 @@ where
             .map_err(Box::new)?;
     crate::telemetry::init(&format!("keel-{}", settings.service), &telemetry)?;
     let span_destination = if telemetry.enabled && telemetry.to_monitoring {
-        Some(crate::telemetry::add_destination(
-            &ExporterConfig::keel_monitoring(&telemetry.monitoring_url),
-        )?)
+        let to_monitoring = ExporterConfig::keel_monitoring(&telemetry.monitoring_url);
+        Some(match &telemetry.nats {
+            Some(nats) => crate::telemetry::add_destination_with_fallback(&to_monitoring, nats)?,
+            None => crate::telemetry::add_destination(&to_monitoring)?,
+        })
     } else {
         None
     };

@@ -24,6 +24,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::jetstream::JetStreamConfig;
 pub use crate::span_export::SpanDestination;
 use crate::span_export::{SpanDestinations, SpanFanOut};
 use crate::trace_ids::TimeOrderedIds;
@@ -49,6 +50,11 @@ pub struct TelemetryConfig {
     /// Other OTLP destinations (Jaeger, Tempo, Phoenix, Langfuse, MLflow, a
     /// collector).
     pub exporters: Vec<ExporterConfig>,
+    /// When set, spans that `monitoring_url` fails to take (monitoring or
+    /// its span store down) are published to this NATS JetStream stream,
+    /// which monitoring drains (`monitoring.nats_intake`): the stream the
+    /// inference records take with `serving.inference_delivery = "nats"`.
+    pub nats: Option<JetStreamConfig>,
 }
 
 impl Default for TelemetryConfig {
@@ -61,6 +67,7 @@ impl Default for TelemetryConfig {
             to_monitoring: true,
             monitoring_url: "http://127.0.0.1:7105".to_string(),
             exporters: Vec::new(),
+            nats: None,
         }
     }
 }
@@ -295,6 +302,20 @@ const GRPC_SPAN_TARGET: &str = "otel::tracing";
 pub fn add_destination(destination: &ExporterConfig) -> Result<SpanDestination, TelemetryError> {
     match INSTALLED.get() {
         Some(installed) if installed.provider.is_some() => installed.destinations.add(destination),
+        _ => Ok(SpanDestination::none()),
+    }
+}
+
+/// As [`add_destination`], with what `destination` fails to take
+/// published to the NATS JetStream stream of `fallback` instead.
+pub fn add_destination_with_fallback(
+    destination: &ExporterConfig,
+    fallback: &JetStreamConfig,
+) -> Result<SpanDestination, TelemetryError> {
+    match INSTALLED.get() {
+        Some(installed) if installed.provider.is_some() => installed
+            .destinations
+            .add_with_fallback(destination, fallback),
         _ => Ok(SpanDestination::none()),
     }
 }

@@ -47,14 +47,15 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let log = inferences::InferenceLog::new(store.clone());
+    let (writer, writer_task) = SpanWriter::spawn(store.clone(), span_writer::QUEUE_CALLS);
     let nats_intake = config.nats_intake.then(|| {
         tokio::spawn(nats_intake::run(
             config.nats.clone(),
             log.clone(),
+            writer.clone(),
             shutdown.clone(),
         ))
     });
-    let (writer, writer_task) = SpanWriter::spawn(store.clone(), span_writer::QUEUE_CALLS);
     let records_stored = log.records_stored();
     let service_metrics = ServiceMetrics::new("monitoring");
     register_counters(&service_metrics, records_stored, writer.counters())?;

@@ -1,8 +1,12 @@
 //! Monitoring's side of the NATS JetStream path: a durable pull consumer
-//! drains the inference stream in batches, stores each batch in one
-//! transaction, and acknowledges its messages only after the commit. A
-//! message whose store failed is left unacknowledged and comes again;
-//! the store keeps each request_id once, so a redelivery changes nothing.
+//! drains the stream in batches. Inference records (`<stream>.records`)
+//! are stored in one transaction per batch; span exports
+//! (`<stream>.spans`, OTLP requests a service published when monitoring
+//! could not take them) go to the span writer OTLP intake uses. A message
+//! is acknowledged only after what it carries is committed; one whose store
+//! failed is left unacknowledged and comes again, and the store keeps each
+//! request_id, and each (trace id, span id), once, so a redelivery changes
+//! nothing.
 
 use std::time::Duration;
 
@@ -13,10 +17,13 @@ use futures::StreamExt;
 use keel_core::jetstream::JetStreamConfig;
 use keel_proto::v1 as pb;
 use keel_types::InferenceRecord;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::inferences::InferenceLog;
+use crate::otlp;
+use crate::span_writer::SpanWriter;
 
 /// The consumer every monitoring replica shares: each message goes to one.
 pub const CONSUMER: &str = "keel-monitoring";
@@ -27,8 +34,13 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Drains the stream into `log` until `shutdown`.
-pub async fn run(config: JetStreamConfig, log: InferenceLog, shutdown: CancellationToken) {
+/// Drains the stream into `log` and `spans` until `shutdown`.
+pub async fn run(
+    config: JetStreamConfig,
+    log: InferenceLog,
+    spans: SpanWriter,
+    shutdown: CancellationToken,
+) {
     let context = match config.connect().await {
         Ok(context) => context,
         Err(error) => {
@@ -39,10 +51,11 @@ pub async fn run(config: JetStreamConfig, log: InferenceLog, shutdown: Cancellat
     tracing::info!(
         url = config.url,
         stream = config.stream,
-        "reading inference records from NATS JetStream"
+        "reading inference records and spans from NATS JetStream"
     );
     let consumer = (|| async {
-        let stream = context.get_or_create_stream(config.stream_config()).await?;
+        config.ensure_stream(&context).await?;
+        let stream = context.get_stream(&config.stream).await?;
         let consumer: PullConsumer = stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -68,6 +81,7 @@ pub async fn run(config: JetStreamConfig, log: InferenceLog, shutdown: Cancellat
             }
         },
     };
+    let spans_subject = config.spans_subject();
     let mut failing = false;
     loop {
         let fetched = tokio::select! {
@@ -80,7 +94,13 @@ pub async fn run(config: JetStreamConfig, log: InferenceLog, shutdown: Cancellat
                     tracing::info!("NATS JetStream reachable again");
                     failing = false;
                 }
-                store(&log, messages).await;
+                let (span_exports, records): (Vec<Message>, Vec<Message>) = messages
+                    .into_iter()
+                    .partition(|message| message.subject.as_str() == spans_subject);
+                store(&log, records).await;
+                for export in span_exports {
+                    store_spans(&spans, export).await;
+                }
             }
             Err(error) => {
                 if !failing {
@@ -165,6 +185,35 @@ async fn store(log: &InferenceLog, messages: Vec<Message>) {
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;
             }
+        }
+    }
+}
+
+/// Stores one OTLP export from the stream, then acknowledges it. Spans
+/// that break the protocol's rules are counted and left out, as the OTLP
+/// intake does; a message that is not an OTLP request is terminated.
+async fn store_spans(writer: &SpanWriter, message: Message) {
+    let request = match ExportTraceServiceRequest::decode(message.payload.as_ref()) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::error!(%error, "invalid span export on the JetStream stream, dropped");
+            if let Err(error) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(%error, "cannot terminate an invalid message");
+            }
+            return;
+        }
+    };
+    match otlp::export(writer, request).await {
+        Ok(_) => {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "cannot acknowledge stored spans");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot store spans from JetStream; they come again");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
         }
     }
 }

@@ -3,7 +3,8 @@
 //! inference record reaches monitoring exactly once (they wait in
 //! serving's spill log, or in the NATS JetStream stream), and feedback
 //! posted during the outages on those requests is accepted and joined once
-//! the records land.
+//! the records land. Through NATS, the spans of the queries answered during
+//! the outages take the stream too, and every one of those traces arrives.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,8 @@ struct Load {
     answered: Vec<String>,
     /// Answered while monitoring was down.
     during_outage: Vec<String>,
+    /// The trace ids of all of those.
+    traces_during_outage: Vec<String>,
     monitoring_down: bool,
 }
 
@@ -56,6 +59,13 @@ pub async fn monitoring_down_twice(backend: Backend, delivery: Delivery) {
         deployment.set("KEEL_SERVING__NATS__STREAM", &nats.stream);
         deployment.set("KEEL_MONITORING__NATS_INTAKE", "true");
         deployment.set("KEEL_MONITORING__NATS__STREAM", &nats.stream);
+        // Spans go to monitoring's OTLP intake, and through the stream
+        // while monitoring is down.
+        let monitoring_url = deployment.url(Service::Monitoring);
+        deployment.set("KEEL_TELEMETRY__ENABLED", "true");
+        deployment.set("KEEL_TELEMETRY__MONITORING_URL", &monitoring_url);
+        deployment.set("KEEL_TELEMETRY__EXPORT_INTERVAL_MS", "200");
+        deployment.set("KEEL_TELEMETRY__NATS__STREAM", &nats.stream);
     }
     deployment.set("KEEL_SERVING__INFERENCE_FLUSH_INTERVAL_MS", "50");
     deployment.set("KEEL_SERVING__DELIVERY_MAX_BACKOFF_MS", "1000");
@@ -151,15 +161,21 @@ pub async fn monitoring_down_twice(backend: Backend, delivery: Delivery) {
         posted.is_subset(&joined).then_some(())
     })
     .await;
+    let traces = load.lock().unwrap().traces_during_outage.clone();
+    if nats.is_some() {
+        assert!(traces.len() >= 1_000, "{} outage traces", traces.len());
+        every_trace_stored(&deployment, &monitoring, &traces).await;
+    }
     if let Some(nats) = nats {
         let context = nats.connect().await.unwrap();
         context.delete_stream(&nats.stream).await.unwrap();
     }
     eprintln!(
-        "{backend:?}, {delivery:?}: {} queries, {} records stored once each, {} feedback joined late, {:.0} s",
+        "{backend:?}, {delivery:?}: {} queries, {} records stored once each, {} feedback joined late, {} outage traces complete, {:.0} s",
         answered.len(),
         answered.len(),
         posted.len(),
+        if delivery == Delivery::Nats { traces.len() } else { 0 },
         started.elapsed().as_secs_f64()
     );
 }
@@ -192,6 +208,7 @@ async fn ask(
         load.answered.push(response.request_id.clone());
         if load.monitoring_down {
             load.during_outage.push(response.request_id);
+            load.traces_during_outage.push(response.trace_id);
         }
     }
 }
@@ -220,5 +237,77 @@ async fn joined_feedback_ids(feedback: &FeedbackServiceClient<Channel>) -> BTree
             return joined;
         }
         page_token = page.next_page_token;
+    }
+}
+
+/// Waits until monitoring holds each trace with serving's `query
+/// {endpoint}` span and the vector index's `retrieval {collection}` span:
+/// spans of two processes, both sent
+/// while monitoring was down. On a timeout, says what the first missing
+/// trace holds and what the services logged about span exports.
+async fn every_trace_stored(
+    deployment: &Deployment,
+    monitoring: &MonitoringServiceClient<Channel>,
+    trace_ids: &[String],
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut missing: Vec<String> = trace_ids.to_vec();
+    loop {
+        let mut still_missing = Vec::new();
+        let mut first_missing = None;
+        for trace_id in &missing {
+            let spans = match monitoring
+                .clone()
+                .get_trace(pb::GetTraceRequest {
+                    trace_id: trace_id.clone(),
+                })
+                .await
+            {
+                Ok(trace) => trace.into_inner().spans,
+                Err(_) => Vec::new(),
+            };
+            let has = |service: &str, name: &str| {
+                spans
+                    .iter()
+                    .any(|span| span.service_name == service && span.name.starts_with(name))
+            };
+            if !(has("keel-serving", "query ") && has("keel-vector-index", "retrieval ")) {
+                still_missing.push(trace_id.clone());
+                if first_missing.is_none() {
+                    let held: Vec<(String, String)> = spans
+                        .iter()
+                        .map(|span| (span.service_name.clone(), span.name.clone()))
+                        .collect();
+                    first_missing = Some((trace_id.clone(), held));
+                }
+            }
+        }
+        missing = still_missing;
+        if missing.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = [Service::Serving, Service::VectorIndex]
+                .into_iter()
+                .flat_map(|service| {
+                    std::fs::read_to_string(deployment.log_path(service))
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|line| line.contains("span") || line.contains("NATS"))
+                        .take(20)
+                        .map(|line| format!("{}: {line}", service.name()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "{} of {} outage traces incomplete; the first, {:?}, holds {:?}; span log lines:\n{}",
+                missing.len(),
+                trace_ids.len(),
+                first_missing.as_ref().map(|(id, _)| id),
+                first_missing.as_ref().map(|(_, held)| held),
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
