@@ -1,15 +1,17 @@
 //! Feedback at scale, measured in one process on this machine:
 //!
 //! - ingest: SubmitFeedback over gRPC from concurrent clients (each
-//!   feedback joined with its inference record in monitoring), against a
-//!   raw sqlx loop inserting the same rows one committed row at a time
-//!   into the same database: acknowledged durable events per second;
+//!   feedback joined with its inference record in monitoring), one event
+//!   per call, then SubmitFeedbackBatch (`--batch` events per call),
+//!   against a raw sqlx loop inserting the same rows one committed row at
+//!   a time into the same database: acknowledged durable events per
+//!   second;
 //! - export: ExportDataset (EVAL) of `--export-rows` feedback rows joined
 //!   with as many inference records, in rows per second, with the peak
 //!   RSS of the export (run it at 100k and at 1M rows to compare).
 //!
 //! `keel-feedback-bench --backend sqlite|postgres [--events N] [--clients N]
-//! [--export-rows N]`. Postgres: KEEL_TEST_POSTGRES_URL (default
+//! [--batch N] [--export-rows N]`. Postgres: KEEL_TEST_POSTGRES_URL (default
 //! postgres://postgres@127.0.0.1:5432/test) must accept CREATE DATABASE.
 
 // A benchmark's report is its standard output.
@@ -45,6 +47,10 @@ struct Args {
     /// Concurrent gRPC clients in the ingest run.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Events per SubmitFeedbackBatch call in the batched ingest run (1:
+    /// only the one-event-per-call run).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
     /// Rows of the raw sqlx loop (one commit each).
     #[arg(long, default_value_t = 5_000)]
     raw_rows: usize,
@@ -77,13 +83,26 @@ async fn main() -> anyhow::Result<()> {
 
     if args.events > 0 {
         record_inferences(&monitoring, REQUESTS, "seeding inference records").await?;
-        let ingest_rate = ingest(&args, &feedback_channel).await?;
+        let single_rate = ingest(&args, &feedback_channel, 1).await?;
+        let batch_rate = if args.batch > 1 {
+            Some(ingest(&args, &feedback_channel, args.batch).await?)
+        } else {
+            None
+        };
         let raw_rate = raw_loop(&args, &databases.feedback).await?;
         println!(
-            "ingest / raw loop: {:.2}x ({:?})",
-            ingest_rate / raw_rate,
+            "ingest, one event per call / raw loop: {:.2}x ({:?})",
+            single_rate / raw_rate,
             args.backend
         );
+        if let Some(batch_rate) = batch_rate {
+            println!(
+                "ingest, {} events per call / raw loop: {:.2}x ({:?})",
+                args.batch,
+                batch_rate / raw_rate,
+                args.backend
+            );
+        }
     }
     if args.export_rows > 0 {
         export(&args, &monitoring, &databases.feedback, &feedback_channel).await?;
@@ -269,55 +288,94 @@ fn thumbs(n: usize, run: &str) -> pb::SubmitFeedbackRequest {
     }
 }
 
-/// Returns the acknowledged events per second.
-async fn ingest(args: &Args, channel: &Channel) -> anyhow::Result<f64> {
+/// Returns the acknowledged events per second, `batch` events per call.
+async fn ingest(args: &Args, channel: &Channel, batch: usize) -> anyhow::Result<f64> {
+    let call = if batch == 1 {
+        "SubmitFeedback".to_string()
+    } else {
+        format!("SubmitFeedbackBatch of {batch}")
+    };
+    let warm_run = format!("warm-{batch}");
+    let run = format!("run-{batch}");
     // Warm-up: connections, statement caches.
-    submit_all(channel, 1_000, args.clients, "warm", None).await?;
-    let bar = progress(args.events as u64, "SubmitFeedback (gRPC)");
+    let warm = Submit {
+        events: 1_000.max(batch),
+        clients: args.clients,
+        batch,
+        run: &warm_run,
+    };
+    warm.all(channel, None).await?;
+    let bar = progress(args.events as u64, &call);
     let started = Instant::now();
-    submit_all(channel, args.events, args.clients, "run", Some(bar.clone())).await?;
+    let measured = Submit {
+        events: args.events,
+        run: &run,
+        ..warm
+    };
+    measured.all(channel, Some(bar.clone())).await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
+    let rate = args.events as f64 / elapsed.as_secs_f64();
     println!(
-        "ingest: {} acknowledged feedback events from {} clients in {:.2} s: {:.0} events/s",
+        "ingest ({call}): {} acknowledged feedback events from {} clients in {:.2} s: {rate:.0} events/s",
         args.events,
         args.clients,
         elapsed.as_secs_f64(),
-        args.events as f64 / elapsed.as_secs_f64()
     );
-    Ok(args.events as f64 / elapsed.as_secs_f64())
+    Ok(rate)
 }
 
-async fn submit_all(
-    channel: &Channel,
+/// One ingest run: `events` from `clients`, `batch` per call.
+#[derive(Clone, Copy)]
+struct Submit<'a> {
     events: usize,
     clients: usize,
-    run: &'static str,
-    bar: Option<ProgressBar>,
-) -> anyhow::Result<()> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let mut client = FeedbackServiceClient::new(channel.clone());
-        let next = next.clone();
-        let bar = bar.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= events {
-                    return Ok::<(), anyhow::Error>(());
+    batch: usize,
+    /// Makes the idempotency keys of each run its own.
+    run: &'a str,
+}
+
+impl Submit<'_> {
+    async fn all(&self, channel: &Channel, bar: Option<ProgressBar>) -> anyhow::Result<()> {
+        let Submit {
+            events,
+            clients,
+            batch,
+            run,
+        } = *self;
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            let mut client = FeedbackServiceClient::new(channel.clone());
+            let next = next.clone();
+            let bar = bar.clone();
+            let run = run.to_string();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let first = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                    if first >= events {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let last = (first + batch).min(events);
+                    if batch == 1 {
+                        client.submit_feedback(thumbs(first, &run)).await?;
+                    } else {
+                        let items = (first..last).map(|n| thumbs(n, &run)).collect();
+                        client
+                            .submit_feedback_batch(pb::SubmitFeedbackBatchRequest { items })
+                            .await?;
+                    }
+                    if let Some(bar) = &bar {
+                        bar.inc((last - first) as u64);
+                    }
                 }
-                client.submit_feedback(thumbs(n, run)).await?;
-                if let Some(bar) = &bar {
-                    bar.inc(1);
-                }
-            }
-        }));
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok(())
     }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
 }
 
 /// One INSERT per committed row, on one connection, into the same table;

@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::dataset_export::{ExportEvent, ExportRequest, ExportSummary, Progress};
@@ -17,8 +17,9 @@ use crate::export::DatasetKind;
 use crate::feedback::{ExportFilter, FeedbackBook, FeedbackFilter, PageCursor, Submission};
 use crate::record::{FeedbackKind, FeedbackRecord};
 
-/// Lines an export may build ahead of a slow reader.
-const EXPORT_BUFFER_LINES: usize = 256;
+/// Pages of lines (up to 1000 each) an export may build ahead of a slow
+/// reader.
+const EXPORT_BUFFER_PAGES: usize = 2;
 
 pub struct FeedbackApi {
     book: FeedbackBook,
@@ -36,31 +37,27 @@ impl FeedbackService for FeedbackApi {
         &self,
         request: Request<pb::SubmitFeedbackRequest>,
     ) -> Result<Response<pb::FeedbackRecord>, Status> {
-        let wire = request.into_inner();
-        let kind = match pb::FeedbackKind::try_from(wire.kind) {
-            Ok(pb::FeedbackKind::Thumbs) => Some(FeedbackKind::Thumbs),
-            Ok(pb::FeedbackKind::Rating) => Some(FeedbackKind::Rating),
-            Ok(pb::FeedbackKind::Correction) => Some(FeedbackKind::Correction),
-            Ok(pb::FeedbackKind::Comment) => Some(FeedbackKind::Comment),
-            Ok(pb::FeedbackKind::Flag) => Some(FeedbackKind::Flag),
-            Ok(pb::FeedbackKind::Relevance) => Some(FeedbackKind::Relevance),
-            Ok(pb::FeedbackKind::Unspecified) | Err(_) => None,
-        };
-        let submission = Submission {
-            request_id: wire.request_id,
-            session_id: wire.session_id,
-            passage_id: wire.passage_id,
-            kind,
-            value: wire.value,
-            correction: wire.correction,
-            comment: wire.comment,
-            reason: wire.reason,
-            tags: wire.tags,
-            user_id: wire.user_id,
-            idempotency_key: wire.idempotency_key,
-        };
-        let record = self.book.submit(submission).await?;
+        let record = self
+            .book
+            .submit(submission_from_proto(request.into_inner()))
+            .await?;
         Ok(Response::new(record_to_proto(record)))
+    }
+
+    async fn submit_feedback_batch(
+        &self,
+        request: Request<pb::SubmitFeedbackBatchRequest>,
+    ) -> Result<Response<pb::SubmitFeedbackBatchResponse>, Status> {
+        let submissions = request
+            .into_inner()
+            .items
+            .into_iter()
+            .map(submission_from_proto)
+            .collect();
+        let records = self.book.submit_batch(submissions).await?;
+        Ok(Response::new(pb::SubmitFeedbackBatchResponse {
+            records: records.into_iter().map(record_to_proto).collect(),
+        }))
     }
 
     async fn list_feedback(
@@ -143,33 +140,43 @@ impl FeedbackService for FeedbackApi {
             keep_duplicates: export.keep_duplicates,
             mask_pii: export.mask_pii,
         };
-        let (events, received) = mpsc::channel(EXPORT_BUFFER_LINES);
+        let (events, received) = mpsc::channel(EXPORT_BUFFER_PAGES);
         let book = self.book.clone();
         tokio::spawn(async move { book.export(&request, events).await });
         let mut last = Progress::default();
-        let lines = ReceiverStream::new(received).map(move |event| {
-            Ok(match event? {
-                ExportEvent::Line {
-                    json,
-                    line_number,
-                    progress,
-                } => {
-                    last = progress;
-                    dataset_line(json, line_number, progress, None)
+        let messages = futures::StreamExt::flat_map(ReceiverStream::new(received), move |event| {
+            let messages: Vec<Result<pb::DatasetLine, Status>> = match event {
+                Err(error) => vec![Err(error.into())],
+                Ok(ExportEvent::Lines(lines)) => {
+                    if let Some(line) = lines.last() {
+                        last = line.progress;
+                    }
+                    lines
+                        .into_iter()
+                        .map(|line| {
+                            Ok(dataset_line(
+                                line.json,
+                                line.line_number,
+                                line.progress,
+                                None,
+                            ))
+                        })
+                        .collect()
                 }
-                ExportEvent::Progress(progress) => {
+                Ok(ExportEvent::Progress(progress)) => {
                     last = progress;
-                    dataset_line(String::new(), 0, progress, None)
+                    vec![Ok(dataset_line(String::new(), 0, progress, None))]
                 }
-                ExportEvent::Done(summary) => dataset_line(
+                Ok(ExportEvent::Done(summary)) => vec![Ok(dataset_line(
                     String::new(),
                     summary.lines,
                     last,
                     Some(summary_to_proto(&summary)),
-                ),
-            })
+                ))],
+            };
+            futures::stream::iter(messages)
         });
-        Ok(Response::new(Box::pin(lines)))
+        Ok(Response::new(Box::pin(messages)))
     }
 }
 
@@ -241,6 +248,32 @@ fn export_filter_from_proto(export: &pb::ExportDatasetRequest) -> Result<ExportF
         filter.until_ms = Some(export.until_ms);
     }
     Ok(filter)
+}
+
+/// A submission as the feedback book takes it; the book checks it.
+fn submission_from_proto(wire: pb::SubmitFeedbackRequest) -> Submission {
+    let kind = match pb::FeedbackKind::try_from(wire.kind) {
+        Ok(pb::FeedbackKind::Thumbs) => Some(FeedbackKind::Thumbs),
+        Ok(pb::FeedbackKind::Rating) => Some(FeedbackKind::Rating),
+        Ok(pb::FeedbackKind::Correction) => Some(FeedbackKind::Correction),
+        Ok(pb::FeedbackKind::Comment) => Some(FeedbackKind::Comment),
+        Ok(pb::FeedbackKind::Flag) => Some(FeedbackKind::Flag),
+        Ok(pb::FeedbackKind::Relevance) => Some(FeedbackKind::Relevance),
+        Ok(pb::FeedbackKind::Unspecified) | Err(_) => None,
+    };
+    Submission {
+        request_id: wire.request_id,
+        session_id: wire.session_id,
+        passage_id: wire.passage_id,
+        kind,
+        value: wire.value,
+        correction: wire.correction,
+        comment: wire.comment,
+        reason: wire.reason,
+        tags: wire.tags,
+        user_id: wire.user_id,
+        idempotency_key: wire.idempotency_key,
+    }
 }
 
 fn record_to_proto(record: FeedbackRecord) -> pb::FeedbackRecord {

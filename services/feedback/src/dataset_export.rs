@@ -2,9 +2,11 @@
 //! in request order (a request's feedback together, oldest first), joins
 //! each page with its inference records in one call to monitoring, builds
 //! the lines off the async threads and sends them through a bounded
-//! channel as they are made: memory does not grow with the export, except
-//! for the duplicate filter (a few bytes per line) and, for preference
-//! pairs, the liked answers per distinct question.
+//! channel, a page of lines per message, as they are made. Reading and
+//! joining the next page overlaps building this one (a reader task one
+//! page ahead). Memory does not grow with the export, except for the
+//! duplicate filter (a few bytes per line) and, for preference pairs, the
+//! liked answers per distinct question.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,13 +51,19 @@ pub struct ExportSummary {
     pub masked_lines: u64,
 }
 
+/// One line of the dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportLine {
+    pub json: String,
+    /// 1-based.
+    pub line_number: u64,
+    pub progress: Progress,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExportEvent {
-    Line {
-        json: String,
-        line_number: u64,
-        progress: Progress,
-    },
+    /// The next lines, in order: a page's worth at most.
+    Lines(Vec<ExportLine>),
     /// Sent once per page while nothing else is (the first pass of a
     /// preference export).
     Progress(Progress),
@@ -106,10 +114,10 @@ pub async fn run(
 
     let mut liked = LikedAnswers::default();
     if request.kind == DatasetKind::Preference {
-        let mut pages = RequestPages::new(store, &query);
+        let mut pages = JoinedPages::start(store, monitoring, &query, masker.clone());
         while let Some(page) = pages.next().await? {
-            progress.requests_done += page.len() as u64;
-            let (joined, _) = join(monitoring, page, masker.clone()).await?;
+            progress.requests_done += page.asked;
+            let joined = page.joined;
             liked = tokio::task::spawn_blocking(move || {
                 for request in &joined {
                     liked.add(&request.inference, &request.verdict);
@@ -135,15 +143,15 @@ pub async fn run(
                 .max(1024),
         )
     });
-    let mut pages = RequestPages::new(store, &query);
+    let mut pages = JoinedPages::start(store, monitoring, &query, masker);
     while let Some(page) = pages.next().await? {
-        let asked = page.len() as u64;
-        let (joined, missing) = join(monitoring, page, masker.clone()).await?;
-        summary.skipped_missing_record += missing;
+        summary.skipped_missing_record += page.missing;
         let kind = request.kind;
         let liked = Arc::clone(&liked);
+        let joined = page.joined;
         let built =
             tokio::task::spawn_blocking(move || build_page(kind, &joined, &liked)).await??;
+        let mut lines = Vec::with_capacity(built.len());
         for (index, built_line) in built.into_iter().enumerate() {
             let Some((line, masked)) = built_line else {
                 summary.skipped_no_signal += 1;
@@ -157,19 +165,19 @@ pub async fn run(
             }
             summary.lines += 1;
             summary.masked_lines += u64::from(masked);
-            let event = ExportEvent::Line {
+            lines.push(ExportLine {
                 json: line.json,
                 line_number: summary.lines,
                 progress: Progress {
                     requests_done: progress.requests_done + index as u64 + 1,
                     ..progress
                 },
-            };
-            if events.send(Ok(event)).await.is_err() {
-                return Ok(None);
-            }
+            });
         }
-        progress.requests_done += asked;
+        progress.requests_done += page.asked;
+        if !lines.is_empty() && events.send(Ok(ExportEvent::Lines(lines))).await.is_err() {
+            return Ok(None);
+        }
     }
     Ok(Some(summary))
 }
@@ -253,18 +261,92 @@ async fn join(
     .map_err(Error::from)
 }
 
+/// A page of requests joined with their records.
+struct JoinedPage {
+    /// Requests read.
+    asked: u64,
+    /// Those whose record monitoring holds, in page order.
+    joined: Vec<JoinedRequest>,
+    /// Those whose record it does not.
+    missing: u64,
+}
+
+/// Joined pages, read and joined by a task of their own one page ahead of
+/// the caller, so the database and monitoring work on the next page while
+/// the caller builds lines from this one.
+struct JoinedPages {
+    pages: mpsc::Receiver<Result<JoinedPage, Error>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// Pages waiting for the caller: one ready while the next is made.
+const PAGES_AHEAD: usize = 1;
+
+impl JoinedPages {
+    fn start(
+        store: &Store,
+        monitoring: &MonitoringClient,
+        query: &ExportQuery,
+        masker: Option<Arc<PiiMasker>>,
+    ) -> JoinedPages {
+        let (sender, pages) = mpsc::channel(PAGES_AHEAD);
+        let store = store.clone();
+        let monitoring = monitoring.clone();
+        let query = query.clone();
+        let reader = tokio::spawn(async move {
+            let mut requests = RequestPages::new(store, query);
+            loop {
+                let page = match requests.next().await {
+                    Ok(Some(page)) => page,
+                    Ok(None) => return,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                };
+                let asked = page.len() as u64;
+                let joined =
+                    join(&monitoring, page, masker.clone())
+                        .await
+                        .map(|(joined, missing)| JoinedPage {
+                            asked,
+                            joined,
+                            missing,
+                        });
+                let failed = joined.is_err();
+                // The caller left, or the export ends with this error.
+                if sender.send(joined).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        JoinedPages { pages, reader }
+    }
+
+    async fn next(&mut self) -> Result<Option<JoinedPage>, Error> {
+        self.pages.recv().await.transpose()
+    }
+}
+
+impl Drop for JoinedPages {
+    /// An export that ends early (its reader left) stops reading ahead.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 /// Pages of whole requests: a page's last request is held back until the
 /// next page shows whether more of its feedback follows.
-struct RequestPages<'a> {
-    store: &'a Store,
-    query: &'a ExportQuery,
+struct RequestPages {
+    store: Store,
+    query: ExportQuery,
     after: Option<ExportPosition>,
     held_back: Vec<FeedbackRecord>,
     read_all: bool,
 }
 
-impl<'a> RequestPages<'a> {
-    fn new(store: &'a Store, query: &'a ExportQuery) -> RequestPages<'a> {
+impl RequestPages {
+    fn new(store: Store, query: ExportQuery) -> RequestPages {
         RequestPages {
             store,
             query,
@@ -281,8 +363,8 @@ impl<'a> RequestPages<'a> {
                 return Ok((!rest.is_empty()).then(|| group_by_request(rest)));
             }
             let rows = store::export_page(
-                self.store,
-                self.query,
+                &self.store,
+                &self.query,
                 self.after.as_ref(),
                 PAGE_ROWS as i64,
             )

@@ -23,6 +23,8 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 pub const MAX_REASON_BYTES: usize = 256;
 pub const MAX_TAGS: usize = 16;
 pub const MAX_TAG_BYTES: usize = 64;
+/// Submissions in one SubmitFeedbackBatch: one group commit's worth.
+pub const MAX_BATCH: usize = crate::ingest::MAX_GROUP;
 
 /// A submission as the caller sent it (over gRPC or HTTP), not yet checked.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -152,6 +154,39 @@ fn check_tags(tags: Vec<String>) -> Result<Vec<String>, FieldError> {
 }
 
 /// The rules of a submission, shared by the gRPC and HTTP edges.
+/// A checked submission as a new record, not joined yet (session feedback
+/// waits for no record; the ingest joins the others whose record
+/// monitoring holds).
+fn new_record(checked: CheckedSubmission) -> FeedbackRecord {
+    let (request_id, passage_id, session_id) = match &checked.target {
+        Target::Request(request_id) => (Some(*request_id), String::new(), String::new()),
+        Target::Passage {
+            request_id,
+            passage_id,
+        } => (Some(*request_id), passage_id.clone(), String::new()),
+        Target::Session(session_id) => (None, String::new(), session_id.clone()),
+    };
+    FeedbackRecord {
+        id: Uuid::now_v7().hyphenated().to_string(),
+        request_id,
+        session_id,
+        passage_id,
+        kind: checked.kind,
+        value: checked.value,
+        correction: checked.correction,
+        comment: checked.comment,
+        reason: checked.reason,
+        tags: checked.tags,
+        user_id: checked.user_id,
+        idempotency_key: checked.idempotency_key.unwrap_or_default(),
+        created_at_ms: keel_core::time::now_ms(),
+        endpoint: String::new(),
+        served_model: String::new(),
+        served_version: 0,
+        joined: request_id.is_none(),
+    }
+}
+
 pub fn check_submission(submission: Submission) -> Result<CheckedSubmission, FieldError> {
     let Some(kind) = submission.kind else {
         return Err(FieldError::new(
@@ -335,37 +370,46 @@ impl FeedbackBook {
         // A taken idempotency key is found by the group's insert, which
         // skips the row and answers with the key's holder: no lookup per
         // submission, and none that depends on monitoring.
-        let checked = check_submission(submission)?;
-        let (request_id, passage_id, session_id) = match &checked.target {
-            Target::Request(request_id) => (Some(*request_id), String::new(), String::new()),
-            Target::Passage {
-                request_id,
-                passage_id,
-            } => (Some(*request_id), passage_id.clone(), String::new()),
-            Target::Session(session_id) => (None, String::new(), session_id.clone()),
-        };
-        let record = FeedbackRecord {
-            id: Uuid::now_v7().hyphenated().to_string(),
-            request_id,
-            session_id,
-            passage_id,
-            kind: checked.kind,
-            value: checked.value,
-            correction: checked.correction,
-            comment: checked.comment,
-            reason: checked.reason,
-            tags: checked.tags,
-            user_id: checked.user_id,
-            idempotency_key: checked.idempotency_key.unwrap_or_default(),
-            created_at_ms: keel_core::time::now_ms(),
-            endpoint: String::new(),
-            served_model: String::new(),
-            served_version: 0,
-            // Session feedback waits for no record; the ingest joins the
-            // others whose record monitoring holds.
-            joined: request_id.is_none(),
-        };
-        match self.ingest.submit(record).await? {
+        let record = new_record(check_submission(submission)?);
+        let stored = self.ingest.submit(record).await?;
+        self.answer(stored)
+    }
+
+    /// Checks every submission of a batch (at most MAX_BATCH), then stores
+    /// them in one group commit: all of them, or, when one is refused
+    /// (named `items[i].…`), none. Answers in the batch's order, each as
+    /// `submit` would.
+    pub async fn submit_batch(
+        &self,
+        submissions: Vec<Submission>,
+    ) -> Result<Vec<FeedbackRecord>, Error> {
+        if submissions.is_empty() || submissions.len() > MAX_BATCH {
+            return Err(FieldError::new(
+                "items",
+                format!(
+                    "must hold 1..={MAX_BATCH} submissions, got {}",
+                    submissions.len()
+                ),
+            )
+            .into());
+        }
+        let mut records = Vec::with_capacity(submissions.len());
+        for (index, submission) in submissions.into_iter().enumerate() {
+            let checked = check_submission(submission).map_err(|error| {
+                FieldError::new(format!("items[{index}].{}", error.field), error.rule)
+            })?;
+            records.push(new_record(checked));
+        }
+        let stored = self.ingest.submit_batch(records).await?;
+        stored
+            .into_iter()
+            .map(|stored| self.answer(stored))
+            .collect()
+    }
+
+    /// The answer to a stored submission.
+    fn answer(&self, stored: Stored) -> Result<FeedbackRecord, Error> {
+        match stored {
             Stored::Inserted(record) => {
                 self.counters.submitted.inc();
                 tracing::debug!(

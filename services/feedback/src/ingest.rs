@@ -3,7 +3,8 @@
 //! records up in one call to monitoring, and stores the group in one
 //! transaction, so a commit's fsync is shared by all of it. A submission
 //! is answered only after its group committed: acknowledged feedback is
-//! durable.
+//! durable. A batch (SubmitFeedbackBatch) travels as one unit: stored in
+//! one group, all of it or none.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,15 +18,17 @@ use crate::monitoring_client::MonitoringClient;
 use crate::record::FeedbackRecord;
 use crate::store::{self, FeedbackRow};
 
-/// Submissions stored per transaction at most.
+/// Records stored per transaction at most, and the largest batch.
 pub const MAX_GROUP: usize = 512;
-/// Submissions waiting beyond this make callers wait to enqueue.
+/// Units waiting beyond this make callers wait to enqueue.
 const QUEUE: usize = 4 * MAX_GROUP;
 
-/// A new record and where its outcome goes.
+/// New records, stored together or not at all, and where the outcome goes.
 struct Pending {
-    record: FeedbackRecord,
-    reply: oneshot::Sender<Result<Stored, Error>>,
+    records: Vec<FeedbackRecord>,
+    /// From SubmitFeedbackBatch: errors name the item (`items[i].…`).
+    batch: bool,
+    reply: oneshot::Sender<Result<Vec<Stored>, Error>>,
 }
 
 /// What became of a submission.
@@ -66,9 +69,29 @@ impl FeedbackIngest {
     /// monitoring holds its inference record; answers once that group
     /// committed.
     pub async fn submit(&self, record: FeedbackRecord) -> Result<Stored, Error> {
+        let mut stored = self.enqueue(vec![record], false).await?;
+        stored.pop().ok_or(Error::ShuttingDown)
+    }
+
+    /// As `submit`, for a batch of at most MAX_GROUP records stored in one
+    /// group, all or none; answers in their order.
+    pub async fn submit_batch(&self, records: Vec<FeedbackRecord>) -> Result<Vec<Stored>, Error> {
+        self.enqueue(records, true).await
+    }
+
+    async fn enqueue(
+        &self,
+        records: Vec<FeedbackRecord>,
+        batch: bool,
+    ) -> Result<Vec<Stored>, Error> {
+        debug_assert!(records.len() <= MAX_GROUP);
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { record, reply })
+            .send(Pending {
+                records,
+                batch,
+                reply,
+            })
             .await
             .map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)?
@@ -81,30 +104,48 @@ impl IngestWriter {
     /// records joined now.
     pub async fn run(mut self, keep_records_until: impl Fn() -> i64, stop: CancellationToken) {
         loop {
-            let mut group = Vec::with_capacity(MAX_GROUP);
-            let received = tokio::select! {
-                received = self.queue.recv_many(&mut group, MAX_GROUP) => received,
+            let first = tokio::select! {
+                first = self.queue.recv() => first,
                 _ = stop.cancelled() => {
                     self.queue.close();
-                    0
+                    None
                 }
             };
-            if received == 0 {
+            let Some(first) = first else {
                 // Closed: drain what was queued before the close.
-                while self.queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-                    self.store_group(std::mem::take(&mut group), keep_records_until())
-                        .await;
+                while let Some(first) = self.queue.recv().await {
+                    let group = self.fill_group(first);
+                    self.store_group(group, keep_records_until()).await;
                 }
                 return;
-            }
+            };
+            let group = self.fill_group(first);
             self.store_group(group, keep_records_until()).await;
         }
+    }
+
+    /// `first` and the units already waiting behind it, up to MAX_GROUP
+    /// records.
+    fn fill_group(&mut self, first: Pending) -> Vec<Pending> {
+        let mut records = first.records.len();
+        let mut group = vec![first];
+        while records < MAX_GROUP {
+            match self.queue.try_recv() {
+                Ok(pending) => {
+                    records += pending.records.len();
+                    group.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        group
     }
 
     async fn store_group(&self, group: Vec<Pending>, keep_until_ms: i64) {
         let request_ids: Vec<RequestId> = group
             .iter()
-            .filter_map(|pending| pending.record.request_id)
+            .flat_map(|pending| &pending.records)
+            .filter_map(|record| record.request_id)
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -136,28 +177,20 @@ impl IngestWriter {
         };
         let mut accepted = Vec::with_capacity(group.len());
         for mut pending in group {
-            if let Some(inference) = pending
-                .record
-                .request_id
-                .and_then(|request_id| inferences.get(&request_id))
-            {
-                if let Err(error) = check_passage(&pending.record, inference) {
+            match join_unit(&mut pending.records, pending.batch, &inferences) {
+                Ok(()) => accepted.push(pending),
+                Err(error) => {
                     let _ = pending.reply.send(Err(error.into()));
-                    continue;
                 }
-                pending.record.endpoint = inference.endpoint.clone();
-                pending.record.served_model = inference.served_model.clone();
-                pending.record.served_version = inference.served_version;
-                pending.record.joined = true;
             }
-            accepted.push(pending);
         }
         if accepted.is_empty() {
             return;
         }
         let rows: Result<Vec<FeedbackRow>, Error> = accepted
             .iter()
-            .map(|pending| crate::feedback::row_from_record(&pending.record))
+            .flat_map(|pending| &pending.records)
+            .map(crate::feedback::row_from_record)
             .collect();
         let inserted = match rows {
             Ok(rows) => store::insert_feedback_group(&self.store, &rows)
@@ -180,12 +213,25 @@ impl IngestWriter {
             }
         };
         for pending in accepted {
-            let outcome = if inserted.contains(&pending.record.id) {
-                Ok(Stored::Inserted(pending.record))
-            } else {
-                self.key_holder(&pending.record).await
-            };
-            let _ = pending.reply.send(outcome);
+            let mut outcomes = Vec::with_capacity(pending.records.len());
+            let mut failed = None;
+            for record in pending.records {
+                if inserted.contains(&record.id) {
+                    outcomes.push(Stored::Inserted(record));
+                    continue;
+                }
+                match self.key_holder(&record).await {
+                    Ok(holder) => outcomes.push(holder),
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            }
+            let _ = pending.reply.send(match failed {
+                Some(error) => Err(error),
+                None => Ok(outcomes),
+            });
         }
     }
 
@@ -200,6 +246,37 @@ impl IngestWriter {
             }),
         }
     }
+}
+
+/// Joins each record of a unit whose inference record was found; the
+/// first RELEVANCE record naming a passage its request did not retrieve
+/// refuses the whole unit (`items[i].` names it in a batch).
+fn join_unit(
+    records: &mut [FeedbackRecord],
+    in_batch: bool,
+    inferences: &HashMap<RequestId, InferenceRecord>,
+) -> Result<(), FieldError> {
+    for (index, record) in records.iter().enumerate() {
+        let Some(inference) = record.request_id.and_then(|id| inferences.get(&id)) else {
+            continue;
+        };
+        check_passage(record, inference).map_err(|error| {
+            if in_batch {
+                FieldError::new(format!("items[{index}].{}", error.field), error.rule)
+            } else {
+                error
+            }
+        })?;
+    }
+    for record in records.iter_mut() {
+        if let Some(inference) = record.request_id.and_then(|id| inferences.get(&id)) {
+            record.endpoint = inference.endpoint.clone();
+            record.served_model = inference.served_model.clone();
+            record.served_version = inference.served_version;
+            record.joined = true;
+        }
+    }
+    Ok(())
 }
 
 /// RELEVANCE feedback must name a passage its request retrieved.
