@@ -48,6 +48,31 @@ impl<E> FallbackToJetStream<E> {
         }
     }
 
+    fn primary_paused(&self) -> bool {
+        let paused = self
+            .primary_paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        paused.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn pause_primary(&self) {
+        let mut paused = self
+            .primary_paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *paused = Some(Instant::now() + PRIMARY_PAUSE);
+    }
+
+    /// Publishes the batch; `primary_error` says why it came here.
+    async fn fall_back(&self, batch: Vec<SpanData>, primary_error: String) -> OTelSdkResult {
+        self.publish(batch).await.map_err(|fallback_error| {
+            OTelSdkError::InternalFailure(format!(
+                "{primary_error}; the NATS JetStream fallback failed too: {fallback_error}"
+            ))
+        })
+    }
+
     async fn publish(&self, batch: Vec<SpanData>) -> Result<(), String> {
         let publisher = self
             .publisher
@@ -65,7 +90,7 @@ impl<E> FallbackToJetStream<E> {
 }
 
 /// The batch as the OTLP request an exporter would send.
-pub(crate) fn export_request(
+fn export_request(
     batch: Vec<SpanData>,
     resource: &ResourceAttributesWithSchema,
 ) -> ExportTraceServiceRequest {
@@ -86,53 +111,26 @@ impl<E: std::fmt::Debug> std::fmt::Debug for FallbackToJetStream<E> {
 
 impl<E: SpanExporter> SpanExporter for FallbackToJetStream<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let primary_error = if self.primary_paused() {
-            "paused after a failed export".to_string()
-        } else {
-            // The primary takes the batch; a copy waits for the fallback.
-            let copy = batch.clone();
-            match self.primary.export(batch).await {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    self.pause_primary();
-                    tracing::debug!(%error, "span export failed; using NATS JetStream");
-                    return self.fall_back(copy, error.to_string()).await;
-                }
+        if self.primary_paused() {
+            return self
+                .fall_back(batch, "paused after a failed export".to_string())
+                .await;
+        }
+        // The primary takes the batch; a copy waits for the fallback.
+        let copy = batch.clone();
+        match self.primary.export(batch).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.pause_primary();
+                tracing::debug!(%error, "span export failed; using NATS JetStream");
+                self.fall_back(copy, error.to_string()).await
             }
-        };
-        self.fall_back(batch, primary_error).await
+        }
     }
 
     fn set_resource(&mut self, resource: &Resource) {
         self.primary.set_resource(resource);
         self.resource = ResourceAttributesWithSchema::from(resource);
-    }
-}
-
-impl<E> FallbackToJetStream<E> {
-    fn primary_paused(&self) -> bool {
-        let paused = self
-            .primary_paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        paused.is_some_and(|until| Instant::now() < until)
-    }
-
-    fn pause_primary(&self) {
-        let mut paused = self
-            .primary_paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *paused = Some(Instant::now() + PRIMARY_PAUSE);
-    }
-
-    async fn fall_back(&self, batch: Vec<SpanData>, primary_error: String) -> OTelSdkResult {
-        match self.publish(batch).await {
-            Ok(()) => Ok(()),
-            Err(fallback_error) => Err(OTelSdkError::InternalFailure(format!(
-                "{primary_error}; the NATS JetStream fallback failed too: {fallback_error}"
-            ))),
-        }
     }
 }
 

@@ -173,12 +173,15 @@ pub async fn insert_feedback_group(
     let mut inserted = HashSet::with_capacity(rows.len());
     let backend = store.backend();
     for chunk in rows.chunks(rows_per_statement(backend)) {
+        // No RETURNING: SQLite's driver hands each returned row from its
+        // connection thread on its own. A taken key is rare; only then are
+        // the chunk's rows looked up.
         let sql = format!(
             "INSERT INTO feedback ({COLUMNS}) VALUES {}
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+             ON CONFLICT (idempotency_key) DO NOTHING",
             values_placeholders(backend, chunk.len(), 17)
         );
-        let mut query = sqlx::query_as::<_, (String,)>(&sql);
+        let mut query = sqlx::query(&sql);
         for row in chunk {
             query = query
                 .bind(row.id.clone())
@@ -199,7 +202,21 @@ pub async fn insert_feedback_group(
                 .bind(row.served_version)
                 .bind(row.joined_at_ms);
         }
-        for (id,) in query.fetch_all(tx.conn()).await? {
+        let stored = query.execute(tx.conn()).await?.rows_affected();
+        if stored == chunk.len() as u64 {
+            inserted.extend(chunk.iter().map(|row| row.id.clone()));
+            continue;
+        }
+        // The ids are new, so those in the table now are the ones stored.
+        let sql = format!(
+            "SELECT id FROM feedback WHERE id IN {}",
+            values_placeholders(backend, 1, chunk.len())
+        );
+        let mut lookup = sqlx::query_as::<_, (String,)>(&sql);
+        for row in chunk {
+            lookup = lookup.bind(row.id.clone());
+        }
+        for (id,) in lookup.fetch_all(tx.conn()).await? {
             inserted.insert(id);
         }
     }
