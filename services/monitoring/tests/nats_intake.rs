@@ -61,6 +61,23 @@ async fn stored_ids(running: &support::Running) -> Vec<String> {
     ids
 }
 
+/// Waits until the work queue is empty: every message acknowledged,
+/// which monitoring does only after the commit.
+async fn stream_drained(context: &async_nats::jetstream::Context, nats: &JetStreamConfig) {
+    eventually("the stream drained", PATIENCE, async || {
+        let info = context
+            .get_stream(&nats.stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        (info.state.messages == 0).then_some(())
+    })
+    .await;
+}
+
 fn id(n: u128) -> String {
     uuid::Uuid::from_u128(n).hyphenated().to_string()
 }
@@ -93,19 +110,7 @@ async fn records_from_jetstream_are_stored_exactly_once() {
         })
         .await;
         assert_eq!(stored_ids(&running).await, vec![id(1), id(2), id(3)]);
-        // Acknowledged after the commit, so the work queue empties.
-        eventually("the stream drained", PATIENCE, async || {
-            let info = context
-                .get_stream(&nats.stream)
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .clone();
-            (info.state.messages == 0).then_some(())
-        })
-        .await;
+        stream_drained(&context, &nats).await;
         running.stop().await;
 
         // While monitoring is down, more arrive, one of them again.
@@ -211,18 +216,7 @@ async fn spans_from_jetstream_are_stored_once() {
             .spans
             .iter()
             .all(|span| span.service_name == "keel-serving"));
-        eventually("the stream drained", PATIENCE, async || {
-            let info = context
-                .get_stream(&nats.stream)
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .clone();
-            (info.state.messages == 0).then_some(())
-        })
-        .await;
+        stream_drained(&context, &nats).await;
         running.stop().await;
         context.delete_stream(&nats.stream).await.unwrap();
     }
