@@ -276,7 +276,8 @@ struct JoinedPage {
 /// the caller builds lines from this one.
 struct JoinedPages {
     pages: mpsc::Receiver<Result<JoinedPage, Error>>,
-    reader: tokio::task::JoinHandle<()>,
+    /// `None` once it ended and was checked.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Pages waiting for the caller: one ready while the next is made.
@@ -320,18 +321,33 @@ impl JoinedPages {
                 }
             }
         });
-        JoinedPages { pages, reader }
+        JoinedPages {
+            pages,
+            reader: Some(reader),
+        }
     }
 
     async fn next(&mut self) -> Result<Option<JoinedPage>, Error> {
-        self.pages.recv().await.transpose()
+        match self.pages.recv().await {
+            Some(page) => page.map(Some),
+            None => {
+                // The reader ended: every page was read, unless it
+                // panicked, which must not pass for a complete export.
+                if let Some(reader) = self.reader.take() {
+                    reader.await?;
+                }
+                Ok(None)
+            }
+        }
     }
 }
 
 impl Drop for JoinedPages {
     /// An export that ends early (its reader left) stops reading ahead.
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
     }
 }
 
