@@ -256,8 +256,13 @@ fn join_unit(
     in_batch: bool,
     inferences: &HashMap<RequestId, InferenceRecord>,
 ) -> Result<(), FieldError> {
-    for (index, record) in records.iter().enumerate() {
-        let Some(inference) = record.request_id.and_then(|id| inferences.get(&id)) else {
+    // Each record's inference record, looked up once for both passes.
+    let found: Vec<Option<&InferenceRecord>> = records
+        .iter()
+        .map(|record| record.request_id.and_then(|id| inferences.get(&id)))
+        .collect();
+    for (index, (record, inference)) in records.iter().zip(&found).enumerate() {
+        let Some(inference) = inference else {
             continue;
         };
         check_passage(record, inference).map_err(|error| {
@@ -268,8 +273,8 @@ fn join_unit(
             }
         })?;
     }
-    for record in records.iter_mut() {
-        if let Some(inference) = record.request_id.and_then(|id| inferences.get(&id)) {
+    for (record, inference) in records.iter_mut().zip(found) {
+        if let Some(inference) = inference {
             record.endpoint = inference.endpoint.clone();
             record.served_model = inference.served_model.clone();
             record.served_version = inference.served_version;
