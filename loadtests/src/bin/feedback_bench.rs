@@ -11,7 +11,8 @@
 //!   RSS of the export (run it at 100k and at 1M rows to compare).
 //!
 //! `keel-feedback-bench --backend sqlite|postgres [--events N] [--clients N]
-//! [--batch N] [--export-rows N]`. Postgres: KEEL_TEST_POSTGRES_URL (default
+//! [--connections N] [--batch N] [--export-rows N]`; each client has its
+//! own connection unless `--connections` says otherwise. Postgres: KEEL_TEST_POSTGRES_URL (default
 //! postgres://postgres@127.0.0.1:5432/test) must accept CREATE DATABASE.
 
 // A benchmark's report is its standard output.
@@ -47,6 +48,10 @@ struct Args {
     /// Concurrent gRPC clients in the ingest run.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// HTTP/2 connections the ingest's clients share (0: one each, as
+    /// clients in separate processes or browsers have).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
     /// Events per SubmitFeedbackBatch call in the batched ingest run (1:
     /// only the one-event-per-call run).
     #[arg(long, default_value_t = 100)]
@@ -83,9 +88,22 @@ async fn main() -> anyhow::Result<()> {
 
     if args.events > 0 {
         record_inferences(&monitoring, REQUESTS, "seeding inference records").await?;
-        let single_rate = ingest(&args, &feedback_channel, 1).await?;
+        let connections = if args.connections == 0 {
+            args.clients
+        } else {
+            args.connections
+        };
+        let mut channels = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            channels.push(
+                Channel::from_shared(feedback_url.clone())?
+                    .connect()
+                    .await?,
+            );
+        }
+        let single_rate = ingest(&args, &channels, 1).await?;
         let batch_rate = if args.batch > 1 {
-            Some(ingest(&args, &feedback_channel, args.batch).await?)
+            Some(ingest(&args, &channels, args.batch).await?)
         } else {
             None
         };
@@ -289,7 +307,7 @@ fn thumbs(n: usize, run: &str) -> pb::SubmitFeedbackRequest {
 }
 
 /// Returns the acknowledged events per second, `batch` events per call.
-async fn ingest(args: &Args, channel: &Channel, batch: usize) -> anyhow::Result<f64> {
+async fn ingest(args: &Args, channels: &[Channel], batch: usize) -> anyhow::Result<f64> {
     let call = if batch == 1 {
         "SubmitFeedback".to_string()
     } else {
@@ -304,7 +322,7 @@ async fn ingest(args: &Args, channel: &Channel, batch: usize) -> anyhow::Result<
         batch,
         run: &warm_run,
     };
-    warm.all(channel, None).await?;
+    warm.all(channels, None).await?;
     let bar = progress(args.events as u64, &call);
     let started = Instant::now();
     let measured = Submit {
@@ -312,14 +330,15 @@ async fn ingest(args: &Args, channel: &Channel, batch: usize) -> anyhow::Result<
         run: &run,
         ..warm
     };
-    measured.all(channel, Some(bar.clone())).await?;
+    measured.all(channels, Some(bar.clone())).await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     let rate = args.events as f64 / elapsed.as_secs_f64();
     println!(
-        "ingest ({call}): {} acknowledged feedback events from {} clients in {:.2} s: {rate:.0} events/s",
+        "ingest ({call}): {} acknowledged feedback events from {} clients over {} connections in {:.2} s: {rate:.0} events/s",
         args.events,
         args.clients,
+        channels.len(),
         elapsed.as_secs_f64(),
     );
     Ok(rate)
@@ -336,7 +355,7 @@ struct Submit<'a> {
 }
 
 impl Submit<'_> {
-    async fn all(&self, channel: &Channel, bar: Option<ProgressBar>) -> anyhow::Result<()> {
+    async fn all(&self, channels: &[Channel], bar: Option<ProgressBar>) -> anyhow::Result<()> {
         let Submit {
             events,
             clients,
@@ -345,8 +364,8 @@ impl Submit<'_> {
         } = *self;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(clients);
-        for _ in 0..clients {
-            let mut client = FeedbackServiceClient::new(channel.clone());
+        for index in 0..clients {
+            let mut client = FeedbackServiceClient::new(channels[index % channels.len()].clone());
             let next = next.clone();
             let bar = bar.clone();
             let run = run.to_string();

@@ -3,8 +3,8 @@
 //! each page with its inference records in one call to monitoring, builds
 //! the lines off the async threads and sends them through a bounded
 //! channel, a page of lines per message, as they are made. Reading and
-//! joining the next page overlaps building this one (a reader task one
-//! page ahead). Memory does not grow with the export, except for the
+//! joining the next pages overlaps building this one (a reader task a
+//! few pages ahead). Memory does not grow with the export, except for the
 //! duplicate filter (a few bytes per line) and, for preference pairs, the
 //! liked answers per distinct question.
 
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fastbloom::BloomFilter;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use keel_store::Store;
@@ -271,17 +272,24 @@ struct JoinedPage {
     missing: u64,
 }
 
-/// Joined pages, read and joined by a task of their own one page ahead of
-/// the caller, so the database and monitoring work on the next page while
-/// the caller builds lines from this one.
+/// Joined pages, read and joined by a task of their own ahead of the
+/// caller, so the database and monitoring work on the next pages while the
+/// caller builds lines from this one. The task reads the next page of
+/// feedback while earlier pages wait for monitoring, and has two pages at
+/// monitoring at once: each step waits on another thread (SQLite's worker,
+/// monitoring's store), so one at a time left the CPUs idle about half the
+/// time.
 struct JoinedPages {
     pages: mpsc::Receiver<Result<JoinedPage, Error>>,
     /// `None` once it ended and was checked.
     reader: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Pages waiting for the caller: one ready while the next is made.
+/// Pages waiting for the caller: one ready while the next are made.
 const PAGES_AHEAD: usize = 1;
+
+/// Pages being joined by monitoring at once, in page order.
+const JOINS_IN_FLIGHT: usize = 2;
 
 impl JoinedPages {
     fn start(
@@ -291,32 +299,32 @@ impl JoinedPages {
         masker: Option<Arc<PiiMasker>>,
     ) -> JoinedPages {
         let (sender, pages) = mpsc::channel(PAGES_AHEAD);
-        let store = store.clone();
+        let requests = RequestPages::new(store.clone(), query.clone());
         let monitoring = monitoring.clone();
-        let query = query.clone();
         let reader = tokio::spawn(async move {
-            let mut requests = RequestPages::new(store, query);
-            loop {
-                let page = match requests.next().await {
-                    Ok(Some(page)) => page,
-                    Ok(None) => return,
-                    Err(error) => {
-                        let _ = sender.send(Err(error)).await;
-                        return;
-                    }
-                };
-                let asked = page.len() as u64;
-                let joined =
-                    join(&monitoring, page, masker.clone())
-                        .await
-                        .map(|(joined, missing)| JoinedPage {
+            let feedback_pages = futures::stream::try_unfold(requests, |mut requests| async move {
+                Ok(requests.next().await?.map(|page| (page, requests)))
+            });
+            let joined = feedback_pages
+                .map_ok(|page| {
+                    let monitoring = monitoring.clone();
+                    let masker = masker.clone();
+                    async move {
+                        let asked = page.len() as u64;
+                        let (joined, missing) = join(&monitoring, page, masker).await?;
+                        Ok(JoinedPage {
                             asked,
                             joined,
                             missing,
-                        });
-                let failed = joined.is_err();
+                        })
+                    }
+                })
+                .try_buffered(JOINS_IN_FLIGHT);
+            futures::pin_mut!(joined);
+            while let Some(page) = joined.next().await {
+                let failed = page.is_err();
                 // The caller left, or the export ends with this error.
-                if sender.send(joined).await.is_err() || failed {
+                if sender.send(page).await.is_err() || failed {
                     return;
                 }
             }
