@@ -12,8 +12,9 @@
 //!
 //! `keel-feedback-bench --backend sqlite|postgres [--events N] [--clients N]
 //! [--connections N] [--batch N] [--export-rows N]`; each client has its
-//! own connection unless `--connections` says otherwise. Postgres: KEEL_TEST_POSTGRES_URL (default
-//! postgres://postgres@127.0.0.1:5432/test) must accept CREATE DATABASE.
+//! own connection unless `--connections` says otherwise. Postgres:
+//! KEEL_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)
+//! must accept CREATE DATABASE.
 
 // A benchmark's report is its standard output.
 #![allow(clippy::print_stdout)]
