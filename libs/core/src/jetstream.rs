@@ -99,10 +99,6 @@ impl JetStreamPublisher {
         })
     }
 
-    pub fn config(&self) -> &JetStreamConfig {
-        &self.config
-    }
-
     /// Publishes every message to `subject` and waits for each
     /// acknowledgement; `Ok` means JetStream stored all of them. On an
     /// error some may be stored: the caller sends them all again, and the
