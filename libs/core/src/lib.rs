@@ -18,6 +18,7 @@ pub mod server;
 mod span_export;
 mod span_fallback;
 pub mod standalone;
+mod subscriber_filter;
 pub mod telemetry;
 pub mod time;
 mod trace_ids;

@@ -1,6 +1,7 @@
-//! Logs and traces. Logs go to stderr (`RUST_LOG` overrides the default
-//! level); spans go through OpenTelemetry to the OTLP destinations in
-//! `[telemetry]` and to the trace store of each Keel this process runs.
+//! Logs and traces. Logs go to stderr (`RUST_LOG`, as `target=level`
+//! directives, overrides the default levels); spans go through
+//! OpenTelemetry to the OTLP destinations in `[telemetry]` and to the trace
+//! store of each Keel this process runs.
 //!
 //! The subscriber is process-wide, so it is installed once; a second
 //! `init` keeps the first one's settings.
@@ -19,14 +20,14 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 use crate::jetstream::JetStreamConfig;
 pub use crate::span_export::SpanDestination;
 use crate::span_export::{SpanDestinations, SpanFanOut};
+use crate::subscriber_filter;
 use crate::trace_ids::TimeOrderedIds;
 
 /// How spans leave a process: `[telemetry]` in the config file.
@@ -157,7 +158,9 @@ struct Installed {
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
-/// The log level when `RUST_LOG` is unset.
+/// The log levels when `RUST_LOG` is unset. llama.cpp logs every tensor
+/// and setting of a model it loads at info level (target `llama-cpp-2`), and
+/// the per-call gRPC events belong to traces, not logs.
 const DEFAULT_LOG_FILTER: &str =
     "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,llama-cpp-2=warn,otel::tracing=warn";
 /// For commands whose own output tells the story (the demo).
@@ -166,7 +169,11 @@ const QUIET_LOG_FILTER: &str = "warn,llama-cpp-2=error,otel::tracing=error";
 /// Installs logs only: for the CLI, whose calls start no traces.
 pub fn init_logging() {
     let _already_installed = tracing_subscriber::registry()
-        .with(log_layer(DEFAULT_LOG_FILTER))
+        .with(subscriber_filter::callsites(
+            subscriber_filter::log_levels(DEFAULT_LOG_FILTER),
+            None,
+        ))
+        .with(log_layer())
         .try_init();
 }
 
@@ -221,7 +228,7 @@ fn install(
     // instrumented future, all paid on every query. Parents and
     // propagation go through the tracing span tree, which needs none of
     // it.
-    let span_layer = provider.map(|provider| {
+    let span_layer = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("keel"))
             .with_location(false)
@@ -229,16 +236,16 @@ fn install(
             .with_target(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(span_targets())
     });
-    // Not `.with(Option<layer>)`: a `None` layer enables every span of
-    // every library (hyper and h2 open about a hundred per query), which
-    // would make telemetry off cost more than on.
-    let registry = tracing_subscriber::registry().with(log_layer(default_log_filter));
-    let _already_installed = match span_layer {
-        Some(span_layer) => registry.with(span_layer).try_init(),
-        None => registry.try_init(),
-    };
+    let spans = provider.map(|_| subscriber_filter::traced_spans(GRPC_SPAN_TARGET));
+    let _already_installed = tracing_subscriber::registry()
+        .with(subscriber_filter::callsites(
+            subscriber_filter::log_levels(default_log_filter),
+            spans,
+        ))
+        .with(log_layer())
+        .with(span_layer)
+        .try_init();
     Ok(())
 }
 
@@ -265,32 +272,18 @@ fn tracer_provider(
         .build()
 }
 
-/// Logs at `default_filter` unless `RUST_LOG` is set. llama.cpp logs every
-/// tensor and setting of a model it loads at info level (target
-/// `llama-cpp-2`), and the per-call gRPC spans belong to traces, not logs.
-fn log_layer<S>(default_filter: &str) -> impl Layer<S>
+/// Log lines on stderr, of the events the subscriber's filter lets
+/// through.
+fn log_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
 {
-    let levels =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    // Spans are for traces: a log line stays one line, without the fields
-    // of every span it happened in.
-    let filter = levels.and(filter_fn(|metadata| !metadata.is_span()));
-    tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter)
-}
-
-/// The spans that become OpenTelemetry spans: Keel's own and the gRPC
-/// spans of the tower layers, never those of the libraries underneath
-/// (hyper, h2, sqlx), which would multiply every trace.
-fn span_targets() -> Targets {
-    Targets::new()
-        .with_target("keel", tracing::Level::INFO)
-        .with_target(GRPC_SPAN_TARGET, tracing::Level::INFO)
+    subscriber_filter::EventsOnly(
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal()),
+    )
 }
 
 /// The target of the spans `tonic-tracing-opentelemetry` makes per call.

@@ -83,8 +83,8 @@ mod tests {
     use super::*;
     use crate::inferences::tests::sample_record;
     use crate::inferences::InferenceLog;
-    use crate::traces::tests::{prepare_spans, span};
-    use crate::traces::{write_spans, TraceStore};
+    use crate::traces::tests::{prepare_spans, span, with_attribute};
+    use crate::traces::{write_spans, TraceStore, MODEL_ATTRIBUTE};
 
     const HOUR_MS: i64 = 3_600_000;
     const NOW_MS: i64 = 100 * HOUR_MS;
@@ -110,9 +110,18 @@ mod tests {
             .unwrap();
         for trace in 1..=3_u128 {
             let start_ns = (NOW_MS - (4 - trace as i64) * HOUR_MS) * 1_000_000;
+            let model = |name: &str| serde_json::Value::String(name.to_string());
             let prepared = prepare_spans(vec![
-                span(trace, 1, None, start_ns),
-                span(trace, 2, Some(1), start_ns + 10),
+                with_attribute(
+                    span(trace, 1, None, start_ns),
+                    MODEL_ATTRIBUTE,
+                    model("minilm"),
+                ),
+                with_attribute(
+                    span(trace, 2, Some(1), start_ns + 10),
+                    MODEL_ATTRIBUTE,
+                    model(&format!("smollm2-{trace}")),
+                ),
             ])
             .unwrap();
             let prepared: Vec<_> = prepared.iter().collect();
@@ -145,6 +154,22 @@ mod tests {
                 spans
             );
         }
+        // The expired trace's model rows went with it, by their key.
+        let model_rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT model, trace_id FROM trace_models ORDER BY trace_id, model")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let trace = |n: u128| format!("{n:032x}");
+        assert_eq!(
+            model_rows,
+            [
+                ("minilm".to_string(), trace(2)),
+                ("smollm2-2".to_string(), trace(2)),
+                ("minilm".to_string(), trace(3)),
+                ("smollm2-3".to_string(), trace(3)),
+            ]
+        );
         // Nothing more to do: a second run deletes nothing.
         assert_eq!(
             retention.run_once(NOW_MS).await.unwrap(),

@@ -283,6 +283,15 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE INDEX trace_models_by_trace ON trace_models (trace_id)
     ",
     },
+    // Every stored trace paid two B-tree entries per model for an index
+    // that only retention used: retention now deletes a trace's model rows
+    // by their key, from the model list its summary row keeps.
+    Migration {
+        version: 6,
+        name: "trace_models_keyed_only",
+        sqlite: "DROP INDEX trace_models_by_trace",
+        postgres: "DROP INDEX trace_models_by_trace",
+    },
 ];
 
 pub const STATUS_OK: &str = "ok";
@@ -413,9 +422,10 @@ pub async fn delete_expired_traces(
     before_unix_nano: i64,
     limit: i64,
 ) -> Result<u64, StoreError> {
+    let backend = store.backend();
     let mut tx = store.begin_write().await?;
-    let expired: Vec<(String,)> = sqlx::query_as(
-        "SELECT trace_id FROM traces WHERE start_time_unix_nano < $1
+    let expired: Vec<(String, String)> = sqlx::query_as(
+        "SELECT trace_id, models FROM traces WHERE start_time_unix_nano < $1
          ORDER BY start_time_unix_nano LIMIT $2",
     )
     .bind(before_unix_nano)
@@ -425,14 +435,43 @@ pub async fn delete_expired_traces(
     if expired.is_empty() {
         return Ok(0);
     }
+    let mut model_rows: Vec<(String, String)> = Vec::new();
+    let mut unlisted: Vec<&str> = Vec::new();
+    for (trace_id, models) in &expired {
+        match serde_json::from_str::<Vec<String>>(models) {
+            Ok(models) => {
+                model_rows.extend(models.into_iter().map(|model| (model, trace_id.clone())));
+            }
+            Err(_) => unlisted.push(trace_id),
+        }
+    }
+    for pairs in model_rows.chunks(IDS_PER_LOOKUP) {
+        let sql = format!(
+            "DELETE FROM trace_models WHERE (model, trace_id) IN (VALUES {})",
+            values_placeholders(backend, pairs.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (model, trace_id) in pairs {
+            query = query.bind(model.clone()).bind(trace_id.clone());
+        }
+        query.execute(tx.conn()).await?;
+    }
+    // A model list that cannot be read (never written so by Keel) costs a
+    // scan rather than leaving the trace's model rows behind.
+    for trace_id in unlisted {
+        sqlx::query("DELETE FROM trace_models WHERE trace_id = $1")
+            .bind(trace_id.to_string())
+            .execute(tx.conn())
+            .await?;
+    }
     let placeholders: Vec<String> = (1..=expired.len())
         .map(|index| format!("${index}"))
         .collect();
     let list = placeholders.join(", ");
-    for table in ["span_chunks", "trace_models", "traces"] {
+    for table in ["span_chunks", "traces"] {
         let sql = format!("DELETE FROM {table} WHERE trace_id IN ({list})");
         let mut query = sqlx::query(&sql);
-        for (trace_id,) in &expired {
+        for (trace_id, _) in &expired {
             query = query.bind(trace_id.clone());
         }
         query.execute(tx.conn()).await?;

@@ -764,7 +764,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn with_attribute(mut span: StoredSpan, key: &str, value: Value) -> StoredSpan {
+    pub(crate) fn with_attribute(mut span: StoredSpan, key: &str, value: Value) -> StoredSpan {
         span.attributes.insert(key.to_string(), value);
         span
     }

@@ -589,13 +589,14 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
     // batch.
     let query = validate_query(input)?;
     let request_id = RequestId::generate();
+    let name = format!("query {}", query.endpoint);
     let span = tracing::info_span!(
         "query",
-        otel.name = %format!("query {}", query.endpoint),
+        otel.name = name.as_str(),
         otel.kind = "server",
         otel.status_code = Empty,
         otel.status_message = Empty,
-        keel.endpoint = %query.endpoint,
+        keel.endpoint = query.endpoint.as_str(),
         keel.request_id = %request_id,
         keel.route_target = Empty,
         keel.served_model = Empty,
