@@ -7,6 +7,7 @@ pub mod client;
 pub mod corpus;
 pub mod error;
 pub mod latency;
+pub mod machine;
 pub mod model_bench;
 pub mod model_contention;
 pub mod report;

@@ -76,7 +76,7 @@ const RECORD_BATCH: usize = 1_000;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("cpu: {}", cpu_model());
+    println!("cpu: {}", keel_loadtests::machine::cpu_model());
     let databases = Databases::create(args.backend).await?;
     let shutdown = CancellationToken::new();
     let monitoring_url = start_monitoring(&databases.monitoring, shutdown.clone()).await?;
@@ -137,18 +137,6 @@ fn progress(total: u64, what: &str) -> ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|model| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Peak resident memory of this process, in MiB.

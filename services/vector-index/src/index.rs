@@ -218,11 +218,25 @@ impl CollectionIndex {
         filter: &PayloadFilter,
         exact_search_threshold: usize,
     ) -> Vec<Hit> {
+        let ef = self.params.ef_search;
+        self.search_with_ef(query, top_k, filter, exact_search_threshold, ef)
+    }
+
+    /// [`Self::search`] with the graph's candidate list `ef` long (at least
+    /// `top_k`) instead of the collection's default.
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        filter: &PayloadFilter,
+        exact_search_threshold: usize,
+        ef: usize,
+    ) -> Vec<Hit> {
         let live_count = self.live_count();
         if live_count == 0 || top_k == 0 {
             return Vec::new();
         }
-        let ef = self.params.ef_search.max(top_k);
+        let ef = ef.max(top_k);
         if filter.is_empty() {
             if live_count <= exact_search_threshold {
                 return self.exact_search(query, top_k, self.slots.iter().flatten());
