@@ -137,8 +137,18 @@ impl Distance<f32> for GraphDistance {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Deterministic values in [-1, 1) (xorshift64), for test vectors.
+    pub(crate) fn test_values(mut state: u64) -> impl FnMut() -> f32 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f32 / 1000.0 - 1.0
+        }
+    }
 
     #[test]
     fn graph_distance_is_positive_and_follows_the_score() {
@@ -181,13 +191,7 @@ mod tests {
     /// vectors (lengths that are not a multiple of the vector width too).
     #[test]
     fn simd_products_match_an_f64_reference() {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 2000) as f32 / 1000.0 - 1.0
-        };
+        let mut next = test_values(0x2545_f491_4f6c_dd1d);
         for length in [1, 7, 384, 385, 1536] {
             let left: Vec<f32> = (0..length).map(|_| next()).collect();
             let right: Vec<f32> = (0..length).map(|_| next()).collect();

@@ -395,13 +395,7 @@ mod tests {
     /// break.
     #[test]
     fn parallel_batches_leave_every_point_reachable() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 2000) as f32 / 1000.0 - 1.0
-        };
+        let mut next = crate::distance::tests::test_values(0x9e37_79b9_7f4a_7c15);
         let mut index = CollectionIndex::empty(Metric::Cosine, DEFAULT_HNSW_PARAMS);
         for batch in 0..4 {
             let points: Vec<IndexedPoint> = (0..500)
