@@ -3,8 +3,8 @@
 //! trace. One filter for the whole subscriber, not one per layer: with a
 //! filter per layer, tracing-subscriber looks every span up again in its
 //! registry on every enter, exit, record and close (a RAG query enters its
-//! spans about twenty times), which made about a fifth of what a traced
-//! query cost.
+//! spans about twenty times), which was about a fifth of what making a
+//! query's spans cost.
 
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{FilterFn, ParseError, Targets};
@@ -49,9 +49,10 @@ pub fn log_levels(default: &str) -> Targets {
     }
 }
 
-/// A layer that is shown events only. The log layer uses no span: a log
-/// line stays one line, and the spans made for traces cost it nothing
-/// (the fmt layer would otherwise format every span's fields on creation).
+/// A layer that is shown events only. The log layer needs no span's
+/// fields: a log line stays one line, and the spans made for traces cost it
+/// nothing (the fmt layer would otherwise format every span's fields when
+/// the span is made).
 pub struct EventsOnly<L>(pub L);
 
 impl<S, L> Layer<S> for EventsOnly<L>
