@@ -10,6 +10,7 @@ pub mod latency;
 pub mod machine;
 pub mod model_bench;
 pub mod model_contention;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod schedule;

@@ -17,7 +17,6 @@
 use std::time::Instant;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use keel_vector_index::distance::Metric;
 use keel_vector_index::filter::PayloadFilter;
 use keel_vector_index::index::{CollectionIndex, HnswParams, IndexedPoint};
@@ -90,16 +89,6 @@ fn gaussian(rng: &mut StdRng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
-fn progress(length: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(length as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let metric = Metric::Cosine;
@@ -129,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         ef_search: 64,
     };
     let mut index = CollectionIndex::empty(metric, params);
-    let bar = progress(points.len(), "building");
+    let bar = keel_loadtests::progress::bar(points.len() as u64, "building");
     let started = Instant::now();
     for batch in points.chunks(1000) {
         index.stage_upsert(batch.to_vec()).run();
@@ -139,7 +128,7 @@ fn main() -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let everything = PayloadFilter::default();
-    let bar = progress(queries.len(), "brute force");
+    let bar = keel_loadtests::progress::bar(queries.len() as u64, "brute force");
     let truth: Vec<Vec<String>> = queries
         .iter()
         .map(|query| {
@@ -160,7 +149,7 @@ fn main() -> anyhow::Result<()> {
         args.dim,
         args.queries,
         args.points as f64 / build_s,
-        rayon_threads()
+        rayon::current_num_threads()
     );
     println!("| ef | recall@10 | QPS (one thread) |");
     println!("| ---: | ---: | ---: |");
@@ -186,11 +175,4 @@ fn main() -> anyhow::Result<()> {
         println!("| {ef} | {recall:.3} | {qps:.0} |");
     }
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|threads| threads.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use keel_core::{CancellationToken, Listeners};
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
@@ -128,15 +128,6 @@ async fn main() -> anyhow::Result<()> {
     }
     shutdown.cancel();
     Ok(())
-}
-
-fn progress(total: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
 }
 
 /// Peak resident memory of this process, in MiB.
@@ -269,7 +260,7 @@ async fn record_inferences(
     count: usize,
     what: &str,
 ) -> anyhow::Result<()> {
-    let bar = progress(count as u64, what);
+    let bar = keel_loadtests::progress::bar(count as u64, what);
     for start in (0..count).step_by(RECORD_BATCH) {
         let records = (start..(start + RECORD_BATCH).min(count))
             .map(inference)
@@ -312,7 +303,7 @@ async fn ingest(args: &Args, channels: &[Channel], batch: usize) -> anyhow::Resu
         run: &warm_run,
     };
     warm.all(channels, None).await?;
-    let bar = progress(args.events as u64, &call);
+    let bar = keel_loadtests::progress::bar(args.events as u64, &call);
     let started = Instant::now();
     let measured = Submit {
         events: args.events,
@@ -390,7 +381,7 @@ impl Submit<'_> {
 /// returns the rows per second.
 async fn raw_loop(args: &Args, database_url: &str) -> anyhow::Result<f64> {
     let store = Store::open(database_url, keel_feedback::store::MIGRATIONS).await?;
-    let bar = progress(args.raw_rows as u64, "raw sqlx insert loop");
+    let bar = keel_loadtests::progress::bar(args.raw_rows as u64, "raw sqlx insert loop");
     let started = Instant::now();
     for n in 0..args.raw_rows {
         sqlx::query(
@@ -432,7 +423,7 @@ async fn export(
     // Feedback rows go straight to the table, joined, in groups: seeding
     // through gRPC would measure the ingest again.
     let store = Store::open(feedback_url, keel_feedback::store::MIGRATIONS).await?;
-    let bar = progress(rows as u64, "seeding feedback rows");
+    let bar = keel_loadtests::progress::bar(rows as u64, "seeding feedback rows");
     for start in (0..rows).step_by(RECORD_BATCH) {
         let group: Vec<keel_feedback::store::FeedbackRow> = (start
             ..(start + RECORD_BATCH).min(rows))
@@ -464,7 +455,7 @@ async fn export(
 
     reset_peak_rss();
     let before = peak_rss_mib();
-    let bar = progress(rows as u64, "ExportDataset EVAL");
+    let bar = keel_loadtests::progress::bar(rows as u64, "ExportDataset EVAL");
     let started = Instant::now();
     let mut stream = FeedbackServiceClient::new(channel.clone())
         .export_dataset(pb::ExportDatasetRequest {
