@@ -170,6 +170,7 @@ async fn ensure_collection(
         metric: Metric::Cosine as i32,
         embedder: EMBEDDER.to_string(),
         hnsw: None,
+        indexed_payload_keys: Vec::new(),
     };
     let created = created_or_existing(
         "create collection",

@@ -105,6 +105,7 @@ pub async fn create_text_collection(cluster: &Cluster, name: &str, embedder: &st
             metric: Metric::Cosine as i32,
             embedder: embedder.to_string(),
             hnsw: None,
+            indexed_payload_keys: Vec::new(),
         })
         .await
         .unwrap_or_else(|status| panic!("create collection {name}: {status}"))

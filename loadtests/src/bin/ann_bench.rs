@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         ef_construction: 200,
         ef_search: 64,
     };
-    let mut index = CollectionIndex::empty(metric, params);
+    let mut index = CollectionIndex::empty(metric, params, &[]);
     let bar = keel_loadtests::progress::bar(points.len() as u64, "building");
     let started = Instant::now();
     for batch in points.chunks(1000) {

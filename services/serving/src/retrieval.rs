@@ -37,7 +37,7 @@ impl Retriever {
     /// The best passages, best first, with their whole text.
     /// The call carries the current span's trace context.
     pub async fn search(&self, query: &SearchQuery<'_>) -> Result<Vec<Passage>, Error> {
-        let filter = if query.filter.is_empty() {
+        let payload_equals = if query.filter.is_empty() {
             None
         } else {
             Some(keel_core::payload::json_to_struct(query.filter))
@@ -47,8 +47,9 @@ impl Retriever {
             vector: Vec::new(),
             text: query.text.to_string(),
             top_k: query.top_k,
-            filter,
+            payload_equals,
             with_payload: false,
+            ..Default::default()
         });
         let mut client = self.client.clone();
         let response = match with_deadline(self.timeout, client.search(request)).await {

@@ -1,7 +1,7 @@
 //! The gRPC edge: validates requests, converts them to the domain's types,
 //! calls [`VectorIndex`] and converts the answers back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use keel_core::payload::{json_to_struct, struct_to_json};
@@ -14,12 +14,14 @@ use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 
 use crate::collections::{
-    CollectionInfo, NewCollection, NewPoint, Query, SearchRequest, VectorIndex, MAX_DIMENSION,
+    CollectionInfo, EmbedWith, NewCollection, NewPoint, Query, SearchRequest, VectorIndex,
+    MAX_DIMENSION,
 };
 use crate::config::NO_EMBEDDER;
 use crate::distance::Metric;
 use crate::filter::PayloadFilter;
-use crate::index::{HnswParams, DEFAULT_HNSW_PARAMS};
+use crate::filter_proto::{filter_from_proto, MAX_KEY_CHARS};
+use crate::index::{HnswParams, IndexedPoint, DEFAULT_HNSW_PARAMS};
 
 pub const MAX_POINTS_PER_CALL: usize = 1000;
 pub const MAX_IDS_PER_CALL: usize = 1000;
@@ -27,6 +29,11 @@ pub const MAX_ID_CHARS: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_TOP_K: u64 = 1000;
+pub const MAX_EF: u64 = 4096;
+pub const MAX_INDEXED_KEYS: usize = 32;
+pub const DEFAULT_SCROLL_LIMIT: usize = 100;
+pub const MAX_SCROLL_LIMIT: u64 = 1000;
+pub const MAX_TEXTS_PER_EMBED: u64 = 256;
 
 pub struct Api {
     index: Arc<VectorIndex>,
@@ -151,14 +158,24 @@ impl VectorIndexService for Api {
             }
         };
         validate::in_range("top_k", u64::from(request.top_k), 1, MAX_TOP_K)?;
-        let filter = match &request.filter {
-            Some(filter) => struct_to_json("filter", filter)?,
+        let ef = match request.ef {
+            0 => None,
+            ef => {
+                validate::in_range("ef", u64::from(ef), 1, MAX_EF)?;
+                Some(ef as usize)
+            }
+        };
+        let payload_equals = match &request.payload_equals {
+            Some(equalities) => struct_to_json("payload_equals", equalities)?,
             None => Map::new(),
         };
+        let filter = PayloadFilter::equalities(payload_equals)
+            .and(optional_filter("filter", request.filter.as_ref())?);
         let search = SearchRequest {
             query,
             top_k: request.top_k as usize,
-            filter: PayloadFilter::new(filter),
+            filter,
+            ef,
         };
         let hits = self
             .index
@@ -173,10 +190,191 @@ impl VectorIndexService for Api {
                 payload: request
                     .with_payload
                     .then(|| json_to_struct(&hit.point.payload)),
+                vector: vector_if(request.with_vectors, &hit.point),
             })
             .collect();
         Ok(Response::new(pb::SearchResponse { points }))
     }
+
+    async fn get_points(
+        &self,
+        request: Request<pb::GetPointsRequest>,
+    ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("collection", &request.collection)?;
+        validate::in_range("ids", request.ids.len() as u64, 1, MAX_IDS_PER_CALL as u64)?;
+        for (position, id) in request.ids.iter().enumerate() {
+            validate_id(&format!("ids[{position}]"), id)?;
+        }
+        let points = self
+            .index
+            .get_points(&request.collection, &request.ids)?
+            .iter()
+            .map(|point| retrieved(point, request.with_payload, request.with_vectors))
+            .collect();
+        Ok(Response::new(pb::GetPointsResponse { points }))
+    }
+
+    async fn scroll_points(
+        &self,
+        request: Request<pb::ScrollPointsRequest>,
+    ) -> Result<Response<pb::ScrollPointsResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("collection", &request.collection)?;
+        let limit = match request.limit {
+            0 => DEFAULT_SCROLL_LIMIT,
+            limit => {
+                validate::in_range("limit", u64::from(limit), 1, MAX_SCROLL_LIMIT)?;
+                limit as usize
+            }
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        let filter = optional_filter("filter", request.filter.as_ref())?;
+        let page = self
+            .index
+            .scroll_points(&request.collection, filter, after, limit)
+            .await?;
+        let points = page
+            .points
+            .iter()
+            .map(|point| retrieved(point, request.with_payload, request.with_vectors))
+            .collect();
+        Ok(Response::new(pb::ScrollPointsResponse {
+            points,
+            next_page_token: page
+                .next_after
+                .map(|id| encode_page_token(&id))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn count_points(
+        &self,
+        request: Request<pb::CountPointsRequest>,
+    ) -> Result<Response<pb::CountPointsResponse>, Status> {
+        let request = request.into_inner();
+        validate::name("collection", &request.collection)?;
+        let filter = optional_filter("filter", request.filter.as_ref())?;
+        let count = self.index.count_points(&request.collection, filter).await?;
+        Ok(Response::new(pb::CountPointsResponse { count }))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let request = request.into_inner();
+        let with = match (request.collection.is_empty(), request.embedder.is_empty()) {
+            (false, true) => {
+                validate::name("collection", &request.collection)?;
+                EmbedWith::Collection(request.collection)
+            }
+            (true, false) => EmbedWith::Embedder(request.embedder),
+            (false, false) => {
+                return Err(FieldError::new(
+                    "embedder",
+                    "must be empty when `collection` is given: give exactly one",
+                )
+                .into())
+            }
+            (true, true) => {
+                return Err(FieldError::new(
+                    "collection",
+                    "one of `collection` or `embedder` must be given",
+                )
+                .into())
+            }
+        };
+        validate::in_range("texts", request.texts.len() as u64, 1, MAX_TEXTS_PER_EMBED)?;
+        for (position, text) in request.texts.iter().enumerate() {
+            validate::max_len(&format!("texts[{position}]"), text, MAX_TEXT_BYTES)?;
+        }
+        let embedded = self.index.embed(with, request.texts).await?;
+        Ok(Response::new(pb::EmbedResponse {
+            vectors: embedded
+                .vectors
+                .into_iter()
+                .map(|values| pb::Vector { values })
+                .collect(),
+            dimension: embedded.dimension as u32,
+            embedder: embedded.embedder,
+        }))
+    }
+}
+
+fn optional_filter(field: &str, filter: Option<&pb::Filter>) -> Result<PayloadFilter, FieldError> {
+    match filter {
+        Some(filter) => filter_from_proto(field, filter),
+        None => Ok(PayloadFilter::default()),
+    }
+}
+
+fn vector_if(wanted: bool, point: &IndexedPoint) -> Vec<f32> {
+    if wanted {
+        point.vector.clone()
+    } else {
+        Vec::new()
+    }
+}
+
+fn retrieved(point: &IndexedPoint, with_payload: bool, with_vectors: bool) -> pb::RetrievedPoint {
+    pb::RetrievedPoint {
+        id: point.id.clone(),
+        text: point.text.clone(),
+        payload: with_payload.then(|| json_to_struct(&point.payload)),
+        vector: vector_if(with_vectors, point),
+    }
+}
+
+/// A scroll page token is the last id of the page, hex-encoded so that any
+/// id travels as an opaque token.
+fn encode_page_token(last_id: &str) -> String {
+    hex::encode(last_id)
+}
+
+fn decode_page_token(token: &str) -> Result<String, FieldError> {
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            FieldError::new(
+                "page_token",
+                "must be a next_page_token returned by ScrollPoints",
+            )
+        })
+}
+
+fn validate_indexed_keys(keys: Vec<String>) -> Result<Vec<String>, FieldError> {
+    if keys.len() > MAX_INDEXED_KEYS {
+        return Err(FieldError::new(
+            "indexed_payload_keys",
+            format!(
+                "must hold at most {MAX_INDEXED_KEYS} keys, got {}",
+                keys.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(keys.len());
+    for (position, key) in keys.iter().enumerate() {
+        let field = format!("indexed_payload_keys[{position}]");
+        let chars = key.chars().count();
+        if chars == 0 || chars > MAX_KEY_CHARS {
+            return Err(FieldError::new(
+                field,
+                format!("must be 1..={MAX_KEY_CHARS} characters, got {chars}"),
+            ));
+        }
+        if !seen.insert(key.as_str()) {
+            return Err(FieldError::new(
+                field,
+                format!("repeats {key:?}: keys must be distinct"),
+            ));
+        }
+    }
+    Ok(keys)
 }
 
 /// `embedder`: empty means `default_embedder`; `none` means vectors only.
@@ -236,6 +434,7 @@ fn validate_create(
         metric,
         embedder,
         hnsw,
+        indexed_keys: validate_indexed_keys(request.indexed_payload_keys)?,
     })
 }
 
@@ -352,5 +551,6 @@ fn collection_to_proto(info: CollectionInfo) -> pb::Collection {
         }),
         point_count: info.point_count,
         created_at_ms: info.created_at_ms,
+        indexed_payload_keys: info.indexed_keys,
     }
 }

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::filter::PayloadFilter;
-use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint};
+use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint, ScrollPage};
 use crate::metrics::Metrics;
 use crate::store::{self, CollectionRow, PointRow};
 
@@ -33,6 +33,8 @@ pub struct NewCollection {
     pub metric: Metric,
     pub embedder: Option<String>,
     pub hnsw: HnswParams,
+    /// Distinct payload keys to index.
+    pub indexed_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +44,7 @@ pub struct CollectionInfo {
     pub metric: Metric,
     pub embedder: Option<String>,
     pub hnsw: HnswParams,
+    pub indexed_keys: Vec<String>,
     pub point_count: u64,
     pub created_at_ms: i64,
 }
@@ -66,6 +69,23 @@ pub struct SearchRequest {
     pub query: Query,
     pub top_k: usize,
     pub filter: PayloadFilter,
+    /// `None`: the collection's default `ef_search`.
+    pub ef: Option<usize>,
+}
+
+/// What [`VectorIndex::embed`] embeds with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbedWith {
+    Collection(String),
+    Embedder(String),
+}
+
+/// The vectors of [`VectorIndex::embed`], one per text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub embedder: String,
+    pub dimension: usize,
+    pub vectors: Vec<Vec<f32>>,
 }
 
 struct Collection {
@@ -84,6 +104,27 @@ struct Collection {
 }
 
 impl Collection {
+    /// A stand-in collection that only embeds, for [`VectorIndex::embed`]
+    /// with a named embedder: the same checks and span as a collection's.
+    fn embedder_only(name: String, embedder: SharedEmbedder) -> Collection {
+        let dimension = embedder.dimension();
+        Collection {
+            name: format!("embedder `{name}`"),
+            dimension,
+            metric: Metric::Cosine,
+            embedder_name: Some(name),
+            embedder: Some(embedder),
+            hnsw: crate::index::DEFAULT_HNSW_PARAMS,
+            created_at_ms: 0,
+            index: Arc::new(RwLock::new(CollectionIndex::empty(
+                Metric::Cosine,
+                crate::index::DEFAULT_HNSW_PARAMS,
+                &[],
+            ))),
+            writer: tokio::sync::Mutex::new(false),
+        }
+    }
+
     fn info(&self) -> CollectionInfo {
         CollectionInfo {
             name: self.name.clone(),
@@ -91,6 +132,7 @@ impl Collection {
             metric: self.metric,
             embedder: self.embedder_name.clone(),
             hnsw: self.hnsw,
+            indexed_keys: self.index.read().indexed_keys().to_vec(),
             point_count: self.index.read().live_count() as u64,
             created_at_ms: self.created_at_ms,
         }
@@ -249,7 +291,11 @@ impl VectorIndex {
             embedder,
             hnsw: new.hnsw,
             created_at_ms: keel_core::time::now_ms(),
-            index: Arc::new(RwLock::new(CollectionIndex::empty(new.metric, new.hnsw))),
+            index: Arc::new(RwLock::new(CollectionIndex::empty(
+                new.metric,
+                new.hnsw,
+                &new.indexed_keys,
+            ))),
             writer: tokio::sync::Mutex::new(false),
         });
         let row = CollectionRow {
@@ -260,6 +306,7 @@ impl VectorIndex {
             hnsw_m: new.hnsw.m as i64,
             hnsw_ef_construction: new.hnsw.ef_construction as i64,
             hnsw_ef_search: new.hnsw.ef_search as i64,
+            indexed_keys: Value::from(new.indexed_keys.clone()).to_string(),
             created_at_ms: collection.created_at_ms,
         };
         let this = Arc::clone(self);
@@ -465,13 +512,89 @@ impl VectorIndex {
         let index = Arc::clone(&collection.index);
         let threshold = self.exact_search_threshold;
         let hits = tokio::task::spawn_blocking(move || {
-            index
-                .read()
-                .search(&query, request.top_k, &request.filter, threshold)
+            let index = index.read();
+            let ef = request.ef.unwrap_or(index.params().ef_search);
+            index.search_with_ef(&query, request.top_k, &request.filter, threshold, ef)
         })
         .await?;
         self.metrics.searches.inc();
         Ok(hits)
+    }
+
+    /// The live points with these ids, in the order asked; unknown ids are
+    /// left out.
+    pub fn get_points(
+        &self,
+        collection_name: &str,
+        ids: &[String],
+    ) -> Result<Vec<Arc<IndexedPoint>>, Error> {
+        let collection = self.collection(collection_name)?;
+        let index = collection.index.read();
+        Ok(ids.iter().filter_map(|id| index.get(id).cloned()).collect())
+    }
+
+    /// A page of the points `filter` keeps, by id, after `after`.
+    pub async fn scroll_points(
+        &self,
+        collection_name: &str,
+        filter: PayloadFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<ScrollPage, Error> {
+        let collection = self.collection(collection_name)?;
+        let index = Arc::clone(&collection.index);
+        Ok(tokio::task::spawn_blocking(move || {
+            index.read().scroll(&filter, after.as_deref(), limit)
+        })
+        .await?)
+    }
+
+    /// How many live points `filter` keeps.
+    pub async fn count_points(
+        &self,
+        collection_name: &str,
+        filter: PayloadFilter,
+    ) -> Result<u64, Error> {
+        let collection = self.collection(collection_name)?;
+        let index = Arc::clone(&collection.index);
+        let count = tokio::task::spawn_blocking(move || index.read().count(&filter)).await?;
+        Ok(count as u64)
+    }
+
+    /// Embeds `texts` exactly as a collection (or a named embedder of the
+    /// catalog) does, so clients and evaluation jobs get the index's vectors.
+    pub async fn embed(&self, with: EmbedWith, texts: Vec<String>) -> Result<Embedded, Error> {
+        let collection = match with {
+            EmbedWith::Collection(name) => self.collection(&name)?,
+            EmbedWith::Embedder(name) => {
+                let embedder = self.catalog.embedder(&name).map_err(|_| {
+                    FieldError::new(
+                        "embedder",
+                        format!(
+                            "must be one of {:?}, got {name:?}",
+                            self.catalog.embedder_names()
+                        ),
+                    )
+                })?;
+                Arc::new(Collection::embedder_only(name, embedder))
+            }
+        };
+        let Some(embedder) = collection.embedder_name.clone() else {
+            return Err(FieldError::new(
+                "collection",
+                format!(
+                    "collection `{}` has no embedder: it holds vectors only",
+                    collection.name
+                ),
+            )
+            .into());
+        };
+        let vectors = collection.embed(texts).await?;
+        Ok(Embedded {
+            embedder,
+            dimension: collection.dimension,
+            vectors,
+        })
     }
 }
 
@@ -582,7 +705,7 @@ async fn prepare_points(
 /// nothing changes between the snapshot and the swap; searches go on
 /// against the old graph meanwhile.
 async fn rebuild_if_needed(collection: &Collection) -> Result<(), Error> {
-    let (snapshot, metric, params, tombstones) = {
+    let (snapshot, metric, params, indexed_keys, tombstones) = {
         let index = collection.index.read();
         if !index.needs_rebuild() {
             return Ok(());
@@ -591,6 +714,7 @@ async fn rebuild_if_needed(collection: &Collection) -> Result<(), Error> {
             index.live_points(),
             index.metric(),
             index.params(),
+            index.indexed_keys().to_vec(),
             index.tombstone_count(),
         )
     };
@@ -599,7 +723,7 @@ async fn rebuild_if_needed(collection: &Collection) -> Result<(), Error> {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let points = snapshot.len();
-        let rebuilt = CollectionIndex::build(metric, params, snapshot);
+        let rebuilt = CollectionIndex::build(metric, params, &indexed_keys, snapshot);
         let replaced = std::mem::replace(&mut *lock.write(), rebuilt);
         drop(replaced);
         tracing::info!(
@@ -636,6 +760,12 @@ async fn load_collection(
         ef_search: usize::try_from(row.hnsw_ef_search)
             .map_err(|_| corrupt(format!("hnsw ef_search {}", row.hnsw_ef_search)))?,
     };
+    let indexed_keys: Vec<String> = serde_json::from_str(&row.indexed_keys).map_err(|error| {
+        corrupt(format!(
+            "indexed payload keys {:?}: {error}",
+            row.indexed_keys
+        ))
+    })?;
     let embedder_name = (!row.embedder.is_empty()).then(|| row.embedder.clone());
     let embedder = match &embedder_name {
         None => None,
@@ -655,7 +785,7 @@ async fn load_collection(
         for point_row in point_rows {
             points.push(Arc::new(decode_point(point_row, metric, dimension)?));
         }
-        Ok(CollectionIndex::build(metric, hnsw, points))
+        Ok(CollectionIndex::build(metric, hnsw, &indexed_keys, points))
     })
     .await?
     .map_err(corrupt)?;

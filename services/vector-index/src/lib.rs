@@ -8,8 +8,10 @@ pub mod config;
 pub mod distance;
 pub mod error;
 pub mod filter;
+pub mod filter_proto;
 pub mod index;
 pub mod metrics;
+pub mod payload_index;
 pub mod standalone;
 pub mod store;
 

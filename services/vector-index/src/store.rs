@@ -4,10 +4,11 @@
 use keel_store::{Migration, Store, StoreError, WriteTx};
 use sqlx::Row;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "collections and points",
-    sqlite: "CREATE TABLE collections (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "collections and points",
+        sqlite: "CREATE TABLE collections (
             name TEXT PRIMARY KEY,
             dimension BIGINT NOT NULL,
             metric TEXT NOT NULL,
@@ -27,7 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (collection, id)
         );
         CREATE INDEX points_by_seq ON points (collection, seq)",
-    postgres: "CREATE TABLE collections (
+        postgres: "CREATE TABLE collections (
             name TEXT PRIMARY KEY,
             dimension BIGINT NOT NULL,
             metric TEXT NOT NULL,
@@ -47,7 +48,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (collection, id)
         );
         CREATE INDEX points_by_seq ON points (collection, seq)",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "indexed payload keys",
+        sqlite: "ALTER TABLE collections ADD COLUMN indexed_keys TEXT NOT NULL DEFAULT '[]'",
+        postgres: "ALTER TABLE collections ADD COLUMN indexed_keys TEXT NOT NULL DEFAULT '[]'",
+    },
+];
 
 /// A collection row.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +68,8 @@ pub struct CollectionRow {
     pub hnsw_m: i64,
     pub hnsw_ef_construction: i64,
     pub hnsw_ef_search: i64,
+    /// A JSON array of the payload keys the collection indexes.
+    pub indexed_keys: String,
     pub created_at_ms: i64,
 }
 
@@ -77,8 +87,8 @@ pub struct PointRow {
 pub async fn insert_collection(tx: &mut WriteTx, row: &CollectionRow) -> Result<bool, StoreError> {
     let result = sqlx::query(
         "INSERT INTO collections
-            (name, dimension, metric, embedder, hnsw_m, hnsw_ef_construction, hnsw_ef_search, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            (name, dimension, metric, embedder, hnsw_m, hnsw_ef_construction, hnsw_ef_search, indexed_keys, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(&row.name)
@@ -88,6 +98,7 @@ pub async fn insert_collection(tx: &mut WriteTx, row: &CollectionRow) -> Result<
     .bind(row.hnsw_m)
     .bind(row.hnsw_ef_construction)
     .bind(row.hnsw_ef_search)
+    .bind(&row.indexed_keys)
     .bind(row.created_at_ms)
     .execute(tx.conn())
     .await?;
@@ -110,7 +121,8 @@ pub async fn delete_collection(tx: &mut WriteTx, name: &str) -> Result<bool, Sto
 /// Every collection, by name.
 pub async fn list_collections(store: &Store) -> Result<Vec<CollectionRow>, StoreError> {
     let rows = sqlx::query(
-        "SELECT name, dimension, metric, embedder, hnsw_m, hnsw_ef_construction, hnsw_ef_search, created_at_ms
+        "SELECT name, dimension, metric, embedder, hnsw_m, hnsw_ef_construction, hnsw_ef_search,
+                indexed_keys, created_at_ms
          FROM collections ORDER BY name",
     )
     .fetch_all(store.pool())
@@ -125,6 +137,7 @@ pub async fn list_collections(store: &Store) -> Result<Vec<CollectionRow>, Store
             hnsw_m: row.try_get("hnsw_m")?,
             hnsw_ef_construction: row.try_get("hnsw_ef_construction")?,
             hnsw_ef_search: row.try_get("hnsw_ef_search")?,
+            indexed_keys: row.try_get("indexed_keys")?,
             created_at_ms: row.try_get("created_at_ms")?,
         });
     }
@@ -271,6 +284,7 @@ mod tests {
             hnsw_m: 16,
             hnsw_ef_construction: 200,
             hnsw_ef_search: 64,
+            indexed_keys: "[\"lang\"]".to_string(),
             created_at_ms: 1_700_000_000_000,
         }
     }

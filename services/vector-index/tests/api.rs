@@ -4,151 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keel_core::payload::json_to_struct;
 use keel_proto::v1 as pb;
-use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
-use keel_testkit::server::Ports;
-use keel_testkit::{assert_status, TestDatabase, TestServer};
-use keel_vector_index::{serve, Config, Error};
-use serde_json::{json, Value};
-use tonic::transport::Channel;
+use keel_testkit::{assert_status, TestDatabase};
+use keel_vector_index::Config;
+use serde_json::json;
 use tonic::Code;
 
-/// The vector index on port 0 over `database_url`, with its client.
-struct VectorIndex {
-    client: VectorIndexServiceClient<Channel>,
-    server: TestServer<Error>,
-}
+mod common;
 
-impl VectorIndex {
-    async fn start(database_url: &str, exact_search_threshold: usize) -> VectorIndex {
-        let config = Config {
-            port: 0,
-            database_url: database_url.to_string(),
-            exact_search_threshold,
-            // Not minilm: these tests run without model files.
-            default_embedder: "hashing".to_string(),
-        };
-        let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
-            serve(
-                config,
-                keel_models::ModelCatalog::builtin(),
-                listeners,
-                shutdown,
-            )
-        })
-        .await;
-        // The socket is bound, so the handshake waits in the backlog until
-        // the server has loaded its collections and serves.
-        let client = VectorIndexServiceClient::new(server.connect().await);
-        VectorIndex { client, server }
-    }
-
-    /// Shuts down and checks the server drains and returns cleanly.
-    async fn stop(self) {
-        drop(self.client);
-        self.server.stop().await.unwrap();
-    }
-}
-
-fn create_request(
-    name: &str,
-    dimension: u32,
-    metric: pb::Metric,
-    embedder: &str,
-) -> pb::CreateCollectionRequest {
-    pb::CreateCollectionRequest {
-        name: name.to_string(),
-        dimension,
-        metric: metric as i32,
-        embedder: embedder.to_string(),
-        hnsw: None,
-    }
-}
-
-fn payload(value: Value) -> Option<prost_types::Struct> {
-    Some(json_to_struct(value.as_object().unwrap()))
-}
-
-fn vector_point(id: &str, vector: Vec<f32>, payload_value: Value) -> pb::Point {
-    pb::Point {
-        id: id.to_string(),
-        vector,
-        text: format!("text of {id}"),
-        payload: payload(payload_value),
-    }
-}
-
-fn text_point(id: &str, text: &str) -> pb::Point {
-    pb::Point {
-        id: id.to_string(),
-        vector: Vec::new(),
-        text: text.to_string(),
-        payload: None,
-    }
-}
-
-fn vector_search(collection: &str, vector: Vec<f32>, top_k: u32) -> pb::SearchRequest {
-    pb::SearchRequest {
-        collection: collection.to_string(),
-        vector,
-        text: String::new(),
-        top_k,
-        filter: None,
-        with_payload: true,
-    }
-}
-
-/// Deterministic pseudo-random vectors (an LCG), so failures reproduce.
-fn pseudo_random_vectors(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as f64 / (1u64 << 31) as f64) as f32 * 2.0 - 1.0
-    };
-    (0..count)
-        .map(|_| (0..dimension).map(|_| next()).collect())
-        .collect()
-}
-
-async fn upsert(
-    client: &mut VectorIndexServiceClient<Channel>,
-    collection: &str,
-    points: Vec<pb::Point>,
-) -> u64 {
-    client
-        .upsert_points(pb::UpsertPointsRequest {
-            collection: collection.to_string(),
-            points,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .upserted
-}
-
-async fn search_ids(
-    client: &mut VectorIndexServiceClient<Channel>,
-    request: pb::SearchRequest,
-) -> Vec<String> {
-    let response = client.search(request).await.unwrap().into_inner();
-    response.points.into_iter().map(|point| point.id).collect()
-}
-
-async fn point_count(client: &mut VectorIndexServiceClient<Channel>, name: &str) -> u64 {
-    client
-        .get_collection(pb::GetCollectionRequest {
-            name: name.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .point_count
-}
+use common::*;
 
 #[tokio::test]
 async fn a_collection_naming_no_embedder_gets_the_default_and_none_means_vectors_only() {
@@ -895,7 +759,7 @@ async fn filtered_search_never_returns_non_matching_points() {
         for (filter, matching) in filters.iter().zip(&matching_counts) {
             for top_k in [1u32, 10, 50] {
                 let mut request = vector_search("c", query.clone(), top_k);
-                request.filter = payload(filter.clone());
+                request.payload_equals = payload(filter.clone());
                 let response = client.search(request).await.unwrap().into_inner();
                 assert_eq!(
                     response.points.len(),
@@ -985,7 +849,7 @@ async fn restart_keeps_acknowledged_points(database_url: &str) {
     for query in &queries {
         requests.push(vector_search("vectors", query.clone(), 10));
         let mut filtered = vector_search("vectors", query.clone(), 5);
-        filtered.filter = payload(json!({"group": 9}));
+        filtered.payload_equals = payload(json!({"group": 9}));
         requests.push(filtered);
     }
     let mut by_text = vector_search("texts", Vec::new(), 3);

@@ -36,6 +36,7 @@ impl FakeVectorIndex {
                 score: *score,
                 text: text.to_string(),
                 payload: None,
+                vector: Vec::new(),
             })
             .collect();
         self.collections
@@ -114,5 +115,33 @@ impl VectorIndexService for FakeVectorIndex {
         })?;
         let best = points.iter().take(search.top_k as usize).cloned().collect();
         Ok(Response::new(pb::SearchResponse { points: best }))
+    }
+
+    async fn get_points(
+        &self,
+        _: Request<pb::GetPointsRequest>,
+    ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn scroll_points(
+        &self,
+        _: Request<pb::ScrollPointsRequest>,
+    ) -> Result<Response<pb::ScrollPointsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn count_points(
+        &self,
+        _: Request<pb::CountPointsRequest>,
+    ) -> Result<Response<pb::CountPointsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn embed(
+        &self,
+        _: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        unimplemented()
     }
 }

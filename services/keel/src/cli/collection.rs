@@ -30,6 +30,10 @@ pub struct CreateCollectionArgs {
     pub dimension: u32,
     #[arg(long, value_enum, default_value_t = MetricArg::Cosine)]
     pub metric: MetricArg,
+    /// A payload key to index, so that filters on it need no scan
+    /// (repeatable)
+    #[arg(long = "index-key", value_name = "KEY")]
+    pub indexed_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +81,7 @@ pub async fn create(
         metric: args.metric.to_proto() as i32,
         embedder: args.embedder.clone(),
         hnsw: None,
+        indexed_payload_keys: args.indexed_keys.clone(),
     };
     let response = urls
         .vector_index()

@@ -122,6 +122,9 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         embedder: keel_models::MINILM_EMBEDDER_NAME.to_string(),
         dimension: 0,
         metric: MetricArg::Cosine,
+        // Ingest tags each chunk with its source file: filtering on it
+        // needs no scan.
+        indexed_keys: vec!["source".to_string()],
     };
     match already_exists_is_fine(collection::create(urls, &collection_args).await)? {
         Some(created) => output::collection(&created),
