@@ -1,6 +1,7 @@
-//! Honest health: a service is SERVING while its store answers. A task
-//! pings the store every second and moves gRPC health (every service name
-//! of the port, and "") and the admin `/healthz` together.
+//! Honest health: a service is SERVING while its store answers and once it
+//! has warmed up (the vector index loading its collections). A task pings
+//! the store every second and moves gRPC health (every service name of the
+//! port, and "") and the admin `/healthz` together.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,8 +29,12 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn serving() -> Readiness {
+        Readiness::new(true)
+    }
+
+    pub fn new(serving: bool) -> Readiness {
         Readiness {
-            serving: Arc::new(AtomicBool::new(true)),
+            serving: Arc::new(AtomicBool::new(serving)),
         }
     }
 
@@ -42,10 +47,38 @@ impl Readiness {
     }
 }
 
-/// Pings `store` until `shutdown`, reporting each change of state.
+/// A service that listens before it can answer: NOT_SERVING until
+/// [`Warmup::finish`]. Clones share the state.
+#[derive(Clone, Debug, Default)]
+pub struct Warmup {
+    done: Arc<AtomicBool>,
+}
+
+impl Warmup {
+    pub fn pending() -> Warmup {
+        Warmup::default()
+    }
+
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+/// Whether a service with this optional warmup is warm.
+pub fn is_warm(warmup: Option<&Warmup>) -> bool {
+    warmup.is_none_or(Warmup::is_done)
+}
+
+/// Pings `store` (when there is one) and checks `warmup` every second until
+/// `shutdown`, reporting each change of state.
 pub async fn watch_store(
     service: &'static str,
-    store: Store,
+    store: Option<Store>,
+    warmup: Option<Warmup>,
     grpc_names: Vec<&'static str>,
     reporter: HealthReporter,
     readiness: Readiness,
@@ -59,25 +92,31 @@ pub async fn watch_store(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let reachable = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_elapsed) => Err(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
+        let reachable = match &store {
+            None => Ok(()),
+            Some(store) => match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_elapsed) => Err(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
+            },
         };
         failures_in_a_row = match &reachable {
             Ok(()) => 0,
             Err(_) => failures_in_a_row.saturating_add(1),
         };
-        let serving = failures_in_a_row < FAILURES_TO_NOT_SERVING;
-        if !readiness.set(serving) {
+        let store_up = failures_in_a_row < FAILURES_TO_NOT_SERVING;
+        let warm = is_warm(warmup.as_ref());
+        if !readiness.set(store_up && warm) {
             continue;
         }
-        let status = if serving {
-            tracing::info!(service, "store reachable again, serving");
+        let status = if store_up && warm {
+            tracing::info!(service, "store reachable and warmed up, serving");
             ServingStatus::Serving
-        } else {
+        } else if !store_up {
             let error = reachable.err().unwrap_or_default();
             tracing::warn!(service, %error, failures_in_a_row, "store unreachable, not serving");
+            ServingStatus::NotServing
+        } else {
             ServingStatus::NotServing
         };
         for name in &grpc_names {

@@ -12,7 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::grpc_metrics::GrpcMetricsLayer;
-use crate::health::Readiness;
+use crate::health::{Readiness, Warmup};
 use crate::metrics::{PoolCollector, ServiceMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,9 @@ pub struct GrpcService {
     /// Web pages from these origins may call the port with gRPC-Web (CORS);
     /// same-origin callers and other clients need none.
     pub cors_allowed_origins: Vec<String>,
+    /// Set when the service listens before it can answer: health says
+    /// NOT_SERVING until it finishes.
+    pub warmup: Option<Warmup>,
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains
@@ -86,24 +89,29 @@ pub async fn serve_grpc(
 ) -> Result<(), ServeError> {
     let address = listener.local_addr()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let initial_status = if crate::health::is_warm(service.warmup.as_ref()) {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
     for grpc_name in &service.grpc_names {
         health_reporter
-            .set_service_status(grpc_name, ServingStatus::Serving)
+            .set_service_status(grpc_name, initial_status)
             .await;
     }
-    health_reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    health_reporter.set_service_status("", initial_status).await;
     let call_metrics = GrpcMetricsLayer::new(&service.metrics)?;
     if let Some(store) = &service.store {
         service
             .metrics
             .register(Box::new(PoolCollector::new(store.clone())?))?;
     }
-    let health_watch = service.store.clone().map(|store| {
+    let watched = service.store.is_some() || service.warmup.is_some();
+    let health_watch = watched.then(|| {
         tokio::spawn(crate::health::watch_store(
             service.name,
-            store,
+            service.store.clone(),
+            service.warmup.clone(),
             service.grpc_names.clone(),
             health_reporter.clone(),
             readiness,
@@ -188,7 +196,7 @@ pub async fn run_service(
     let name = service.name;
     let metrics = service.metrics.clone();
     let stop_both = shutdown.child_token();
-    let readiness = Readiness::serving();
+    let readiness = Readiness::new(crate::health::is_warm(service.warmup.as_ref()));
     let grpc = serve_grpc(
         service,
         listeners.grpc,

@@ -135,6 +135,7 @@ impl TestServer<ServeError> {
             extra_descriptor_sets: Vec::new(),
             metrics: ServiceMetrics::new(name),
             cors_allowed_origins: Vec::new(),
+            warmup: None,
         };
         TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
             keel_core::serve_grpc(service, listeners.grpc, Readiness::serving(), shutdown)

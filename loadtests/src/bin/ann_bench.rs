@@ -101,6 +101,7 @@ fn main() -> anyhow::Result<()> {
     let points = (0..args.points)
         .map(|n| {
             Ok(IndexedPoint {
+                seq: 0,
                 id: format!("p{n}"),
                 vector: unit(data.draw())?,
                 text: String::new(),

@@ -100,6 +100,7 @@ pub async fn serve(
         extra_descriptor_sets: Vec::new(),
         metrics: service_metrics,
         cors_allowed_origins: config.cors_allowed_origins.clone(),
+        warmup: None,
     };
     let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
     if let Err(error) = joiner.await {

@@ -130,6 +130,7 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
         Service::Serving,
     );
     config.serving.fill_spill_dir(&data_dir);
+    config.vector_index.fill_snapshot_dir(&data_dir);
     fill_database_url(
         &mut config.feedback.database_url,
         &data_dir,

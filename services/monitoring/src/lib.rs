@@ -87,6 +87,7 @@ pub async fn serve(
         extra_descriptor_sets: vec![keel_proto::OTLP_FILE_DESCRIPTOR_SET],
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
+        warmup: None,
     };
     let retention = retention::Retention::new(
         store.clone(),

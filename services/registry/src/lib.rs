@@ -47,6 +47,7 @@ pub async fn serve(
         extra_descriptor_sets: Vec::new(),
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
+        warmup: None,
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     store.close().await;

@@ -1,9 +1,10 @@
 //! The service's domain: collections, their points and searches. The
-//! database holds the truth; each collection's graph lives in memory and is
-//! rebuilt from it at start-up.
+//! database holds the truth; each collection's graph lives in memory,
+//! restored at start-up from its snapshot and the rows written since (see
+//! `load` and `snapshot_task`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use crate::error::Error;
 use crate::filter::PayloadFilter;
 use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint, ScrollPage};
 use crate::metrics::Metrics;
+use crate::snapshot::{SnapshotKey, SnapshotStore};
 use crate::store::{self, CollectionRow, PointRow};
 
 pub const MAX_DIMENSION: usize = 65_536;
@@ -88,19 +90,31 @@ pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
 }
 
-struct Collection {
-    name: String,
-    dimension: usize,
-    metric: Metric,
-    embedder_name: Option<String>,
+pub(crate) struct Collection {
+    pub(crate) name: String,
+    pub(crate) dimension: usize,
+    pub(crate) metric: Metric,
+    pub(crate) embedder_name: Option<String>,
     /// `None` with a name: the embedder is missing from this process.
-    embedder: Option<SharedEmbedder>,
-    hnsw: HnswParams,
-    created_at_ms: i64,
-    index: Arc<RwLock<CollectionIndex>>,
+    pub(crate) embedder: Option<SharedEmbedder>,
+    pub(crate) hnsw: HnswParams,
+    pub(crate) created_at_ms: i64,
+    pub(crate) index: Arc<RwLock<CollectionIndex>>,
     /// Serialises the writes of this collection (so insertion order in the
     /// database and in the graph agree); holds true once dropped.
-    writer: tokio::sync::Mutex<bool>,
+    pub(crate) writer: tokio::sync::Mutex<bool>,
+    /// Loading until start-up has restored or built the index.
+    pub(crate) state: RwLock<LoadState>,
+    /// Writes since the last snapshot: only a changed collection is
+    /// snapshotted again.
+    pub(crate) unsnapshotted_writes: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LoadState {
+    Loading,
+    Ready,
+    Failed(String),
 }
 
 impl Collection {
@@ -122,6 +136,32 @@ impl Collection {
                 &[],
             ))),
             writer: tokio::sync::Mutex::new(false),
+            state: RwLock::new(LoadState::Ready),
+            unsnapshotted_writes: AtomicU64::new(0),
+        }
+    }
+
+    /// Ok once the collection's index is loaded; calls on it are refused
+    /// with UNAVAILABLE until then, never kept waiting.
+    pub(crate) fn ready(&self) -> Result<(), Error> {
+        match &*self.state.read() {
+            LoadState::Ready => Ok(()),
+            LoadState::Loading => Err(Error::Loading(self.name.clone())),
+            LoadState::Failed(reason) => Err(Error::LoadFailed {
+                collection: self.name.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn snapshot_key(&self) -> SnapshotKey {
+        SnapshotKey {
+            collection: self.name.clone(),
+            created_at_ms: self.created_at_ms,
+            metric: self.metric.as_str().to_string(),
+            dimension: self.dimension,
+            m: self.hnsw.m,
+            ef_construction: self.hnsw.ef_construction,
         }
     }
 
@@ -209,35 +249,49 @@ struct PreparedPoint {
 }
 
 pub struct VectorIndex {
-    store: Store,
+    pub(crate) store: Store,
     catalog: ModelCatalog,
-    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    pub(crate) collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// The last insertion sequence handed out.
-    last_seq: AtomicI64,
+    pub(crate) last_seq: AtomicI64,
     exact_search_threshold: usize,
+    /// `None`: no snapshots; every start rebuilds every graph.
+    pub(crate) snapshots: Option<SnapshotStore>,
     pub metrics: Metrics,
 }
 
 impl VectorIndex {
-    /// Loads every collection from `store` and rebuilds its graph.
+    /// Reads the collections of `store`, each still loading: start
+    /// [`VectorIndex::load_all`] to restore their indexes.
     pub async fn open(
         store: Store,
         catalog: ModelCatalog,
         exact_search_threshold: usize,
+        snapshots: Option<SnapshotStore>,
         metrics: Metrics,
     ) -> Result<Arc<VectorIndex>, Error> {
         let mut collections = BTreeMap::new();
         for row in store::list_collections(&store).await? {
-            let collection = load_collection(&store, &catalog, row).await?;
+            let collection = crate::load::collection_from_row(&catalog, row)?;
             collections.insert(collection.name.clone(), Arc::new(collection));
         }
-        let last_seq = store::max_seq(&store).await?;
+        // Past every row and past what any snapshot covers: a deleted
+        // point's row is gone but a snapshot may still hold its seq, and a
+        // later write must never reuse it.
+        let max_snapshot_seq = match snapshots.clone() {
+            Some(snapshots) => {
+                tokio::task::spawn_blocking(move || snapshots.max_covered_seq()).await?
+            }
+            None => 0,
+        };
+        let last_seq = store::max_seq(&store).await?.max(max_snapshot_seq);
         Ok(Arc::new(VectorIndex {
             store,
             catalog,
             collections: RwLock::new(collections),
             last_seq: AtomicI64::new(last_seq),
             exact_search_threshold,
+            snapshots,
             metrics,
         }))
     }
@@ -248,6 +302,13 @@ impl VectorIndex {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    /// The collection, once its index is loaded.
+    fn ready_collection(&self, name: &str) -> Result<Arc<Collection>, Error> {
+        let collection = self.collection(name)?;
+        collection.ready()?;
+        Ok(collection)
     }
 
     pub fn collection_count(&self) -> usize {
@@ -297,6 +358,8 @@ impl VectorIndex {
                 &new.indexed_keys,
             ))),
             writer: tokio::sync::Mutex::new(false),
+            state: RwLock::new(LoadState::Ready),
+            unsnapshotted_writes: AtomicU64::new(0),
         });
         let row = CollectionRow {
             name: collection.name.clone(),
@@ -317,6 +380,9 @@ impl VectorIndex {
             if !store::insert_collection(&mut tx, &row).await? {
                 return Err(Error::CollectionExists(row.name));
             }
+            // Snapshots left by a collection of this name that was dropped
+            // while their removal failed: never this collection's.
+            this.remove_snapshots(&row.name).await?;
             tx.commit().await?;
             this.collections
                 .write()
@@ -341,7 +407,7 @@ impl VectorIndex {
     }
 
     pub async fn drop_collection(self: &Arc<Self>, name: &str) -> Result<(), Error> {
-        let collection = self.collection(name)?;
+        let collection = self.ready_collection(name)?;
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut dropped = collection.writer.lock().await;
@@ -352,14 +418,18 @@ impl VectorIndex {
             let existed = store::delete_collection(&mut tx, &collection.name).await?;
             tx.commit().await?;
             *dropped = true;
-            let mut collections = this.collections.write();
-            if collections
-                .get(&collection.name)
-                .is_some_and(|current| Arc::ptr_eq(current, &collection))
             {
-                collections.remove(&collection.name);
+                let mut collections = this.collections.write();
+                if collections
+                    .get(&collection.name)
+                    .is_some_and(|current| Arc::ptr_eq(current, &collection))
+                {
+                    collections.remove(&collection.name);
+                }
             }
-            drop(collections);
+            if let Err(error) = this.remove_snapshots(&collection.name).await {
+                tracing::warn!(collection = %collection.name, %error, "could not remove the dropped collection's snapshots");
+            }
             if !existed {
                 tracing::warn!(collection = %collection.name, "dropped collection had no database row");
             }
@@ -376,7 +446,7 @@ impl VectorIndex {
         collection_name: &str,
         points: Vec<NewPoint>,
     ) -> Result<u64, Error> {
-        let collection = self.collection(collection_name)?;
+        let collection = self.ready_collection(collection_name)?;
         let prepared = prepare_points(&collection, points).await?;
         let this = Arc::clone(self);
         tokio::spawn(async move { this.write_points(collection, prepared).await }).await?
@@ -398,14 +468,19 @@ impl VectorIndex {
         for (offset, point) in prepared.into_iter().enumerate() {
             let mut row = point.row;
             row.seq = first_seq + offset as i64;
+            let mut point_indexed = point.indexed;
+            point_indexed.seq = row.seq;
             rows.push(row);
-            indexed.push(point.indexed);
+            indexed.push(point_indexed);
         }
         let mut tx = self.store.begin_write().await?;
         store::upsert_points(&mut tx, &collection.name, &rows).await?;
         tx.commit().await?;
         let pending = collection.index.write().stage_upsert(indexed);
         tokio::task::spawn_blocking(move || pending.run()).await?;
+        collection
+            .unsnapshotted_writes
+            .fetch_add(count as u64, Ordering::Relaxed);
         rebuild_if_needed(&collection).await?;
         drop(dropped);
         self.metrics.points_upserted.inc_by(count as u64);
@@ -419,7 +494,7 @@ impl VectorIndex {
         collection_name: &str,
         ids: Vec<String>,
     ) -> Result<u64, Error> {
-        let collection = self.collection(collection_name)?;
+        let collection = self.ready_collection(collection_name)?;
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let dropped = collection.writer.lock().await;
@@ -430,6 +505,9 @@ impl VectorIndex {
             let deleted = store::delete_points(&mut tx, &collection.name, &ids).await?;
             tx.commit().await?;
             let deleted_in_memory = collection.index.write().delete(&ids);
+            collection
+                .unsnapshotted_writes
+                .fetch_add(deleted_in_memory as u64, Ordering::Relaxed);
             if deleted_in_memory as u64 != deleted {
                 tracing::warn!(collection = %collection.name, deleted, deleted_in_memory, "index and database disagreed on deleted points");
             }
@@ -471,7 +549,7 @@ impl VectorIndex {
         collection_name: &str,
         request: SearchRequest,
     ) -> Result<Vec<Hit>, Error> {
-        let collection = self.collection(collection_name)?;
+        let collection = self.ready_collection(collection_name)?;
         let (field, vector) = match request.query {
             Query::Vector(vector) => {
                 if vector.len() != collection.dimension {
@@ -528,7 +606,7 @@ impl VectorIndex {
         collection_name: &str,
         ids: &[String],
     ) -> Result<Vec<Arc<IndexedPoint>>, Error> {
-        let collection = self.collection(collection_name)?;
+        let collection = self.ready_collection(collection_name)?;
         let index = collection.index.read();
         Ok(ids.iter().filter_map(|id| index.get(id).cloned()).collect())
     }
@@ -541,7 +619,7 @@ impl VectorIndex {
         after: Option<String>,
         limit: usize,
     ) -> Result<ScrollPage, Error> {
-        let collection = self.collection(collection_name)?;
+        let collection = self.ready_collection(collection_name)?;
         let index = Arc::clone(&collection.index);
         Ok(tokio::task::spawn_blocking(move || {
             index.read().scroll(&filter, after.as_deref(), limit)
@@ -555,7 +633,7 @@ impl VectorIndex {
         collection_name: &str,
         filter: PayloadFilter,
     ) -> Result<u64, Error> {
-        let collection = self.collection(collection_name)?;
+        let collection = self.ready_collection(collection_name)?;
         let index = Arc::clone(&collection.index);
         let count = tokio::task::spawn_blocking(move || index.read().count(&filter)).await?;
         Ok(count as u64)
@@ -691,6 +769,8 @@ async fn prepare_points(
             },
             indexed: IndexedPoint {
                 id: point.id,
+                // Set when the write takes its seqs.
+                seq: 0,
                 vector: index_vector,
                 text: point.text,
                 payload: point.payload,
@@ -736,98 +816,4 @@ async fn rebuild_if_needed(collection: &Collection) -> Result<(), Error> {
     })
     .await?;
     Ok(())
-}
-
-/// Reads a collection and its points and builds its graph in insertion
-/// order, on a blocking thread.
-async fn load_collection(
-    store: &Store,
-    catalog: &ModelCatalog,
-    row: CollectionRow,
-) -> Result<Collection, Error> {
-    let corrupt = |reason: String| Error::Corrupt {
-        collection: row.name.clone(),
-        reason,
-    };
-    let metric = Metric::parse(&row.metric)
-        .ok_or_else(|| corrupt(format!("unknown metric {:?}", row.metric)))?;
-    let dimension = usize::try_from(row.dimension)
-        .map_err(|_| corrupt(format!("dimension {}", row.dimension)))?;
-    let hnsw = HnswParams {
-        m: usize::try_from(row.hnsw_m).map_err(|_| corrupt(format!("hnsw m {}", row.hnsw_m)))?,
-        ef_construction: usize::try_from(row.hnsw_ef_construction)
-            .map_err(|_| corrupt(format!("hnsw ef_construction {}", row.hnsw_ef_construction)))?,
-        ef_search: usize::try_from(row.hnsw_ef_search)
-            .map_err(|_| corrupt(format!("hnsw ef_search {}", row.hnsw_ef_search)))?,
-    };
-    let indexed_keys: Vec<String> = serde_json::from_str(&row.indexed_keys).map_err(|error| {
-        corrupt(format!(
-            "indexed payload keys {:?}: {error}",
-            row.indexed_keys
-        ))
-    })?;
-    let embedder_name = (!row.embedder.is_empty()).then(|| row.embedder.clone());
-    let embedder = match &embedder_name {
-        None => None,
-        Some(name) => match catalog.embedder(name) {
-            Ok(embedder) => Some(embedder),
-            Err(_) => {
-                tracing::warn!(collection = %row.name, embedder = %name, "embedder not in the catalog; text upserts and searches will fail");
-                None
-            }
-        },
-    };
-    let started = Instant::now();
-    let point_rows = store::load_points(store, &row.name).await?;
-    let name = row.name.clone();
-    let index = tokio::task::spawn_blocking(move || -> Result<CollectionIndex, String> {
-        let mut points = Vec::with_capacity(point_rows.len());
-        for point_row in point_rows {
-            points.push(Arc::new(decode_point(point_row, metric, dimension)?));
-        }
-        Ok(CollectionIndex::build(metric, hnsw, &indexed_keys, points))
-    })
-    .await?
-    .map_err(corrupt)?;
-    tracing::info!(
-        collection = %name,
-        points = index.live_count(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "collection loaded"
-    );
-    Ok(Collection {
-        name,
-        dimension,
-        metric,
-        embedder_name,
-        embedder,
-        hnsw,
-        created_at_ms: row.created_at_ms,
-        index: Arc::new(RwLock::new(index)),
-        writer: tokio::sync::Mutex::new(false),
-    })
-}
-
-fn decode_point(row: PointRow, metric: Metric, dimension: usize) -> Result<IndexedPoint, String> {
-    let vector = store::decode_vector(&row.vector)
-        .filter(|vector| vector.len() == dimension)
-        .ok_or_else(|| {
-            format!(
-                "point `{}` has {} vector bytes, expected {}",
-                row.id,
-                row.vector.len(),
-                dimension * 4
-            )
-        })?;
-    let index_vector = metric
-        .index_form(&vector)
-        .ok_or_else(|| format!("point `{}` has an all-zero vector", row.id))?;
-    let payload: Map<String, Value> = serde_json::from_str(&row.payload)
-        .map_err(|error| format!("point `{}` has an unreadable payload: {error}", row.id))?;
-    Ok(IndexedPoint {
-        id: row.id,
-        vector: index_vector,
-        text: row.text,
-        payload,
-    })
 }

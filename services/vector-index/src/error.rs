@@ -10,6 +10,11 @@ pub enum Error {
     CollectionNotFound(String),
     #[error("collection `{0}` already exists")]
     CollectionExists(String),
+    /// The collection's index is still being loaded at start-up.
+    #[error("collection `{0}` is loading; retry shortly")]
+    Loading(String),
+    #[error("collection `{collection}` could not be loaded at start-up: {reason}")]
+    LoadFailed { collection: String, reason: String },
     /// The collection names an embedder this process's catalog lacks.
     #[error("embedder `{embedder}` of collection `{collection}` is not available in this process")]
     EmbedderUnavailable {
@@ -34,6 +39,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("stored data of collection `{collection}` is corrupt: {reason}")]
     Corrupt { collection: String, reason: String },
+    #[error("snapshot I/O failed: {0}")]
+    Snapshot(std::io::Error),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -49,6 +56,11 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::CollectionNotFound(_) => tonic::Status::not_found(message),
             Error::CollectionExists(_) => tonic::Status::already_exists(message),
+            Error::Loading(_) => tonic::Status::unavailable(message),
+            Error::LoadFailed { .. } => {
+                tracing::warn!(error = %message, "call on a collection that failed to load");
+                tonic::Status::unavailable(message)
+            }
             Error::EmbedderUnavailable { .. } | Error::EmbedderDimension { .. } => {
                 tonic::Status::failed_precondition(message)
             }

@@ -4,7 +4,7 @@
 //! Everything here is synchronous and CPU-bound: callers run it on blocking
 //! threads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -34,6 +34,9 @@ pub const DEFAULT_HNSW_PARAMS: HnswParams = HnswParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedPoint {
     pub id: String,
+    /// The write that made this version of the point (the database's
+    /// insertion sequence): how a snapshot's slot is matched to its row.
+    pub seq: i64,
     pub vector: Vec<f32>,
     pub text: String,
     pub payload: Map<String, Value>,
@@ -45,7 +48,11 @@ pub struct Hit {
     pub score: f32,
 }
 
-type Graph = Hnsw<'static, f32, GraphDistance>;
+pub type Graph = Hnsw<'static, f32, GraphDistance>;
+
+/// What a snapshot keeps of an index besides its graph: each slot's point
+/// id and seq, `None` for a tombstone.
+pub type SlotTable = Vec<Option<(String, i64)>>;
 
 /// A slot as the payload index keys it. Slots are graph data ids, counted
 /// from 0 by insertion; a collection would need four billion writes
@@ -156,6 +163,83 @@ impl CollectionIndex {
 
     pub fn indexed_keys(&self) -> &[String] {
         &self.indexed_keys
+    }
+
+    /// The graph and the slot table, for a snapshot. The caller keeps
+    /// writes out until the graph is written: an insert meanwhile would
+    /// tear it.
+    pub fn snapshot_parts(&self) -> (Arc<Graph>, SlotTable) {
+        let slot_table = self
+            .slots
+            .iter()
+            .map(|slot| slot.as_ref().map(|point| (point.id.clone(), point.seq)))
+            .collect();
+        (Arc::clone(&self.graph), slot_table)
+    }
+
+    /// The index from a snapshot (its graph and slot table) and the
+    /// collection's rows in seq order. A row whose id and seq the snapshot
+    /// holds takes its slot and the graph's copy of its vector; the other
+    /// rows, written after the snapshot, must carry their vector and are
+    /// returned as inserts still to run. Snapshot slots no row claims (the
+    /// points deleted or replaced since) become tombstones.
+    pub fn restore(
+        metric: Metric,
+        params: HnswParams,
+        indexed_keys: &[String],
+        mut graph: Graph,
+        slot_table: SlotTable,
+        rows: Vec<IndexedPoint>,
+    ) -> Result<(CollectionIndex, PendingInserts), String> {
+        // A reloaded hnsw_rs graph extends candidates on insert, which
+        // `Hnsw::new` does not: keep inserts after a restart the same.
+        graph.set_extend_candidates(false);
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; slot_table.len()];
+        for point in graph.get_point_indexation() {
+            if let Some(vector) = vectors.get_mut(point.get_origin_id()) {
+                *vector = Some(point.get_v().to_vec());
+            }
+        }
+        let snapshot_slot_by_id: HashMap<&str, (usize, i64)> = slot_table
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| {
+                let (id, seq) = entry.as_ref()?;
+                Some((id.as_str(), (slot, *seq)))
+            })
+            .collect();
+        let mut index = CollectionIndex {
+            metric,
+            params,
+            graph: Arc::new(graph),
+            slots: vec![None; slot_table.len()],
+            live_slots_by_id: BTreeMap::new(),
+            indexed_keys: indexed_keys.to_vec(),
+            payload_index: PayloadIndex::new(indexed_keys),
+        };
+        let mut written_since = Vec::new();
+        for mut row in rows {
+            match snapshot_slot_by_id.get(row.id.as_str()) {
+                Some(&(slot, seq)) if seq == row.seq => {
+                    row.vector = vectors
+                        .get_mut(slot)
+                        .and_then(Option::take)
+                        .ok_or_else(|| format!("the snapshot's graph lacks slot {slot}"))?;
+                    index.payload_index.insert(slot_key(slot), &row.payload);
+                    index.live_slots_by_id.insert(row.id.clone(), slot);
+                    index.slots[slot] = Some(Arc::new(row));
+                }
+                _ if row.vector.is_empty() => {
+                    return Err(format!(
+                        "point `{}` (seq {}) is neither in the snapshot nor written after it",
+                        row.id, row.seq
+                    ));
+                }
+                _ => written_since.push(Arc::new(row)),
+            }
+        }
+        let pending = index.stage(written_since);
+        Ok((index, pending))
     }
 
     pub fn metric(&self) -> Metric {
@@ -437,6 +521,7 @@ mod tests {
     fn point(id: &str, vector: Vec<f32>, payload: Value) -> IndexedPoint {
         IndexedPoint {
             id: id.to_string(),
+            seq: 0,
             vector,
             text: format!("text of {id}"),
             payload: payload.as_object().cloned().unwrap_or_default(),

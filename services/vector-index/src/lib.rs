@@ -1,6 +1,7 @@
 //! keel-vector-index: collections of points (id, vector, text, payload)
 //! searched by vector or by text, with an in-memory HNSW graph per
-//! collection (hnsw_rs) rebuilt at start-up from the service's database.
+//! collection (hnsw_rs), restored at start-up from its snapshot and the
+//! rows written since, or rebuilt from the service's database.
 
 pub mod api;
 pub mod collections;
@@ -10,13 +11,18 @@ pub mod error;
 pub mod filter;
 pub mod filter_proto;
 pub mod index;
+mod load;
 pub mod metrics;
 pub mod payload_index;
+pub mod snapshot;
+mod snapshot_task;
 pub mod standalone;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use keel_core::health::Warmup;
 use keel_core::metrics::ServiceMetrics;
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_proto::v1::vector_index_service_server::VectorIndexServiceServer;
@@ -26,7 +32,10 @@ pub use config::Config;
 pub use error::Error;
 
 /// Serves the vector index on `listeners` until `shutdown` is cancelled.
-/// Every collection's graph is rebuilt before the listeners accept calls.
+/// The listeners accept calls at once; each collection answers UNAVAILABLE
+/// "loading" and gRPC health says NOT_SERVING until the collections are
+/// loaded. Changed collections are snapshotted in the background and once
+/// more at shutdown.
 pub async fn serve(
     config: Config,
     catalog: keel_models::ModelCatalog,
@@ -35,18 +44,36 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("vector-index");
+    let snapshots = (!config.snapshot_dir.is_empty())
+        .then(|| snapshot::SnapshotStore::new(&config.snapshot_dir));
     let index = VectorIndex::open(
         store.clone(),
         catalog,
         config.exact_search_threshold,
+        snapshots,
         metrics::Metrics::new(&service_metrics)?,
     )
     .await?;
     tracing::info!(
         collections = index.collection_count(),
-        points = index.point_count(),
-        "vector index loaded"
+        snapshot_dir = %config.snapshot_dir,
+        "vector index opened; loading collections"
     );
+    let warmup = Warmup::pending();
+    let loader = {
+        let index = Arc::clone(&index);
+        let warmup = warmup.clone();
+        tokio::spawn(async move {
+            index.load_all().await;
+            warmup.finish();
+        })
+    };
+    let snapshotter = {
+        let index = Arc::clone(&index);
+        let interval = Duration::from_millis(config.snapshot_interval_ms.max(1));
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { index.run_snapshots(interval, shutdown).await })
+    };
     let counted = Arc::clone(&index);
     service_metrics.gauge_fn("keel_vector_index_collections", "Collections.", move || {
         i64::try_from(counted.collection_count()).unwrap_or(i64::MAX)
@@ -61,15 +88,25 @@ pub async fn serve(
         name: "vector-index",
         grpc_names: vec!["keel.v1.VectorIndexService"],
         routes: tonic::service::Routes::new(VectorIndexServiceServer::new(api::Api::new(
-            index,
+            Arc::clone(&index),
             config.default_embedder.clone(),
         ))),
         store: Some(store.clone()),
         extra_descriptor_sets: Vec::new(),
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
+        warmup: Some(warmup.clone()),
     };
-    let result = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
+    let result =
+        keel_core::run_service(service, axum::Router::new(), listeners, shutdown.clone()).await;
+    shutdown.cancel();
+    loader.abort();
+    let _ = snapshotter.await;
+    if warmup.is_done() {
+        // The next start restores what changed since the last snapshot
+        // instead of replaying it.
+        index.snapshot_changed().await;
+    }
     store.close().await;
     result?;
     Ok(())

@@ -24,13 +24,9 @@ pub async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let models = models.with_default_dir(&standalone.common.data_dir);
     let catalog =
         tokio::task::spawn_blocking(move || keel_models::ModelCatalog::load(&models)).await??;
-    crate::serve(
-        standalone.config,
-        catalog,
-        standalone.listeners,
-        standalone.shutdown,
-    )
-    .await?;
+    let mut config = standalone.config;
+    config.fill_snapshot_dir(&standalone.common.data_dir);
+    crate::serve(config, catalog, standalone.listeners, standalone.shutdown).await?;
     // Spans still buffered go out before the process ends.
     keel_core::telemetry::shutdown();
     Ok(())

@@ -144,20 +144,29 @@ pub async fn list_collections(store: &Store) -> Result<Vec<CollectionRow>, Store
     Ok(collections)
 }
 
-/// The points of a collection in insertion order.
-pub async fn load_points(store: &Store, collection: &str) -> Result<Vec<PointRow>, StoreError> {
+/// The points of a collection in insertion order. With
+/// `vectors_after_seq`, only the rows written after that seq carry their
+/// vector (the others' is left empty): a snapshot holds those.
+pub async fn load_points(
+    store: &Store,
+    collection: &str,
+    vectors_after_seq: Option<i64>,
+) -> Result<Vec<PointRow>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, seq, vector, text, payload FROM points WHERE collection = $1 ORDER BY seq",
+        "SELECT id, seq, CASE WHEN seq > $2 THEN vector END AS vector, text, payload
+         FROM points WHERE collection = $1 ORDER BY seq",
     )
     .bind(collection)
+    .bind(vectors_after_seq.unwrap_or(i64::MIN))
     .fetch_all(store.pool())
     .await?;
     let mut points = Vec::with_capacity(rows.len());
     for row in rows {
+        let vector: Option<Vec<u8>> = row.try_get("vector")?;
         points.push(PointRow {
             id: row.try_get("id")?,
             seq: row.try_get("seq")?,
-            vector: row.try_get("vector")?,
+            vector: vector.unwrap_or_default(),
             text: row.try_get("text")?,
             payload: row.try_get("payload")?,
         });
@@ -349,7 +358,7 @@ mod tests {
         assert_eq!(deleted, 1);
         tx.commit().await.unwrap();
 
-        let loaded = load_points(&store, "docs").await.unwrap();
+        let loaded = load_points(&store, "docs", None).await.unwrap();
         assert_eq!(loaded.len(), 149);
         assert_eq!(loaded[0], rows[2]);
         let last = loaded.last().unwrap();
@@ -359,6 +368,17 @@ mod tests {
             decode_vector(&loaded[0].vector).unwrap(),
             vec![2.0, -1.5, f32::MIN_POSITIVE]
         );
+        // After a snapshot covering seq 149, only the later rows bring
+        // their vectors.
+        let after_snapshot = load_points(&store, "docs", Some(149)).await.unwrap();
+        let with_vectors: Vec<(&str, i64)> = after_snapshot
+            .iter()
+            .filter(|row| !row.vector.is_empty())
+            .map(|row| (row.id.as_str(), row.seq))
+            .collect();
+        assert_eq!(with_vectors, vec![("p149", 150), ("p0", 151)]);
+        assert_eq!(after_snapshot.len(), 149);
+        assert_eq!(after_snapshot[0].payload, rows[2].payload);
 
         // An uncommitted write is not visible.
         let mut tx = store.begin_write().await.unwrap();
@@ -366,13 +386,13 @@ mod tests {
             .await
             .unwrap();
         drop(tx);
-        assert!(load_points(&store, "alpha").await.unwrap().is_empty());
+        assert!(load_points(&store, "alpha", None).await.unwrap().is_empty());
 
         let mut tx = store.begin_write().await.unwrap();
         assert!(delete_collection(&mut tx, "docs").await.unwrap());
         assert!(!delete_collection(&mut tx, "docs").await.unwrap());
         tx.commit().await.unwrap();
-        assert!(load_points(&store, "docs").await.unwrap().is_empty());
+        assert!(load_points(&store, "docs", None).await.unwrap().is_empty());
         assert_eq!(max_seq(&store).await.unwrap(), 0);
     }
 

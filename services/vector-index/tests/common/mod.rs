@@ -7,9 +7,10 @@ use keel_core::payload::json_to_struct;
 use keel_proto::v1 as pb;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
 use keel_testkit::server::Ports;
-use keel_testkit::TestServer;
+use keel_testkit::{eventually, TestServer};
 use keel_vector_index::{serve, Config, Error};
 use serde_json::Value;
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// The vector index on port 0 over `database_url`, with its client.
@@ -18,15 +19,31 @@ pub struct VectorIndex {
     pub server: TestServer<Error>,
 }
 
+/// The test config: port 0, the `hashing` embedder (these tests run
+/// without model files), no snapshots.
+pub fn test_config(database_url: &str, exact_search_threshold: usize) -> Config {
+    Config {
+        port: 0,
+        database_url: database_url.to_string(),
+        exact_search_threshold,
+        default_embedder: "hashing".to_string(),
+        ..Config::default()
+    }
+}
+
 impl VectorIndex {
+    /// Starts with [`test_config`] and waits until every collection is
+    /// loaded.
     pub async fn start(database_url: &str, exact_search_threshold: usize) -> VectorIndex {
-        let config = Config {
-            port: 0,
-            database_url: database_url.to_string(),
-            exact_search_threshold,
-            // Not minilm: these tests run without model files.
-            default_embedder: "hashing".to_string(),
-        };
+        let server =
+            VectorIndex::start_loading(test_config(database_url, exact_search_threshold)).await;
+        server.wait_until_loaded().await;
+        server
+    }
+
+    /// Starts and returns as soon as the port accepts calls: collections
+    /// may still be loading.
+    pub async fn start_loading(config: Config) -> VectorIndex {
         let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
             serve(
                 config,
@@ -36,10 +53,37 @@ impl VectorIndex {
             )
         })
         .await;
-        // The socket is bound, so the handshake waits in the backlog until
-        // the server has loaded its collections and serves.
         let client = VectorIndexServiceClient::new(server.connect().await);
         VectorIndex { client, server }
+    }
+
+    /// Waits until no collection answers UNAVAILABLE "loading".
+    pub async fn wait_until_loaded(&self) {
+        let client = self.client.clone();
+        eventually(
+            "every collection loaded",
+            Duration::from_secs(120),
+            async || {
+                let mut client = client.clone();
+                let Ok(listed) = client.list_collections(pb::ListCollectionsRequest {}).await
+                else {
+                    return false;
+                };
+                for collection in listed.into_inner().collections {
+                    let counted = client
+                        .count_points(pb::CountPointsRequest {
+                            collection: collection.name,
+                            filter: None,
+                        })
+                        .await;
+                    if counted.is_err_and(|status| status.code() == tonic::Code::Unavailable) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
     }
 
     /// Shuts down and checks the server drains and returns cleanly.
