@@ -550,6 +550,7 @@ fn collection_to_proto(info: CollectionInfo) -> pb::Collection {
             ef_search: info.hnsw.ef_search as u32,
         }),
         point_count: info.point_count,
+        tombstones: info.tombstones,
         created_at_ms: info.created_at_ms,
         indexed_payload_keys: info.indexed_keys,
     }

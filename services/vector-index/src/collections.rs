@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use keel_core::gen_ai;
 use keel_core::telemetry::CallerTrace;
@@ -17,6 +16,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::compaction::{self, LoggedWrite};
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::filter::PayloadFilter;
@@ -48,6 +48,8 @@ pub struct CollectionInfo {
     pub hnsw: HnswParams,
     pub indexed_keys: Vec<String>,
     pub point_count: u64,
+    /// Graph nodes of deleted or replaced points, until compaction.
+    pub tombstones: u64,
     pub created_at_ms: i64,
 }
 
@@ -108,6 +110,9 @@ pub(crate) struct Collection {
     /// Writes since the last snapshot: only a changed collection is
     /// snapshotted again.
     pub(crate) unsnapshotted_writes: AtomicU64,
+    /// `Some` while a compaction builds a new graph: the writes it must
+    /// catch up on.
+    pub(crate) compaction_log: parking_lot::Mutex<Option<Vec<LoggedWrite>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +143,7 @@ impl Collection {
             writer: tokio::sync::Mutex::new(false),
             state: RwLock::new(LoadState::Ready),
             unsnapshotted_writes: AtomicU64::new(0),
+            compaction_log: parking_lot::Mutex::new(None),
         }
     }
 
@@ -174,6 +180,7 @@ impl Collection {
             hnsw: self.hnsw,
             indexed_keys: self.index.read().indexed_keys().to_vec(),
             point_count: self.index.read().live_count() as u64,
+            tombstones: self.index.read().tombstone_count() as u64,
             created_at_ms: self.created_at_ms,
         }
     }
@@ -360,6 +367,7 @@ impl VectorIndex {
             writer: tokio::sync::Mutex::new(false),
             state: RwLock::new(LoadState::Ready),
             unsnapshotted_writes: AtomicU64::new(0),
+            compaction_log: parking_lot::Mutex::new(None),
         });
         let row = CollectionRow {
             name: collection.name.clone(),
@@ -471,17 +479,21 @@ impl VectorIndex {
             let mut point_indexed = point.indexed;
             point_indexed.seq = row.seq;
             rows.push(row);
-            indexed.push(point_indexed);
+            indexed.push(Arc::new(point_indexed));
         }
         let mut tx = self.store.begin_write().await?;
         store::upsert_points(&mut tx, &collection.name, &rows).await?;
         tx.commit().await?;
-        let pending = collection.index.write().stage_upsert(indexed);
+        let pending = collection.index.write().stage_points(indexed.clone());
         tokio::task::spawn_blocking(move || pending.run()).await?;
         collection
             .unsnapshotted_writes
             .fetch_add(count as u64, Ordering::Relaxed);
-        rebuild_if_needed(&collection).await?;
+        compaction::after_write(
+            &collection,
+            LoggedWrite::Upsert(indexed),
+            &self.metrics.compactions,
+        );
         drop(dropped);
         self.metrics.points_upserted.inc_by(count as u64);
         tracing::debug!(collection = %collection.name, count, "points upserted");
@@ -511,7 +523,11 @@ impl VectorIndex {
             if deleted_in_memory as u64 != deleted {
                 tracing::warn!(collection = %collection.name, deleted, deleted_in_memory, "index and database disagreed on deleted points");
             }
-            rebuild_if_needed(&collection).await?;
+            compaction::after_write(
+                &collection,
+                LoggedWrite::Delete(ids),
+                &this.metrics.compactions,
+            );
             drop(dropped);
             this.metrics.points_deleted.inc_by(deleted);
             Ok(deleted)
@@ -778,42 +794,4 @@ async fn prepare_points(
         });
     }
     Ok(prepared)
-}
-
-/// Rebuilds the collection's graph from its live points once tombstones are
-/// more than half of it. The caller holds the collection's writer lock, so
-/// nothing changes between the snapshot and the swap; searches go on
-/// against the old graph meanwhile.
-async fn rebuild_if_needed(collection: &Collection) -> Result<(), Error> {
-    let (snapshot, metric, params, indexed_keys, tombstones) = {
-        let index = collection.index.read();
-        if !index.needs_rebuild() {
-            return Ok(());
-        }
-        (
-            index.live_points(),
-            index.metric(),
-            index.params(),
-            index.indexed_keys().to_vec(),
-            index.tombstone_count(),
-        )
-    };
-    let lock = Arc::clone(&collection.index);
-    let name = collection.name.clone();
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let points = snapshot.len();
-        let rebuilt = CollectionIndex::build(metric, params, &indexed_keys, snapshot);
-        let replaced = std::mem::replace(&mut *lock.write(), rebuilt);
-        drop(replaced);
-        tracing::info!(
-            collection = %name,
-            points,
-            tombstones,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "collection graph rebuilt"
-        );
-    })
-    .await?;
-    Ok(())
 }

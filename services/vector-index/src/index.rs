@@ -279,6 +279,11 @@ impl CollectionIndex {
         self.stage(points.into_iter().map(Arc::new).collect())
     }
 
+    /// [`Self::stage_upsert`] for points already shared.
+    pub fn stage_points(&mut self, points: Vec<Arc<IndexedPoint>>) -> PendingInserts {
+        self.stage(points)
+    }
+
     fn stage(&mut self, points: Vec<Arc<IndexedPoint>>) -> PendingInserts {
         let mut inserts = Vec::with_capacity(points.len());
         for point in points {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod collections;
+mod compaction;
 pub mod config;
 pub mod distance;
 pub mod error;

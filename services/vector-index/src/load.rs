@@ -71,6 +71,7 @@ pub(crate) fn collection_from_row(
         writer: tokio::sync::Mutex::new(false),
         state: RwLock::new(LoadState::Loading),
         unsnapshotted_writes: AtomicU64::new(0),
+        compaction_log: parking_lot::Mutex::new(None),
     })
 }
 

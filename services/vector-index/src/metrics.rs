@@ -8,6 +8,7 @@ pub struct Metrics {
     pub searches: IntCounter,
     pub points_upserted: IntCounter,
     pub points_deleted: IntCounter,
+    pub compactions: IntCounter,
 }
 
 impl Metrics {
@@ -20,6 +21,10 @@ impl Metrics {
             )?,
             points_deleted: registry
                 .counter("keel_vector_index_points_deleted_total", "Points deleted.")?,
+            compactions: registry.counter(
+                "keel_vector_index_compactions_total",
+                "Graphs rebuilt without their tombstones and swapped in.",
+            )?,
         })
     }
 }
