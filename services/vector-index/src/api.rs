@@ -21,6 +21,7 @@ use crate::config::NO_EMBEDDER;
 use crate::distance::Metric;
 use crate::filter::PayloadFilter;
 use crate::filter_proto::{filter_from_proto, MAX_KEY_CHARS};
+use crate::hybrid::{FusionWeights, SearchMode};
 use crate::index::{HnswParams, IndexedPoint, DEFAULT_HNSW_PARAMS};
 
 pub const MAX_POINTS_PER_CALL: usize = 1000;
@@ -34,6 +35,7 @@ pub const MAX_INDEXED_KEYS: usize = 32;
 pub const DEFAULT_SCROLL_LIMIT: usize = 100;
 pub const MAX_SCROLL_LIMIT: u64 = 1000;
 pub const MAX_TEXTS_PER_EMBED: u64 = 256;
+pub const MAX_FUSION_WEIGHT: f32 = 100.0;
 
 pub struct Api {
     index: Arc<VectorIndex>,
@@ -176,6 +178,8 @@ impl VectorIndexService for Api {
             top_k: request.top_k as usize,
             filter,
             ef,
+            mode: search_mode(request.mode)?,
+            weights: fusion_weights(request.dense_weight, request.keyword_weight)?,
         };
         let hits = self
             .index
@@ -303,6 +307,35 @@ impl VectorIndexService for Api {
             embedder: embedded.embedder,
         }))
     }
+}
+
+fn search_mode(mode: i32) -> Result<SearchMode, FieldError> {
+    match pb::SearchMode::try_from(mode) {
+        Ok(pb::SearchMode::Unspecified | pb::SearchMode::Dense) => Ok(SearchMode::Dense),
+        Ok(pb::SearchMode::Keyword) => Ok(SearchMode::Keyword),
+        Ok(pb::SearchMode::Hybrid) => Ok(SearchMode::Hybrid),
+        Err(_) => Err(FieldError::new(
+            "mode",
+            format!(
+                "must be one of SEARCH_MODE_DENSE, SEARCH_MODE_KEYWORD, SEARCH_MODE_HYBRID, got {mode}"
+            ),
+        )),
+    }
+}
+
+fn fusion_weights(dense: f32, keyword: f32) -> Result<FusionWeights, FieldError> {
+    for (field, weight) in [("dense_weight", dense), ("keyword_weight", keyword)] {
+        if !(0.0..=MAX_FUSION_WEIGHT).contains(&weight) {
+            return Err(FieldError::new(
+                field,
+                format!("must be in 0..={MAX_FUSION_WEIGHT}, got {weight}"),
+            ));
+        }
+    }
+    if dense == 0.0 && keyword == 0.0 {
+        return Ok(FusionWeights::default());
+    }
+    Ok(FusionWeights { dense, keyword })
 }
 
 fn optional_filter(field: &str, filter: Option<&pb::Filter>) -> Result<PayloadFilter, FieldError> {

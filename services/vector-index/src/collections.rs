@@ -20,10 +20,12 @@ use crate::compaction::{self, LoggedWrite};
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::filter::PayloadFilter;
+use crate::hybrid::{FusionWeights, SearchMode};
 use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint, ScrollPage};
 use crate::metrics::Metrics;
 use crate::snapshot::{SnapshotKey, SnapshotStore};
 use crate::store::{self, CollectionRow, PointRow};
+use crate::text_index::TextIndex;
 
 pub const MAX_DIMENSION: usize = 65_536;
 
@@ -75,6 +77,9 @@ pub struct SearchRequest {
     pub filter: PayloadFilter,
     /// `None`: the collection's default `ef_search`.
     pub ef: Option<usize>,
+    pub mode: SearchMode,
+    /// How a hybrid search weighs its two rankings.
+    pub weights: FusionWeights,
 }
 
 /// What [`VectorIndex::embed`] embeds with.
@@ -113,6 +118,9 @@ pub(crate) struct Collection {
     /// `Some` while a compaction builds a new graph: the writes it must
     /// catch up on.
     pub(crate) compaction_log: parking_lot::Mutex<Option<Vec<LoggedWrite>>>,
+    /// BM25 over the points' text, for keyword and hybrid search; `Some`
+    /// in collections with an embedder (their points have text).
+    pub(crate) text_index: Option<Arc<TextIndex>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +152,7 @@ impl Collection {
             state: RwLock::new(LoadState::Ready),
             unsnapshotted_writes: AtomicU64::new(0),
             compaction_log: parking_lot::Mutex::new(None),
+            text_index: None,
         }
     }
 
@@ -187,7 +196,7 @@ impl Collection {
 
     /// Embeds on a blocking thread and checks the vectors' shape, in an
     /// `embeddings {model}` span that ends failed when either went wrong.
-    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
+    pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
         let embedder_name = self.embedder_name.clone().unwrap_or_default();
         let Some(embedder) = self.embedder.clone() else {
             return Err(Error::EmbedderUnavailable {
@@ -261,7 +270,7 @@ pub struct VectorIndex {
     pub(crate) collections: RwLock<BTreeMap<String, Arc<Collection>>>,
     /// The last insertion sequence handed out.
     pub(crate) last_seq: AtomicI64,
-    exact_search_threshold: usize,
+    pub(crate) exact_search_threshold: usize,
     /// `None`: no snapshots; every start rebuilds every graph.
     pub(crate) snapshots: Option<SnapshotStore>,
     pub metrics: Metrics,
@@ -312,7 +321,7 @@ impl VectorIndex {
     }
 
     /// The collection, once its index is loaded.
-    fn ready_collection(&self, name: &str) -> Result<Arc<Collection>, Error> {
+    pub(crate) fn ready_collection(&self, name: &str) -> Result<Arc<Collection>, Error> {
         let collection = self.collection(name)?;
         collection.ready()?;
         Ok(collection)
@@ -368,6 +377,7 @@ impl VectorIndex {
             state: RwLock::new(LoadState::Ready),
             unsnapshotted_writes: AtomicU64::new(0),
             compaction_log: parking_lot::Mutex::new(None),
+            text_index: text_index_for(new.embedder.as_deref())?,
         });
         let row = CollectionRow {
             name: collection.name.clone(),
@@ -486,6 +496,18 @@ impl VectorIndex {
         tx.commit().await?;
         let pending = collection.index.write().stage_points(indexed.clone());
         tokio::task::spawn_blocking(move || pending.run()).await?;
+        if let Some(text_index) = collection.text_index.clone() {
+            let texts = indexed.clone();
+            tokio::task::spawn_blocking(move || {
+                text_index.upsert(
+                    texts
+                        .iter()
+                        .map(|point| (point.id.as_str(), point.text.as_str())),
+                )
+            })
+            .await?
+            .map_err(|error| Error::TextIndex(error.to_string()))?;
+        }
         collection
             .unsnapshotted_writes
             .fetch_add(count as u64, Ordering::Relaxed);
@@ -517,6 +539,12 @@ impl VectorIndex {
             let deleted = store::delete_points(&mut tx, &collection.name, &ids).await?;
             tx.commit().await?;
             let deleted_in_memory = collection.index.write().delete(&ids);
+            if let Some(text_index) = collection.text_index.clone() {
+                let doomed = ids.clone();
+                tokio::task::spawn_blocking(move || text_index.delete(&doomed))
+                    .await?
+                    .map_err(|error| Error::TextIndex(error.to_string()))?;
+            }
             collection
                 .unsnapshotted_writes
                 .fetch_add(deleted_in_memory as u64, Ordering::Relaxed);
@@ -558,61 +586,6 @@ impl VectorIndex {
             Err(error) => gen_ai::record_error(&span, error),
         }
         result
-    }
-
-    async fn search_unobserved(
-        &self,
-        collection_name: &str,
-        request: SearchRequest,
-    ) -> Result<Vec<Hit>, Error> {
-        let collection = self.ready_collection(collection_name)?;
-        let (field, vector) = match request.query {
-            Query::Vector(vector) => {
-                if vector.len() != collection.dimension {
-                    return Err(FieldError::new(
-                        "vector",
-                        format!(
-                            "must have {} values, got {}",
-                            collection.dimension,
-                            vector.len()
-                        ),
-                    )
-                    .into());
-                }
-                ("vector", vector)
-            }
-            Query::Text(text) => {
-                if collection.embedder_name.is_none() {
-                    return Err(FieldError::new(
-                        "text",
-                        format!(
-                            "collection `{}` has no embedder, search by `vector`",
-                            collection.name
-                        ),
-                    )
-                    .into());
-                }
-                let mut vectors = collection.embed(vec![text]).await?;
-                ("text", vectors.pop().unwrap_or_default())
-            }
-        };
-        let Some(query) = collection.metric.index_form(&vector) else {
-            return Err(FieldError::new(
-                field,
-                "must not be an all-zero vector in a cosine collection",
-            )
-            .into());
-        };
-        let index = Arc::clone(&collection.index);
-        let threshold = self.exact_search_threshold;
-        let hits = tokio::task::spawn_blocking(move || {
-            let index = index.read();
-            let ef = request.ef.unwrap_or(index.params().ef_search);
-            index.search_with_ef(&query, request.top_k, &request.filter, threshold, ef)
-        })
-        .await?;
-        self.metrics.searches.inc();
-        Ok(hits)
     }
 
     /// The live points with these ids, in the order asked; unknown ids are
@@ -794,4 +767,14 @@ async fn prepare_points(
         });
     }
     Ok(prepared)
+}
+
+/// A collection with an embedder holds text: it gets a full-text index.
+pub(crate) fn text_index_for(embedder: Option<&str>) -> Result<Option<Arc<TextIndex>>, Error> {
+    match embedder {
+        None => Ok(None),
+        Some(_) => TextIndex::new()
+            .map(|index| Some(Arc::new(index)))
+            .map_err(|error| Error::TextIndex(error.to_string())),
+    }
 }

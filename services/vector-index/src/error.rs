@@ -39,6 +39,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("stored data of collection `{collection}` is corrupt: {reason}")]
     Corrupt { collection: String, reason: String },
+    #[error("full-text index failed: {0}")]
+    TextIndex(String),
     #[error("snapshot I/O failed: {0}")]
     Snapshot(std::io::Error),
     #[error("background task failed: {0}")]

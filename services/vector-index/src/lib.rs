@@ -11,14 +11,17 @@ pub mod distance;
 pub mod error;
 pub mod filter;
 pub mod filter_proto;
+pub mod hybrid;
 pub mod index;
 mod load;
 pub mod metrics;
 pub mod payload_index;
+mod search;
 pub mod snapshot;
 mod snapshot_task;
 pub mod standalone;
 pub mod store;
+pub mod text_index;
 
 use std::sync::Arc;
 use std::time::Duration;

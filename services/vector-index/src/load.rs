@@ -11,7 +11,7 @@ use keel_models::ModelCatalog;
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
-use crate::collections::{Collection, LoadState, VectorIndex};
+use crate::collections::{text_index_for, Collection, LoadState, VectorIndex};
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::index::{CollectionIndex, HnswParams, IndexedPoint};
@@ -59,7 +59,6 @@ pub(crate) fn collection_from_row(
         name: row.name,
         dimension,
         metric,
-        embedder_name,
         embedder,
         hnsw,
         created_at_ms: row.created_at_ms,
@@ -72,6 +71,8 @@ pub(crate) fn collection_from_row(
         state: RwLock::new(LoadState::Loading),
         unsnapshotted_writes: AtomicU64::new(0),
         compaction_log: parking_lot::Mutex::new(None),
+        text_index: text_index_for(embedder_name.as_deref())?,
+        embedder_name,
     })
 }
 
@@ -87,7 +88,13 @@ impl VectorIndex {
                 continue;
             }
             let collection_started = Instant::now();
-            match self.load_index(&collection).await {
+            let loaded = match self.load_index(&collection).await {
+                Ok((index, how)) => fill_text_index(&collection, index)
+                    .await
+                    .map(|index| (index, how)),
+                Err(error) => Err(error),
+            };
+            match loaded {
                 Ok((index, how)) => {
                     let points = index.live_count();
                     *collection.index.write() = index;
@@ -224,4 +231,27 @@ fn decode_point(row: PointRow, metric: Metric, dimension: usize) -> Result<Index
         text: row.text,
         payload,
     })
+}
+
+/// Indexes the live points' text of a text collection, on a blocking
+/// thread.
+async fn fill_text_index(
+    collection: &Collection,
+    index: CollectionIndex,
+) -> Result<CollectionIndex, Error> {
+    let Some(text_index) = collection.text_index.clone() else {
+        return Ok(index);
+    };
+    tokio::task::spawn_blocking(move || {
+        let points = index.live_points();
+        text_index
+            .upsert(
+                points
+                    .iter()
+                    .map(|point| (point.id.as_str(), point.text.as_str())),
+            )
+            .map(|()| index)
+    })
+    .await?
+    .map_err(|error| Error::TextIndex(error.to_string()))
 }
