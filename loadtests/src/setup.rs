@@ -109,6 +109,7 @@ pub async fn setup(options: &SetupOptions) -> Result<SetupReport, Error> {
             params: None,
         }),
         fallbacks: Vec::new(),
+        retrieval_mode: 0,
     });
     let chain_version = ensure_champion(&mut registry, &chain_model, chain_spec).await?;
 

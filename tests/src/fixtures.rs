@@ -151,6 +151,7 @@ pub fn chain_spec(top_k: u32) -> ChainSpec {
             params: None,
         }),
         fallbacks: Vec::new(),
+        retrieval_mode: 0,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod model_ref;
 pub mod page_cursor;
 pub mod passage;
 pub mod request_id;
+pub mod search_mode;
 pub mod validate;
 
 pub use chat::{ChatMessage, FinishReason, GenerationParams, Role};
@@ -20,3 +21,4 @@ pub use model_ref::{ModelRef, Selector};
 pub use page_cursor::{CursorKey, PageCursor};
 pub use passage::Passage;
 pub use request_id::RequestId;
+pub use search_mode::SearchMode;

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use keel_core::payload;
 use keel_proto::v1 as pb;
 use keel_proto::v1::registry_service_server::RegistryService;
-use keel_types::{FieldError, Selector};
+use keel_types::{FieldError, SearchMode, Selector};
 use tonic::{Request, Response, Status};
 
 use crate::aliases::{AliasEvent, AliasMove};
@@ -254,6 +254,7 @@ fn chain_from_proto(chain: pb::ChainSpec) -> Result<ChainSpec, FieldError> {
         prompt: chain.prompt,
         generator,
         fallbacks,
+        retrieval_mode: SearchMode::from_proto("chain.retrieval_mode", chain.retrieval_mode)?,
     })
 }
 
@@ -287,6 +288,7 @@ fn spec_to_proto(spec: VersionSpec) -> pb::model_version::Spec {
                 .into_iter()
                 .map(generator_to_proto)
                 .collect(),
+            retrieval_mode: pb::SearchMode::from(chain.retrieval_mode) as i32,
         }),
     }
 }

@@ -1,7 +1,7 @@
 //! What a version holds: a prompt template or a RAG chain. These are the
 //! registry's own types, stored as JSON; the wire types stay in `api.rs`.
 
-use keel_types::{validate, FieldError, GenerationParams, ModelRef};
+use keel_types::{validate, FieldError, GenerationParams, ModelRef, SearchMode};
 use serde::{Deserialize, Serialize};
 
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -77,6 +77,10 @@ pub struct ChainSpec {
     /// stored before fallbacks existed read as none.
     #[serde(default)]
     pub fallbacks: Vec<GeneratorSpec>,
+    /// How retrieval searches; versions stored before modes existed read
+    /// as dense.
+    #[serde(default)]
+    pub retrieval_mode: SearchMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +209,7 @@ mod tests {
                 params: GenerationParams::default(),
             },
             fallbacks: Vec::new(),
+            retrieval_mode: SearchMode::Dense,
         }
     }
 

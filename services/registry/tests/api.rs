@@ -108,6 +108,7 @@ fn chain_spec(prompt: &str) -> pb::ChainSpec {
                 params: Some(pb::GenerationParams::default()),
             },
         ],
+        retrieval_mode: pb::SearchMode::Hybrid as i32,
     }
 }
 
@@ -898,6 +899,12 @@ async fn bad_inputs_are_rejected_with_the_field_and_change_nothing() {
                 nan_filter,
                 InvalidArgument,
                 "`chain.filter.x`",
+            ),
+            (
+                "unknown retrieval mode",
+                with_chain(|spec| spec.retrieval_mode = 9),
+                InvalidArgument,
+                "`chain.retrieval_mode`",
             ),
         ];
         for (label, request, code, needle) in create_version_cases {

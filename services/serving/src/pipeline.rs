@@ -504,6 +504,7 @@ impl Pipeline {
             text: &query.question,
             top_k: chain.top_k,
             filter: &chain.filter,
+            mode: chain.retrieval_mode,
         };
         let retrieval_started = Instant::now();
         let retrieved = self.retriever.search(&search).await;

@@ -47,6 +47,7 @@ pub struct ChainSpec {
     pub params: keel_models::GenerationParams,
     /// Tried in order when the generator before is unavailable.
     pub fallbacks: Vec<GeneratorChoice>,
+    pub retrieval_mode: keel_types::SearchMode,
 }
 
 /// A generator by name, with the parameters to call it with.
@@ -190,6 +191,14 @@ fn version_from_proto(version: pb::ModelVersion) -> Result<RegisteredVersion, Er
                 .into_iter()
                 .map(generator_from_proto)
                 .collect();
+            let retrieval_mode =
+                keel_types::SearchMode::from_proto("retrieval_mode", chain.retrieval_mode)
+                    .map_err(|error| {
+                        Error::FailedPrecondition(format!(
+                            "chain {}/{} has an invalid retrieval mode: {error}",
+                            version.model, version.version
+                        ))
+                    })?;
             VersionSpec::Chain(ChainSpec {
                 collection: chain.collection,
                 top_k: chain.top_k,
@@ -198,6 +207,7 @@ fn version_from_proto(version: pb::ModelVersion) -> Result<RegisteredVersion, Er
                 generator: generator.name,
                 params: generator.params,
                 fallbacks,
+                retrieval_mode,
             })
         }
         Some(pb::model_version::Spec::Prompt(prompt)) => VersionSpec::Prompt {

@@ -35,6 +35,7 @@ pub struct ResolvedChain {
     pub params: keel_models::GenerationParams,
     /// Tried in order when the generator before is unavailable.
     pub fallbacks: Vec<GeneratorChoice>,
+    pub retrieval_mode: keel_types::SearchMode,
 }
 
 struct CachedChain {
@@ -158,6 +159,7 @@ impl Resolver {
             generator: spec.generator,
             params: spec.params,
             fallbacks: spec.fallbacks,
+            retrieval_mode: spec.retrieval_mode,
         };
         Ok((chain, alias_models))
     }

@@ -24,6 +24,7 @@ pub struct SearchQuery<'a> {
     pub text: &'a str,
     pub top_k: u32,
     pub filter: &'a serde_json::Map<String, serde_json::Value>,
+    pub mode: keel_types::SearchMode,
 }
 
 impl Retriever {
@@ -49,6 +50,7 @@ impl Retriever {
             top_k: query.top_k,
             payload_equals,
             with_payload: false,
+            mode: pb::SearchMode::from(query.mode) as i32,
             ..Default::default()
         });
         let mut client = self.client.clone();

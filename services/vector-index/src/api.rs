@@ -21,8 +21,9 @@ use crate::config::NO_EMBEDDER;
 use crate::distance::Metric;
 use crate::filter::PayloadFilter;
 use crate::filter_proto::{filter_from_proto, MAX_KEY_CHARS};
-use crate::hybrid::{FusionWeights, SearchMode};
+use crate::hybrid::FusionWeights;
 use crate::index::{HnswParams, IndexedPoint, DEFAULT_HNSW_PARAMS};
+use keel_types::SearchMode;
 
 pub const MAX_POINTS_PER_CALL: usize = 1000;
 pub const MAX_IDS_PER_CALL: usize = 1000;
@@ -178,7 +179,7 @@ impl VectorIndexService for Api {
             top_k: request.top_k as usize,
             filter,
             ef,
-            mode: search_mode(request.mode)?,
+            mode: SearchMode::from_proto("mode", request.mode)?,
             weights: fusion_weights(request.dense_weight, request.keyword_weight)?,
         };
         let hits = self
@@ -306,20 +307,6 @@ impl VectorIndexService for Api {
             dimension: embedded.dimension as u32,
             embedder: embedded.embedder,
         }))
-    }
-}
-
-fn search_mode(mode: i32) -> Result<SearchMode, FieldError> {
-    match pb::SearchMode::try_from(mode) {
-        Ok(pb::SearchMode::Unspecified | pb::SearchMode::Dense) => Ok(SearchMode::Dense),
-        Ok(pb::SearchMode::Keyword) => Ok(SearchMode::Keyword),
-        Ok(pb::SearchMode::Hybrid) => Ok(SearchMode::Hybrid),
-        Err(_) => Err(FieldError::new(
-            "mode",
-            format!(
-                "must be one of SEARCH_MODE_DENSE, SEARCH_MODE_KEYWORD, SEARCH_MODE_HYBRID, got {mode}"
-            ),
-        )),
     }
 }
 

@@ -20,12 +20,13 @@ use crate::compaction::{self, LoggedWrite};
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::filter::PayloadFilter;
-use crate::hybrid::{FusionWeights, SearchMode};
+use crate::hybrid::FusionWeights;
 use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint, ScrollPage};
 use crate::metrics::Metrics;
 use crate::snapshot::{SnapshotKey, SnapshotStore};
 use crate::store::{self, CollectionRow, PointRow};
 use crate::text_index::TextIndex;
+use keel_types::SearchMode;
 
 pub const MAX_DIMENSION: usize = 65_536;
 

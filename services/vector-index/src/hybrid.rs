@@ -1,4 +1,4 @@
-//! Search modes and reciprocal rank fusion (Cormack, Clarke and Büttcher,
+//! Reciprocal rank fusion (Cormack, Clarke and Büttcher,
 //! 2009): a hybrid search ranks each point by the weighted sum of
 //! `1 / (k + rank)` over the dense and the keyword rankings it appears in,
 //! so neither score scale dominates and a point both rankings like rises.
@@ -15,17 +15,6 @@ pub const RRF_K: f32 = 60.0;
 /// result asked for.
 pub const HYBRID_CANDIDATES_PER_RESULT: usize = 4;
 pub const HYBRID_MIN_CANDIDATES: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SearchMode {
-    /// By embedding: the HNSW graph (or an exact scan).
-    #[default]
-    Dense,
-    /// By BM25 over the points' text.
-    Keyword,
-    /// Both, fused by rank.
-    Hybrid,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusionWeights {

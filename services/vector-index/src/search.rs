@@ -9,8 +9,9 @@ use keel_types::FieldError;
 use crate::collections::{Collection, Query, SearchRequest, VectorIndex};
 use crate::error::Error;
 use crate::filter::PayloadFilter;
-use crate::hybrid::{fuse, SearchMode, HYBRID_CANDIDATES_PER_RESULT, HYBRID_MIN_CANDIDATES};
+use crate::hybrid::{fuse, HYBRID_CANDIDATES_PER_RESULT, HYBRID_MIN_CANDIDATES};
 use crate::index::Hit;
+use keel_types::SearchMode;
 
 /// A filtered keyword search first asks BM25 for this many candidates per
 /// result, and widens until it has top_k matches or has seen them all.

@@ -9,6 +9,7 @@ mod bad_input;
 mod champion;
 mod full_loop;
 mod health_and_reflection;
+mod hybrid_retrieval;
 mod monitoring_outage;
 mod real_models;
 mod restart;

@@ -197,6 +197,7 @@ async fn register_long_chain(cluster: &Cluster) {
             }),
         }),
         fallbacks: Vec::new(),
+        retrieval_mode: 0,
     };
     fixtures::register_chain_endpoint(cluster, LONG_CHAIN_MODEL, chain, LONG_ENDPOINT).await;
 }

@@ -44,6 +44,7 @@ pub fn chain_spec(collection: &str, top_k: u32, prompt: &str, generator: &str) -
             params: None,
         }),
         fallbacks: Vec::new(),
+        retrieval_mode: 0,
     }
 }
 

@@ -55,6 +55,9 @@ struct ChainSection {
     filter: serde_json::Map<String, serde_json::Value>,
     prompt: String,
     generator: GeneratorSection,
+    /// `dense` (the default), `keyword` or `hybrid`.
+    #[serde(default)]
+    retrieval_mode: keel_types::SearchMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +168,7 @@ fn chain_spec(chain: ChainSection) -> ChainSpec {
             }),
         }),
         fallbacks: Vec::new(),
+        retrieval_mode: keel_proto::v1::SearchMode::from(chain.retrieval_mode) as i32,
     }
 }
 
