@@ -86,6 +86,13 @@ impl PayloadFilter {
 }
 
 impl Condition {
+    pub fn field(key: &str, predicate: Predicate) -> Condition {
+        Condition::Field {
+            key: key.to_string(),
+            predicate,
+        }
+    }
+
     fn holds(&self, payload: &Map<String, Value>) -> bool {
         match self {
             Condition::Field { key, predicate } => payload
@@ -137,12 +144,7 @@ mod tests {
         value.as_object().cloned().unwrap()
     }
 
-    fn field(key: &str, predicate: Predicate) -> Condition {
-        Condition::Field {
-            key: key.to_string(),
-            predicate,
-        }
-    }
+    use Condition as C;
 
     #[test]
     fn every_equality_must_hold() {
@@ -165,10 +167,10 @@ mod tests {
     #[test]
     fn should_needs_one_and_must_not_needs_none() {
         let filter = PayloadFilter {
-            must: vec![field("kind", Predicate::Equals(json!("doc")))],
+            must: vec![C::field("kind", Predicate::Equals(json!("doc")))],
             should: vec![
-                field("lang", Predicate::AnyOf(vec![json!("en"), json!("de")])),
-                field(
+                C::field("lang", Predicate::AnyOf(vec![json!("en"), json!("de")])),
+                C::field(
                     "year",
                     Predicate::Range(NumericRange {
                         gte: Some(2020.0),
@@ -176,7 +178,7 @@ mod tests {
                     }),
                 ),
             ],
-            must_not: vec![field("draft", Predicate::Equals(json!(true)))],
+            must_not: vec![C::field("draft", Predicate::Equals(json!(true)))],
         };
         assert!(filter.matches(&object(json!({"kind": "doc", "lang": "de"}))));
         assert!(filter.matches(&object(json!({"kind": "doc", "lang": "fr", "year": 2021}))));
@@ -188,7 +190,7 @@ mod tests {
     #[test]
     fn list_values_match_by_any_item_and_ranges_need_numbers() {
         let tagged = PayloadFilter {
-            must: vec![field("tags", Predicate::Equals(json!("rust")))],
+            must: vec![C::field("tags", Predicate::Equals(json!("rust")))],
             ..PayloadFilter::default()
         };
         assert!(tagged.matches(&object(json!({"tags": ["go", "rust"]}))));
@@ -202,7 +204,7 @@ mod tests {
             ..NumericRange::default()
         };
         let in_range = PayloadFilter {
-            must: vec![field("n", Predicate::Range(range))],
+            must: vec![C::field("n", Predicate::Range(range))],
             ..PayloadFilter::default()
         };
         assert!(!in_range.matches(&object(json!({"n": 1}))));
@@ -216,7 +218,7 @@ mod tests {
     fn and_nests_the_second_filter() {
         let first = PayloadFilter::equalities(object(json!({"a": 1})));
         let second = PayloadFilter {
-            must_not: vec![field("b", Predicate::Equals(json!(2)))],
+            must_not: vec![C::field("b", Predicate::Equals(json!(2)))],
             ..PayloadFilter::default()
         };
         let both = first.and(second);

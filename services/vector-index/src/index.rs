@@ -608,15 +608,10 @@ mod tests {
         assert!(recall >= 0.95, "recall@10 {recall}");
     }
 
-    fn field(key: &str, predicate: Predicate) -> Condition {
-        Condition::Field {
-            key: key.to_string(),
-            predicate,
-        }
-    }
+    use Condition as C;
 
     fn bucket_range(gte: Option<f64>, lt: Option<f64>) -> Condition {
-        field(
+        C::field(
             "bucket",
             Predicate::Range(NumericRange {
                 gte,
@@ -649,7 +644,7 @@ mod tests {
             (
                 "10% in",
                 300,
-                must(vec![field(
+                must(vec![C::field(
                     "bucket",
                     Predicate::AnyOf((0..10).map(|n| json!(n)).collect()),
                 )]),
@@ -662,14 +657,14 @@ mod tests {
                         bucket_range(None, Some(6.0)),
                         bucket_range(Some(95.0), None),
                     ],
-                    must_not: vec![field("bucket", Predicate::Equals(json!(0)))],
+                    must_not: vec![C::field("bucket", Predicate::Equals(json!(0)))],
                     ..PayloadFilter::default()
                 },
             ),
             (
                 "1%",
                 30,
-                must(vec![field("bucket", Predicate::Equals(json!(42.0)))]),
+                must(vec![C::field("bucket", Predicate::Equals(json!(42.0)))]),
             ),
         ];
         let queries: Vec<Vec<f32>> = (0..30)

@@ -222,12 +222,7 @@ mod tests {
         value.as_object().cloned().unwrap()
     }
 
-    fn field(key: &str, predicate: Predicate) -> Condition {
-        Condition::Field {
-            key: key.to_string(),
-            predicate,
-        }
-    }
+    use Condition as C;
 
     fn must(conditions: Vec<Condition>) -> PayloadFilter {
         PayloadFilter {
@@ -258,14 +253,14 @@ mod tests {
     #[test]
     fn equality_in_and_range_find_their_slots() {
         let index = indexed();
-        let english = must(vec![field("lang", Predicate::Equals(json!("en")))]);
+        let english = must(vec![C::field("lang", Predicate::Equals(json!("en")))]);
         assert_eq!(slots(index.candidates(&english)), Some(vec![0, 2, 3]));
-        let either = must(vec![field(
+        let either = must(vec![C::field(
             "lang",
             Predicate::AnyOf(vec![json!("de"), json!("fr")]),
         )]);
         assert_eq!(slots(index.candidates(&either)), Some(vec![1, 2]));
-        let recent = must(vec![field(
+        let recent = must(vec![C::field(
             "year",
             Predicate::Range(NumericRange {
                 gt: Some(2019.0),
@@ -274,9 +269,9 @@ mod tests {
             }),
         )]);
         assert_eq!(slots(index.candidates(&recent)), Some(vec![1, 2]));
-        let exact_year = must(vec![field("year", Predicate::Equals(json!(2021.0)))]);
+        let exact_year = must(vec![C::field("year", Predicate::Equals(json!(2021.0)))]);
         assert_eq!(slots(index.candidates(&exact_year)), Some(vec![2]));
-        let empty_range = must(vec![field(
+        let empty_range = must(vec![C::field(
             "year",
             Predicate::Range(NumericRange {
                 gte: Some(2022.0),
@@ -290,20 +285,23 @@ mod tests {
     #[test]
     fn unindexed_keys_and_whole_lists_need_a_scan() {
         let index = indexed();
-        let other = must(vec![field("other", Predicate::Equals(json!(1)))]);
+        let other = must(vec![C::field("other", Predicate::Equals(json!(1)))]);
         assert_eq!(slots(index.candidates(&other)), None);
-        let list = must(vec![field("lang", Predicate::Equals(json!(["en", "fr"])))]);
+        let list = must(vec![C::field(
+            "lang",
+            Predicate::Equals(json!(["en", "fr"])),
+        )]);
         assert_eq!(slots(index.candidates(&list)), None);
         // One narrowing `must` is enough; `should` needs all of its own.
         let mixed = must(vec![
-            field("other", Predicate::Equals(json!(1))),
-            field("lang", Predicate::Equals(json!("en"))),
+            C::field("other", Predicate::Equals(json!(1))),
+            C::field("lang", Predicate::Equals(json!("en"))),
         ]);
         assert_eq!(slots(index.candidates(&mixed)), Some(vec![0, 2, 3]));
         let should = PayloadFilter {
             should: vec![
-                field("lang", Predicate::Equals(json!("de"))),
-                field("other", Predicate::Equals(json!(1))),
+                C::field("lang", Predicate::Equals(json!("de"))),
+                C::field("other", Predicate::Equals(json!(1))),
             ],
             ..PayloadFilter::default()
         };
@@ -314,14 +312,14 @@ mod tests {
     fn removed_slots_are_no_longer_candidates() {
         let mut index = indexed();
         index.remove(2, &object(json!({"lang": ["en", "fr"], "year": 2021})));
-        let english = must(vec![field("lang", Predicate::Equals(json!("en")))]);
+        let english = must(vec![C::field("lang", Predicate::Equals(json!("en")))]);
         assert_eq!(slots(index.candidates(&english)), Some(vec![0, 3]));
-        let french = must(vec![field("lang", Predicate::Equals(json!("fr")))]);
+        let french = must(vec![C::field("lang", Predicate::Equals(json!("fr")))]);
         assert_eq!(slots(index.candidates(&french)), Some(vec![]));
         let nested = must(vec![Condition::Nested(PayloadFilter {
             should: vec![
-                field("lang", Predicate::Equals(json!("de"))),
-                field("year", Predicate::Equals(json!(2019))),
+                C::field("lang", Predicate::Equals(json!("de"))),
+                C::field("year", Predicate::Equals(json!(2019))),
             ],
             ..PayloadFilter::default()
         })]);

@@ -16,15 +16,8 @@ mod common;
 use common::*;
 
 async fn tombstones(server: &VectorIndex) -> u64 {
-    server
-        .client
-        .clone()
-        .get_collection(pb::GetCollectionRequest {
-            name: "c".to_string(),
-        })
+    collection_info(&mut server.client.clone(), "c")
         .await
-        .unwrap()
-        .into_inner()
         .tombstones
 }
 
@@ -103,23 +96,7 @@ async fn compaction_runs_in_the_background_and_keeps_every_write() {
     .await;
     assert_eq!(point_count(&mut client, "c").await, expected.len() as u64);
     let ids: Vec<String> = expected.keys().cloned().collect();
-    for chunk in ids.chunks(1000) {
-        let got = client
-            .get_points(pb::GetPointsRequest {
-                collection: "c".to_string(),
-                ids: chunk.to_vec(),
-                with_payload: false,
-                with_vectors: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .points;
-        assert_eq!(got.len(), chunk.len());
-        for point in got {
-            assert_eq!(point.vector, expected[&point.id], "{}", point.id);
-        }
-    }
+    assert!(vectors_of(&mut client, "c", &ids).await == expected);
     // The new graph finds points by their own vectors, old and new.
     for id in ["q000", "q299", "p11000", "p06150", "p09999"] {
         let found = search_ids(&mut client, vector_search("c", expected[id].clone(), 1)).await;

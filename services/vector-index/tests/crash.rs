@@ -16,6 +16,10 @@ use keel_testkit::{eventually, reserve_port_pair};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
+mod common;
+
+use common::vectors_of;
+
 const ROUNDS: usize = 20;
 const ID_POOL: u64 = 3000;
 const DIMENSION: usize = 8;
@@ -176,29 +180,14 @@ async fn check(
         .iter()
         .filter(|(id, _)| settled(id))
         .collect();
-    for chunk in live.chunks(1000) {
-        let got = client
-            .get_points(pb::GetPointsRequest {
-                collection: "c".to_string(),
-                ids: chunk.iter().map(|(id, _)| (*id).clone()).collect(),
-                with_payload: false,
-                with_vectors: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .points;
-        let got: BTreeMap<&str, &Vec<f32>> = got
-            .iter()
-            .map(|point| (point.id.as_str(), &point.vector))
-            .collect();
-        for (id, vector) in chunk {
-            assert_eq!(
-                got.get(id.as_str()).copied(),
-                Some(*vector),
-                "round {round}: acknowledged point {id} lost or changed"
-            );
-        }
+    let ids: Vec<String> = live.iter().map(|(id, _)| (*id).clone()).collect();
+    let got = vectors_of(client, "c", &ids).await;
+    for (id, vector) in &live {
+        assert_eq!(
+            got.get(*id),
+            Some(*vector),
+            "round {round}: acknowledged point {id} lost or changed"
+        );
     }
     let deleted: Vec<String> = acknowledged
         .deleted
@@ -278,22 +267,12 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
             .into_iter()
             .collect();
         if !in_flight.is_empty() {
-            let got = client
-                .get_points(pb::GetPointsRequest {
-                    collection: "c".to_string(),
-                    ids: in_flight.clone(),
-                    with_payload: false,
-                    with_vectors: true,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .points;
+            let got = vectors_of(&mut client, "c", &in_flight).await;
             for id in in_flight {
-                match got.iter().find(|point| point.id == id) {
-                    Some(point) => {
+                match got.get(&id) {
+                    Some(vector) => {
                         acknowledged.deleted.remove(&id);
-                        acknowledged.live.insert(id, point.vector.clone());
+                        acknowledged.live.insert(id, vector.clone());
                     }
                     None => {
                         acknowledged.live.remove(&id);

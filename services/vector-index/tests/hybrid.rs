@@ -49,6 +49,20 @@ async fn scored(
         .collect()
 }
 
+/// The ids a keyword search for `text` finds, sorted.
+async fn keyword_matches(
+    client: &mut VectorIndexServiceClient<Channel>,
+    text: &str,
+) -> Vec<String> {
+    let mut found: Vec<String> = scored(client, text_search(text, pb::SearchMode::Keyword, 5))
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    found.sort();
+    found
+}
+
 fn ids(scored: &[(String, f32)]) -> Vec<&str> {
     scored.iter().map(|(id, _)| id.as_str()).collect()
 }
@@ -133,16 +147,10 @@ async fn keyword_and_hybrid_search_rank_filter_and_survive_a_restart() {
         })
         .await
         .unwrap();
-    let mut after = ids(&scored(
-        &mut client,
-        text_search("refund", pb::SearchMode::Keyword, 5),
-    )
-    .await)
-    .into_iter()
-    .map(str::to_string)
-    .collect::<Vec<_>>();
-    after.sort();
-    assert_eq!(after, vec!["hours", "refunds"]);
+    assert_eq!(
+        keyword_matches(&mut client, "refund").await,
+        vec!["hours", "refunds"]
+    );
     assert!(scored(
         &mut client,
         text_search("office", pb::SearchMode::Keyword, 5)
@@ -224,15 +232,9 @@ async fn keyword_and_hybrid_search_rank_filter_and_survive_a_restart() {
     server.stop().await;
     let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
-    let mut restarted = ids(&scored(
-        &mut client,
-        text_search("refund", pb::SearchMode::Keyword, 5),
-    )
-    .await)
-    .into_iter()
-    .map(str::to_string)
-    .collect::<Vec<_>>();
-    restarted.sort();
-    assert_eq!(restarted, vec!["hours", "refunds"]);
+    assert_eq!(
+        keyword_matches(&mut client, "refund").await,
+        vec!["hours", "refunds"]
+    );
     server.stop().await;
 }

@@ -10,6 +10,7 @@ use keel_testkit::server::Ports;
 use keel_testkit::{eventually, TestServer};
 use keel_vector_index::{serve, Config, Error};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -183,6 +184,39 @@ pub async fn search_ids(
 }
 
 pub async fn point_count(client: &mut VectorIndexServiceClient<Channel>, name: &str) -> u64 {
+    collection_info(client, name).await.point_count
+}
+
+/// The vector of each of `ids` that exists in `collection`, by id (fetched
+/// 1,000 at a time).
+pub async fn vectors_of(
+    client: &mut VectorIndexServiceClient<Channel>,
+    collection: &str,
+    ids: &[String],
+) -> BTreeMap<String, Vec<f32>> {
+    let mut found = BTreeMap::new();
+    for chunk in ids.chunks(1000) {
+        let points = client
+            .get_points(pb::GetPointsRequest {
+                collection: collection.to_string(),
+                ids: chunk.to_vec(),
+                with_payload: false,
+                with_vectors: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .points;
+        found.extend(points.into_iter().map(|point| (point.id, point.vector)));
+    }
+    found
+}
+
+/// The collection as GetCollection describes it.
+pub async fn collection_info(
+    client: &mut VectorIndexServiceClient<Channel>,
+    name: &str,
+) -> pb::Collection {
     client
         .get_collection(pb::GetCollectionRequest {
             name: name.to_string(),
@@ -190,5 +224,4 @@ pub async fn point_count(client: &mut VectorIndexServiceClient<Channel>, name: &
         .await
         .unwrap()
         .into_inner()
-        .point_count
 }
