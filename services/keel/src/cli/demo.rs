@@ -133,7 +133,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
 
     output::demo_step(3, &format!("ingesting {}", paths.corpus.display()));
     let summary = ingest::ingest(urls, &paths.corpus, COLLECTION, CHUNK_CHARS).await?;
-    output::ingested(COLLECTION, summary.files, summary.chunks);
+    output::ingested(COLLECTION, &summary);
 
     output::demo_step(
         4,

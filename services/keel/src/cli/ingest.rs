@@ -1,9 +1,18 @@
 //! `keel ingest DIR --collection NAME`: every .md/.txt file under DIR,
-//! chunked, upserted as text points (the collection embeds them).
+//! chunked, upserted as text points (the collection embeds them); again
+//! and again without duplicates or leftovers.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use keel_proto::v1::{Point, UpsertPointsRequest};
+use futures::StreamExt;
+use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
+use keel_proto::v1::{
+    condition, field_condition, Condition, DeletePointsRequest, FieldCondition, Filter, Point,
+    ScrollPointsRequest, UpsertPointsRequest,
+};
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
 
 use crate::cli::chunk::{chunk_document, DocumentChunk};
 use crate::cli::error::rpc;
@@ -26,8 +35,16 @@ pub struct IngestArgs {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestSummary {
+    /// Text files found under the directory.
     pub files: usize,
+    /// Of those, files whose content (and chunk size) had not changed since
+    /// the last ingest: not embedded again.
+    pub unchanged_files: usize,
+    /// Chunks upserted (embedded).
     pub chunks: usize,
+    /// Chunks deleted: of removed files, or past the end of a file that
+    /// shrank.
+    pub stale_chunks_deleted: usize,
 }
 
 /// A text file found under the ingested directory.
@@ -38,12 +55,35 @@ struct Document {
     text: String,
 }
 
+/// What an earlier ingest of the same directory left for one source file.
+#[derive(Debug, Default)]
+struct StoredSource {
+    /// The content hashes its chunks carry (one, unless an ingest was cut
+    /// short half-way through the file).
+    hashes: BTreeSet<String>,
+    ids: Vec<String>,
+}
+
+/// Upload calls in flight at once: the next batch travels while the
+/// vector index embeds the one before, so the embedder is the bound.
+const PIPELINE_DEPTH: usize = 2;
+/// Ids per DeletePoints call.
+const DELETE_BATCH: usize = 1000;
+/// Points per ScrollPoints page.
+const SCROLL_PAGE: u32 = 1000;
+
 pub async fn run(urls: &ServiceUrls, args: IngestArgs) -> Result<(), CliError> {
     let summary = ingest(urls, &args.dir, &args.collection, args.chunk_chars as usize).await?;
-    output::ingested(&args.collection, summary.files, summary.chunks);
+    output::ingested(&args.collection, &summary);
     Ok(())
 }
 
+/// Ingests `dir` into `collection`, idempotently: a file whose content
+/// hash matches what the last ingest of this directory stored is skipped,
+/// a changed file's chunks are replaced, and the chunks of removed files
+/// (and past the end of shortened ones) are deleted. Points from other
+/// directories are left alone: each chunk records the directory it came
+/// from.
 pub async fn ingest(
     urls: &ServiceUrls,
     dir: &Path,
@@ -51,55 +91,179 @@ pub async fn ingest(
     chunk_chars: usize,
 ) -> Result<IngestSummary, CliError> {
     let root = dir.to_path_buf();
-    // Walking, reading and chunking are blocking file work.
-    let (files, chunks) = tokio::task::spawn_blocking(move || -> Result<_, CliError> {
-        let documents = read_documents(&root)?;
-        let mut chunks = Vec::new();
-        for document in &documents {
-            chunks.extend(chunk_document(
-                &document.source,
-                &document.text,
-                chunk_chars,
-            ));
-        }
-        Ok((documents.len(), chunks))
-    })
-    .await
-    .map_err(|error| CliError::io(dir)(std::io::Error::other(error)))??;
-    if files == 0 {
+    let ingest_root = std::fs::canonicalize(dir)
+        .map_err(CliError::io(dir))?
+        .display()
+        .to_string();
+    // Walking and reading are blocking file work.
+    let documents = tokio::task::spawn_blocking(move || read_documents(&root))
+        .await
+        .map_err(|error| CliError::io(dir)(std::io::Error::other(error)))??;
+    if documents.is_empty() {
         return Err(CliError::Invalid(format!(
             "{}: no .md or .txt files to ingest",
             dir.display()
         )));
     }
     let mut client = urls.vector_index().await?;
-    let progress = output::progress_bar(chunks.len() as u64, "chunks");
-    for batch in chunks.chunks(UPSERT_BATCH) {
+    let mut stored = stored_sources(&mut client, collection, &ingest_root).await?;
+    let mut upload = Vec::new();
+    let mut stale = Vec::new();
+    let mut unchanged_files = 0;
+    for document in &documents {
+        let hash = content_hash(&document.text, chunk_chars);
+        let chunks = chunk_document(&document.source, &document.text, chunk_chars);
+        if let Some(before) = stored.remove(&document.source) {
+            let same = before.hashes.len() == 1
+                && before.hashes.contains(&hash)
+                && before.ids.len() == chunks.len();
+            if same {
+                unchanged_files += 1;
+                continue;
+            }
+            let kept: BTreeSet<&str> = chunks.iter().map(|chunk| chunk.id.as_str()).collect();
+            stale.extend(
+                before
+                    .ids
+                    .into_iter()
+                    .filter(|id| !kept.contains(id.as_str())),
+            );
+        }
+        upload.extend(
+            chunks
+                .into_iter()
+                .map(|chunk| point(&chunk, &hash, &ingest_root)),
+        );
+    }
+    // Sources an earlier ingest of this directory stored that are gone.
+    stale.extend(stored.into_values().flat_map(|before| before.ids));
+
+    let progress = output::progress_bar(upload.len() as u64, "chunks");
+    let uploader = client.clone();
+    let mut uploads = futures::stream::iter(upload.chunks(UPSERT_BATCH).map(|batch| {
+        let mut client = uploader.clone();
         let request = UpsertPointsRequest {
             collection: collection.to_string(),
-            points: batch.iter().map(point).collect(),
+            points: batch.to_vec(),
         };
-        let upserted = client.upsert_points(request).await;
-        if let Err(status) = upserted {
-            progress.abandon();
-            return Err(rpc("vector-index UpsertPoints")(status));
+        async move { client.upsert_points(request).await.map(|_| batch.len()) }
+    }))
+    .buffered(PIPELINE_DEPTH);
+    while let Some(uploaded) = uploads.next().await {
+        match uploaded {
+            Ok(count) => progress.inc(count as u64),
+            Err(status) => {
+                progress.abandon();
+                return Err(rpc("vector-index UpsertPoints")(status));
+            }
         }
-        progress.inc(batch.len() as u64);
     }
+    drop(uploads);
     progress.finish_and_clear();
+    for batch in stale.chunks(DELETE_BATCH) {
+        client
+            .delete_points(DeletePointsRequest {
+                collection: collection.to_string(),
+                ids: batch.to_vec(),
+            })
+            .await
+            .map_err(rpc("vector-index DeletePoints"))?;
+    }
     Ok(IngestSummary {
-        files,
-        chunks: chunks.len(),
+        files: documents.len(),
+        unchanged_files,
+        chunks: upload.len(),
+        stale_chunks_deleted: stale.len(),
     })
 }
 
-fn point(chunk: &DocumentChunk) -> Point {
+/// The sources an earlier ingest of `ingest_root` stored, with their chunk
+/// ids and content hashes.
+async fn stored_sources(
+    client: &mut VectorIndexServiceClient<Channel>,
+    collection: &str,
+    ingest_root: &str,
+) -> Result<BTreeMap<String, StoredSource>, CliError> {
+    let same_root = Condition {
+        condition: Some(condition::Condition::Field(FieldCondition {
+            key: INGEST_ROOT.to_string(),
+            predicate: Some(field_condition::Predicate::Equals(
+                keel_core::payload::json_to_value(&serde_json::Value::from(ingest_root)),
+            )),
+        })),
+    };
+    let filter = Filter {
+        must: vec![same_root],
+        ..Filter::default()
+    };
+    let mut sources: BTreeMap<String, StoredSource> = BTreeMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .scroll_points(ScrollPointsRequest {
+                collection: collection.to_string(),
+                filter: Some(filter.clone()),
+                limit: SCROLL_PAGE,
+                page_token,
+                with_payload: true,
+                with_vectors: false,
+            })
+            .await
+            .map_err(rpc("vector-index ScrollPoints"))?
+            .into_inner();
+        for point in page.points {
+            let payload = point
+                .payload
+                .map(|payload| keel_core::payload::struct_to_json("payload", &payload))
+                .transpose()
+                .map_err(|error| CliError::Invalid(error.to_string()))?
+                .unwrap_or_default();
+            let text = |key: &str| {
+                payload
+                    .get(key)
+                    .and_then(|value| value.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let entry = sources.entry(text(SOURCE)).or_default();
+            entry.hashes.insert(text(CONTENT_HASH));
+            entry.ids.push(point.id);
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(sources);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Identifies a file's content and how it was chunked: SHA-256 of both.
+fn content_hash(text: &str, chunk_chars: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((chunk_chars as u64).to_le_bytes());
+    hasher.update(text.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+const SOURCE: &str = "source";
+const CHUNK: &str = "chunk";
+const CONTENT_HASH: &str = "content_hash";
+const INGEST_ROOT: &str = "ingest_root";
+
+fn point(chunk: &DocumentChunk, content_hash: &str, ingest_root: &str) -> Point {
     let mut payload = serde_json::Map::new();
     payload.insert(
-        "source".to_string(),
+        SOURCE.to_string(),
         serde_json::Value::from(chunk.source.clone()),
     );
-    payload.insert("chunk".to_string(), serde_json::Value::from(chunk.index));
+    payload.insert(CHUNK.to_string(), serde_json::Value::from(chunk.index));
+    payload.insert(
+        CONTENT_HASH.to_string(),
+        serde_json::Value::from(content_hash),
+    );
+    payload.insert(
+        INGEST_ROOT.to_string(),
+        serde_json::Value::from(ingest_root),
+    );
     Point {
         id: chunk.id.clone(),
         vector: Vec::new(),
@@ -199,14 +363,19 @@ mod tests {
             index: 2,
             text: "The refund window is 30 days.".to_string(),
         };
-        let point = point(&chunk);
+        let point = point(&chunk, "abc", "/srv/corpus");
         assert_eq!(point.id, "faq/refunds.md#2");
         assert!(point.vector.is_empty());
         let payload =
             keel_core::payload::struct_to_json("payload", point.payload.as_ref().unwrap()).unwrap();
         assert_eq!(
             serde_json::Value::Object(payload),
-            serde_json::json!({"source": "faq/refunds.md", "chunk": 2})
+            serde_json::json!({
+                "source": "faq/refunds.md",
+                "chunk": 2,
+                "content_hash": "abc",
+                "ingest_root": "/srv/corpus"
+            })
         );
     }
 

@@ -79,8 +79,11 @@ pub fn collection_dropped(name: &str) {
     println!("dropped collection {name}");
 }
 
-pub fn ingested(collection: &str, files: usize, chunks: usize) {
-    println!("ingested {files} files as {chunks} chunks into collection {collection}");
+pub fn ingested(collection: &str, summary: &crate::cli::ingest::IngestSummary) {
+    println!(
+        "ingested {} files into collection {collection}: {} chunks embedded, {} files unchanged, {} stale chunks deleted",
+        summary.files, summary.chunks, summary.unchanged_files, summary.stale_chunks_deleted
+    );
 }
 
 pub fn model(model: &Model) {
