@@ -15,7 +15,7 @@ use crate::collections::{text_index_for, Collection, LoadState, VectorIndex};
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::index::{CollectionIndex, HnswParams, IndexedPoint};
-use crate::snapshot::LoadedSnapshot;
+use crate::snapshot::FoundSnapshot;
 use crate::store::{self, CollectionRow, PointRow};
 
 /// A collection as its row describes it, with an empty index, loading.
@@ -127,21 +127,20 @@ impl VectorIndex {
         &self,
         collection: &Collection,
     ) -> Result<(CollectionIndex, &'static str), Error> {
-        let snapshot = match self.snapshots.clone() {
+        let found = match self.snapshots.clone() {
             Some(snapshots) => {
                 let key = collection.snapshot_key();
-                let metric = collection.metric;
-                tokio::task::spawn_blocking(move || snapshots.load(&key, metric)).await?
+                tokio::task::spawn_blocking(move || snapshots.find(&key)).await?
             }
             None => None,
         };
-        if let Some(snapshot) = snapshot {
-            match self.restore(collection, snapshot).await? {
+        if let Some(found) = found {
+            match self.restore(collection, found).await? {
                 Ok(index) => return Ok((index, "snapshot and replay")),
                 Err(reason) => tracing::warn!(
                     collection = %collection.name,
                     %reason,
-                    "snapshot disagrees with the database; rebuilding"
+                    "snapshot unusable; rebuilding"
                 ),
             }
         }
@@ -163,17 +162,24 @@ impl VectorIndex {
         Ok((index, "rebuilt"))
     }
 
-    /// The index from `snapshot` and the rows: only the rows written after
-    /// the snapshot are read with their vectors. The inner error says why
-    /// the snapshot cannot be used (a rebuild follows).
+    /// The index from a snapshot and the rows: the graph is read while
+    /// the database reads the rows, only those written after the snapshot
+    /// with their vectors. The inner error says why the snapshot cannot be
+    /// used (a rebuild follows).
     async fn restore(
         &self,
         collection: &Collection,
-        snapshot: LoadedSnapshot,
+        found: FoundSnapshot,
     ) -> Result<Result<CollectionIndex, String>, Error> {
-        let rows =
-            store::load_points(&self.store, &collection.name, Some(snapshot.covered_seq)).await?;
-        let (metric, dimension, hnsw) = (collection.metric, collection.dimension, collection.hnsw);
+        let covered_seq = found.covered_seq();
+        let metric = collection.metric;
+        let reading = tokio::task::spawn_blocking(move || found.read(metric));
+        let rows = store::load_points(&self.store, &collection.name, Some(covered_seq)).await?;
+        let snapshot = match reading.await? {
+            Ok(snapshot) => snapshot,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let (dimension, hnsw) = (collection.dimension, collection.hnsw);
         let keys = collection.index.read().indexed_keys().to_vec();
         Ok(tokio::task::spawn_blocking(move || {
             let points = decode_points(rows, metric, dimension)?;

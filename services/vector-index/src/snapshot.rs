@@ -144,6 +144,20 @@ impl SnapshotStore {
     /// The newest snapshot of the collection that is whole and belongs to
     /// it; `None` (with the reason logged) when there is none. Blocking.
     pub fn load(&self, key: &SnapshotKey, metric: Metric) -> Option<LoadedSnapshot> {
+        let found = self.find(key)?;
+        match found.read(metric) {
+            Ok(loaded) => Some(loaded),
+            Err(reason) => {
+                tracing::warn!(collection = %key.collection, %reason, "snapshot refused");
+                None
+            }
+        }
+    }
+
+    /// The newest snapshot of the collection whose manifest, checksums and
+    /// collection match, not yet read; `None` (reasons logged) when none
+    /// does. Blocking.
+    pub fn find(&self, key: &SnapshotKey) -> Option<FoundSnapshot> {
         let dir = self.collection_dir(&key.collection);
         let candidates = match snapshot_dirs(&dir) {
             Ok(candidates) => candidates,
@@ -154,8 +168,8 @@ impl SnapshotStore {
             }
         };
         for (_, path) in candidates {
-            match load_one(&path, key, metric) {
-                Ok(loaded) => return Some(loaded),
+            match check(&path, key) {
+                Ok(manifest) => return Some(FoundSnapshot { path, manifest }),
                 Err(reason) => tracing::warn!(
                     collection = %key.collection,
                     snapshot = %path.display(),
@@ -232,7 +246,48 @@ fn remove_partials(dir: &Path) {
     }
 }
 
-fn load_one(path: &Path, key: &SnapshotKey, metric: Metric) -> Result<LoadedSnapshot, String> {
+/// A whole snapshot of the collection, found by [`SnapshotStore::find`].
+pub struct FoundSnapshot {
+    path: PathBuf,
+    manifest: Manifest,
+}
+
+impl FoundSnapshot {
+    /// Every write with a seq up to this one is in the snapshot.
+    pub fn covered_seq(&self) -> i64 {
+        self.manifest.covered_seq
+    }
+
+    /// Reads the slot table and the graph. Blocking.
+    pub fn read(self, metric: Metric) -> Result<LoadedSnapshot, String> {
+        let slot_table =
+            read_slot_table(&self.path.join(SLOTS)).map_err(|error| format!("{SLOTS}: {error}"))?;
+        if slot_table.len() != self.manifest.slots {
+            return Err(format!(
+                "{SLOTS} holds {} slots, the manifest says {}",
+                slot_table.len(),
+                self.manifest.slots
+            ));
+        }
+        let graph = load_graph(&self.path, &self.manifest.graph_basename, metric)?;
+        if graph.get_nb_point() != slot_table.len() {
+            return Err(format!(
+                "the graph holds {} points, the slot table {}",
+                graph.get_nb_point(),
+                slot_table.len()
+            ));
+        }
+        Ok(LoadedSnapshot {
+            graph,
+            slot_table,
+            covered_seq: self.manifest.covered_seq,
+        })
+    }
+}
+
+/// The snapshot's manifest, once it matches `key` and every file matches
+/// its length and checksum.
+fn check(path: &Path, key: &SnapshotKey) -> Result<Manifest, String> {
     let manifest_bytes =
         fs::read(path.join(MANIFEST)).map_err(|error| format!("no manifest: {error}"))?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
@@ -259,28 +314,7 @@ fn load_one(path: &Path, key: &SnapshotKey, metric: Metric) -> Result<LoadedSnap
             ));
         }
     }
-    let slot_table =
-        read_slot_table(&path.join(SLOTS)).map_err(|error| format!("{SLOTS}: {error}"))?;
-    if slot_table.len() != manifest.slots {
-        return Err(format!(
-            "{SLOTS} holds {} slots, the manifest says {}",
-            slot_table.len(),
-            manifest.slots
-        ));
-    }
-    let graph = load_graph(path, &manifest.graph_basename, metric)?;
-    if graph.get_nb_point() != slot_table.len() {
-        return Err(format!(
-            "the graph holds {} points, the slot table {}",
-            graph.get_nb_point(),
-            slot_table.len()
-        ));
-    }
-    Ok(LoadedSnapshot {
-        graph,
-        slot_table,
-        covered_seq: manifest.covered_seq,
-    })
+    Ok(manifest)
 }
 
 fn load_graph(path: &Path, basename: &str, metric: Metric) -> Result<Graph, String> {
