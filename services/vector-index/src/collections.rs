@@ -124,6 +124,18 @@ pub(crate) struct Collection {
     pub(crate) text_index: Option<Arc<TextIndex>>,
 }
 
+/// What a collection is, as a create request or its row says.
+pub(crate) struct CollectionDefinition {
+    pub(crate) name: String,
+    pub(crate) dimension: usize,
+    pub(crate) metric: Metric,
+    pub(crate) embedder_name: Option<String>,
+    pub(crate) embedder: Option<SharedEmbedder>,
+    pub(crate) hnsw: HnswParams,
+    pub(crate) created_at_ms: i64,
+    pub(crate) indexed_keys: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum LoadState {
     Loading,
@@ -132,28 +144,53 @@ pub(crate) enum LoadState {
 }
 
 impl Collection {
+    /// A collection with an empty index (and, when it has an embedder, an
+    /// empty full-text index).
+    pub(crate) fn new(
+        definition: CollectionDefinition,
+        state: LoadState,
+    ) -> Result<Collection, Error> {
+        let text_index = text_index_for(definition.embedder_name.as_deref())?;
+        Ok(Collection::assemble(definition, state, text_index))
+    }
+
     /// A stand-in collection that only embeds, for [`VectorIndex::embed`]
     /// with a named embedder: the same checks and span as a collection's.
     fn embedder_only(name: String, embedder: SharedEmbedder) -> Collection {
-        let dimension = embedder.dimension();
-        Collection {
+        let definition = CollectionDefinition {
             name: format!("embedder `{name}`"),
-            dimension,
+            dimension: embedder.dimension(),
             metric: Metric::Cosine,
             embedder_name: Some(name),
             embedder: Some(embedder),
             hnsw: crate::index::DEFAULT_HNSW_PARAMS,
             created_at_ms: 0,
-            index: Arc::new(RwLock::new(CollectionIndex::empty(
-                Metric::Cosine,
-                crate::index::DEFAULT_HNSW_PARAMS,
-                &[],
-            ))),
+            indexed_keys: Vec::new(),
+        };
+        Collection::assemble(definition, LoadState::Ready, None)
+    }
+
+    fn assemble(
+        definition: CollectionDefinition,
+        state: LoadState,
+        text_index: Option<Arc<TextIndex>>,
+    ) -> Collection {
+        let index =
+            CollectionIndex::empty(definition.metric, definition.hnsw, &definition.indexed_keys);
+        Collection {
+            name: definition.name,
+            dimension: definition.dimension,
+            metric: definition.metric,
+            embedder_name: definition.embedder_name,
+            embedder: definition.embedder,
+            hnsw: definition.hnsw,
+            created_at_ms: definition.created_at_ms,
+            index: Arc::new(RwLock::new(index)),
             writer: tokio::sync::Mutex::new(false),
-            state: RwLock::new(LoadState::Ready),
+            state: RwLock::new(state),
             unsnapshotted_writes: AtomicU64::new(0),
             compaction_log: parking_lot::Mutex::new(None),
-            text_index: None,
+            text_index,
         }
     }
 
@@ -361,25 +398,19 @@ impl VectorIndex {
         if self.collections.read().contains_key(&new.name) {
             return Err(Error::CollectionExists(new.name));
         }
-        let collection = Arc::new(Collection {
-            name: new.name.clone(),
-            dimension,
-            metric: new.metric,
-            embedder_name: new.embedder.clone(),
-            embedder,
-            hnsw: new.hnsw,
-            created_at_ms: keel_core::time::now_ms(),
-            index: Arc::new(RwLock::new(CollectionIndex::empty(
-                new.metric,
-                new.hnsw,
-                &new.indexed_keys,
-            ))),
-            writer: tokio::sync::Mutex::new(false),
-            state: RwLock::new(LoadState::Ready),
-            unsnapshotted_writes: AtomicU64::new(0),
-            compaction_log: parking_lot::Mutex::new(None),
-            text_index: text_index_for(new.embedder.as_deref())?,
-        });
+        let collection = Arc::new(Collection::new(
+            CollectionDefinition {
+                name: new.name.clone(),
+                dimension,
+                metric: new.metric,
+                embedder_name: new.embedder.clone(),
+                embedder,
+                hnsw: new.hnsw,
+                created_at_ms: keel_core::time::now_ms(),
+                indexed_keys: new.indexed_keys.clone(),
+            },
+            LoadState::Ready,
+        )?);
         let row = CollectionRow {
             name: collection.name.clone(),
             dimension: dimension as i64,
@@ -771,7 +802,7 @@ async fn prepare_points(
 }
 
 /// A collection with an embedder holds text: it gets a full-text index.
-pub(crate) fn text_index_for(embedder: Option<&str>) -> Result<Option<Arc<TextIndex>>, Error> {
+fn text_index_for(embedder: Option<&str>) -> Result<Option<Arc<TextIndex>>, Error> {
     match embedder {
         None => Ok(None),
         Some(_) => TextIndex::new()

@@ -3,15 +3,13 @@
 //! background from its newest snapshot plus the rows written after it, or
 //! rebuilt from all its rows when there is no usable snapshot.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
 use keel_models::ModelCatalog;
-use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
-use crate::collections::{text_index_for, Collection, LoadState, VectorIndex};
+use crate::collections::{Collection, CollectionDefinition, LoadState, VectorIndex};
 use crate::distance::Metric;
 use crate::error::Error;
 use crate::index::{CollectionIndex, HnswParams, IndexedPoint};
@@ -55,25 +53,19 @@ pub(crate) fn collection_from_row(
             }
         },
     };
-    Ok(Collection {
-        name: row.name,
-        dimension,
-        metric,
-        embedder,
-        hnsw,
-        created_at_ms: row.created_at_ms,
-        index: Arc::new(RwLock::new(CollectionIndex::empty(
+    Collection::new(
+        CollectionDefinition {
+            name: row.name,
+            dimension,
             metric,
+            embedder_name,
+            embedder,
             hnsw,
-            &indexed_keys,
-        ))),
-        writer: tokio::sync::Mutex::new(false),
-        state: RwLock::new(LoadState::Loading),
-        unsnapshotted_writes: AtomicU64::new(0),
-        compaction_log: parking_lot::Mutex::new(None),
-        text_index: text_index_for(embedder_name.as_deref())?,
-        embedder_name,
-    })
+            created_at_ms: row.created_at_ms,
+            indexed_keys,
+        },
+        LoadState::Loading,
+    )
 }
 
 impl VectorIndex {
