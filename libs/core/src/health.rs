@@ -75,7 +75,7 @@ pub fn is_warm(warmup: Option<&Warmup>) -> bool {
 
 /// Pings `store` (when there is one) and checks `warmup` every second until
 /// `shutdown`, reporting each change of state.
-pub async fn watch_store(
+pub async fn watch_health(
     service: &'static str,
     store: Option<Store>,
     warmup: Option<Warmup>,

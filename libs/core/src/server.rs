@@ -108,7 +108,7 @@ pub async fn serve_grpc(
     }
     let watched = service.store.is_some() || service.warmup.is_some();
     let health_watch = watched.then(|| {
-        tokio::spawn(crate::health::watch_store(
+        tokio::spawn(crate::health::watch_health(
             service.name,
             service.store.clone(),
             service.warmup.clone(),

@@ -219,15 +219,16 @@ impl Collection {
     }
 
     fn info(&self) -> CollectionInfo {
+        let index = self.index.read();
         CollectionInfo {
             name: self.name.clone(),
             dimension: self.dimension,
             metric: self.metric,
             embedder: self.embedder_name.clone(),
             hnsw: self.hnsw,
-            indexed_keys: self.index.read().indexed_keys().to_vec(),
-            point_count: self.index.read().live_count() as u64,
-            tombstones: self.index.read().tombstone_count() as u64,
+            indexed_keys: index.indexed_keys().to_vec(),
+            point_count: index.live_count() as u64,
+            tombstones: index.tombstone_count() as u64,
             created_at_ms: self.created_at_ms,
         }
     }

@@ -143,6 +143,7 @@ impl SnapshotStore {
 
     /// The newest snapshot of the collection that is whole and belongs to
     /// it; `None` (with the reason logged) when there is none. Blocking.
+    #[cfg(test)]
     pub fn load(&self, key: &SnapshotKey, metric: Metric) -> Option<LoadedSnapshot> {
         let found = self.find(key)?;
         match found.read(metric) {

@@ -72,14 +72,7 @@ async fn keyword_and_hybrid_search_rank_filter_and_survive_a_restart() {
     let database = TestDatabase::sqlite();
     let server = VectorIndex::start(&database.url, 1000).await;
     let mut client = server.client.clone();
-    client
-        .create_collection(create_request("notes", 0, pb::Metric::Cosine, "hashing"))
-        .await
-        .unwrap();
-    client
-        .create_collection(create_request("raw", 4, pb::Metric::Cosine, "none"))
-        .await
-        .unwrap();
+    create_notes_and_raw(&mut client).await;
     let points = NOTES
         .iter()
         .map(|(id, text, team)| pb::Point {

@@ -399,14 +399,7 @@ async fn embed_gives_the_vectors_the_index_searches_with() {
     let database = TestDatabase::sqlite();
     let server = VectorIndex::start(&database.url, 0).await;
     let mut client = server.client.clone();
-    client
-        .create_collection(create_request("notes", 0, pb::Metric::Cosine, "hashing"))
-        .await
-        .unwrap();
-    client
-        .create_collection(create_request("raw", 4, pb::Metric::Cosine, "none"))
-        .await
-        .unwrap();
+    create_notes_and_raw(&mut client).await;
     let texts = [
         "refunds take five days",
         "the office opens at nine",

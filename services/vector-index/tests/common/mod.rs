@@ -187,6 +187,19 @@ pub async fn point_count(client: &mut VectorIndexServiceClient<Channel>, name: &
     collection_info(client, name).await.point_count
 }
 
+/// A text collection `notes` (the `hashing` embedder) and a 4-d
+/// vectors-only collection `raw`.
+pub async fn create_notes_and_raw(client: &mut VectorIndexServiceClient<Channel>) {
+    client
+        .create_collection(create_request("notes", 0, pb::Metric::Cosine, "hashing"))
+        .await
+        .unwrap();
+    client
+        .create_collection(create_request("raw", 4, pb::Metric::Cosine, "none"))
+        .await
+        .unwrap();
+}
+
 /// The vector of each of `ids` that exists in `collection`, by id (fetched
 /// 1,000 at a time).
 pub async fn vectors_of(
