@@ -54,6 +54,22 @@ pub trait Embedder: Send + Sync {
     fn dimension(&self) -> usize;
     /// One vector per text, in order.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// How many tokens each whitespace-separated word of `text` becomes, in
+    /// order, without the special tokens of [`Embedder::special_tokens`]:
+    /// what a chunker needs to fill the embedder's window without running
+    /// past it. The default counts one token per word.
+    fn word_tokens(&self, text: &str) -> Vec<u32> {
+        text.split_whitespace().map(|_word| 1).collect()
+    }
+    /// The most tokens the embedder reads from one text, special tokens
+    /// included; the rest is cut off. `None` when it knows of no limit.
+    fn max_input_tokens(&self) -> Option<usize> {
+        None
+    }
+    /// Tokens the embedder adds to every text (BERT's `[CLS]` and `[SEP]`).
+    fn special_tokens(&self) -> usize {
+        0
+    }
 }
 
 /// Answers a chat conversation. Blocking, like [`Embedder::embed`].

@@ -118,3 +118,31 @@ fn long_inputs_are_cut_to_256_tokens_keeping_the_final_separator() {
 fn no_texts_give_no_vectors() {
     assert!(embedder().embed(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn word_token_counts_add_up_to_what_the_model_sees() {
+    let reference = reference();
+    let embedder = embedder();
+    assert_eq!(embedder.special_tokens(), 2);
+    assert_eq!(embedder.max_input_tokens(), Some(256));
+    for (index, sentence) in reference.sentences.iter().enumerate() {
+        let words = embedder.word_tokens(sentence);
+        assert_eq!(words.len(), sentence.split_whitespace().count(), "#{index}");
+        let total: u32 = words.iter().sum();
+        // What the model sees is cut at its window; the counts are not.
+        assert_eq!(
+            (total as usize + embedder.special_tokens()).min(256),
+            embedder.tokenize(sentence).len(),
+            "#{index}: {sentence:?}"
+        );
+        if let Some(expected) = reference.token_counts.get(index) {
+            assert_eq!(total as usize + 2, *expected, "#{index}: {sentence:?}");
+        }
+    }
+    // Punctuation and sub-words are tokens of their own.
+    let counts = embedder.word_tokens("json.dumps(obj) unbelievably");
+    assert!(
+        counts.len() == 2 && counts.iter().all(|count| *count >= 3),
+        "{counts:?}"
+    );
+}

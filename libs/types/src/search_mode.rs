@@ -20,6 +20,15 @@ pub enum SearchMode {
 }
 
 impl SearchMode {
+    /// The name configs and reports use: `dense`, `keyword`, `hybrid`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Dense => "dense",
+            SearchMode::Keyword => "keyword",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+
     /// The wire value; unspecified (0) means dense. Errors name `field`.
     pub fn from_proto(field: &str, value: i32) -> Result<SearchMode, FieldError> {
         match pb::SearchMode::try_from(value) {
@@ -53,6 +62,9 @@ mod tests {
     #[test]
     fn round_trips_and_names_the_field_of_an_unknown_value() {
         for mode in [SearchMode::Dense, SearchMode::Keyword, SearchMode::Hybrid] {
+            let named: SearchMode =
+                serde_json::from_value(serde_json::Value::from(mode.as_str())).unwrap();
+            assert_eq!(named, mode);
             let wire = pb::SearchMode::from(mode) as i32;
             assert_eq!(SearchMode::from_proto("mode", wire).unwrap(), mode);
         }

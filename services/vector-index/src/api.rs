@@ -272,31 +272,7 @@ impl VectorIndexService for Api {
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         let request = request.into_inner();
-        let with = match (request.collection.is_empty(), request.embedder.is_empty()) {
-            (false, true) => {
-                validate::name("collection", &request.collection)?;
-                EmbedWith::Collection(request.collection)
-            }
-            (true, false) => EmbedWith::Embedder(request.embedder),
-            (false, false) => {
-                return Err(FieldError::new(
-                    "embedder",
-                    "must be empty when `collection` is given: give exactly one",
-                )
-                .into())
-            }
-            (true, true) => {
-                return Err(FieldError::new(
-                    "collection",
-                    "one of `collection` or `embedder` must be given",
-                )
-                .into())
-            }
-        };
-        validate::in_range("texts", request.texts.len() as u64, 1, MAX_TEXTS_PER_EMBED)?;
-        for (position, text) in request.texts.iter().enumerate() {
-            validate::max_len(&format!("texts[{position}]"), text, MAX_TEXT_BYTES)?;
-        }
+        let with = embed_with(&request.collection, &request.embedder, &request.texts)?;
         let embedded = self.index.embed(with, request.texts).await?;
         Ok(Response::new(pb::EmbedResponse {
             vectors: embedded
@@ -308,6 +284,56 @@ impl VectorIndexService for Api {
             embedder: embedded.embedder,
         }))
     }
+
+    async fn count_tokens(
+        &self,
+        request: Request<pb::CountTokensRequest>,
+    ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        let request = request.into_inner();
+        let with = embed_with(&request.collection, &request.embedder, &request.texts)?;
+        let counted = self.index.count_tokens(with, request.texts).await?;
+        Ok(Response::new(pb::CountTokensResponse {
+            texts: counted
+                .word_tokens
+                .into_iter()
+                .map(|counts| pb::WordTokens { counts })
+                .collect(),
+            max_input_tokens: counted
+                .max_input_tokens
+                .map_or(0, |tokens| u32::try_from(tokens).unwrap_or(u32::MAX)),
+            special_tokens: u32::try_from(counted.special_tokens).unwrap_or(u32::MAX),
+            embedder: counted.embedder,
+        }))
+    }
+}
+
+/// The embedder an Embed or CountTokens request names, with its texts
+/// checked.
+fn embed_with(collection: &str, embedder: &str, texts: &[String]) -> Result<EmbedWith, FieldError> {
+    let with = match (collection.is_empty(), embedder.is_empty()) {
+        (false, true) => {
+            validate::name("collection", collection)?;
+            EmbedWith::Collection(collection.to_string())
+        }
+        (true, false) => EmbedWith::Embedder(embedder.to_string()),
+        (false, false) => {
+            return Err(FieldError::new(
+                "embedder",
+                "must be empty when `collection` is given: give exactly one",
+            ))
+        }
+        (true, true) => {
+            return Err(FieldError::new(
+                "collection",
+                "one of `collection` or `embedder` must be given",
+            ))
+        }
+    };
+    validate::in_range("texts", texts.len() as u64, 1, MAX_TEXTS_PER_EMBED)?;
+    for (position, text) in texts.iter().enumerate() {
+        validate::max_len(&format!("texts[{position}]"), text, MAX_TEXT_BYTES)?;
+    }
+    Ok(with)
 }
 
 fn fusion_weights(dense: f32, keyword: f32) -> Result<FusionWeights, FieldError> {

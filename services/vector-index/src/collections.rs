@@ -98,6 +98,16 @@ pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
 }
 
+/// The answer of [`VectorIndex::count_tokens`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenCounts {
+    /// Per text, the tokens of each whitespace-separated word.
+    pub word_tokens: Vec<Vec<u32>>,
+    pub max_input_tokens: Option<usize>,
+    pub special_tokens: usize,
+    pub embedder: String,
+}
+
 pub(crate) struct Collection {
     pub(crate) name: String,
     pub(crate) dimension: usize,
@@ -664,6 +674,46 @@ impl VectorIndex {
     /// Embeds `texts` exactly as a collection (or a named embedder of the
     /// catalog) does, so clients and evaluation jobs get the index's vectors.
     pub async fn embed(&self, with: EmbedWith, texts: Vec<String>) -> Result<Embedded, Error> {
+        let (collection, embedder) = self.embedding_collection(with)?;
+        let vectors = collection.embed(texts).await?;
+        Ok(Embedded {
+            embedder,
+            dimension: collection.dimension,
+            vectors,
+        })
+    }
+
+    /// Counts the tokens of each word of `texts` as the collection's (or a
+    /// named) embedder cuts them, so clients chunk documents to its window.
+    pub async fn count_tokens(
+        &self,
+        with: EmbedWith,
+        texts: Vec<String>,
+    ) -> Result<TokenCounts, Error> {
+        let (collection, embedder_name) = self.embedding_collection(with)?;
+        let Some(embedder) = collection.embedder.clone() else {
+            return Err(Error::EmbedderUnavailable {
+                collection: collection.name.clone(),
+                embedder: embedder_name,
+            });
+        };
+        // Tokenizing is CPU work: off the async runtime.
+        let counted = tokio::task::spawn_blocking(move || TokenCounts {
+            word_tokens: texts
+                .iter()
+                .map(|text| embedder.word_tokens(text))
+                .collect(),
+            max_input_tokens: embedder.max_input_tokens(),
+            special_tokens: embedder.special_tokens(),
+            embedder: embedder_name,
+        })
+        .await?;
+        Ok(counted)
+    }
+
+    /// The collection that `with` names (or a stand-in for a catalog
+    /// embedder) and the name of its embedder.
+    fn embedding_collection(&self, with: EmbedWith) -> Result<(Arc<Collection>, String), Error> {
         let collection = match with {
             EmbedWith::Collection(name) => self.collection(&name)?,
             EmbedWith::Embedder(name) => {
@@ -689,12 +739,7 @@ impl VectorIndex {
             )
             .into());
         };
-        let vectors = collection.embed(texts).await?;
-        Ok(Embedded {
-            embedder,
-            dimension: collection.dimension,
-            vectors,
-        })
+        Ok((collection, embedder))
     }
 }
 

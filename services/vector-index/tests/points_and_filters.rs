@@ -504,5 +504,45 @@ async fn embed_gives_the_vectors_the_index_searches_with() {
     ] {
         assert_status(case, client.embed(request).await, code, &[needle]);
     }
+
+    // Token counts come from the same embedder, word by word; the errors
+    // are Embed's.
+    let counted = client
+        .count_tokens(pb::CountTokensRequest {
+            collection: "notes".to_string(),
+            embedder: String::new(),
+            texts: vec!["refunds  arrive\nin 5 days".into(), String::new()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(counted.embedder, "hashing");
+    let counts: Vec<Vec<u32>> = counted.texts.into_iter().map(|text| text.counts).collect();
+    assert_eq!(counts, vec![vec![1, 1, 1, 1, 1], vec![]]);
+    assert_eq!((counted.max_input_tokens, counted.special_tokens), (0, 0));
+    assert_status(
+        "count tokens of a vectors-only collection",
+        client
+            .count_tokens(pb::CountTokensRequest {
+                collection: "raw".to_string(),
+                embedder: String::new(),
+                texts: vec!["x".into()],
+            })
+            .await,
+        Code::InvalidArgument,
+        &["field `collection`", "no embedder"],
+    );
+    assert_status(
+        "count tokens of nothing",
+        client
+            .count_tokens(pb::CountTokensRequest {
+                collection: String::new(),
+                embedder: "hashing".to_string(),
+                texts: Vec::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        &["field `texts`"],
+    );
     server.stop().await;
 }

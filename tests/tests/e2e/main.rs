@@ -13,6 +13,7 @@ mod hybrid_retrieval;
 mod monitoring_outage;
 mod real_models;
 mod restart;
+mod retrieval_eval;
 mod streaming;
 mod traces;
 mod traffic_split;

@@ -82,9 +82,14 @@ async fn real_models(backend: Backend) {
     let collection = fixtures::create_text_collection(&cluster, COLLECTION, "").await;
     assert_eq!(collection.embedder, "minilm");
     assert_eq!(collection.dimension, 384);
-    let summary = ingest::ingest(&urls, &repo_path("samples/corpus"), COLLECTION, 800)
-        .await
-        .expect("ingest samples/corpus");
+    let summary = ingest::ingest(
+        &urls,
+        &repo_path("samples/corpus"),
+        COLLECTION,
+        ingest::ChunkOptions::default(),
+    )
+    .await
+    .expect("ingest samples/corpus");
     assert_eq!(summary.files, 8);
 
     let specs = repo_path("samples/specs");

@@ -1,6 +1,7 @@
 //! A sentence embedder (BERT family, e.g. all-MiniLM-L6-v2) from a GGUF
 //! file, run by llama.cpp in process.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub struct LlamaEmbedder {
     model: Arc<LlamaModel>,
     dimension: usize,
     max_sequence_tokens: usize,
+    /// Tokens added to every text: `[CLS]` and `[SEP]` for BERT models.
+    special_tokens: usize,
     jobs: mpsc::Sender<EmbeddingJob>,
 }
 
@@ -114,11 +117,13 @@ impl LlamaEmbedder {
             load_ms = started.elapsed().as_millis() as u64,
             "embedder loaded"
         );
+        let special_tokens = model.vocab().tokenize(b"", true, false).len();
         Ok(LlamaEmbedder {
             name: options.name.clone(),
             model,
             dimension,
             max_sequence_tokens: options.max_sequence_tokens,
+            special_tokens,
             jobs,
         })
     }
@@ -144,6 +149,29 @@ impl Embedder for LlamaEmbedder {
 
     fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    fn word_tokens(&self, text: &str) -> Vec<u32> {
+        // WordPiece splits words independently (after splitting on
+        // whitespace and punctuation), so the sum over words is the text's
+        // count; a word that repeats is tokenized once.
+        let vocab = self.model.vocab();
+        let mut known: HashMap<&str, u32> = HashMap::new();
+        text.split_whitespace()
+            .map(|word| {
+                *known
+                    .entry(word)
+                    .or_insert_with(|| vocab.tokenize(word.as_bytes(), false, false).len() as u32)
+            })
+            .collect()
+    }
+
+    fn max_input_tokens(&self) -> Option<usize> {
+        Some(self.max_sequence_tokens)
+    }
+
+    fn special_tokens(&self) -> usize {
+        self.special_tokens
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {

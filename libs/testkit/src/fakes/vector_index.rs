@@ -144,4 +144,11 @@ impl VectorIndexService for FakeVectorIndex {
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         unimplemented()
     }
+
+    async fn count_tokens(
+        &self,
+        _: Request<pb::CountTokensRequest>,
+    ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        unimplemented()
+    }
 }

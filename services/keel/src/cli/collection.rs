@@ -1,4 +1,7 @@
-//! `keel collection create|list|drop`.
+//! `keel collection create|list|drop|export`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
 use keel_proto::v1::{
@@ -6,6 +9,7 @@ use keel_proto::v1::{
 };
 
 use crate::cli::error::rpc;
+use crate::cli::scroll::for_each_point;
 use crate::cli::{output, CliError, ServiceUrls};
 
 #[derive(Debug, Subcommand)]
@@ -16,6 +20,13 @@ pub enum CollectionCommand {
     List,
     /// Drop a collection and its points
     Drop { name: String },
+    /// Write every point (id, text, payload) as JSON lines
+    Export {
+        name: String,
+        /// The JSONL file to write
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -67,6 +78,10 @@ pub async fn run(urls: &ServiceUrls, command: CollectionCommand) -> Result<(), C
             drop_collection(urls, &name).await?;
             output::collection_dropped(&name);
         }
+        CollectionCommand::Export { name, out } => {
+            let points = export(urls, &name, &out).await?;
+            output::collection_exported(&name, points, &out);
+        }
     }
     Ok(())
 }
@@ -111,4 +126,31 @@ pub async fn drop_collection(urls: &ServiceUrls, name: &str) -> Result<(), CliEr
         .await
         .map_err(rpc("vector-index DropCollection"))?;
     Ok(())
+}
+
+/// Writes every point of `collection` to `out`, one JSON object per line
+/// (`id`, `text`, `payload`), by id; returns how many.
+pub async fn export(urls: &ServiceUrls, collection: &str, out: &Path) -> Result<u64, CliError> {
+    let mut client = urls.vector_index().await?;
+    let file = std::fs::File::create(out).map_err(CliError::io(out))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let progress = output::spinner("points");
+    let mut written = 0;
+    for_each_point(&mut client, collection, None, true, |point| {
+        let payload = point
+            .payload
+            .map(|payload| keel_core::payload::struct_to_json("payload", &payload))
+            .transpose()
+            .map_err(|error| CliError::Invalid(error.to_string()))?
+            .unwrap_or_default();
+        let line = serde_json::json!({"id": point.id, "text": point.text, "payload": payload});
+        writeln!(writer, "{line}").map_err(CliError::io(out))?;
+        written += 1;
+        progress.inc(1);
+        Ok(())
+    })
+    .await?;
+    writer.flush().map_err(CliError::io(out))?;
+    progress.finish_and_clear();
+    Ok(written)
 }

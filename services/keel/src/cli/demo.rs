@@ -24,7 +24,6 @@ const PROMPT_MODEL: &str = "support-prompt";
 const CHAIN_MODEL: &str = "support-bot";
 const ENDPOINT: &str = "support";
 const ALIAS: &str = "champion";
-const CHUNK_CHARS: usize = 800;
 
 /// Questions whose answers are in the sample corpus.
 const QUESTIONS: [&str; 4] = [
@@ -132,7 +131,13 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
     }
 
     output::demo_step(3, &format!("ingesting {}", paths.corpus.display()));
-    let summary = ingest::ingest(urls, &paths.corpus, COLLECTION, CHUNK_CHARS).await?;
+    let summary = ingest::ingest(
+        urls,
+        &paths.corpus,
+        COLLECTION,
+        ingest::ChunkOptions::default(),
+    )
+    .await?;
     output::ingested(COLLECTION, &summary);
 
     output::demo_step(

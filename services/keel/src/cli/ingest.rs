@@ -1,21 +1,22 @@
-//! `keel ingest DIR --collection NAME`: every .md/.txt file under DIR,
-//! chunked, upserted as text points (the collection embeds them); again
-//! and again without duplicates or leftovers.
+//! `keel ingest DIR --collection NAME`: every Markdown, text and HTML file
+//! under DIR, cut into passages by the collection's embedder's tokens and
+//! upserted as text points (the collection embeds them); again and again
+//! without duplicates or leftovers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
-use keel_proto::v1::{
-    condition, field_condition, Condition, DeletePointsRequest, FieldCondition, Filter, Point,
-    ScrollPointsRequest, UpsertPointsRequest,
-};
+use keel_proto::v1::{DeletePointsRequest, Point, UpsertPointsRequest};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
-use crate::cli::chunk::{chunk_document, DocumentChunk};
+use crate::cli::chunk::{chunk_document, ChunkBudget, DocumentChunk};
+use crate::cli::documents::{read_documents, Document};
 use crate::cli::error::rpc;
+use crate::cli::scroll::{for_each_point, payload_equals};
+use crate::cli::token_counts::{count_section_tokens, embedder_window, EmbedderWindow};
 use crate::cli::{output, CliError, ServiceUrls};
 
 /// Points per UpsertPoints call: small enough that one call stays short,
@@ -24,20 +25,50 @@ const UPSERT_BATCH: usize = 64;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
-    /// The directory to walk for .md and .txt files
+    /// The directory to walk for .md, .txt and .html files
     pub dir: PathBuf,
     #[arg(long)]
     pub collection: String,
-    /// The largest chunk, in characters (a longer word is kept whole)
-    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(20..=100_000))]
-    pub chunk_chars: u32,
+    /// The largest passage in the embedder's tokens, its heading included;
+    /// default: all the embedder reads of one text
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=100_000))]
+    pub chunk_tokens: Option<u32>,
+    /// Tokens a passage repeats from the one before when a paragraph is
+    /// cut in the middle
+    #[arg(long, default_value_t = DEFAULT_OVERLAP_TOKENS, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub overlap_tokens: u32,
+}
+
+/// Passage size when the embedder knows of no window.
+pub const DEFAULT_CHUNK_TOKENS: usize = 256;
+pub const DEFAULT_OVERLAP_TOKENS: u32 = 32;
+/// Changes whenever the same file and options would be cut differently,
+/// so that an ingest after an upgrade re-embeds what it would now cut
+/// otherwise.
+const CHUNKER_VERSION: u32 = 2;
+
+/// How `keel ingest` cuts documents into passages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// `None`: the embedder's window.
+    pub chunk_tokens: Option<usize>,
+    pub overlap_tokens: usize,
+}
+
+impl Default for ChunkOptions {
+    fn default() -> ChunkOptions {
+        ChunkOptions {
+            chunk_tokens: None,
+            overlap_tokens: DEFAULT_OVERLAP_TOKENS as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestSummary {
-    /// Text files found under the directory.
+    /// Documents found under the directory.
     pub files: usize,
-    /// Of those, files whose content (and chunk size) had not changed since
+    /// Of those, files whose content (and chunking) had not changed since
     /// the last ingest: not embedded again.
     pub unchanged_files: usize,
     /// Chunks upserted (embedded).
@@ -47,20 +78,14 @@ pub struct IngestSummary {
     pub stale_chunks_deleted: usize,
 }
 
-/// A text file found under the ingested directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Document {
-    /// Relative to the ingested directory, `/`-separated on every platform.
-    source: String,
-    text: String,
-}
-
 /// What an earlier ingest of the same directory left for one source file.
 #[derive(Debug, Default)]
 struct StoredSource {
     /// The content hashes its chunks carry (one, unless an ingest was cut
     /// short half-way through the file).
     hashes: BTreeSet<String>,
+    /// How many chunks the file was cut into, as its chunks record it.
+    chunk_count: u64,
     ids: Vec<String>,
 }
 
@@ -69,11 +94,13 @@ struct StoredSource {
 const PIPELINE_DEPTH: usize = 2;
 /// Ids per DeletePoints call.
 const DELETE_BATCH: usize = 1000;
-/// Points per ScrollPoints page.
-const SCROLL_PAGE: u32 = 1000;
 
 pub async fn run(urls: &ServiceUrls, args: IngestArgs) -> Result<(), CliError> {
-    let summary = ingest(urls, &args.dir, &args.collection, args.chunk_chars as usize).await?;
+    let options = ChunkOptions {
+        chunk_tokens: args.chunk_tokens.map(|tokens| tokens as usize),
+        overlap_tokens: args.overlap_tokens as usize,
+    };
+    let summary = ingest(urls, &args.dir, &args.collection, options).await?;
     output::ingested(&args.collection, &summary);
     Ok(())
 }
@@ -88,78 +115,70 @@ pub async fn ingest(
     urls: &ServiceUrls,
     dir: &Path,
     collection: &str,
-    chunk_chars: usize,
+    options: ChunkOptions,
 ) -> Result<IngestSummary, CliError> {
     let root = dir.to_path_buf();
     let ingest_root = std::fs::canonicalize(dir)
         .map_err(CliError::io(dir))?
         .display()
         .to_string();
-    // Walking and reading are blocking file work.
+    // Walking, reading and parsing are blocking work.
     let documents = tokio::task::spawn_blocking(move || read_documents(&root))
         .await
         .map_err(|error| CliError::io(dir)(std::io::Error::other(error)))??;
     if documents.is_empty() {
         return Err(CliError::Invalid(format!(
-            "{}: no .md or .txt files to ingest",
+            "{}: no .md, .txt or .html files to ingest",
             dir.display()
         )));
     }
     let mut client = urls.vector_index().await?;
+    let budget = chunk_budget(embedder_window(&mut client, collection).await?, options)?;
     let mut stored = stored_sources(&mut client, collection, &ingest_root).await?;
-    let mut upload = Vec::new();
-    let mut stale = Vec::new();
-    let mut unchanged_files = 0;
+    let mut changed: Vec<(&Document, String)> = Vec::new();
+    let mut replaced: Vec<StoredSource> = Vec::new();
     for document in &documents {
-        let hash = content_hash(&document.text, chunk_chars);
-        let chunks = chunk_document(&document.source, &document.text, chunk_chars);
-        if let Some(before) = stored.remove(&document.source) {
-            let same = before.hashes.len() == 1
-                && before.hashes.contains(&hash)
-                && before.ids.len() == chunks.len();
-            if same {
-                unchanged_files += 1;
-                continue;
+        let hash = content_hash(&document.text, budget);
+        match stored.remove(&document.source) {
+            Some(before)
+                if before.hashes.len() == 1
+                    && before.hashes.contains(&hash)
+                    && before.ids.len() as u64 == before.chunk_count => {}
+            Some(before) => {
+                replaced.push(before);
+                changed.push((document, hash));
             }
-            let kept: BTreeSet<&str> = chunks.iter().map(|chunk| chunk.id.as_str()).collect();
-            stale.extend(
-                before
-                    .ids
-                    .into_iter()
-                    .filter(|id| !kept.contains(id.as_str())),
-            );
+            None => changed.push((document, hash)),
         }
+    }
+    let unchanged_files = documents.len() - changed.len();
+
+    let sections: Vec<_> = changed
+        .iter()
+        .map(|(document, _)| document.sections.clone())
+        .collect();
+    let tokens = count_section_tokens(&mut client, collection, &sections).await?;
+    let mut upload = Vec::new();
+    for (((document, hash), sections), tokens) in changed.iter().zip(&sections).zip(&tokens) {
+        let chunks = chunk_document(&document.source, sections, tokens, budget);
+        let chunk_count = chunks.len();
         upload.extend(
             chunks
-                .into_iter()
-                .map(|chunk| point(&chunk, &hash, &ingest_root)),
+                .iter()
+                .map(|chunk| point(chunk, chunk_count, hash, &ingest_root)),
         );
     }
-    // Sources an earlier ingest of this directory stored that are gone.
-    stale.extend(stored.into_values().flat_map(|before| before.ids));
+    // Ids an earlier ingest stored that this one does not write again: of
+    // removed files, and past the end of shortened ones.
+    let uploaded: BTreeSet<&str> = upload.iter().map(|point| point.id.as_str()).collect();
+    let stale: Vec<String> = replaced
+        .into_iter()
+        .chain(stored.into_values())
+        .flat_map(|before| before.ids)
+        .filter(|id| !uploaded.contains(id.as_str()))
+        .collect();
 
-    let progress = output::progress_bar(upload.len() as u64, "chunks");
-    let uploader = client.clone();
-    let mut uploads = futures::stream::iter(upload.chunks(UPSERT_BATCH).map(|batch| {
-        let mut client = uploader.clone();
-        let request = UpsertPointsRequest {
-            collection: collection.to_string(),
-            points: batch.to_vec(),
-        };
-        async move { client.upsert_points(request).await.map(|_| batch.len()) }
-    }))
-    .buffered(PIPELINE_DEPTH);
-    while let Some(uploaded) = uploads.next().await {
-        match uploaded {
-            Ok(count) => progress.inc(count as u64),
-            Err(status) => {
-                progress.abandon();
-                return Err(rpc("vector-index UpsertPoints")(status));
-            }
-        }
-    }
-    drop(uploads);
-    progress.finish_and_clear();
+    upload_points(&client, collection, &upload).await?;
     for batch in stale.chunks(DELETE_BATCH) {
         client
             .delete_points(DeletePointsRequest {
@@ -177,6 +196,59 @@ pub async fn ingest(
     })
 }
 
+/// Passage size: as asked, within what the embedder reads of one text.
+fn chunk_budget(window: EmbedderWindow, options: ChunkOptions) -> Result<ChunkBudget, CliError> {
+    let readable = window
+        .max_input_tokens
+        .map(|tokens| tokens.saturating_sub(window.special_tokens));
+    let max_tokens = match (options.chunk_tokens, readable) {
+        (Some(asked), Some(readable)) if asked > readable => {
+            return Err(CliError::Invalid(format!(
+                "--chunk-tokens {asked} is more than embedder `{}` reads of one text ({readable} tokens besides its special ones): the rest of each passage would not be embedded",
+                window.embedder
+            )))
+        }
+        (Some(asked), _) => asked,
+        (None, Some(readable)) => readable,
+        (None, None) => DEFAULT_CHUNK_TOKENS,
+    };
+    Ok(ChunkBudget {
+        max_tokens,
+        // An overlap of a whole passage would never move forward.
+        overlap_tokens: options.overlap_tokens.min(max_tokens / 2),
+    })
+}
+
+/// Uploads `points` in batches, `PIPELINE_DEPTH` calls in flight, with a
+/// progress bar in chunks per second.
+async fn upload_points(
+    client: &VectorIndexServiceClient<Channel>,
+    collection: &str,
+    points: &[Point],
+) -> Result<(), CliError> {
+    let progress = output::progress_bar(points.len() as u64, "chunks");
+    let mut uploads = futures::stream::iter(points.chunks(UPSERT_BATCH).map(|batch| {
+        let mut client = client.clone();
+        let request = UpsertPointsRequest {
+            collection: collection.to_string(),
+            points: batch.to_vec(),
+        };
+        async move { client.upsert_points(request).await.map(|_| batch.len()) }
+    }))
+    .buffered(PIPELINE_DEPTH);
+    while let Some(uploaded) = uploads.next().await {
+        match uploaded {
+            Ok(count) => progress.inc(count as u64),
+            Err(status) => {
+                progress.abandon();
+                return Err(rpc("vector-index UpsertPoints")(status));
+            }
+        }
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
 /// The sources an earlier ingest of `ingest_root` stored, with their chunk
 /// ids and content hashes.
 async fn stored_sources(
@@ -184,86 +256,69 @@ async fn stored_sources(
     collection: &str,
     ingest_root: &str,
 ) -> Result<BTreeMap<String, StoredSource>, CliError> {
-    let same_root = Condition {
-        condition: Some(condition::Condition::Field(FieldCondition {
-            key: INGEST_ROOT.to_string(),
-            predicate: Some(field_condition::Predicate::Equals(
-                keel_core::payload::json_to_value(&serde_json::Value::from(ingest_root)),
-            )),
-        })),
-    };
-    let filter = Filter {
-        must: vec![same_root],
-        ..Filter::default()
-    };
     let mut sources: BTreeMap<String, StoredSource> = BTreeMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .scroll_points(ScrollPointsRequest {
-                collection: collection.to_string(),
-                filter: Some(filter.clone()),
-                limit: SCROLL_PAGE,
-                page_token,
-                with_payload: true,
-                with_vectors: false,
-            })
-            .await
-            .map_err(rpc("vector-index ScrollPoints"))?
-            .into_inner();
-        for point in page.points {
-            let payload = point
-                .payload
-                .map(|payload| keel_core::payload::struct_to_json("payload", &payload))
-                .transpose()
-                .map_err(|error| CliError::Invalid(error.to_string()))?
-                .unwrap_or_default();
-            let text = |key: &str| {
-                payload
-                    .get(key)
-                    .and_then(|value| value.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let entry = sources.entry(text(SOURCE)).or_default();
-            entry.hashes.insert(text(CONTENT_HASH));
-            entry.ids.push(point.id);
-        }
-        if page.next_page_token.is_empty() {
-            return Ok(sources);
-        }
-        page_token = page.next_page_token;
-    }
+    let filter = payload_equals(INGEST_ROOT, ingest_root);
+    for_each_point(client, collection, Some(filter), true, |point| {
+        let payload = point
+            .payload
+            .map(|payload| keel_core::payload::struct_to_json("payload", &payload))
+            .transpose()
+            .map_err(|error| CliError::Invalid(error.to_string()))?
+            .unwrap_or_default();
+        let text = |key: &str| {
+            payload
+                .get(key)
+                .and_then(|value| value.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let entry = sources.entry(text(SOURCE)).or_default();
+        entry.hashes.insert(text(CONTENT_HASH));
+        let chunk_count = payload.get(CHUNK_COUNT).and_then(|value| value.as_u64());
+        entry.chunk_count = entry.chunk_count.max(chunk_count.unwrap_or(0));
+        entry.ids.push(point.id);
+        Ok(())
+    })
+    .await?;
+    Ok(sources)
 }
 
-/// Identifies a file's content and how it was chunked: SHA-256 of both.
-fn content_hash(text: &str, chunk_chars: usize) -> String {
+/// Identifies a file's content and how it was cut: SHA-256 of both.
+fn content_hash(text: &str, budget: ChunkBudget) -> String {
     let mut hasher = Sha256::new();
-    hasher.update((chunk_chars as u64).to_le_bytes());
+    hasher.update(CHUNKER_VERSION.to_le_bytes());
+    hasher.update((budget.max_tokens as u64).to_le_bytes());
+    hasher.update((budget.overlap_tokens as u64).to_le_bytes());
     hasher.update(text.as_bytes());
     hex::encode(hasher.finalize())
 }
 
-const SOURCE: &str = "source";
+/// The payload key of a passage's document, relative to the ingested
+/// directory.
+pub const SOURCE: &str = "source";
 const CHUNK: &str = "chunk";
+const CHUNK_COUNT: &str = "chunk_count";
+const SECTION: &str = "section";
 const CONTENT_HASH: &str = "content_hash";
 const INGEST_ROOT: &str = "ingest_root";
 
-fn point(chunk: &DocumentChunk, content_hash: &str, ingest_root: &str) -> Point {
-    let mut payload = serde_json::Map::new();
-    payload.insert(
-        SOURCE.to_string(),
-        serde_json::Value::from(chunk.source.clone()),
-    );
-    payload.insert(CHUNK.to_string(), serde_json::Value::from(chunk.index));
-    payload.insert(
-        CONTENT_HASH.to_string(),
-        serde_json::Value::from(content_hash),
-    );
-    payload.insert(
-        INGEST_ROOT.to_string(),
-        serde_json::Value::from(ingest_root),
-    );
+fn point(
+    chunk: &DocumentChunk,
+    chunk_count: usize,
+    content_hash: &str,
+    ingest_root: &str,
+) -> Point {
+    let payload = serde_json::json!({
+        SOURCE: chunk.source,
+        CHUNK: chunk.index,
+        CHUNK_COUNT: chunk_count,
+        SECTION: chunk.section,
+        CONTENT_HASH: content_hash,
+        INGEST_ROOT: ingest_root,
+    });
+    let serde_json::Value::Object(payload) = payload else {
+        unreachable!("a JSON object literal")
+    };
     Point {
         id: chunk.id.clone(),
         vector: Vec::new(),
@@ -272,98 +327,20 @@ fn point(chunk: &DocumentChunk, content_hash: &str, ingest_root: &str) -> Point 
     }
 }
 
-/// The .md and .txt files under `root` (hidden entries skipped), sorted by
-/// relative path so ingesting twice sends the same points in the same order.
-fn read_documents(root: &Path) -> Result<Vec<Document>, CliError> {
-    let mut paths = Vec::new();
-    collect_text_files(root, &mut paths)?;
-    let mut documents = Vec::with_capacity(paths.len());
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(CliError::io(&path))?;
-        let relative = path.strip_prefix(root).unwrap_or(&path);
-        let components: Vec<String> = relative
-            .components()
-            .map(|component| component.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        documents.push(Document {
-            source: components.join("/"),
-            text,
-        });
-    }
-    documents.sort_by(|a, b| a.source.cmp(&b.source));
-    Ok(documents)
-}
-
-fn collect_text_files(dir: &Path, paths: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let entries = std::fs::read_dir(dir).map_err(CliError::io(dir))?;
-    for entry_result in entries {
-        let entry = entry_result.map_err(CliError::io(dir))?;
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let file_type = entry.file_type().map_err(CliError::io(&path))?;
-        if file_type.is_dir() {
-            collect_text_files(&path, paths)?;
-            continue;
-        }
-        if is_text_file(&path) {
-            paths.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn is_text_file(path: &Path) -> bool {
-    let extension = path
-        .extension()
-        .and_then(|extension| extension.to_str())
-        .map(str::to_ascii_lowercase);
-    matches!(extension.as_deref(), Some("md" | "txt"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn finds_markdown_and_text_files_with_relative_sources() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("guides/billing")).unwrap();
-        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
-        std::fs::write(dir.path().join("b.md"), "bee").unwrap();
-        std::fs::write(dir.path().join("a.TXT"), "ay").unwrap();
-        std::fs::write(dir.path().join("guides/billing/refunds.md"), "refunds").unwrap();
-        std::fs::write(dir.path().join("image.png"), "not text").unwrap();
-        std::fs::write(dir.path().join(".git/notes.md"), "hidden").unwrap();
-
-        let documents = read_documents(dir.path()).unwrap();
-        let sources: Vec<&str> = documents
-            .iter()
-            .map(|document| document.source.as_str())
-            .collect();
-        assert_eq!(sources, ["a.TXT", "b.md", "guides/billing/refunds.md"]);
-        assert_eq!(documents[2].text, "refunds");
-    }
-
-    #[test]
-    fn a_missing_directory_names_the_path() {
-        let error = read_documents(Path::new("/nonexistent/corpus")).unwrap_err();
-        assert!(
-            error.to_string().starts_with("/nonexistent/corpus: "),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn points_carry_source_and_chunk_in_their_payload() {
+    fn points_carry_source_section_and_chunk_in_their_payload() {
         let chunk = DocumentChunk {
             id: "faq/refunds.md#2".to_string(),
             source: "faq/refunds.md".to_string(),
             index: 2,
-            text: "The refund window is 30 days.".to_string(),
+            section: "FAQ > Refunds".to_string(),
+            text: "FAQ > Refunds\n\nThe refund window is 30 days.".to_string(),
         };
-        let point = point(&chunk, "abc", "/srv/corpus");
+        let point = point(&chunk, 3, "abc", "/srv/corpus");
         assert_eq!(point.id, "faq/refunds.md#2");
         assert!(point.vector.is_empty());
         let payload =
@@ -373,6 +350,8 @@ mod tests {
             serde_json::json!({
                 "source": "faq/refunds.md",
                 "chunk": 2,
+                "chunk_count": 3,
+                "section": "FAQ > Refunds",
                 "content_hash": "abc",
                 "ingest_root": "/srv/corpus"
             })
@@ -380,24 +359,57 @@ mod tests {
     }
 
     #[test]
-    fn the_sample_corpus_chunks_within_bounds() {
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/corpus");
-        let documents = read_documents(&corpus).unwrap();
-        assert!(
-            (6..=10).contains(&documents.len()),
-            "{} documents",
-            documents.len()
-        );
-        for document in &documents {
-            let words = document.text.split_whitespace().count();
-            assert!(
-                (150..=400).contains(&words),
-                "{}: {words} words",
-                document.source
-            );
-            for chunk in chunk_document(&document.source, &document.text, 800) {
-                assert!(chunk.text.chars().count() <= 800, "{}", chunk.id);
+    fn the_budget_fills_the_window_and_never_passes_it() {
+        let minilm = EmbedderWindow {
+            embedder: "minilm".to_string(),
+            max_input_tokens: Some(256),
+            special_tokens: 2,
+        };
+        let budget = chunk_budget(minilm.clone(), ChunkOptions::default()).unwrap();
+        assert_eq!(budget.max_tokens, 254);
+        assert_eq!(budget.overlap_tokens, DEFAULT_OVERLAP_TOKENS as usize);
+        let asked = ChunkOptions {
+            chunk_tokens: Some(100),
+            overlap_tokens: 80,
+        };
+        assert_eq!(
+            chunk_budget(minilm.clone(), asked).unwrap(),
+            ChunkBudget {
+                max_tokens: 100,
+                overlap_tokens: 50
             }
-        }
+        );
+        let too_big = ChunkOptions {
+            chunk_tokens: Some(300),
+            ..ChunkOptions::default()
+        };
+        let error = chunk_budget(minilm, too_big).unwrap_err().to_string();
+        assert!(
+            error.contains("--chunk-tokens 300") && error.contains("254"),
+            "{error}"
+        );
+        let unlimited = EmbedderWindow {
+            embedder: "hashing".to_string(),
+            max_input_tokens: None,
+            special_tokens: 0,
+        };
+        let budget = chunk_budget(unlimited, ChunkOptions::default()).unwrap();
+        assert_eq!(budget.max_tokens, DEFAULT_CHUNK_TOKENS);
+    }
+
+    #[test]
+    fn the_hash_changes_with_the_text_and_the_cut() {
+        let budget = ChunkBudget {
+            max_tokens: 254,
+            overlap_tokens: 32,
+        };
+        let base = content_hash("text", budget);
+        assert_eq!(base, content_hash("text", budget));
+        assert_ne!(base, content_hash("text!", budget));
+        let smaller = ChunkBudget {
+            max_tokens: 200,
+            ..budget
+        };
+        assert_ne!(base, content_hash("text", smaller));
     }
 }

@@ -6,17 +6,24 @@ pub mod chunk;
 pub mod clients;
 pub mod collection;
 pub mod demo;
+pub mod documents;
 pub mod endpoint;
 pub mod error;
+pub mod eval;
 pub mod feedback;
+pub mod html_sections;
 pub mod ingest;
 pub mod metrics;
 pub mod models;
 pub mod output;
 pub mod query;
 pub mod registry;
+pub mod retrieval_metrics;
+pub mod scroll;
+pub mod sections;
 pub mod serve;
 pub mod spec;
+pub mod token_counts;
 pub mod trace;
 pub mod up;
 
@@ -49,8 +56,11 @@ pub enum Command {
     /// Vector collections
     #[command(subcommand)]
     Collection(collection::CollectionCommand),
-    /// Split .md/.txt files into chunks and upsert them into a collection
+    /// Cut .md, .txt and .html files into passages and upsert them into a collection
     Ingest(ingest::IngestArgs),
+    /// Evaluate retrieval quality
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Registered models
     #[command(subcommand)]
     Model(registry::ModelCommand),
@@ -89,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(args).await,
         Command::Collection(command) => collection::run(&urls, command).await,
         Command::Ingest(args) => ingest::run(&urls, args).await,
+        Command::Eval(command) => eval::run(&urls, command).await,
         Command::Model(command) => registry::run_model(&urls, command).await,
         Command::Version(command) => registry::run_version(&urls, command).await,
         Command::Alias(command) => registry::run_alias(&urls, command).await,

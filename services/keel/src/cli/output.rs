@@ -35,12 +35,29 @@ pub fn error(error: &CliError) {
     }
 }
 
-/// A progress bar on stderr for `total` items of `unit` (e.g. "chunks").
+/// A progress bar on stderr for `total` items of `unit` (e.g. "chunks"),
+/// with their rate per second.
 pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
-    let template = format!("{{spinner}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)");
+    let template =
+        format!("{{spinner}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)");
     let style =
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
     ProgressBar::new(total).with_style(style.progress_chars("=> "))
+}
+
+/// A counter on stderr for an unknown number of `unit`, with their rate.
+pub fn spinner(unit: &str) -> ProgressBar {
+    let template = format!("{{spinner}} {{pos}} {unit} ({{per_sec}})");
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    ProgressBar::new_spinner().with_style(style)
+}
+
+pub fn collection_exported(name: &str, points: u64, path: &Path) {
+    println!(
+        "exported {points} points of collection {name} to {}",
+        path.display()
+    );
 }
 
 pub fn collection(collection: &Collection) {
@@ -84,6 +101,63 @@ pub fn ingested(collection: &str, summary: &crate::cli::ingest::IngestSummary) {
         "ingested {} files into collection {collection}: {} chunks embedded, {} files unchanged, {} stale chunks deleted",
         summary.files, summary.chunks, summary.unchanged_files, summary.stale_chunks_deleted
     );
+}
+
+/// The scores per mode, then the questions no mode answered in the top k
+/// and those nothing in the collection answers.
+pub fn retrieval_report(report: &crate::cli::eval::RetrievalReport) {
+    let k = report.k;
+    println!(
+        "collection {}: {} questions, top {k}",
+        report.collection, report.questions
+    );
+    println!(
+        "{:<8} {:>6} {:>6} {:>6} {:>9}",
+        "mode",
+        "hit@1",
+        format!("hit@{k}"),
+        "MRR",
+        format!("recall@{k}")
+    );
+    for scores in &report.modes {
+        println!(
+            "{:<8} {:>6.3} {:>6.3} {:>6.3} {:>9.3}",
+            scores.mode, scores.hit_at_1, scores.hit_at_k, scores.mrr, scores.recall_at_k
+        );
+    }
+    let missed: Vec<&str> = report
+        .per_question
+        .iter()
+        .filter(|question| question.relevant_passages > 0)
+        .filter(|question| question.modes.values().all(|rank| rank.rank.is_none()))
+        .map(|question| question.question.as_str())
+        .collect();
+    if !missed.is_empty() {
+        println!("missed by every mode:");
+        for question in missed {
+            println!("  {question}");
+        }
+    }
+    let unanswerable: Vec<String> = report
+        .per_question
+        .iter()
+        .filter(|question| question.relevant_passages == 0)
+        .map(|question| format!("{} ({})", question.question, question.source))
+        .collect();
+    if !unanswerable.is_empty() {
+        println!("no passage holds the evidence (scored as misses):");
+        for question in unanswerable {
+            println!("  {question}");
+        }
+    }
+}
+
+/// `value` as pretty JSON on stdout.
+pub fn json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|error| CliError::Invalid(error.to_string()))?;
+    println!("{text}");
+    Ok(())
 }
 
 pub fn model(model: &Model) {
