@@ -3,6 +3,8 @@
 //! (N clients back to back) or an open loop (a fixed schedule, latency from
 //! each request's due time) and summarises the measured window.
 
+pub mod ann_dataset;
+pub mod ann_grpc;
 pub mod client;
 pub mod corpus;
 pub mod error;
