@@ -3,6 +3,7 @@
 //! files (`loadtests/ann/datasets.py` writes them, for Keel and the
 //! reference implementations alike) or drawn here.
 
+use std::io::Read as _;
 use std::path::Path;
 
 use keel_vector_index::distance::Metric;
@@ -72,7 +73,11 @@ impl AnnDataset {
     }
 
     pub fn dimension(&self) -> usize {
-        self.base.first().map_or(0, Vec::len)
+        // The queries too: the in-process run moves the base out.
+        self.base
+            .first()
+            .or(self.queries.first())
+            .map_or(0, Vec::len)
     }
 
     /// The exact neighbours, computed by brute force when the dataset
@@ -120,29 +125,41 @@ fn exact_neighbours(metric: Metric, base: &[Vec<f32>], query: &[f32]) -> Vec<usi
         return Vec::new();
     }
     scored.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
-    scored.truncate(k);
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-    scored.into_iter().map(|(_, position)| position).collect()
+    let nearest = &mut scored[..k];
+    nearest.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // A new vector: collecting `scored` itself would keep its whole
+    // allocation behind ten positions.
+    nearest.iter().map(|(_, position)| *position).collect()
 }
 
 /// Rows of a .fvecs/.ivecs file as raw 32-bit words: each row is its
-/// length (little-endian i32) and that many values.
+/// length (little-endian i32) and that many values. Read row by row, so
+/// that the file is never in memory beside its rows (the benchmark reports
+/// the peak RSS).
 fn read_vecs(path: &Path) -> anyhow::Result<Vec<Vec<u32>>> {
-    let bytes =
-        std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-    let words: Vec<u32> = bytes
-        .chunks_exact(4)
-        .map(|word| u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
-        .collect();
+    let file = std::fs::File::open(path)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
     let mut rows = Vec::new();
-    let mut rest = words.as_slice();
-    while let Some((&length, tail)) = rest.split_first() {
-        let length = length as usize;
-        anyhow::ensure!(tail.len() >= length, "{}: truncated row", path.display());
-        rows.push(tail[..length].to_vec());
-        rest = &tail[length..];
+    let mut word = [0u8; 4];
+    loop {
+        match reader.read_exact(&mut word) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(rows),
+            Err(error) => anyhow::bail!("{}: {error}", path.display()),
+        }
+        let length = u32::from_le_bytes(word) as usize;
+        let mut bytes = vec![0u8; length * 4];
+        reader
+            .read_exact(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("{}: truncated row", path.display()))?;
+        rows.push(
+            bytes
+                .chunks_exact(4)
+                .map(|word| u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
+                .collect(),
+        );
     }
-    Ok(rows)
 }
 
 const CLUSTERS: usize = 64;

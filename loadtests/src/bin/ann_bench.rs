@@ -143,22 +143,11 @@ async fn main() -> anyhow::Result<()> {
 
 fn in_process(dataset: &mut AnnDataset, efs: &[usize]) -> anyhow::Result<Report> {
     let metric = dataset.metric;
-    let points = dataset
-        .base
-        .iter()
-        .enumerate()
-        .map(|(position, vector)| {
-            Ok(IndexedPoint {
-                seq: 0,
-                id: position.to_string(),
-                vector: metric
-                    .index_form(vector)
-                    .ok_or_else(|| anyhow::anyhow!("base vector {position} is zero"))?,
-                text: String::new(),
-                payload: Default::default(),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let truth = dataset.truth().to_vec();
+    // The base moves into the index batch by batch: the peak RSS is the
+    // index's, not a second copy of the data.
+    let base = std::mem::take(&mut dataset.base);
+    let point_count = base.len();
     let queries = dataset
         .queries
         .iter()
@@ -174,13 +163,34 @@ fn in_process(dataset: &mut AnnDataset, efs: &[usize]) -> anyhow::Result<Report>
         ef_search: 64,
     };
     let mut index = CollectionIndex::empty(metric, params, &[]);
-    let bar = keel_loadtests::progress::bar(points.len() as u64, "building");
-    let started = Instant::now();
-    for batch in points.chunks(1000) {
-        index.stage_upsert(batch.to_vec()).run();
-        bar.inc(batch.len() as u64);
+    let bar = keel_loadtests::progress::bar(point_count as u64, "building");
+    let mut base = base.into_iter().enumerate();
+    let mut build_s = 0.0;
+    loop {
+        let batch = base
+            .by_ref()
+            .take(1000)
+            .map(|(position, vector)| {
+                Ok(IndexedPoint {
+                    seq: 0,
+                    id: position.to_string(),
+                    vector: metric
+                        .index_form(&vector)
+                        .ok_or_else(|| anyhow::anyhow!("base vector {position} is zero"))?,
+                    text: String::new(),
+                    payload: Default::default(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if batch.is_empty() {
+            break;
+        }
+        let count = batch.len() as u64;
+        let started = Instant::now();
+        index.stage_upsert(batch).run();
+        build_s += started.elapsed().as_secs_f64();
+        bar.inc(count);
     }
-    let build_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
     let everything = PayloadFilter::default();
@@ -189,7 +199,6 @@ fn in_process(dataset: &mut AnnDataset, efs: &[usize]) -> anyhow::Result<Report>
             .filter_map(|hit| hit.point.id.parse().ok())
             .collect()
     };
-    let truth = dataset.truth();
     let mut sweep = Vec::new();
     for ef in efs {
         let started = Instant::now();
@@ -200,14 +209,14 @@ fn in_process(dataset: &mut AnnDataset, efs: &[usize]) -> anyhow::Result<Report>
         let qps = queries.len() as f64 / started.elapsed().as_secs_f64();
         sweep.push(SweepPoint {
             ef: *ef,
-            recall_at_10: recall_at_10(&found, truth),
+            recall_at_10: recall_at_10(&found, &truth),
             qps,
         });
     }
     Ok(Report {
         implementation: "keel in process".to_string(),
         dataset: dataset.name.clone(),
-        points: points.len(),
+        points: point_count,
         build_s,
         peak_rss_mib: peak_rss_mib(),
         sweep,
