@@ -9,7 +9,7 @@ use keel_proto::v1::{
 };
 
 use crate::cli::error::rpc;
-use crate::cli::scroll::for_each_point;
+use crate::cli::scroll::{for_each_point, payload_json};
 use crate::cli::{output, CliError, ServiceUrls};
 
 #[derive(Debug, Subcommand)]
@@ -137,12 +137,7 @@ pub async fn export(urls: &ServiceUrls, collection: &str, out: &Path) -> Result<
     let progress = output::spinner("points");
     let mut written = 0;
     for_each_point(&mut client, collection, None, true, |point| {
-        let payload = point
-            .payload
-            .map(|payload| keel_core::payload::struct_to_json("payload", &payload))
-            .transpose()
-            .map_err(|error| CliError::Invalid(error.to_string()))?
-            .unwrap_or_default();
+        let payload = payload_json(&point)?;
         let line = serde_json::json!({"id": point.id, "text": point.text, "payload": payload});
         writeln!(writer, "{line}").map_err(CliError::io(out))?;
         written += 1;

@@ -142,13 +142,7 @@ fn heading_level(name: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn section(headings: &[&str], paragraphs: &[&str]) -> Section {
-        Section {
-            headings: headings.iter().map(|text| text.to_string()).collect(),
-            paragraphs: paragraphs.iter().map(|text| text.to_string()).collect(),
-        }
-    }
+    use crate::cli::sections::section;
 
     #[test]
     fn reads_the_main_content_cut_at_headings() {

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use crate::cli::chunk::{chunk_document, ChunkBudget, DocumentChunk};
 use crate::cli::documents::{read_documents, Document};
 use crate::cli::error::rpc;
-use crate::cli::scroll::{for_each_point, payload_equals};
+use crate::cli::scroll::{for_each_point, payload_equals, payload_json};
 use crate::cli::token_counts::{count_section_tokens, embedder_window, EmbedderWindow};
 use crate::cli::{output, CliError, ServiceUrls};
 
@@ -259,12 +259,7 @@ async fn stored_sources(
     let mut sources: BTreeMap<String, StoredSource> = BTreeMap::new();
     let filter = payload_equals(INGEST_ROOT, ingest_root);
     for_each_point(client, collection, Some(filter), true, |point| {
-        let payload = point
-            .payload
-            .map(|payload| keel_core::payload::struct_to_json("payload", &payload))
-            .transpose()
-            .map_err(|error| CliError::Invalid(error.to_string()))?
-            .unwrap_or_default();
+        let payload = payload_json(&point)?;
         let text = |key: &str| {
             payload
                 .get(key)

@@ -60,3 +60,16 @@ pub fn payload_equals(key: &str, value: &str) -> Filter {
         ..Filter::default()
     }
 }
+
+/// A point's payload as JSON; none is an empty object.
+pub fn payload_json(
+    point: &RetrievedPoint,
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    point
+        .payload
+        .as_ref()
+        .map(|payload| keel_core::payload::struct_to_json("payload", payload))
+        .transpose()
+        .map_err(|error| CliError::Invalid(error.to_string()))
+        .map(Option::unwrap_or_default)
+}

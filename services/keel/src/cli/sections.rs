@@ -186,16 +186,18 @@ pub fn collapse_whitespace(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A section written out, for tests.
+#[cfg(test)]
+pub(crate) fn section(headings: &[&str], paragraphs: &[&str]) -> Section {
+    Section {
+        headings: headings.iter().map(|text| text.to_string()).collect(),
+        paragraphs: paragraphs.iter().map(|text| text.to_string()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn section(headings: &[&str], paragraphs: &[&str]) -> Section {
-        Section {
-            headings: headings.iter().map(|text| text.to_string()).collect(),
-            paragraphs: paragraphs.iter().map(|text| text.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn markdown_headings_make_a_path_and_close_deeper_levels() {
