@@ -16,6 +16,7 @@ use crate::cli::chunk::{chunk_document, ChunkBudget, DocumentChunk};
 use crate::cli::documents::{read_documents, Document};
 use crate::cli::error::rpc;
 use crate::cli::scroll::{for_each_point, payload_equals, payload_json};
+use crate::cli::sections::Section;
 use crate::cli::token_counts::{count_section_tokens, embedder_window, EmbedderWindow};
 use crate::cli::{output, CliError, ServiceUrls};
 
@@ -153,9 +154,9 @@ pub async fn ingest(
     }
     let unchanged_files = documents.len() - changed.len();
 
-    let sections: Vec<_> = changed
+    let sections: Vec<&[Section]> = changed
         .iter()
-        .map(|(document, _)| document.sections.clone())
+        .map(|(document, _)| document.sections.as_slice())
         .collect();
     let tokens = count_section_tokens(&mut client, collection, &sections).await?;
     let mut upload = Vec::new();

@@ -50,11 +50,11 @@ pub async fn embedder_window(
 pub async fn count_section_tokens(
     client: &mut VectorIndexServiceClient<Channel>,
     collection: &str,
-    documents: &[Vec<Section>],
+    documents: &[&[Section]],
 ) -> Result<Vec<Vec<SectionTokens>>, CliError> {
     // Every heading path and paragraph, in order, as one list of texts.
     let mut texts: Vec<String> = Vec::new();
-    for section in documents.iter().flatten() {
+    for section in documents.iter().copied().flatten() {
         texts.push(section.heading());
         texts.extend(section.paragraphs.iter().cloned());
     }
@@ -86,7 +86,7 @@ pub async fn count_section_tokens(
     let mut shaped = Vec::with_capacity(documents.len());
     for sections in documents {
         let mut document = Vec::with_capacity(sections.len());
-        for section in sections {
+        for section in sections.iter() {
             document.push(SectionTokens {
                 heading: counts.next().unwrap_or_default(),
                 paragraphs: counts.by_ref().take(section.paragraphs.len()).collect(),
