@@ -60,20 +60,22 @@ pub fn chunk_document(
 ) -> Vec<DocumentChunk> {
     let mut chunks = Vec::new();
     for (section, counts) in sections.iter().zip(tokens) {
-        let heading = heading_within(section, &counts.heading, budget.max_tokens / 2);
-        let body_budget = budget.max_tokens.saturating_sub(heading.1).max(1);
+        let path = section.heading();
+        let (heading, heading_tokens) =
+            heading_within(section, &path, &counts.heading, budget.max_tokens / 2);
+        let body_budget = budget.max_tokens.saturating_sub(heading_tokens).max(1);
         for body in cut_section(section, counts, body_budget, budget.overlap_tokens) {
             let index = chunks.len();
-            let text = if heading.0.is_empty() {
+            let text = if heading.is_empty() {
                 body
             } else {
-                format!("{}\n\n{body}", heading.0)
+                format!("{heading}\n\n{body}")
             };
             chunks.push(DocumentChunk {
                 id: format!("{source}#{index}"),
                 source: source.to_string(),
                 index,
-                section: section.heading(),
+                section: path.clone(),
                 text,
             });
         }
@@ -84,10 +86,15 @@ pub fn chunk_document(
 /// The heading path as passages start with it, and its tokens: whole when
 /// it takes at most `max_tokens`, else only its innermost heading, else
 /// nothing (the section itself matters more than its title).
-fn heading_within(section: &Section, tokens: &[u32], max_tokens: usize) -> (String, usize) {
+fn heading_within(
+    section: &Section,
+    path: &str,
+    tokens: &[u32],
+    max_tokens: usize,
+) -> (String, usize) {
     let total: usize = tokens.iter().map(|count| *count as usize).sum();
     if total <= max_tokens {
-        return (section.heading(), total);
+        return (path.to_string(), total);
     }
     let Some(innermost) = section.headings.last() else {
         return (String::new(), 0);

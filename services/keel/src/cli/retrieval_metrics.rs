@@ -57,33 +57,35 @@ pub struct ModeScores {
 
 impl ModeScores {
     pub fn of(mode: &str, questions: &[QuestionRanks], k: usize) -> ModeScores {
-        let ranks: Vec<ModeRank> = questions
+        let missed = ModeRank {
+            rank: None,
+            relevant_in_top_k: 0,
+        };
+        // Each question's rank in this mode with its count of answering
+        // passages.
+        let ranked: Vec<(ModeRank, usize)> = questions
             .iter()
             .map(|question| {
-                question.modes.get(mode).copied().unwrap_or(ModeRank {
-                    rank: None,
-                    relevant_in_top_k: 0,
-                })
+                let rank = question.modes.get(mode).copied().unwrap_or(missed);
+                (rank, question.relevant_passages)
             })
             .collect();
-        let mean = |score: &dyn Fn(usize, &ModeRank) -> f64| -> f64 {
-            if ranks.is_empty() {
+        let mean = |score: fn(&ModeRank, usize, usize) -> f64| -> f64 {
+            if ranked.is_empty() {
                 return 0.0;
             }
-            let total: f64 = ranks
+            let total: f64 = ranked
                 .iter()
-                .enumerate()
-                .map(|(index, rank)| score(index, rank))
+                .map(|(rank, relevant)| score(rank, *relevant, k))
                 .sum();
-            total / ranks.len() as f64
+            total / ranked.len() as f64
         };
         ModeScores {
             mode: mode.to_string(),
-            hit_at_1: mean(&|_, rank| f64::from(u8::from(rank.rank == Some(1)))),
-            hit_at_k: mean(&|_, rank| f64::from(u8::from(rank.rank.is_some_and(|r| r <= k)))),
-            mrr: mean(&|_, rank| rank.rank.map_or(0.0, |r| 1.0 / r as f64)),
-            recall_at_k: mean(&|index, rank| {
-                let relevant = questions[index].relevant_passages;
+            hit_at_1: mean(|rank, _, _| f64::from(u8::from(rank.rank == Some(1)))),
+            hit_at_k: mean(|rank, _, k| f64::from(u8::from(rank.rank.is_some_and(|r| r <= k)))),
+            mrr: mean(|rank, _, _| rank.rank.map_or(0.0, |r| 1.0 / r as f64)),
+            recall_at_k: mean(|rank, relevant, _| {
                 if relevant == 0 {
                     return 0.0;
                 }
