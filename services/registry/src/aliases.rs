@@ -89,9 +89,10 @@ impl Registry {
         store::upsert_alias(tx.conn(), model, alias, target, at_ms).await?;
         let row = event_row(sequence, &request, current, target, at_ms);
         store::insert_event(tx.conn(), &row).await?;
+        store::announce_event(tx.conn(), self.store.backend(), sequence).await?;
         tx.commit().await?;
         let event = event_from_row(row)?;
-        self.publish(&event);
+        self.publish(&event).await;
         Ok(event)
     }
 
@@ -116,9 +117,10 @@ impl Registry {
         store::delete_alias(tx.conn(), model, alias).await?;
         let row = event_row(sequence, &request, current, 0, at_ms);
         store::insert_event(tx.conn(), &row).await?;
+        store::announce_event(tx.conn(), self.store.backend(), sequence).await?;
         tx.commit().await?;
         let event = event_from_row(row)?;
-        self.publish(&event);
+        self.publish(&event).await;
         Ok(event)
     }
 
@@ -168,10 +170,13 @@ impl Registry {
         }
         let mut initial = Vec::new();
         let receiver = {
-            // Under the move lock, no move commits between the snapshot and
-            // the subscription: nothing is missed and nothing is doubled.
+            // Under the move lock no local move commits between the
+            // subscription and the snapshot, and publication is held: no
+            // move is missed. A move another replica commits meanwhile may
+            // show both in the snapshot and as a live event.
             let _moves = self.alias_moves.lock().await;
-            let receiver = self.events.subscribe();
+            let _publication = self.feed.hold().await;
+            let receiver = self.feed.subscribe();
             if send_initial_state {
                 let mut conn = self.store.pool().acquire().await?;
                 for (alias_model, alias, version) in store::list_aliases(&mut conn, model).await? {
@@ -200,7 +205,9 @@ impl Registry {
         Ok(futures::StreamExt::chain(initial_events, live_events))
     }
 
-    fn publish(&self, event: &AliasEvent) {
+    /// Logs a move this replica committed and publishes it (with any
+    /// other replica's moves before it) to the watchers here.
+    async fn publish(&self, event: &AliasEvent) {
         self.metrics.alias_moves.inc();
         tracing::info!(
             model = %event.model,
@@ -211,8 +218,10 @@ impl Registry {
             sequence = event.sequence,
             "alias moved"
         );
-        // An error only means nobody watches right now.
-        let _ = self.events.send(event.clone());
+        if let Err(error) = self.feed.catch_up(&self.store).await {
+            // Committed all the same; the feed's periodic catch-up retries.
+            tracing::warn!(%error, "could not publish the alias move to watchers yet");
+        }
     }
 }
 
@@ -325,7 +334,7 @@ fn event_row(
     )
 }
 
-fn event_from_row(row: store::EventRow) -> Result<AliasEvent, Error> {
+pub(crate) fn event_from_row(row: store::EventRow) -> Result<AliasEvent, Error> {
     let (sequence, model, alias, previous_version, new_version, actor, reason, at_ms) = row;
     Ok(AliasEvent {
         previous_version: stored_u32("previous version", previous_version)?,
@@ -342,6 +351,8 @@ fn event_from_row(row: store::EventRow) -> Result<AliasEvent, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use futures::StreamExt;
 
     use super::*;
@@ -355,12 +366,14 @@ mod tests {
         shutdown: CancellationToken,
     ) -> (Registry, TestDatabase) {
         let database = TestDatabase::sqlite();
-        let registry = Registry::new(
+        let registry = Registry::open(
             database.open(crate::store::MIGRATIONS).await,
             watch_buffer,
             Metrics::unregistered(),
             shutdown,
-        );
+        )
+        .await
+        .unwrap();
         registry
             .create_model(NewModel {
                 name: "prompt".into(),
@@ -446,18 +459,26 @@ mod tests {
     #[tokio::test]
     async fn replicas_sharing_postgres_race_with_exactly_one_winner() {
         let database = TestDatabase::postgres().await;
-        let first = Arc::new(Registry::new(
-            database.open(crate::store::MIGRATIONS).await,
-            16,
-            Metrics::unregistered(),
-            CancellationToken::new(),
-        ));
-        let second = Arc::new(Registry::new(
-            database.open(crate::store::MIGRATIONS).await,
-            16,
-            Metrics::unregistered(),
-            CancellationToken::new(),
-        ));
+        let first = Arc::new(
+            Registry::open(
+                database.open(crate::store::MIGRATIONS).await,
+                16,
+                Metrics::unregistered(),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap(),
+        );
+        let second = Arc::new(
+            Registry::open(
+                database.open(crate::store::MIGRATIONS).await,
+                16,
+                Metrics::unregistered(),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap(),
+        );
         first
             .create_model(NewModel {
                 name: "prompt".into(),
@@ -521,6 +542,73 @@ mod tests {
             assert!(pair[0].sequence < pair[1].sequence, "{pair:?}");
             assert_eq!(pair[0].new_version, pair[1].previous_version, "{pair:?}");
         }
+    }
+
+    /// A move committed by one replica reaches the other replica's
+    /// watchers through Postgres NOTIFY, each within a second of its
+    /// commit (the periodic catch-up alone takes up to five), in order.
+    #[tokio::test]
+    async fn a_move_on_one_replica_reaches_the_other_replicas_watchers() {
+        let database = TestDatabase::postgres().await;
+        let shutdown = CancellationToken::new();
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let store = database.open(crate::store::MIGRATIONS).await;
+            let registry = Registry::open(store, 16, Metrics::unregistered(), shutdown.clone())
+                .await
+                .unwrap();
+            replicas.push(Arc::new(registry));
+        }
+        let (watched, moving) = (replicas[0].clone(), replicas[1].clone());
+        moving
+            .create_model(NewModel {
+                name: "prompt".into(),
+                kind: ModelKind::Prompt,
+                description: String::new(),
+                tags: Default::default(),
+            })
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let version = NewVersion {
+                model: "prompt".into(),
+                spec: Some(VersionSpec::Prompt(PromptSpec {
+                    template: "{{ question }}".into(),
+                })),
+                description: String::new(),
+                tags: Default::default(),
+            };
+            moving.create_version(version).await.unwrap();
+        }
+        let follower = tokio::spawn({
+            let watched = watched.clone();
+            let url = database.url.clone();
+            async move { watched.follow_alias_moves(&url).await }
+        });
+        let mut events = Box::pin(watched.watch("prompt", false).await.unwrap());
+        // The first move also shows the follower is up (by NOTIFY or by
+        // its first catch-up); the next ones can only come by NOTIFY in time.
+        let first = moving.set_alias(move_to(1)).await.unwrap();
+        let received = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+        assert_eq!(received.unwrap().unwrap().unwrap(), first);
+        for round in 0..3u32 {
+            let moved = moving.set_alias(move_to(2 - round % 2)).await.unwrap();
+            let received = tokio::time::timeout(Duration::from_secs(1), events.next())
+                .await
+                .unwrap_or_else(|_| panic!("move {round} not received within a second"));
+            assert_eq!(received.unwrap().unwrap(), moved);
+        }
+        // A move the watched replica commits itself arrives once: the
+        // event after it is the next move, not a second copy.
+        let own = watched.set_alias(move_to(1)).await.unwrap();
+        let next = moving.set_alias(move_to(2)).await.unwrap();
+        for expected in [own, next] {
+            let received = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+            assert_eq!(received.unwrap().unwrap().unwrap(), expected);
+        }
+        shutdown.cancel();
+        follower.await.unwrap();
+        assert!(events.next().await.is_none());
     }
 
     #[test]

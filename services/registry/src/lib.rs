@@ -2,6 +2,7 @@
 //! versions, movable aliases with compare-and-set, the audit trail of every
 //! alias move, and a live stream of moves for watchers.
 
+pub mod alias_feed;
 pub mod aliases;
 pub mod api;
 pub mod config;
@@ -31,12 +32,20 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("registry");
-    let registry = Arc::new(registry::Registry::new(
-        store.clone(),
-        config.watch_buffer,
-        metrics::Metrics::new(&service_metrics)?,
-        shutdown.clone(),
-    ));
+    let registry = Arc::new(
+        registry::Registry::open(
+            store.clone(),
+            config.watch_buffer,
+            metrics::Metrics::new(&service_metrics)?,
+            shutdown.clone(),
+        )
+        .await?,
+    );
+    let follower = {
+        let registry = registry.clone();
+        let database_url = config.database_url.clone();
+        tokio::spawn(async move { registry.follow_alias_moves(&database_url).await })
+    };
     let service = GrpcService {
         name: "registry",
         grpc_names: vec!["keel.v1.RegistryService"],
@@ -50,6 +59,9 @@ pub async fn serve(
         warmup: None,
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
+    // Ended by shutdown already, unless the server failed on its own.
+    follower.abort();
+    let _ = follower.await;
     store.close().await;
     served?;
     Ok(())

@@ -8,9 +8,9 @@ use keel_core::CancellationToken;
 use keel_store::Store;
 use keel_types::model_ref::validate_alias;
 use keel_types::{validate, FieldError, ModelRef, Selector};
-use tokio::sync::{broadcast, Mutex};
+use tokio::sync::Mutex;
 
-use crate::aliases::AliasEvent;
+use crate::alias_feed::AliasFeed;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::spec::{validate_chain, validate_prompt, ModelKind, VersionSpec};
@@ -73,15 +73,14 @@ pub struct Page<T> {
     pub next_page_token: String,
 }
 
-/// The registry: the store, plus the channel alias moves are published on
+/// The registry: the store, plus the feed alias moves are published on
 /// after they commit.
 pub struct Registry {
     pub(crate) store: Store,
-    pub(crate) events: broadcast::Sender<AliasEvent>,
+    pub(crate) feed: AliasFeed,
     /// Serialises alias moves in this process from transaction start to
-    /// publication, so watchers receive events in sequence order. (Across
-    /// replicas the counter row lock in `store::next_event_sequence` orders
-    /// the commits.)
+    /// publication. (Across replicas the counter row lock in
+    /// `store::next_event_sequence` orders the commits.)
     pub(crate) alias_moves: Mutex<()>,
     /// Ends watch streams on shutdown so the server can drain.
     pub(crate) shutdown: CancellationToken,
@@ -89,20 +88,31 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(
+    /// A registry on `store` whose watchers see the moves committed from
+    /// now on (by this replica; run [`Registry::follow_alias_moves`] for the
+    /// others').
+    pub async fn open(
         store: Store,
         watch_buffer: usize,
         metrics: Metrics,
         shutdown: CancellationToken,
-    ) -> Registry {
-        let (events, _) = broadcast::channel(watch_buffer.max(1));
-        Registry {
+    ) -> Result<Registry, Error> {
+        let feed = AliasFeed::open(&store, watch_buffer).await?;
+        Ok(Registry {
             store,
-            events,
+            feed,
             alias_moves: Mutex::new(()),
             shutdown,
             metrics: Arc::new(metrics),
-        }
+        })
+    }
+
+    /// Publishes the moves other replicas commit to the watchers here,
+    /// until shutdown.
+    pub async fn follow_alias_moves(&self, database_url: &str) {
+        self.feed
+            .follow(&self.store, database_url, self.shutdown.clone())
+            .await;
     }
 
     pub async fn create_model(&self, new_model: NewModel) -> Result<Model, Error> {

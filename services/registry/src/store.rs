@@ -278,6 +278,33 @@ pub async fn next_event_sequence(conn: &mut AnyConnection) -> Result<i64, sqlx::
     Ok(row.0)
 }
 
+/// Announces a move to the other replicas: on Postgres a `NOTIFY`, which
+/// is delivered when (and only if) the transaction commits; on SQLite there
+/// are no other replicas.
+pub async fn announce_event(
+    conn: &mut AnyConnection,
+    backend: keel_store::Backend,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    if backend == keel_store::Backend::Postgres {
+        // Selected through COUNT: sqlx's Any driver cannot decode `void`.
+        let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pg_notify($1, $2)")
+            .bind(crate::alias_feed::NOTIFY_CHANNEL)
+            .bind(sequence.to_string())
+            .fetch_one(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The sequence of the latest audit event, 0 when there is none.
+pub async fn last_event_sequence(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(sequence) FROM alias_events")
+        .fetch_one(conn)
+        .await?;
+    Ok(row.0.unwrap_or(0))
+}
+
 pub async fn insert_event(conn: &mut AnyConnection, row: &EventRow) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO alias_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"

@@ -51,6 +51,10 @@ pub struct Config {
     pub generation_queue: usize,
     /// Deadline of each call to the registry and the vector index.
     pub dependency_timeout_ms: u64,
+    /// A chain resolved through an alias is re-resolved after this long
+    /// even when no alias move was announced (the watch is the fast path;
+    /// this bounds how stale a missed announcement can leave it).
+    pub resolver_ttl_ms: u64,
     /// What each generator costs, by its name in the catalog, for the cost
     /// series on `/metrics`; a generator without a price costs nothing.
     pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
@@ -98,6 +102,7 @@ impl Default for Config {
             generation_workers: 2,
             generation_queue: 64,
             dependency_timeout_ms: 5000,
+            resolver_ttl_ms: 10_000,
             prices: std::collections::BTreeMap::new(),
         }
     }
@@ -132,6 +137,7 @@ impl Config {
             ("delivery_max_backoff_ms", self.delivery_max_backoff_ms),
             ("generation_workers", self.generation_workers as u64),
             ("dependency_timeout_ms", self.dependency_timeout_ms),
+            ("resolver_ttl_ms", self.resolver_ttl_ms),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -87,7 +87,10 @@ pub async fn serve(
     let background_shutdown = CancellationToken::new();
     let (inference_log, delivery_worker) = inference_log::open(&config)?;
     let delivery_task = tokio::spawn(delivery_worker.run(sink, background_shutdown.clone()));
-    let resolver = Arc::new(Resolver::new(registry.clone()));
+    let resolver = Arc::new(Resolver::new(
+        registry.clone(),
+        Duration::from_millis(config.resolver_ttl_ms),
+    ));
     let watch_task = tokio::spawn(resolver.clone().watch_aliases(background_shutdown.clone()));
 
     let service_metrics = ServiceMetrics::new("serving");

@@ -4,11 +4,14 @@
 //! Entries that went through an alias (of the chain or of its prompt) are
 //! evicted when an alias of that model moves and cleared whenever the watch
 //! (re)connects; while the watch is down they are not cached at all, so a
-//! move is never missed. Entries made only of versions never change.
+//! move is never missed. Entries that went through an alias also expire
+//! after a TTL, which bounds how long an announcement lost on the way
+//! (a registry replica that missed another's move) can go unnoticed.
+//! Entries made only of versions never change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_types::ModelRef;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +45,13 @@ struct CachedChain {
     chain: Arc<ResolvedChain>,
     /// Models whose aliases this entry went through.
     alias_models: Vec<String>,
+    resolved_at: Instant,
+}
+
+impl CachedChain {
+    fn is_fresh(&self, ttl: Duration) -> bool {
+        self.alias_models.is_empty() || self.resolved_at.elapsed() < ttl
+    }
 }
 
 #[derive(Default)]
@@ -56,13 +66,16 @@ struct CacheState {
 pub struct Resolver {
     registry: RegistryClient,
     state: Mutex<CacheState>,
+    /// How long an alias-based entry is trusted without an announcement.
+    alias_ttl: Duration,
 }
 
 impl Resolver {
-    pub fn new(registry: RegistryClient) -> Resolver {
+    pub fn new(registry: RegistryClient, alias_ttl: Duration) -> Resolver {
         Resolver {
             registry,
             state: Mutex::new(CacheState::default()),
+            alias_ttl,
         }
     }
 
@@ -79,10 +92,13 @@ impl Resolver {
         let epoch_at_start = {
             let state = self.lock();
             if let Some(entry) = state.entries.get(&key) {
-                return Ok(entry.chain.clone());
+                if entry.is_fresh(self.alias_ttl) {
+                    return Ok(entry.chain.clone());
+                }
             }
             state.epoch
         };
+        let resolved_at = Instant::now();
         let (chain, alias_models) = self.resolve_uncached(target).await?;
         let chain = Arc::new(chain);
         let mut state = self.lock();
@@ -97,6 +113,7 @@ impl Resolver {
                 CachedChain {
                     chain: chain.clone(),
                     alias_models,
+                    resolved_at,
                 },
             );
         }

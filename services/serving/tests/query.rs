@@ -345,6 +345,42 @@ async fn moving_champion_changes_the_answer_within_a_second() {
     serving.stop().await;
 }
 
+/// A move whose announcement never arrived (the watch is connected, but
+/// the registry replica it follows missed the move) is picked up once the
+/// cached resolution expires, and not before.
+#[tokio::test]
+async fn an_unannounced_alias_move_is_served_after_the_resolver_ttl() {
+    let world = World::start().await;
+    let serving = world
+        .serving_adjusted(|config| config.resolver_ttl_ms = 1500)
+        .await;
+    let mut client = serving.client.clone();
+    client
+        .create_endpoint(create("support", vec![route("bot@champion", 1)]))
+        .await
+        .unwrap();
+    eventually("the alias watch", PATIENCE, async || {
+        (world.registry.watchers() > 0).then_some(())
+    })
+    .await;
+    let question = "How does Keel route traffic?";
+    let first = client.query(ask("support", question)).await.unwrap();
+    assert_eq!(first.into_inner().served_version, 1);
+
+    world.registry.set_alias_silently("bot", "champion", 2);
+    let moved_at = Instant::now();
+    let still_cached = client.query(ask("support", question)).await.unwrap();
+    if moved_at.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(still_cached.into_inner().served_version, 1);
+    }
+    eventually("the silently moved champion", PATIENCE, async || {
+        let response = client.query(ask("support", question)).await.unwrap();
+        (response.into_inner().served_version == 2).then_some(())
+    })
+    .await;
+    serving.stop().await;
+}
+
 #[tokio::test]
 async fn failed_queries_are_recorded_with_their_error() {
     let world = World::start().await;

@@ -12,6 +12,7 @@ mod health_and_reflection;
 mod hybrid_retrieval;
 mod monitoring_outage;
 mod real_models;
+mod replicas;
 mod restart;
 mod retrieval_eval;
 mod streaming;

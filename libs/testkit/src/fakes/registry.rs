@@ -115,14 +115,7 @@ impl FakeRegistry {
     /// Points an alias at a version and tells every watcher, as a real
     /// alias move does.
     pub fn set_alias(&self, model: &str, alias: &str, version: u32) {
-        let previous_version = {
-            let mut models = self.models.lock().unwrap();
-            let entry = models.get_mut(model).unwrap();
-            entry
-                .aliases
-                .insert(alias.to_string(), version)
-                .unwrap_or(0)
-        };
+        let previous_version = self.set_alias_silently(model, alias, version);
         let _no_watchers_is_fine = self.events.send(pb::AliasEvent {
             model: model.to_string(),
             alias: alias.to_string(),
@@ -130,6 +123,19 @@ impl FakeRegistry {
             new_version: version,
             ..pb::AliasEvent::default()
         });
+    }
+
+    /// Points an alias at a version without telling the watchers, as when
+    /// the announcement was lost on the way; returns the previous version.
+    pub fn set_alias_silently(&self, model: &str, alias: &str, version: u32) -> u32 {
+        {
+            let mut models = self.models.lock().unwrap();
+            let entry = models.get_mut(model).unwrap();
+            entry
+                .aliases
+                .insert(alias.to_string(), version)
+                .unwrap_or(0)
+        }
     }
 
     /// How many WatchAliases streams are open.

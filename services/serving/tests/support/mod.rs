@@ -71,8 +71,28 @@ impl Serving {
         catalog: ModelCatalog,
         spill: tempfile::TempDir,
     ) -> Serving {
+        Serving::start_adjusted(
+            registry_url,
+            vector_index_url,
+            monitoring_url,
+            catalog,
+            spill,
+            |_| {},
+        )
+        .await
+    }
+
+    /// A serving with the test config as `adjust` changes it.
+    pub async fn start_adjusted(
+        registry_url: String,
+        vector_index_url: String,
+        monitoring_url: String,
+        catalog: ModelCatalog,
+        spill: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Serving {
         let database = TestDatabase::sqlite();
-        let config = Config {
+        let mut config = Config {
             port: 0,
             database_url: database.url.clone(),
             registry_url,
@@ -84,6 +104,7 @@ impl Serving {
             dependency_timeout_ms: 2000,
             ..Config::default()
         };
+        adjust(&mut config);
         let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
             serve(config, catalog, listeners, shutdown)
         })
@@ -184,6 +205,20 @@ impl World {
             self.registry_server.url(),
             self.vector_index_server.url(),
             self.monitoring.url(),
+        )
+        .await
+    }
+
+    /// A serving with the builtin models and the test config as `adjust`
+    /// changes it.
+    pub async fn serving_adjusted(&self, adjust: impl FnOnce(&mut Config)) -> Serving {
+        Serving::start_adjusted(
+            self.registry_server.url(),
+            self.vector_index_server.url(),
+            self.monitoring.url(),
+            ModelCatalog::builtin(),
+            tempfile::tempdir().unwrap(),
+            adjust,
         )
         .await
     }

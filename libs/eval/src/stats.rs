@@ -1,0 +1,124 @@
+//! Summaries of a scorer's values over a run, and the paired comparison of
+//! two runs on the same examples, with 95% confidence intervals from
+//! Student's t distribution.
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// The confidence the intervals are drawn at.
+pub const CONFIDENCE: f64 = 0.95;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Interval {
+    pub fn contains(&self, value: f64) -> bool {
+        self.low <= value && value <= self.high
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub count: u64,
+    pub mean: f64,
+    /// The sample standard deviation (n − 1); 0 for one value.
+    pub stddev: f64,
+    /// The mean's 95% interval; a single value's is the value itself.
+    pub interval: Interval,
+}
+
+/// The summary of `values`; `None` when there are none.
+pub fn summarise(values: &[f64]) -> Option<Summary> {
+    if values.is_empty() {
+        return None;
+    }
+    let count = values.len();
+    let mean = values.iter().sum::<f64>() / count as f64;
+    if count == 1 {
+        return Some(Summary {
+            count: 1,
+            mean,
+            stddev: 0.0,
+            interval: Interval {
+                low: mean,
+                high: mean,
+            },
+        });
+    }
+    let variance = values
+        .iter()
+        .map(|value| (value - mean).powi(2))
+        .sum::<f64>()
+        / (count - 1) as f64;
+    let stddev = variance.sqrt();
+    let half_width = t_quantile(count - 1) * stddev / (count as f64).sqrt();
+    Some(Summary {
+        count: count as u64,
+        mean,
+        stddev,
+        interval: Interval {
+            low: mean - half_width,
+            high: mean + half_width,
+        },
+    })
+}
+
+/// The summary of `b − a` over pairs of scores of the same examples: its
+/// interval excluding 0 means the runs differ at 95% confidence.
+pub fn paired_difference(pairs: &[(f64, f64)]) -> Option<Summary> {
+    let differences: Vec<f64> = pairs.iter().map(|(a, b)| b - a).collect();
+    summarise(&differences)
+}
+
+/// The two-sided 95% quantile of Student's t with `degrees` of freedom.
+fn t_quantile(degrees: usize) -> f64 {
+    match StudentsT::new(0.0, 1.0, degrees as f64) {
+        Ok(distribution) => distribution.inverse_cdf(1.0 - (1.0 - CONFIDENCE) / 2.0),
+        // Only for 0 degrees, which summarise never asks for.
+        Err(_) => f64::INFINITY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_has_the_t_interval_of_its_mean() {
+        let summary = summarise(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(summary.count, 4);
+        assert_eq!(summary.mean, 2.5);
+        // variance 5/3; t(0.975, 3) = 3.182446305284263.
+        let stddev = (5.0f64 / 3.0).sqrt();
+        assert!((summary.stddev - stddev).abs() < 1e-12);
+        let half = 3.182446305284263 * stddev / 2.0;
+        assert!((summary.interval.low - (2.5 - half)).abs() < 1e-9);
+        assert!((summary.interval.high - (2.5 + half)).abs() < 1e-9);
+        assert_eq!(summarise(&[]), None);
+        let one = summarise(&[0.7]).unwrap();
+        assert_eq!(
+            (one.stddev, one.interval.low, one.interval.high),
+            (0.0, 0.7, 0.7)
+        );
+    }
+
+    #[test]
+    fn pairing_sees_a_consistent_small_gain_that_unpaired_intervals_miss() {
+        // Hard and easy examples vary a lot; b beats a by about 0.05 on each.
+        let a = [0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6];
+        let gains = [0.06, 0.04, 0.05, 0.05, 0.06, 0.04, 0.05, 0.05];
+        let b: Vec<f64> = a.iter().zip(gains).map(|(x, gain)| x + gain).collect();
+        let (summary_a, summary_b) = (summarise(&a).unwrap(), summarise(&b).unwrap());
+        assert!(
+            summary_a.interval.high > summary_b.interval.low,
+            "unpaired overlap"
+        );
+        let pairs: Vec<(f64, f64)> = a.iter().copied().zip(b.iter().copied()).collect();
+        let difference = paired_difference(&pairs).unwrap();
+        assert!((difference.mean - 0.05).abs() < 1e-9);
+        assert!(difference.interval.low > 0.0, "{difference:?}");
+        assert!(!difference.interval.contains(0.0));
+    }
+}
