@@ -159,6 +159,7 @@ impl Querier {
             messages: Vec::new(),
             user_id: random_user_id(),
             session_id: String::new(),
+            ..Default::default()
         });
         request.set_timeout(self.timeout);
         match self.client.query(request).await {

@@ -258,6 +258,7 @@ async fn ensure_champion(
         spec: Some(spec),
         description: "load test version".to_string(),
         tags: Default::default(),
+        lineage: None,
     };
     let version = registry
         .create_version(create)
@@ -310,6 +311,7 @@ async fn sample_query(
         messages: Vec::new(),
         user_id: "lt-setup".to_string(),
         session_id: String::new(),
+        ..Default::default()
     };
     let response = serving
         .query(request)

@@ -184,6 +184,7 @@ pub async fn create_version(
             spec: Some(spec),
             description: String::new(),
             tags: Default::default(),
+            lineage: None,
         })
         .await
         .unwrap_or_else(|status| panic!("create version of {model}: {status}"))
@@ -290,6 +291,7 @@ pub fn query_request(endpoint: &str, question: &str, user_id: &str) -> QueryRequ
         messages: Vec::new(),
         user_id: user_id.to_string(),
         session_id: format!("session-{user_id}"),
+        ..Default::default()
     }
 }
 

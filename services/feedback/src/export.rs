@@ -194,6 +194,11 @@ struct EvalLine<'a> {
     context_ids: Vec<&'a str>,
     rating: Option<i64>,
     correction: Option<&'a str>,
+    /// What a good answer says, for `keel eval run`: the correction, else
+    /// the answer itself when it was liked and not flagged.
+    reference: Option<&'a str>,
+    /// The passages judged relevant, for the retrieval-hit scorer.
+    expected_sources: Vec<&'a str>,
     flags: &'a [String],
     tags: &'a BTreeSet<String>,
     served_model: &'a str,
@@ -326,6 +331,17 @@ pub fn build_line(
                     .collect(),
                 rating: verdict.score,
                 correction: verdict.correction.as_deref(),
+                reference: verdict.correction.as_deref().or_else(|| {
+                    verdict
+                        .endorses_answer()
+                        .then_some(inference.answer.as_str())
+                }),
+                expected_sources: inference
+                    .contexts
+                    .iter()
+                    .filter(|passage| verdict.passages.get(&passage.id) == Some(&true))
+                    .map(|passage| passage.id.as_str())
+                    .collect(),
                 flags: &verdict.flags,
                 tags: &verdict.tags,
                 served_model: &inference.served_model,
@@ -569,11 +585,11 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert_eq!(
             lines[0],
-            r#"{"request_id":"00000000-0000-0000-0000-000000000001","question":"How do I reset my password?","answer":"Use the reset link.","contexts":["passage for r1"],"context_ids":["doc-r1"],"rating":1,"correction":null,"flags":[],"tags":[],"served_model":"chain","served_version":3,"endpoint":"support"}"#
+            r#"{"request_id":"00000000-0000-0000-0000-000000000001","question":"How do I reset my password?","answer":"Use the reset link.","contexts":["passage for r1"],"context_ids":["doc-r1"],"rating":1,"correction":null,"reference":"Use the reset link.","expected_sources":[],"flags":[],"tags":[],"served_model":"chain","served_version":3,"endpoint":"support"}"#
         );
         assert_eq!(
             lines[1],
-            r#"{"request_id":"00000000-0000-0000-0000-000000000002","question":"What is the refund window?","answer":"7 days.","contexts":["passage for r2"],"context_ids":["doc-r2"],"rating":-1,"correction":"30 days.","flags":[],"tags":[],"served_model":"chain","served_version":3,"endpoint":"support"}"#
+            r#"{"request_id":"00000000-0000-0000-0000-000000000002","question":"What is the refund window?","answer":"7 days.","contexts":["passage for r2"],"context_ids":["doc-r2"],"rating":-1,"correction":"30 days.","reference":"30 days.","expected_sources":[],"flags":[],"tags":[],"served_model":"chain","served_version":3,"endpoint":"support"}"#
         );
         assert!(
             lines[2].contains(r#""request_id":"00000000-0000-0000-0000-000000000003""#)
@@ -592,7 +608,7 @@ mod tests {
         let feedback = vec![feedback("r1", 1, FeedbackKind::Comment, 0.0, "")];
         let lines = build_lines(DatasetKind::Eval, &feedback, &inferences);
         assert!(
-            lines[0].contains(r#""rating":null,"correction":null"#),
+            lines[0].contains(r#""rating":null,"correction":null,"reference":null"#),
             "{}",
             lines[0]
         );
@@ -667,6 +683,14 @@ mod tests {
             vec![
                 r#"{"request_id":"00000000-0000-0000-0000-000000000001","query":"How long is the refund window?","positives":[{"id":"refunds","text":"about refunds"}],"negatives":[{"id":"shipping","text":"about shipping"},{"id":"warranty","text":"about warranty"}],"endpoint":"support","served_model":"chain","served_version":3}"#
             ]
+        );
+        // The EVAL line names the same relevant passage as the one its
+        // answer should have been found in.
+        let eval = build_lines(DatasetKind::Eval, &feedback, &inferences);
+        assert!(
+            eval[0].contains(r#""expected_sources":["refunds"]"#),
+            "{}",
+            eval[0]
         );
     }
 

@@ -392,6 +392,7 @@ mod tests {
                     })),
                     description: String::new(),
                     tags: Default::default(),
+                    lineage: Default::default(),
                 })
                 .await
                 .unwrap();
@@ -496,6 +497,7 @@ mod tests {
                 })),
                 description: String::new(),
                 tags: Default::default(),
+                lineage: Default::default(),
             };
             second.create_version(version).await.unwrap();
         }
@@ -577,6 +579,7 @@ mod tests {
                 })),
                 description: String::new(),
                 tags: Default::default(),
+                lineage: Default::default(),
             };
             moving.create_version(version).await.unwrap();
         }

@@ -12,6 +12,10 @@ use keel_types::{FieldError, SearchMode, Selector};
 use tonic::{Request, Response, Status};
 
 use crate::aliases::{AliasEvent, AliasMove};
+use crate::evaluations::{
+    EvaluationExample, EvaluationRun, NewEvaluationRun, RunState, ScoreSummary,
+};
+use crate::lineage::{DatasetSource, Lineage};
 use crate::registry::{Model, ModelVersion, NewModel, NewVersion, Registry, Tags};
 use crate::spec::{ChainSpec, GeneratorSpec, ModelKind, PromptSpec, VersionSpec};
 
@@ -79,6 +83,7 @@ impl RegistryService for RegistryApi {
             model: message.model,
             description: message.description,
             tags: tags_from_proto(message.tags),
+            lineage: message.lineage.map(lineage_from_proto).unwrap_or_default(),
         };
         let version = self.registry.create_version(new_version).await?;
         Ok(Response::new(version_to_proto(version)))
@@ -193,6 +198,197 @@ impl RegistryService for RegistryApi {
             .await?;
         let wire_events = events.map(|item| item.map(event_to_proto).map_err(Status::from));
         Ok(Response::new(Box::pin(wire_events)))
+    }
+
+    async fn create_evaluation_run(
+        &self,
+        request: Request<pb::CreateEvaluationRunRequest>,
+    ) -> Result<Response<pb::EvaluationRun>, Status> {
+        let message = request.into_inner();
+        let new_run = NewEvaluationRun {
+            model: message.model,
+            version: message.version,
+            endpoint: message.endpoint,
+            dataset: dataset_from_proto(message.dataset.unwrap_or_default()),
+            scorers: message.scorers,
+            actor: message.actor,
+            tags: tags_from_proto(message.tags),
+        };
+        let run = self.registry.create_evaluation_run(new_run).await?;
+        Ok(Response::new(run_to_proto(run)))
+    }
+
+    async fn append_evaluation_examples(
+        &self,
+        request: Request<pb::AppendEvaluationExamplesRequest>,
+    ) -> Result<Response<pb::AppendEvaluationExamplesResponse>, Status> {
+        let message = request.into_inner();
+        let examples = message
+            .examples
+            .into_iter()
+            .map(example_from_proto)
+            .collect();
+        let stored = self
+            .registry
+            .append_evaluation_examples(&message.run_id, examples)
+            .await?;
+        Ok(Response::new(pb::AppendEvaluationExamplesResponse {
+            stored,
+        }))
+    }
+
+    async fn finish_evaluation_run(
+        &self,
+        request: Request<pb::FinishEvaluationRunRequest>,
+    ) -> Result<Response<pb::EvaluationRun>, Status> {
+        let message = request.into_inner();
+        let run = self.registry.finish_evaluation_run(&message.run_id).await?;
+        Ok(Response::new(run_to_proto(run)))
+    }
+
+    async fn get_evaluation_run(
+        &self,
+        request: Request<pb::GetEvaluationRunRequest>,
+    ) -> Result<Response<pb::EvaluationRun>, Status> {
+        let message = request.into_inner();
+        let run = self.registry.get_evaluation_run(&message.run_id).await?;
+        Ok(Response::new(run_to_proto(run)))
+    }
+
+    async fn list_evaluation_runs(
+        &self,
+        request: Request<pb::ListEvaluationRunsRequest>,
+    ) -> Result<Response<pb::ListEvaluationRunsResponse>, Status> {
+        let message = request.into_inner();
+        let page = self
+            .registry
+            .list_evaluation_runs(
+                &message.model,
+                message.version,
+                &message.dataset,
+                message.page_size,
+                &message.page_token,
+            )
+            .await?;
+        Ok(Response::new(pb::ListEvaluationRunsResponse {
+            runs: page.items.into_iter().map(run_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_evaluation_examples(
+        &self,
+        request: Request<pb::ListEvaluationExamplesRequest>,
+    ) -> Result<Response<pb::ListEvaluationExamplesResponse>, Status> {
+        let message = request.into_inner();
+        let page = self
+            .registry
+            .list_evaluation_examples(&message.run_id, message.page_size, &message.page_token)
+            .await?;
+        Ok(Response::new(pb::ListEvaluationExamplesResponse {
+            examples: page.items.into_iter().map(example_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}
+
+fn dataset_from_proto(dataset: pb::DatasetSource) -> DatasetSource {
+    DatasetSource {
+        name: dataset.name,
+        digest: dataset.digest,
+        examples: dataset.examples,
+    }
+}
+
+fn dataset_to_proto(dataset: DatasetSource) -> pb::DatasetSource {
+    pb::DatasetSource {
+        name: dataset.name,
+        digest: dataset.digest,
+        examples: dataset.examples,
+    }
+}
+
+fn lineage_from_proto(lineage: pb::Lineage) -> Lineage {
+    Lineage {
+        parent_version: lineage.parent_version,
+        datasets: lineage
+            .datasets
+            .into_iter()
+            .map(dataset_from_proto)
+            .collect(),
+        evaluation_runs: lineage.evaluation_runs,
+    }
+}
+
+fn lineage_to_proto(lineage: Lineage) -> pb::Lineage {
+    pb::Lineage {
+        parent_version: lineage.parent_version,
+        datasets: lineage.datasets.into_iter().map(dataset_to_proto).collect(),
+        evaluation_runs: lineage.evaluation_runs,
+    }
+}
+
+fn example_from_proto(example: pb::EvaluationExample) -> EvaluationExample {
+    EvaluationExample {
+        index: example.index,
+        question: example.question,
+        reference: example.reference,
+        answer: example.answer,
+        expected_sources: example.expected_sources,
+        retrieved_sources: example.retrieved_sources,
+        scores: example.scores.into_iter().collect(),
+        request_id: example.request_id,
+        latency_ms: example.latency_ms,
+        error: example.error,
+    }
+}
+
+fn example_to_proto(example: EvaluationExample) -> pb::EvaluationExample {
+    pb::EvaluationExample {
+        index: example.index,
+        question: example.question,
+        reference: example.reference,
+        answer: example.answer,
+        expected_sources: example.expected_sources,
+        retrieved_sources: example.retrieved_sources,
+        scores: example.scores.into_iter().collect(),
+        request_id: example.request_id,
+        latency_ms: example.latency_ms,
+        error: example.error,
+    }
+}
+
+fn summary_to_proto(summary: ScoreSummary) -> pb::ScoreSummary {
+    pb::ScoreSummary {
+        scorer: summary.scorer,
+        count: summary.count,
+        mean: summary.mean,
+        stddev: summary.stddev,
+        ci_low: summary.ci_low,
+        ci_high: summary.ci_high,
+    }
+}
+
+fn run_to_proto(run: EvaluationRun) -> pb::EvaluationRun {
+    let state = match run.state {
+        RunState::Running => pb::EvaluationRunState::Running,
+        RunState::Finished => pb::EvaluationRunState::Finished,
+    };
+    pb::EvaluationRun {
+        id: run.id,
+        model: run.model,
+        version: run.version,
+        endpoint: run.endpoint,
+        dataset: Some(dataset_to_proto(run.dataset)),
+        scorers: run.scorers,
+        state: state as i32,
+        summaries: run.summaries.into_iter().map(summary_to_proto).collect(),
+        example_count: run.example_count,
+        error_count: run.error_count,
+        actor: run.actor,
+        tags: run.tags.into_iter().collect(),
+        created_at_ms: run.created_at_ms,
+        finished_at_ms: run.finished_at_ms,
     }
 }
 
@@ -315,6 +511,7 @@ fn version_to_proto(version: ModelVersion) -> pb::ModelVersion {
         tags: version.tags.into_iter().collect(),
         created_at_ms: version.created_at_ms,
         aliases: version.aliases,
+        lineage: Some(lineage_to_proto(version.lineage)),
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::alias_feed::AliasFeed;
 use crate::error::Error;
+use crate::lineage::Lineage;
 use crate::metrics::Metrics;
 use crate::spec::{validate_chain, validate_prompt, ModelKind, VersionSpec};
 use crate::{pagination, store};
@@ -55,6 +56,7 @@ pub struct ModelVersion {
     pub created_at_ms: i64,
     /// Aliases pointing at this version now, by name.
     pub aliases: Vec<String>,
+    pub lineage: Lineage,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +66,7 @@ pub struct NewVersion {
     pub spec: Option<VersionSpec>,
     pub description: String,
     pub tags: Tags,
+    pub lineage: Lineage,
 }
 
 /// A page of a listing; `next_page_token` is empty on the last page.
@@ -199,6 +202,7 @@ impl Registry {
             MAX_DESCRIPTION_BYTES,
         )?;
         validate_tags(&new_version.tags)?;
+        new_version.lineage.validate()?;
         let Some(spec) = new_version.spec else {
             return Err(FieldError::new("spec", "must be set to a prompt or a chain").into());
         };
@@ -228,6 +232,8 @@ impl Registry {
         let spec_json = serde_json::to_string(&spec)
             .map_err(|error| Error::Corrupt(format!("cannot encode spec: {error}")))?;
         let tags_json = tags_to_json(&new_version.tags)?;
+        let lineage_json = serde_json::to_string(&new_version.lineage)
+            .map_err(|error| Error::Corrupt(format!("cannot encode lineage: {error}")))?;
         let created_at_ms = keel_core::time::now_ms();
 
         let mut tx = self.store.begin_write().await?;
@@ -240,6 +246,7 @@ impl Registry {
                 new_version.model
             ))
         })?;
+        check_lineage(tx.conn(), &new_version.model, &new_version.lineage).await?;
         let row: store::VersionRow = (
             new_version.model.clone(),
             number,
@@ -247,6 +254,7 @@ impl Registry {
             new_version.description.clone(),
             tags_json,
             created_at_ms,
+            lineage_json,
         );
         store::insert_version(tx.conn(), &row).await?;
         tx.commit().await?;
@@ -261,6 +269,7 @@ impl Registry {
             tags: new_version.tags,
             created_at_ms,
             aliases: Vec::new(),
+            lineage: new_version.lineage,
         })
     }
 
@@ -380,7 +389,36 @@ impl Registry {
     }
 }
 
-fn validate_tags(tags: &Tags) -> Result<(), FieldError> {
+/// The parent is an earlier version of the same model and the runs exist;
+/// checked inside the version's transaction (the parent has a lower number
+/// than the version being created, so it exists or never will).
+async fn check_lineage(
+    conn: &mut sqlx::AnyConnection,
+    model: &str,
+    lineage: &Lineage,
+) -> Result<(), Error> {
+    if lineage.parent_version != 0 {
+        let parent = i64::from(lineage.parent_version);
+        if store::get_version(conn, model, parent).await?.is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "field `lineage.parent_version`: version {parent} of model `{model}` does not exist"
+            )));
+        }
+    }
+    let found = crate::evaluation_store::existing_run_ids(conn, &lineage.evaluation_runs).await?;
+    if let Some(missing) = lineage
+        .evaluation_runs
+        .iter()
+        .find(|run| !found.contains(run))
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "field `lineage.evaluation_runs`: evaluation run `{missing}` does not exist"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_tags(tags: &Tags) -> Result<(), FieldError> {
     if tags.len() > MAX_TAGS {
         return Err(FieldError::new(
             "tags",
@@ -461,7 +499,10 @@ fn version_from_row(
     kind: ModelKind,
     alias_rows: &[store::AliasRow],
 ) -> Result<ModelVersion, Error> {
-    let (model, number, spec_json, description, tags_json, created_at_ms) = row;
+    let (model, number, spec_json, description, tags_json, created_at_ms, lineage_json) = row;
+    let lineage: Lineage = serde_json::from_str(&lineage_json).map_err(|error| {
+        Error::Corrupt(format!("stored lineage of `{model}/{number}`: {error}"))
+    })?;
     let spec: VersionSpec = serde_json::from_str(&spec_json)
         .map_err(|error| Error::Corrupt(format!("stored spec of `{model}/{number}`: {error}")))?;
     let aliases = alias_rows
@@ -477,6 +518,7 @@ fn version_from_row(
         tags: tags_from_json(&tags_json)?,
         created_at_ms,
         aliases,
+        lineage,
         model,
     })
 }

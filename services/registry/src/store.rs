@@ -48,24 +48,67 @@ CREATE TABLE registry_counters (
 INSERT INTO registry_counters (name, value) VALUES ('alias_event_sequence', 0)
 ";
 
-pub const MIGRATIONS: &[keel_store::Migration] = &[keel_store::Migration {
-    version: 1,
-    name: "registry schema",
-    sqlite: SCHEMA_V1,
-    postgres: SCHEMA_V1,
-}];
+/// Version lineage, and evaluation runs with their examples.
+const SCHEMA_V2: &str = "
+ALTER TABLE versions ADD COLUMN lineage_json TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE evaluation_runs (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    endpoint TEXT NOT NULL,
+    dataset_name TEXT NOT NULL,
+    dataset_digest TEXT NOT NULL,
+    dataset_examples BIGINT NOT NULL,
+    scorers_json TEXT NOT NULL,
+    state BIGINT NOT NULL,
+    summaries_json TEXT NOT NULL,
+    example_count BIGINT NOT NULL,
+    error_count BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    tags_json TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    finished_at_ms BIGINT NOT NULL,
+    FOREIGN KEY (model, version) REFERENCES versions (model, version)
+);
+CREATE INDEX evaluation_runs_by_version ON evaluation_runs (model, version, id);
+CREATE INDEX evaluation_runs_by_dataset ON evaluation_runs (dataset_name, id);
+CREATE TABLE evaluation_examples (
+    run_id TEXT NOT NULL REFERENCES evaluation_runs (id),
+    position BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    example_json TEXT NOT NULL,
+    scores_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, position)
+)
+";
+
+pub const MIGRATIONS: &[keel_store::Migration] = &[
+    keel_store::Migration {
+        version: 1,
+        name: "registry schema",
+        sqlite: SCHEMA_V1,
+        postgres: SCHEMA_V1,
+    },
+    keel_store::Migration {
+        version: 2,
+        name: "lineage and evaluation runs",
+        sqlite: SCHEMA_V2,
+        postgres: SCHEMA_V2,
+    },
+];
 
 /// name, kind, description, tags_json, created_at_ms, latest_version
 pub type ModelRow = (String, i64, String, String, i64, i64);
-/// model, version, spec_json, description, tags_json, created_at_ms
-pub type VersionRow = (String, i64, String, String, String, i64);
+/// model, version, spec_json, description, tags_json, created_at_ms, lineage_json
+pub type VersionRow = (String, i64, String, String, String, i64, String);
 /// model, alias, version
 pub type AliasRow = (String, String, i64);
 /// sequence, model, alias, previous_version, new_version, actor, reason, at_ms
 pub type EventRow = (i64, String, String, i64, i64, String, String, i64);
 
 const MODEL_COLUMNS: &str = "name, kind, description, tags_json, created_at_ms, latest_version";
-const VERSION_COLUMNS: &str = "model, version, spec_json, description, tags_json, created_at_ms";
+const VERSION_COLUMNS: &str =
+    "model, version, spec_json, description, tags_json, created_at_ms, lineage_json";
 const EVENT_COLUMNS: &str =
     "sequence, model, alias, previous_version, new_version, actor, reason, at_ms";
 
@@ -136,16 +179,16 @@ pub async fn next_version(
 }
 
 pub async fn insert_version(conn: &mut AnyConnection, row: &VersionRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO versions (model, version, spec_json, description, tags_json, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+    sqlx::query(&format!(
+        "INSERT INTO versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
     .bind(&row.0)
     .bind(row.1)
     .bind(&row.2)
     .bind(&row.3)
     .bind(&row.4)
     .bind(row.5)
+    .bind(&row.6)
     .execute(conn)
     .await?;
     Ok(())
@@ -384,6 +427,7 @@ mod tests {
             String::new(),
             "{}".to_string(),
             2000,
+            "{}".to_string(),
         )
     }
 

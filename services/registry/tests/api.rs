@@ -6,72 +6,17 @@
 
 use std::time::Duration;
 
+mod support;
+
 use keel_core::payload;
 use keel_proto::v1 as pb;
-use keel_registry::Config;
-use keel_testkit::server::Ports;
-use keel_testkit::{assert_status, Backend, TestDatabase, TestServer, BACKENDS};
-use pb::registry_service_client::RegistryServiceClient;
+use keel_testkit::{assert_status, BACKENDS};
 use prost_types::value::Kind;
-use tonic::transport::Channel;
 use tonic::Code;
 
-type Client = RegistryServiceClient<Channel>;
+use support::{create_model, prompt_version, Client, Registry};
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// The registry on port 0 over a fresh database on one backend.
-struct Registry {
-    client: Client,
-    server: TestServer<keel_registry::Error>,
-    _database: TestDatabase,
-}
-
-impl Registry {
-    async fn start(backend: Backend) -> Registry {
-        let database = TestDatabase::fresh(backend).await;
-        let config = Config {
-            database_url: database.url.clone(),
-            ..Config::default()
-        };
-        let server = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
-            keel_registry::serve(config, listeners, shutdown)
-        })
-        .await;
-        let client = RegistryServiceClient::new(server.connect().await);
-        Registry {
-            client,
-            server,
-            _database: database,
-        }
-    }
-
-    /// Shuts down and checks the server drains and returns cleanly.
-    async fn stop(self) {
-        self.server.stop().await.unwrap();
-    }
-}
-
-async fn create_model(client: &mut Client, name: &str, kind: pb::ModelKind) -> pb::Model {
-    let request = pb::CreateModelRequest {
-        name: name.to_string(),
-        kind: kind as i32,
-        description: format!("{name} for tests"),
-        tags: [("team".to_string(), "search".to_string())].into(),
-    };
-    client.create_model(request).await.unwrap().into_inner()
-}
-
-fn prompt_version(model: &str, template: &str) -> pb::CreateVersionRequest {
-    pb::CreateVersionRequest {
-        model: model.to_string(),
-        spec: Some(pb::create_version_request::Spec::Prompt(pb::PromptSpec {
-            template: template.to_string(),
-        })),
-        description: String::new(),
-        tags: Default::default(),
-    }
-}
 
 fn chain_spec(prompt: &str) -> pb::ChainSpec {
     pb::ChainSpec {
@@ -118,6 +63,7 @@ fn chain_version(model: &str, spec: pb::ChainSpec) -> pb::CreateVersionRequest {
         spec: Some(pb::create_version_request::Spec::Chain(spec)),
         description: "a chain".to_string(),
         tags: Default::default(),
+        lineage: None,
     }
 }
 

@@ -86,6 +86,8 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
             .collect(),
         user_id: message.user_id,
         session_id: message.session_id,
+        target: message.target,
+        full_citation_text: message.full_citation_text,
         caller,
     }
 }
@@ -106,6 +108,7 @@ fn query_output_to_proto(output: QueryOutput) -> pb::QueryResponse {
         latency_ms: output.latency_ms,
         finish_reason: pb::FinishReason::from(output.finish_reason) as i32,
         generator: output.generator,
+        cost_usd: output.cost_usd,
     }
 }
 
@@ -135,6 +138,7 @@ fn query_event_to_proto(event: QueryEvent) -> pb::QueryStreamEvent {
             route_target: output.route_target,
             finish_reason: pb::FinishReason::from(output.finish_reason) as i32,
             generator: output.generator,
+            cost_usd: output.cost_usd,
         }),
     };
     pb::QueryStreamEvent { event: Some(event) }

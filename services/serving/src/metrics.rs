@@ -130,6 +130,13 @@ impl QueryMetrics {
                 .inc_by(price.cost_usd(query.input_tokens, query.output_tokens));
         }
     }
+
+    /// What an answer by `generator` costs; 0 when it has no price.
+    pub fn cost_usd(&self, generator: &str, input_tokens: u32, output_tokens: u32) -> f64 {
+        self.prices
+            .get(generator)
+            .map_or(0.0, |price| price.cost_usd(input_tokens, output_tokens))
+    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use keel_core::telemetry::{span_ids, CallerTrace};
 use keel_models::{Generation, GenerationRequest, ModelCatalog};
 use keel_store::Store;
 use keel_types::{
-    validate, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus, Passage,
-    RequestId, Role,
+    validate, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus, ModelRef,
+    Passage, RequestId, Role,
 };
 use tokio::sync::mpsc;
 use tracing::field::Empty;
@@ -57,6 +57,11 @@ pub struct QueryInput {
     pub messages: Vec<MessageInput>,
     pub user_id: String,
     pub session_id: String,
+    /// Empty: one of the endpoint's routes answers; else this chain
+    /// (`model/version` or `model@alias`), for evaluation and replay.
+    pub target: String,
+    /// Citations carry whole passages instead of snippets.
+    pub full_citation_text: bool,
     /// The caller's `traceparent`: the query's span continues its trace
     /// (and with telemetry off, the answer still carries its trace id).
     pub caller: CallerTrace,
@@ -79,6 +84,8 @@ pub struct QueryOutput {
     pub finish_reason: FinishReason,
     /// The generator that answered: the chain's own, or one of its fallbacks.
     pub generator: String,
+    /// By the generator's price in the config; 0 without one.
+    pub cost_usd: f64,
 }
 
 /// What a streamed query sends, in this order: `Citations` once, `Delta`
@@ -190,12 +197,19 @@ struct ValidQuery {
     messages: Vec<ChatMessage>,
     user_id: String,
     session_id: String,
+    /// Answers instead of the endpoint's routes when set.
+    target: Option<ModelRef>,
+    full_citation_text: bool,
 }
 
 fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
     validate::name("endpoint", &input.endpoint)?;
     validate::max_len("user_id", &input.user_id, validate::MAX_ID_BYTES)?;
     validate::max_len("session_id", &input.session_id, validate::MAX_ID_BYTES)?;
+    let target = match input.target.as_str() {
+        "" => None,
+        target => Some(ModelRef::parse("target", target)?),
+    };
     let has_question = !input.question.is_empty();
     let has_messages = !input.messages.is_empty();
     if has_question == has_messages {
@@ -213,6 +227,8 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
             messages: Vec::new(),
             user_id: input.user_id.clone(),
             session_id: input.session_id.clone(),
+            target,
+            full_citation_text: input.full_citation_text,
         });
     }
     if input.messages.len() > MAX_MESSAGES {
@@ -252,6 +268,8 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
         messages,
         user_id: input.user_id.clone(),
         session_id: input.session_id.clone(),
+        target,
+        full_citation_text: input.full_citation_text,
     })
 }
 
@@ -412,7 +430,10 @@ impl Pipeline {
             input_tokens,
             output_tokens,
         });
-        let citations: Vec<Passage> = progress.contexts.iter().map(snippet_of).collect();
+        let citations = citations_of(&progress.contexts, query.full_citation_text);
+        let cost_usd = self
+            .metrics
+            .cost_usd(&progress.generator, input_tokens, output_tokens);
         let output = QueryOutput {
             answer: answer.clone(),
             citations,
@@ -426,6 +447,7 @@ impl Pipeline {
             latency_ms,
             finish_reason,
             generator: progress.generator.clone(),
+            cost_usd,
         };
         let (status, error) = match error_text {
             None => (InferenceStatus::Ok, String::new()),
@@ -471,16 +493,22 @@ impl Pipeline {
             .await?
             .ok_or_else(|| Error::NotFound(format!("endpoint `{}` not found", query.endpoint)))?;
         progress.endpoint_found = true;
-        let route = routing::pick_route(&endpoint.name, &endpoint.routes, &query.user_id)
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "endpoint `{}` has no route with a positive weight",
-                    endpoint.name
-                ))
-            })?;
-        progress.route_target = route.target.to_string();
+        let target = match &query.target {
+            Some(target) => target.clone(),
+            None => {
+                let route = routing::pick_route(&endpoint.name, &endpoint.routes, &query.user_id)
+                    .ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "endpoint `{}` has no route with a positive weight",
+                        endpoint.name
+                    ))
+                })?;
+                route.target.clone()
+            }
+        };
+        progress.route_target = target.to_string();
 
-        let chain = self.resolver.resolve(&route.target).await?;
+        let chain = self.resolver.resolve(&target).await?;
         progress.served_model = chain.model.clone();
         progress.served_version = chain.version;
         progress.generator = chain.generator.clone();
@@ -524,7 +552,7 @@ impl Pipeline {
             }
         };
         let citations = QueryEvent::Citations {
-            citations: passages.iter().map(snippet_of).collect(),
+            citations: citations_of(&passages, query.full_citation_text),
             request_id,
             trace_id: trace_id.to_string(),
         };
@@ -656,6 +684,16 @@ fn nothing_generated() -> Generation {
 }
 
 /// The passage with its text cut to the first 300 characters.
+/// What the caller gets of the retrieved passages: snippets, or the whole
+/// passages when it asked for them.
+fn citations_of(passages: &[Passage], full_text: bool) -> Vec<Passage> {
+    if full_text {
+        passages.to_vec()
+    } else {
+        passages.iter().map(snippet_of).collect()
+    }
+}
+
 fn snippet_of(passage: &Passage) -> Passage {
     Passage {
         id: passage.id.clone(),
@@ -675,6 +713,8 @@ mod tests {
             messages: Vec::new(),
             user_id: String::new(),
             session_id: String::new(),
+            target: String::new(),
+            full_citation_text: false,
             caller: CallerTrace::default(),
         }
     }
@@ -702,6 +742,8 @@ mod tests {
         let mut long_session = question("hi");
         long_session.session_id = "s".repeat(257);
         let too_many: Vec<(&str, &str)> = (0..65).map(|_| ("user", "hi")).collect();
+        let mut bad_target = question("hi");
+        bad_target.target = "chain@@x".to_string();
         let cases: Vec<(QueryInput, &str, &str)> = vec![
             (
                 question(""),
@@ -712,6 +754,7 @@ mod tests {
             (bad_endpoint, "endpoint", "must match"),
             (long_user, "user_id", "at most 256 bytes"),
             (long_session, "session_id", "at most 256 bytes"),
+            (bad_target, "target", ""),
             (question("   "), "question", "must not be empty"),
             (
                 question(&"q".repeat(16 * 1024 + 1)),

@@ -345,6 +345,104 @@ async fn moving_champion_changes_the_answer_within_a_second() {
     serving.stop().await;
 }
 
+/// Evaluation asks for one chain version whatever the endpoint's routes
+/// say, and for whole passages; the answer's cost follows the configured
+/// price.
+#[tokio::test]
+async fn a_query_can_name_its_target_and_ask_for_whole_passages() {
+    let world = World::start().await;
+    let price = keel_serving::metrics::ModelPrice {
+        input_per_million_tokens: 2.0,
+        output_per_million_tokens: 6.0,
+    };
+    let serving = world
+        .serving_adjusted(|config| {
+            config.prices.insert("extractive".to_string(), price);
+        })
+        .await;
+    let mut client = serving.client.clone();
+    client
+        .create_endpoint(create("support", vec![route("bot@champion", 1)]))
+        .await
+        .unwrap();
+    let question = "How does Keel route traffic?";
+
+    let routed = client
+        .query(ask("support", question))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((routed.served_version, routed.citations.len()), (1, 2));
+    assert_eq!(routed.citations[0].text.chars().count(), 300, "a snippet");
+
+    let pinned = pb::QueryRequest {
+        target: "bot/2".to_string(),
+        full_citation_text: true,
+        ..ask("support", question)
+    };
+    let answer = client.query(pinned).await.unwrap().into_inner();
+    assert_eq!(answer.route_target, "bot/2");
+    assert_eq!((answer.served_version, answer.citations.len()), (2, 1));
+    assert!(
+        answer.citations[0].text.chars().count() > 400,
+        "the whole passage"
+    );
+    let usage = answer.usage.unwrap();
+    let expected_cost =
+        (f64::from(usage.input_tokens) * 2.0 + f64::from(usage.output_tokens) * 6.0) / 1_000_000.0;
+    assert!(usage.input_tokens > 0);
+    assert!(
+        (answer.cost_usd - expected_cost).abs() < 1e-15,
+        "{}",
+        answer.cost_usd
+    );
+
+    let record = eventually("the pinned query's record", PATIENCE, async || {
+        let records = world.monitoring.records();
+        records
+            .into_iter()
+            .find(|record| record.request_id == answer.request_id)
+    })
+    .await;
+    assert_eq!(record.route_target, "bot/2");
+    assert_eq!(record.served_version, 2);
+
+    assert_status(
+        "a malformed target",
+        client
+            .query(pb::QueryRequest {
+                target: "bot@@2".to_string(),
+                ..ask("support", question)
+            })
+            .await,
+        Code::InvalidArgument,
+        &["target"],
+    );
+    assert_status(
+        "a target that does not resolve",
+        client
+            .query(pb::QueryRequest {
+                target: "bot/9".to_string(),
+                ..ask("support", question)
+            })
+            .await,
+        Code::NotFound,
+        &["bot/9"],
+    );
+    assert_status(
+        "a target on an unknown endpoint",
+        client
+            .query(pb::QueryRequest {
+                target: "bot/2".to_string(),
+                ..ask("nowhere", question)
+            })
+            .await,
+        Code::NotFound,
+        &["endpoint `nowhere`"],
+    );
+    serving.stop().await;
+}
+
 /// A move whose announcement never arrived (the watch is connected, but
 /// the registry replica it follows missed the move) is picked up once the
 /// cached resolution expires, and not before.

@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod champion;
+mod evaluation;
 mod full_loop;
 mod health_and_reflection;
 mod hybrid_retrieval;

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use keel::cli::eval::{evaluate_retrieval, read_questions};
+use keel::cli::eval_retrieval::{evaluate_retrieval, read_questions};
 use keel::cli::{ingest, ServiceUrls};
 use keel_tests::{fixtures, on_both_backends, real_model_catalog, Backend, Cluster, Storage};
 

@@ -261,4 +261,46 @@ impl RegistryService for FakeRegistry {
         let stream = events.filter_map(|event| event.ok().map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn create_evaluation_run(
+        &self,
+        _: Request<pb::CreateEvaluationRunRequest>,
+    ) -> Result<Response<pb::EvaluationRun>, Status> {
+        unimplemented()
+    }
+
+    async fn append_evaluation_examples(
+        &self,
+        _: Request<pb::AppendEvaluationExamplesRequest>,
+    ) -> Result<Response<pb::AppendEvaluationExamplesResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn finish_evaluation_run(
+        &self,
+        _: Request<pb::FinishEvaluationRunRequest>,
+    ) -> Result<Response<pb::EvaluationRun>, Status> {
+        unimplemented()
+    }
+
+    async fn get_evaluation_run(
+        &self,
+        _: Request<pb::GetEvaluationRunRequest>,
+    ) -> Result<Response<pb::EvaluationRun>, Status> {
+        unimplemented()
+    }
+
+    async fn list_evaluation_runs(
+        &self,
+        _: Request<pb::ListEvaluationRunsRequest>,
+    ) -> Result<Response<pb::ListEvaluationRunsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_evaluation_examples(
+        &self,
+        _: Request<pb::ListEvaluationExamplesRequest>,
+    ) -> Result<Response<pb::ListEvaluationExamplesResponse>, Status> {
+        unimplemented()
+    }
 }

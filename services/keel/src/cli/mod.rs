@@ -10,6 +10,10 @@ pub mod documents;
 pub mod endpoint;
 pub mod error;
 pub mod eval;
+pub mod eval_compare;
+pub mod eval_dataset;
+pub mod eval_retrieval;
+pub mod eval_run;
 pub mod feedback;
 pub mod html_sections;
 pub mod ingest;
@@ -58,7 +62,7 @@ pub enum Command {
     Collection(collection::CollectionCommand),
     /// Cut .md, .txt and .html files into passages and upsert them into a collection
     Ingest(ingest::IngestArgs),
-    /// Evaluate retrieval quality
+    /// Evaluate retrieval and versions, compare evaluation runs
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Registered models

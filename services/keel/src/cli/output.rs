@@ -8,9 +8,9 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_proto::v1::{
-    AliasEvent, Citation, Collection, Endpoint, ExportSummary, FeedbackKind, FeedbackRecord,
-    FinishReason, GetMetricsResponse, Metric, Model, ModelKind, ModelVersion, QueryDone,
-    QueryResponse,
+    AliasEvent, Citation, Collection, Endpoint, EvaluationRun, ExportSummary, FeedbackKind,
+    FeedbackRecord, FinishReason, GetMetricsResponse, Metric, Model, ModelKind, ModelVersion,
+    QueryDone, QueryResponse,
 };
 
 use crate::cli::CliError;
@@ -105,7 +105,7 @@ pub fn ingested(collection: &str, summary: &crate::cli::ingest::IngestSummary) {
 
 /// The scores per mode, then the questions no mode answered in the top k
 /// and those nothing in the collection answers.
-pub fn retrieval_report(report: &crate::cli::eval::RetrievalReport) {
+pub fn retrieval_report(report: &crate::cli::eval_retrieval::RetrievalReport) {
     let k = report.k;
     println!(
         "collection {}: {} questions, top {k}",
@@ -158,6 +158,92 @@ pub fn json(value: &impl serde::Serialize) -> Result<(), CliError> {
         .map_err(|error| CliError::Invalid(error.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// A report for `--json PATH`: `-` prints JSON instead of the table; a
+/// path gets the JSON and the table is printed; none prints the table.
+pub fn json_or<T: serde::Serialize>(
+    path: Option<&Path>,
+    value: &T,
+    table: impl FnOnce(&T),
+) -> Result<(), CliError> {
+    match path {
+        Some(path) if path == Path::new("-") => json(value),
+        Some(path) => {
+            table(value);
+            let text = serde_json::to_string_pretty(value)
+                .map_err(|error| CliError::Invalid(error.to_string()))?;
+            std::fs::write(path, text + "\n").map_err(CliError::io(path))
+        }
+        None => {
+            table(value);
+            Ok(())
+        }
+    }
+}
+
+/// A finished evaluation run: what was evaluated, and each scorer's mean
+/// with its 95% interval.
+pub fn evaluation_run(run: &EvaluationRun) {
+    let dataset = run.dataset.clone().unwrap_or_default();
+    println!(
+        "evaluation run {} of {}/{} on {} ({} examples, {} failed) through endpoint {}",
+        run.id,
+        run.model,
+        run.version,
+        dataset.name,
+        run.example_count,
+        run.error_count,
+        run.endpoint
+    );
+    println!(
+        "{:<14} {:>6} {:>10} {:>23}",
+        "scorer", "n", "mean", "95% interval"
+    );
+    for summary in &run.summaries {
+        println!(
+            "{:<14} {:>6} {:>10.4} {:>23}",
+            summary.scorer,
+            summary.count,
+            summary.mean,
+            format!("[{:.4}, {:.4}]", summary.ci_low, summary.ci_high)
+        );
+    }
+}
+
+/// Two runs side by side, with the paired difference per scorer.
+pub fn comparison(comparison: &crate::cli::eval_compare::Comparison) {
+    use crate::cli::eval_compare::Verdict;
+    let (a, b) = (&comparison.a, &comparison.b);
+    println!(
+        "A: run {} of {}/{} on {}",
+        a.id, a.model, a.version, a.dataset
+    );
+    println!(
+        "B: run {} of {}/{} on {}",
+        b.id, b.model, b.version, b.dataset
+    );
+    println!("examples paired by {}", comparison.paired_by);
+    println!(
+        "{:<14} {:>6} {:>10} {:>10} {:>10} {:>23}  verdict",
+        "scorer", "pairs", "A", "B", "B - A", "95% interval"
+    );
+    for row in &comparison.scorers {
+        let verdict = match row.verdict {
+            Verdict::BBetter => "B better",
+            Verdict::BWorse => "B worse",
+            Verdict::NoSignificantDifference => "no significant difference",
+        };
+        println!(
+            "{:<14} {:>6} {:>10.4} {:>10.4} {:>+10.4} {:>23}  {verdict}",
+            row.scorer,
+            row.pairs,
+            row.mean_a,
+            row.mean_b,
+            row.difference,
+            format!("[{:+.4}, {:+.4}]", row.ci_low, row.ci_high)
+        );
+    }
 }
 
 pub fn model(model: &Model) {

@@ -35,6 +35,7 @@ fn request(args: &QueryArgs) -> QueryRequest {
         messages: Vec::new(),
         user_id: args.user.clone().unwrap_or_default(),
         session_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -142,6 +142,7 @@ pub fn version_request(
         spec: Some(spec),
         description: file.description,
         tags: file.tags.into_iter().collect::<HashMap<_, _>>(),
+        lineage: None,
     })
 }
 
