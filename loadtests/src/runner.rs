@@ -416,6 +416,13 @@ mod tests {
         ) -> Result<Response<ServingStats>, Status> {
             Err(Status::unimplemented("fake"))
         }
+
+        async fn generate(
+            &self,
+            _: Request<keel_proto::v1::GenerateRequest>,
+        ) -> Result<Response<keel_proto::v1::GenerateResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
     }
 
     async fn start_fake(fake: FakeServing) -> String {

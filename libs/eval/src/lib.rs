@@ -3,6 +3,7 @@
 //! the CLI runs the examples and the registry stores the runs.
 
 pub mod grounding;
+pub mod judge;
 pub mod scorer;
 pub mod stats;
 pub mod text_match;

@@ -4,7 +4,7 @@
 use keel_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::FieldError;
+use crate::{validate, FieldError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,6 +96,63 @@ pub struct GenerationParams {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub seed: Option<u64>,
+}
+
+pub const MAX_TOKENS: u32 = 32768;
+pub const MAX_STOP_SEQUENCES: usize = 16;
+pub const MAX_STOP_SEQUENCE_BYTES: usize = 256;
+
+impl GenerationParams {
+    /// The rules every caller's parameters follow; errors name
+    /// `{field}.temperature` and so on.
+    pub fn validate(&self, field: &str) -> Result<(), FieldError> {
+        let params = self;
+        if let Some(temperature) = params.temperature {
+            // `contains` is false for NaN, so NaN is rejected too.
+            if !(0.0..=2.0).contains(&temperature) {
+                return Err(FieldError::new(
+                    format!("{field}.temperature"),
+                    format!("must be in 0..=2, got {temperature}"),
+                ));
+            }
+        }
+        if let Some(top_p) = params.top_p {
+            let in_range = top_p > 0.0 && top_p <= 1.0;
+            if !in_range {
+                return Err(FieldError::new(
+                    format!("{field}.top_p"),
+                    format!("must be in (0, 1], got {top_p}"),
+                ));
+            }
+        }
+        if let Some(max_tokens) = params.max_tokens {
+            validate::in_range(
+                &format!("{field}.max_tokens"),
+                u64::from(max_tokens),
+                1,
+                u64::from(MAX_TOKENS),
+            )?;
+        }
+        if params.stop.len() > MAX_STOP_SEQUENCES {
+            return Err(FieldError::new(
+                format!("{field}.stop"),
+                format!(
+                    "must hold at most {MAX_STOP_SEQUENCES} sequences, got {}",
+                    params.stop.len()
+                ),
+            ));
+        }
+        for stop in &params.stop {
+            if stop.is_empty() {
+                return Err(FieldError::new(
+                    format!("{field}.stop"),
+                    "sequences must not be empty",
+                ));
+            }
+            validate::max_len(&format!("{field}.stop"), stop, MAX_STOP_SEQUENCE_BYTES)?;
+        }
+        Ok(())
+    }
 }
 
 impl From<pb::GenerationParams> for GenerationParams {

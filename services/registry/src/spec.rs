@@ -6,9 +6,6 @@ use serde::{Deserialize, Serialize};
 
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 pub const MAX_TOP_K: u32 = 1000;
-pub const MAX_TOKENS: u32 = 32768;
-pub const MAX_STOP_SEQUENCES: usize = 16;
-pub const MAX_STOP_SEQUENCE_BYTES: usize = 256;
 pub const MAX_FALLBACKS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,55 +140,7 @@ fn validate_generator(field: &str, generator: &GeneratorSpec) -> Result<(), Fiel
     let name_field = format!("{field}.name");
     validate::not_empty(&name_field, &generator.name)?;
     validate::max_len(&name_field, &generator.name, validate::MAX_NAME_LEN)?;
-    validate_params(&format!("{field}.params"), &generator.params)
-}
-
-fn validate_params(field: &str, params: &GenerationParams) -> Result<(), FieldError> {
-    if let Some(temperature) = params.temperature {
-        // `contains` is false for NaN, so NaN is rejected too.
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(FieldError::new(
-                format!("{field}.temperature"),
-                format!("must be in 0..=2, got {temperature}"),
-            ));
-        }
-    }
-    if let Some(top_p) = params.top_p {
-        let in_range = top_p > 0.0 && top_p <= 1.0;
-        if !in_range {
-            return Err(FieldError::new(
-                format!("{field}.top_p"),
-                format!("must be in (0, 1], got {top_p}"),
-            ));
-        }
-    }
-    if let Some(max_tokens) = params.max_tokens {
-        validate::in_range(
-            &format!("{field}.max_tokens"),
-            u64::from(max_tokens),
-            1,
-            u64::from(MAX_TOKENS),
-        )?;
-    }
-    if params.stop.len() > MAX_STOP_SEQUENCES {
-        return Err(FieldError::new(
-            format!("{field}.stop"),
-            format!(
-                "must hold at most {MAX_STOP_SEQUENCES} sequences, got {}",
-                params.stop.len()
-            ),
-        ));
-    }
-    for stop in &params.stop {
-        if stop.is_empty() {
-            return Err(FieldError::new(
-                format!("{field}.stop"),
-                "sequences must not be empty",
-            ));
-        }
-        validate::max_len(&format!("{field}.stop"), stop, MAX_STOP_SEQUENCE_BYTES)?;
-    }
-    Ok(())
+    generator.params.validate(&format!("{field}.params"))
 }
 
 #[cfg(test)]

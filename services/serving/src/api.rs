@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::completion::{CompletionInput, Completions};
 use crate::endpoint::{Endpoint, EndpointInput, RouteInput};
 use crate::endpoints::Endpoints;
 use crate::inference_log::InferenceLog;
@@ -20,6 +21,7 @@ type QueryEventStream = Pin<Box<dyn Stream<Item = Result<pb::QueryStreamEvent, S
 pub struct ServingApi {
     endpoints: Endpoints,
     pipeline: Arc<Pipeline>,
+    completions: Completions,
     inference_log: InferenceLog,
 }
 
@@ -27,11 +29,13 @@ impl ServingApi {
     pub fn new(
         endpoints: Endpoints,
         pipeline: Arc<Pipeline>,
+        completions: Completions,
         inference_log: InferenceLog,
     ) -> ServingApi {
         ServingApi {
             endpoints,
             pipeline,
+            completions,
             inference_log,
         }
     }
@@ -231,6 +235,37 @@ impl ServingService for ServingApi {
             spill_bytes: stats.spill_bytes,
             records_recovered: stats.recovered,
             spill_torn_tails: stats.spill_torn_tails,
+        }))
+    }
+
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<pb::GenerateResponse>, Status> {
+        let message = request.into_inner();
+        let input = CompletionInput {
+            generator: message.generator,
+            messages: message
+                .messages
+                .into_iter()
+                .map(|chat| MessageInput {
+                    role: chat.role,
+                    content: chat.content,
+                })
+                .collect(),
+            params: message.params.unwrap_or_default().into(),
+        };
+        let completion = self.completions.complete(input).await?;
+        let generation = completion.generation;
+        Ok(Response::new(pb::GenerateResponse {
+            text: generation.text,
+            usage: Some(pb::TokenUsage {
+                input_tokens: generation.input_tokens,
+                output_tokens: generation.output_tokens,
+            }),
+            finish_reason: pb::FinishReason::from(generation.finish_reason) as i32,
+            latency_ms: completion.latency_ms,
+            cost_usd: completion.cost_usd,
         }))
     }
 }

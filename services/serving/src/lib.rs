@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod clients;
+pub mod completion;
 pub mod config;
 pub mod encoded_records;
 pub mod endpoint;
@@ -37,6 +38,7 @@ pub use config::Config;
 pub use error::Error;
 
 use crate::api::ServingApi;
+use crate::completion::Completions;
 use crate::config::DeliveryTarget;
 use crate::endpoints::Endpoints;
 use crate::generation::GenerationPool;
@@ -96,6 +98,11 @@ pub async fn serve(
     let service_metrics = ServiceMetrics::new("serving");
     let generation_pool = GenerationPool::new(config.generation_workers, config.generation_queue);
     register_queue_metrics(&service_metrics, &inference_log, &generation_pool)?;
+    let completions = Completions::new(
+        catalog.clone(),
+        generation_pool.clone(),
+        config.prices.clone(),
+    );
     let pipeline = Arc::new(Pipeline::new(
         store.clone(),
         resolver,
@@ -108,6 +115,7 @@ pub async fn serve(
     let api = ServingApi::new(
         Endpoints::new(store.clone(), registry),
         pipeline.clone(),
+        completions,
         inference_log.clone(),
     );
     let service = GrpcService {

@@ -43,6 +43,18 @@ pub struct QueryObservation<'a> {
     pub output_tokens: u32,
 }
 
+/// What a generation by `generator` costs by `prices`; 0 without a price.
+pub fn cost_usd(
+    prices: &BTreeMap<String, ModelPrice>,
+    generator: &str,
+    input_tokens: u32,
+    output_tokens: u32,
+) -> f64 {
+    prices
+        .get(generator)
+        .map_or(0.0, |price| price.cost_usd(input_tokens, output_tokens))
+}
+
 pub struct QueryMetrics {
     queries: IntCounterVec,
     latency: HistogramVec,
@@ -133,9 +145,7 @@ impl QueryMetrics {
 
     /// What an answer by `generator` costs; 0 when it has no price.
     pub fn cost_usd(&self, generator: &str, input_tokens: u32, output_tokens: u32) -> f64 {
-        self.prices
-            .get(generator)
-            .map_or(0.0, |price| price.cost_usd(input_tokens, output_tokens))
+        cost_usd(&self.prices, generator, input_tokens, output_tokens)
     }
 }
 

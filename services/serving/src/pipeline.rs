@@ -231,17 +231,39 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
             full_citation_text: input.full_citation_text,
         });
     }
-    if input.messages.len() > MAX_MESSAGES {
+    let (messages, question) = validate_messages(&input.messages)?;
+    Ok(ValidQuery {
+        endpoint: input.endpoint.clone(),
+        question,
+        messages,
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+        target,
+        full_citation_text: input.full_citation_text,
+    })
+}
+
+/// A conversation as a caller sent it: 1..=64 messages of known roles,
+/// each at most 16 KiB, the last one the user's (non-empty) question.
+/// Returns the messages and that question.
+pub fn validate_messages(input: &[MessageInput]) -> Result<(Vec<ChatMessage>, String), FieldError> {
+    if input.is_empty() {
+        return Err(FieldError::new(
+            "messages",
+            "must hold at least one message",
+        ));
+    }
+    if input.len() > MAX_MESSAGES {
         return Err(FieldError::new(
             "messages",
             format!(
                 "must hold at most {MAX_MESSAGES} messages, got {}",
-                input.messages.len()
+                input.len()
             ),
         ));
     }
-    let mut messages = Vec::with_capacity(input.messages.len());
-    for (index, message) in input.messages.iter().enumerate() {
+    let mut messages = Vec::with_capacity(input.len());
+    for (index, message) in input.iter().enumerate() {
         let field = format!("messages[{index}]");
         let chat = ChatMessage::parse(&field, &message.role, message.content.clone())?;
         validate::max_len(
@@ -262,15 +284,7 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
         }
     };
     validate::not_empty(&format!("messages[{last_index}].content"), &question)?;
-    Ok(ValidQuery {
-        endpoint: input.endpoint.clone(),
-        question,
-        messages,
-        user_id: input.user_id.clone(),
-        session_id: input.session_id.clone(),
-        target,
-        full_citation_text: input.full_citation_text,
-    })
+    Ok((messages, question))
 }
 
 /// What a query learned on its way, for its inference record, also when a

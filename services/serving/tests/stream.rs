@@ -203,6 +203,78 @@ async fn stream_errors_before_the_first_event_are_the_call_status() {
     serving.stop().await;
 }
 
+/// Generate: one chat completion by a catalog generator, no retrieval (an
+/// LLM judge's call); bad input is refused before any generator is asked.
+#[tokio::test]
+async fn generate_asks_a_catalog_generator_directly() {
+    let judge = FakeOpenAi::answering("4").await;
+    let mut catalog = ModelCatalog::builtin();
+    catalog.add_generator("judge", openai_generator(&judge, 0));
+    let world = World::start().await;
+    let serving = world.serving_with(catalog).await;
+    let mut client = serving.client.clone();
+    let message = |role: &str, content: &str| pb::ChatMessage {
+        role: role.to_string(),
+        content: content.to_string(),
+    };
+    let request =
+        |generator: &str, messages: Vec<pb::ChatMessage>, temperature: f32| pb::GenerateRequest {
+            generator: generator.to_string(),
+            messages,
+            params: Some(pb::GenerationParams {
+                temperature: Some(temperature),
+                max_tokens: Some(8),
+                ..Default::default()
+            }),
+        };
+    let grading = vec![
+        message("system", "Reply with one digit."),
+        message("user", "Grade: 30 days."),
+    ];
+    let reply = client
+        .generate(request("judge", grading.clone(), 0.0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.text, "4");
+    assert_eq!(reply.finish_reason(), pb::FinishReason::Stop);
+    assert!(reply.usage.unwrap().output_tokens >= 1);
+    assert_eq!(judge.requests(), 1);
+
+    let cases = [
+        (
+            request("nobody", grading.clone(), 0.0),
+            Code::NotFound,
+            "generator `nobody` is not in serving's catalog",
+        ),
+        (
+            request("", grading.clone(), 0.0),
+            Code::InvalidArgument,
+            "generator",
+        ),
+        (
+            request("judge", Vec::new(), 0.0),
+            Code::InvalidArgument,
+            "messages",
+        ),
+        (
+            request("judge", vec![message("assistant", "hi")], 0.0),
+            Code::InvalidArgument,
+            "messages[0].role",
+        ),
+        (
+            request("judge", grading.clone(), 3.0),
+            Code::InvalidArgument,
+            "params.temperature",
+        ),
+    ];
+    for (bad, code, needle) in cases {
+        assert_status(needle, client.generate(bad).await, code, &[needle]);
+    }
+    assert_eq!(judge.requests(), 1, "no bad request reached the generator");
+    serving.stop().await;
+}
+
 #[tokio::test]
 async fn an_unavailable_openai_server_falls_back_to_the_next_generator() {
     let down = FakeOpenAi::failing(503).await;

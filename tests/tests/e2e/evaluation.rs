@@ -59,6 +59,7 @@ async fn evaluation_runs(backend: Backend) {
         ]
         .map(String::from)
         .to_vec(),
+        judge: None,
         limit: None,
         concurrency: 2,
         actor: "e2e".to_string(),

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use keel::cli::registry::ModelKindArg;
-use keel::cli::{demo, ingest, ServiceUrls};
+use keel::cli::{demo, eval_run, ingest, ServiceUrls};
 use keel_proto::v1::{
     create_version_request, ChainSpec, FinishReason, GenerationParams, GeneratorSpec,
     InferenceStatus, ModelKind, PromptSpec,
@@ -139,6 +139,8 @@ async fn real_models(backend: Backend) {
         );
     }
 
+    evaluate_with_smollm2_as_judge(&urls).await;
+
     register_long_chain(&cluster).await;
     let request = fixtures::query_request(
         LONG_ENDPOINT,
@@ -170,6 +172,68 @@ async fn real_models(backend: Backend) {
     );
 
     cluster.shutdown().await;
+}
+
+/// The reference answer of each of `QUESTIONS`, in order, as the corpus
+/// words it.
+const REFERENCES: [&str; 8] = [
+    "30 days",
+    "600 requests per minute",
+    "45 minutes",
+    "Priya Raman",
+    "Okta, Microsoft Entra ID, Google Workspace and Keycloak",
+    "365 days",
+    "Monday to Friday from 08:00 to 20:00",
+    "the product is down or data is at risk for many customers",
+];
+
+/// `keel eval run` over the questions against the sample chain, with
+/// SmolLM2 also grading each answer as the judge.
+async fn evaluate_with_smollm2_as_judge(urls: &ServiceUrls) {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("handbook-eval.jsonl");
+    let lines: Vec<String> = QUESTIONS
+        .iter()
+        .zip(REFERENCES)
+        .map(|((question, _), reference)| {
+            serde_json::json!({"question": question, "reference": reference}).to_string()
+        })
+        .collect();
+    std::fs::write(&dataset, lines.join("\n") + "\n").unwrap();
+    let args = eval_run::RunArgs {
+        endpoint: ENDPOINT.to_string(),
+        version: "1".to_string(),
+        dataset,
+        scorers: ["contains", "token_f1", "groundedness", "latency_ms"]
+            .map(String::from)
+            .to_vec(),
+        judge: Some("smollm2".to_string()),
+        limit: None,
+        concurrency: 2,
+        actor: "e2e".to_string(),
+    };
+    let run = eval_run::evaluate(urls, &args)
+        .await
+        .expect("keel eval run");
+    assert_eq!((run.model.as_str(), run.version), (CHAIN_MODEL, 1));
+    assert_eq!((run.example_count, run.error_count), (8, 0), "{run:?}");
+    let summary = |scorer: &str| {
+        run.summaries
+            .iter()
+            .find(|summary| summary.scorer == scorer)
+            .map(|summary| (summary.count, summary.mean))
+    };
+    eprintln!("real-model evaluation run: {:?}", run.summaries);
+    assert_eq!(summary("token_f1").map(|(count, _)| count), Some(8));
+    assert_eq!(summary("latency_ms").map(|(count, _)| count), Some(8));
+    let (grounded, groundedness) = summary("groundedness").expect("groundedness");
+    assert_eq!(grounded, 8);
+    assert!(
+        groundedness > 0.5,
+        "SmolLM2 answers mostly in the words of its passages: {groundedness}"
+    );
+    let (judged, _) = summary("judge").expect("SmolLM2 graded some answers");
+    assert!((1..=8).contains(&judged), "{judged}");
 }
 
 fn repo_path(relative: &str) -> PathBuf {

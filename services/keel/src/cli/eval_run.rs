@@ -39,9 +39,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub dataset: PathBuf,
     /// Comma-separated scorers: exact, contains, regex, token_f1, rouge_l,
-    /// retrieval_hit, groundedness, latency_ms, cost_usd
+    /// retrieval_hit, groundedness, latency_ms, cost_usd, judge
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_SCORERS)]
     pub scorers: Vec<String>,
+    /// A generator of serving's catalog that grades each answer 1–5 (the
+    /// `judge` scorer, added when this is given)
+    #[arg(long)]
+    pub judge: Option<String>,
     /// Only the first N examples
     #[arg(long)]
     pub limit: Option<usize>,
@@ -62,7 +66,16 @@ pub async fn run(urls: &ServiceUrls, args: RunArgs) -> Result<(), CliError> {
 /// Runs the evaluation and returns the finished run as the registry
 /// stored it.
 pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::EvaluationRun, CliError> {
-    let scorers = parse_scorers(&args.scorers)?;
+    let mut scorers = parse_scorers(&args.scorers)?;
+    match (&args.judge, scorers.contains(&Scorer::Judge)) {
+        (Some(_), false) => scorers.push(Scorer::Judge),
+        (None, true) => {
+            return Err(CliError::Invalid(
+                "the `judge` scorer needs --judge GENERATOR".to_string(),
+            ))
+        }
+        _ => {}
+    }
     let dataset = read_dataset(&args.dataset, args.limit)?;
     let mut registry = urls.registry().await?;
     let mut serving = urls.serving().await?;
@@ -110,13 +123,32 @@ pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::Evaluati
                 session_id: session_id.clone(),
                 ..Default::default()
             };
-            async move { (example, serving.query(request).await) }
+            let scorers = &scorers;
+            async move {
+                let answered = serving.query(request).await;
+                let (mut stored, passages) = scored_example(example, scorers, answered);
+                let mut judge_failure = None;
+                if let Some(judge) = args.judge.as_deref().filter(|_| stored.error.is_empty()) {
+                    match judge_score(&mut serving, judge, example, &stored, &passages).await {
+                        Ok(Some(score)) => {
+                            stored
+                                .scores
+                                .insert(Scorer::Judge.name().to_string(), score);
+                        }
+                        Ok(None) => {}
+                        Err(error) => judge_failure = Some(error),
+                    }
+                }
+                (stored, judge_failure)
+            }
         })
         .buffered(args.concurrency as usize);
     let mut answers = std::pin::pin!(answers);
     let mut batch = Vec::with_capacity(APPEND_BATCH);
-    while let Some((example, answered)) = answers.next().await {
-        batch.push(scored_example(example, &scorers, answered));
+    let mut judge_failures = Vec::new();
+    while let Some((stored, judge_failure)) = answers.next().await {
+        judge_failures.extend(judge_failure);
+        batch.push(stored);
         progress.inc(1);
         if batch.len() == APPEND_BATCH {
             append(&mut registry, &run.id, std::mem::take(&mut batch)).await?;
@@ -126,6 +158,12 @@ pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::Evaluati
         append(&mut registry, &run.id, batch).await?;
     }
     progress.finish_and_clear();
+    if let Some(first) = judge_failures.first() {
+        output::warning(&format!(
+            "the judge failed on {} examples (they have no judge score); the first: {first}",
+            judge_failures.len()
+        ));
+    }
     let finished = registry
         .finish_evaluation_run(pb::FinishEvaluationRunRequest {
             run_id: run.id.clone(),
@@ -142,11 +180,6 @@ pub fn parse_scorers(names: &[String]) -> Result<Vec<Scorer>, CliError> {
     let mut scorers = Vec::new();
     for name in names {
         let scorer = Scorer::parse(name.trim()).map_err(CliError::Invalid)?;
-        if scorer == Scorer::Judge {
-            return Err(CliError::Invalid(
-                "the `judge` scorer is not available from `keel eval run` yet".to_string(),
-            ));
-        }
         if seen.insert(scorer) {
             scorers.push(scorer);
         }
@@ -200,13 +233,14 @@ async fn version_reference(
     }
 }
 
-/// The example as the registry stores it: the answer and its scores, or
-/// the failure and no scores.
+/// The example as the registry stores it — the answer and its scores (the
+/// judge's aside), or the failure and no scores — and the retrieved
+/// passages' texts.
 fn scored_example(
     example: &Example,
     scorers: &[Scorer],
     answered: Result<tonic::Response<pb::QueryResponse>, tonic::Status>,
-) -> pb::EvaluationExample {
+) -> (pb::EvaluationExample, Vec<String>) {
     let mut stored = pb::EvaluationExample {
         index: example.index,
         question: example.question.clone(),
@@ -218,7 +252,7 @@ fn scored_example(
         Ok(response) => response.into_inner(),
         Err(status) => {
             stored.error = format!("{:?}: {}", status.code(), status.message());
-            return stored;
+            return (stored, Vec::new());
         }
     };
     let passages: Vec<String> = response
@@ -251,7 +285,50 @@ fn scored_example(
     stored.retrieved_sources = retrieved;
     stored.request_id = response.request_id;
     stored.latency_ms = response.latency_ms;
-    stored
+    (stored, passages)
+}
+
+/// The judge's grade of a stored answer; `None` when its reply holds no
+/// grade, an error when the generator failed.
+async fn judge_score(
+    serving: &mut pb::serving_service_client::ServingServiceClient<tonic::transport::Channel>,
+    judge: &str,
+    example: &Example,
+    stored: &pb::EvaluationExample,
+    passages: &[String],
+) -> Result<Option<f64>, String> {
+    let input = ScorerInput {
+        question: &example.question,
+        answer: &stored.answer,
+        reference: example.reference.as_deref(),
+        pattern: None,
+        passages,
+        retrieved_sources: &stored.retrieved_sources,
+        expected_sources: &example.expected_sources,
+        latency_ms: stored.latency_ms,
+        cost_usd: 0.0,
+    };
+    let messages = keel_eval::judge::judge_messages(&input)
+        .into_iter()
+        .map(|message| pb::ChatMessage {
+            role: message.role.to_string(),
+            content: message.content,
+        })
+        .collect();
+    let request = pb::GenerateRequest {
+        generator: judge.to_string(),
+        messages,
+        params: Some(pb::GenerationParams {
+            temperature: Some(0.0),
+            max_tokens: Some(keel_eval::judge::MAX_REPLY_TOKENS),
+            ..Default::default()
+        }),
+    };
+    let reply = serving
+        .generate(request)
+        .await
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+    Ok(keel_eval::judge::parse_verdict(&reply.into_inner().text))
 }
 
 async fn append(

@@ -35,6 +35,11 @@ pub fn error(error: &CliError) {
     }
 }
 
+/// Something the user should know that did not stop the command, on stderr.
+pub fn warning(text: &str) {
+    eprintln!("warning: {text}");
+}
+
 /// A progress bar on stderr for `total` items of `unit` (e.g. "chunks"),
 /// with their rate per second.
 pub fn progress_bar(total: u64, unit: &str) -> ProgressBar {
@@ -271,6 +276,34 @@ pub fn version(version: &ModelVersion) {
             format!(": {}", version.description)
         }
     );
+    let Some(lineage) = version
+        .lineage
+        .as_ref()
+        .filter(|lineage| **lineage != Default::default())
+    else {
+        return;
+    };
+    if lineage.parent_version != 0 {
+        println!(
+            "  derived from {}/{}",
+            version.model, lineage.parent_version
+        );
+    }
+    for dataset in &lineage.datasets {
+        println!(
+            "  built from dataset {} ({} examples{})",
+            dataset.name,
+            dataset.examples,
+            if dataset.digest.is_empty() {
+                String::new()
+            } else {
+                format!(", sha256 {}", dataset.digest)
+            }
+        );
+    }
+    for run in &lineage.evaluation_runs {
+        println!("  justified by evaluation run {run}");
+    }
 }
 
 pub fn alias_moved(event: &AliasEvent) {

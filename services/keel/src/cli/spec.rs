@@ -1,14 +1,15 @@
 //! Version spec files (`keel version create MODEL --file spec.yaml`): YAML
 //! (`.yaml`, `.yml`) or TOML (`.toml`) holding either `prompt: {template}` or
 //! `chain: {collection, top_k, filter, prompt, generator: {name, params}}`,
-//! plus `description` and `tags`.
+//! plus `description`, `tags` and `lineage: {parent_version, datasets:
+//! [{name, digest, examples}], evaluation_runs}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use keel_proto::v1::{
-    create_version_request, ChainSpec, CreateVersionRequest, GenerationParams, GeneratorSpec,
-    PromptSpec,
+    create_version_request, ChainSpec, CreateVersionRequest, DatasetSource, GenerationParams,
+    GeneratorSpec, Lineage, PromptSpec,
 };
 use serde::Deserialize;
 
@@ -38,6 +39,28 @@ struct VersionSpecFile {
     tags: BTreeMap<String, String>,
     prompt: Option<PromptSection>,
     chain: Option<ChainSection>,
+    lineage: Option<LineageSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineageSection {
+    #[serde(default)]
+    parent_version: u32,
+    #[serde(default)]
+    datasets: Vec<DatasetSection>,
+    #[serde(default)]
+    evaluation_runs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetSection {
+    name: String,
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    examples: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +165,19 @@ pub fn version_request(
         spec: Some(spec),
         description: file.description,
         tags: file.tags.into_iter().collect::<HashMap<_, _>>(),
-        lineage: None,
+        lineage: file.lineage.map(|lineage| Lineage {
+            parent_version: lineage.parent_version,
+            datasets: lineage
+                .datasets
+                .into_iter()
+                .map(|dataset| DatasetSource {
+                    name: dataset.name,
+                    digest: dataset.digest,
+                    examples: dataset.examples,
+                })
+                .collect(),
+            evaluation_runs: lineage.evaluation_runs,
+        }),
     })
 }
 
@@ -252,6 +287,29 @@ stop = ["END"]
         assert_eq!(params.max_tokens, Some(120));
         assert_eq!(params.top_p, None);
         assert_eq!(params.stop, vec!["END".to_string()]);
+    }
+
+    #[test]
+    fn lineage_reads_from_the_file() {
+        let yaml = "prompt:\n  template: \"{{ question }}\"\nlineage:\n  parent_version: 2\n  \
+                    datasets:\n    - name: feedback:eval:support\n      examples: 40\n  \
+                    evaluation_runs: [0190b5a0-0000-7000-8000-000000000001]\n";
+        let request = version_request("p", Path::new("p.yaml"), yaml).unwrap();
+        let lineage = request.lineage.unwrap();
+        assert_eq!(lineage.parent_version, 2);
+        assert_eq!(lineage.datasets[0].name, "feedback:eval:support");
+        assert_eq!(lineage.datasets[0].examples, 40);
+        assert_eq!(
+            lineage.evaluation_runs,
+            ["0190b5a0-0000-7000-8000-000000000001"]
+        );
+        let plain = "prompt:\n  template: \"{{ question }}\"\n";
+        assert_eq!(
+            version_request("p", Path::new("p.yaml"), plain)
+                .unwrap()
+                .lineage,
+            None
+        );
     }
 
     #[test]
