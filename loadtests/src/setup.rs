@@ -274,6 +274,7 @@ async fn ensure_champion(
         expected_current_version: Some(0),
         actor: ACTOR.to_string(),
         reason: "load test setup".to_string(),
+        override_gate: false,
     };
     registry
         .set_alias(set_alias)

@@ -202,6 +202,7 @@ pub async fn set_champion(cluster: &Cluster, version: u32) {
             expected_current_version: None,
             actor: "e2e".to_string(),
             reason: format!("promote v{version}"),
+            override_gate: false,
         })
         .await
         .unwrap_or_else(|status| panic!("set champion to {version}: {status}"));

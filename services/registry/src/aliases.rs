@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::{model_not_found, stored_u32, version_not_found, Page, Registry};
-use crate::{pagination, store};
+use crate::{gates, pagination, store};
 
 pub const MAX_ACTOR_BYTES: usize = 256;
 pub const MAX_REASON_BYTES: usize = 4096;
@@ -30,6 +30,8 @@ pub struct AliasEvent {
     pub at_ms: i64,
     /// Strictly increasing across the registry; 0 in a watch's initial state.
     pub sequence: u64,
+    /// The promotion gate's rules this move failed and overrode.
+    pub overridden_gates: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct AliasMove {
     pub expected_current_version: Option<u32>,
     pub actor: String,
     pub reason: String,
+    /// Move even when the alias's promotion gate fails (needs a reason).
+    pub override_gate: bool,
 }
 
 impl Registry {
@@ -85,9 +89,16 @@ impl Registry {
                 ))),
             };
         }
+        let failed = gates::failed_rules(tx.conn(), model, alias, target, current).await?;
+        if !failed.is_empty() && !request.override_gate {
+            return Err(Error::FailedPrecondition(format!(
+                "the promotion gate of @{alias} of model `{model}` refuses version {target}: {}",
+                failed.join("; ")
+            )));
+        }
         let at_ms = keel_core::time::now_ms();
         store::upsert_alias(tx.conn(), model, alias, target, at_ms).await?;
-        let row = event_row(sequence, &request, current, target, at_ms);
+        let row = event_row(sequence, &request, current, target, at_ms, &failed)?;
         store::insert_event(tx.conn(), &row).await?;
         store::announce_event(tx.conn(), self.store.backend(), sequence).await?;
         tx.commit().await?;
@@ -115,7 +126,7 @@ impl Registry {
         check_expected(model, alias, current, request.expected_current_version)?;
         let at_ms = keel_core::time::now_ms();
         store::delete_alias(tx.conn(), model, alias).await?;
-        let row = event_row(sequence, &request, current, 0, at_ms);
+        let row = event_row(sequence, &request, current, 0, at_ms, &[])?;
         store::insert_event(tx.conn(), &row).await?;
         store::announce_event(tx.conn(), self.store.backend(), sequence).await?;
         tx.commit().await?;
@@ -189,6 +200,7 @@ impl Registry {
                         reason: String::new(),
                         at_ms: keel_core::time::now_ms(),
                         sequence: 0,
+                        overridden_gates: Vec::new(),
                     });
                 }
             }
@@ -280,6 +292,12 @@ fn validate_move(request: &AliasMove) -> Result<(), FieldError> {
     validate_alias("alias", &request.alias)?;
     validate::max_len("actor", &request.actor, MAX_ACTOR_BYTES)?;
     validate::max_len("reason", &request.reason, MAX_REASON_BYTES)?;
+    if request.override_gate && request.reason.trim().is_empty() {
+        return Err(FieldError::new(
+            "reason",
+            "must say why when override_gate is set: it is kept in the audit trail",
+        ));
+    }
     Ok(())
 }
 
@@ -316,13 +334,16 @@ fn event_row(
     previous_version: i64,
     new_version: i64,
     at_ms: i64,
-) -> store::EventRow {
+    overridden_gates: &[String],
+) -> Result<store::EventRow, Error> {
     let actor = if request.actor.trim().is_empty() {
         ANONYMOUS_ACTOR.to_string()
     } else {
         request.actor.clone()
     };
-    (
+    let overridden_gates_json = serde_json::to_string(overridden_gates)
+        .map_err(|error| Error::Corrupt(format!("cannot encode overridden gates: {error}")))?;
+    Ok((
         sequence,
         request.model.clone(),
         request.alias.clone(),
@@ -331,12 +352,17 @@ fn event_row(
         actor,
         request.reason.clone(),
         at_ms,
-    )
+        overridden_gates_json,
+    ))
 }
 
 pub(crate) fn event_from_row(row: store::EventRow) -> Result<AliasEvent, Error> {
-    let (sequence, model, alias, previous_version, new_version, actor, reason, at_ms) = row;
+    let (sequence, model, alias, previous_version, new_version, actor, reason, at_ms, gates_json) =
+        row;
+    let overridden_gates = serde_json::from_str(&gates_json)
+        .map_err(|error| Error::Corrupt(format!("stored overridden gates: {error}")))?;
     Ok(AliasEvent {
+        overridden_gates,
         previous_version: stored_u32("previous version", previous_version)?,
         new_version: stored_u32("new version", new_version)?,
         sequence: u64::try_from(sequence)
@@ -408,6 +434,7 @@ mod tests {
             expected_current_version: None,
             actor: String::new(),
             reason: String::new(),
+            override_gate: false,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::aliases::{AliasEvent, AliasMove};
 use crate::evaluations::{
     EvaluationExample, EvaluationRun, NewEvaluationRun, RunState, ScoreSummary,
 };
+use crate::gates::PromotionGate;
 use crate::lineage::{DatasetSource, Lineage};
 use crate::registry::{Model, ModelVersion, NewModel, NewVersion, Registry, Tags};
 use crate::spec::{ChainSpec, GeneratorSpec, ModelKind, PromptSpec, VersionSpec};
@@ -143,6 +144,7 @@ impl RegistryService for RegistryApi {
             expected_current_version: message.expected_current_version,
             actor: message.actor,
             reason: message.reason,
+            override_gate: message.override_gate,
         };
         let event = self.registry.set_alias(alias_move).await?;
         Ok(Response::new(event_to_proto(event)))
@@ -160,6 +162,7 @@ impl RegistryService for RegistryApi {
             expected_current_version: message.expected_current_version,
             actor: message.actor,
             reason: message.reason,
+            override_gate: false,
         };
         let event = self.registry.delete_alias(alias_move).await?;
         Ok(Response::new(event_to_proto(event)))
@@ -273,6 +276,42 @@ impl RegistryService for RegistryApi {
         Ok(Response::new(pb::ListEvaluationRunsResponse {
             runs: page.items.into_iter().map(run_to_proto).collect(),
             next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn set_promotion_gate(
+        &self,
+        request: Request<pb::SetPromotionGateRequest>,
+    ) -> Result<Response<pb::PromotionGate>, Status> {
+        let Some(gate) = request.into_inner().gate else {
+            return Err(FieldError::new("gate", "must be set").into());
+        };
+        let gate = self
+            .registry
+            .set_promotion_gate(gate_from_proto(gate))
+            .await?;
+        Ok(Response::new(gate_to_proto(gate)))
+    }
+
+    async fn delete_promotion_gate(
+        &self,
+        request: Request<pb::DeletePromotionGateRequest>,
+    ) -> Result<Response<pb::DeletePromotionGateResponse>, Status> {
+        let message = request.into_inner();
+        self.registry
+            .delete_promotion_gate(&message.model, &message.alias)
+            .await?;
+        Ok(Response::new(pb::DeletePromotionGateResponse {}))
+    }
+
+    async fn list_promotion_gates(
+        &self,
+        request: Request<pb::ListPromotionGatesRequest>,
+    ) -> Result<Response<pb::ListPromotionGatesResponse>, Status> {
+        let message = request.into_inner();
+        let gates = self.registry.list_promotion_gates(&message.model).await?;
+        Ok(Response::new(pb::ListPromotionGatesResponse {
+            gates: gates.into_iter().map(gate_to_proto).collect(),
         }))
     }
 
@@ -525,5 +564,34 @@ fn event_to_proto(event: AliasEvent) -> pb::AliasEvent {
         reason: event.reason,
         at_ms: event.at_ms,
         sequence: event.sequence,
+        overridden_gates: event.overridden_gates,
+    }
+}
+
+fn gate_from_proto(gate: pb::PromotionGate) -> PromotionGate {
+    PromotionGate {
+        model: gate.model,
+        alias: gate.alias,
+        require_description: gate.require_description,
+        required_tags: gate.required_tags.into_iter().collect(),
+        evaluation_dataset: gate.evaluation_dataset,
+        min_scores: gate.min_scores.into_iter().collect(),
+        max_scores: gate.max_scores.into_iter().collect(),
+        max_regression: gate.max_regression.into_iter().collect(),
+        updated_at_ms: 0,
+    }
+}
+
+fn gate_to_proto(gate: PromotionGate) -> pb::PromotionGate {
+    pb::PromotionGate {
+        model: gate.model,
+        alias: gate.alias,
+        require_description: gate.require_description,
+        required_tags: gate.required_tags.into_iter().collect(),
+        evaluation_dataset: gate.evaluation_dataset,
+        min_scores: gate.min_scores.into_iter().collect(),
+        max_scores: gate.max_scores.into_iter().collect(),
+        max_regression: gate.max_regression.into_iter().collect(),
+        updated_at_ms: gate.updated_at_ms,
     }
 }

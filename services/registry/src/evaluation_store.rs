@@ -216,6 +216,26 @@ pub async fn list_runs(
     .await
 }
 
+/// The newest finished run of `model/version` on the dataset `dataset`.
+pub async fn latest_finished_run(
+    conn: &mut AnyConnection,
+    model: &str,
+    version: i64,
+    dataset: &str,
+) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM evaluation_runs
+         WHERE model = $1 AND version = $2 AND dataset_name = $3 AND state = $4
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(model)
+    .bind(version)
+    .bind(dataset)
+    .bind(STATE_FINISHED)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Examples of the run after position `after`, by position.
 pub async fn list_examples(
     conn: &mut AnyConnection,

@@ -424,7 +424,7 @@ fn from_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T
     serde_json::from_str(json).map_err(|error| Error::Corrupt(format!("stored {what}: {error}")))
 }
 
-fn run_from_row(row: RunRow) -> Result<EvaluationRun, Error> {
+pub(crate) fn run_from_row(row: RunRow) -> Result<EvaluationRun, Error> {
     let state = match row.state {
         store::STATE_RUNNING => RunState::Running,
         store::STATE_FINISHED => RunState::Finished,

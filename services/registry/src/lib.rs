@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 pub mod evaluation_store;
 pub mod evaluations;
+pub mod gate_store;
+pub mod gates;
 pub mod lineage;
 pub mod metrics;
 pub mod pagination;

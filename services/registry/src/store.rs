@@ -82,6 +82,18 @@ CREATE TABLE evaluation_examples (
 )
 ";
 
+/// Promotion gates, and the gate rules an alias move overrode.
+const SCHEMA_V3: &str = "
+ALTER TABLE alias_events ADD COLUMN overridden_gates_json TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE promotion_gates (
+    model TEXT NOT NULL REFERENCES models (name),
+    alias TEXT NOT NULL,
+    gate_json TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (model, alias)
+)
+";
+
 pub const MIGRATIONS: &[keel_store::Migration] = &[
     keel_store::Migration {
         version: 1,
@@ -95,6 +107,12 @@ pub const MIGRATIONS: &[keel_store::Migration] = &[
         sqlite: SCHEMA_V2,
         postgres: SCHEMA_V2,
     },
+    keel_store::Migration {
+        version: 3,
+        name: "promotion gates",
+        sqlite: SCHEMA_V3,
+        postgres: SCHEMA_V3,
+    },
 ];
 
 /// name, kind, description, tags_json, created_at_ms, latest_version
@@ -103,14 +121,15 @@ pub type ModelRow = (String, i64, String, String, i64, i64);
 pub type VersionRow = (String, i64, String, String, String, i64, String);
 /// model, alias, version
 pub type AliasRow = (String, String, i64);
-/// sequence, model, alias, previous_version, new_version, actor, reason, at_ms
-pub type EventRow = (i64, String, String, i64, i64, String, String, i64);
+/// sequence, model, alias, previous_version, new_version, actor, reason,
+/// at_ms, overridden_gates_json
+pub type EventRow = (i64, String, String, i64, i64, String, String, i64, String);
 
 const MODEL_COLUMNS: &str = "name, kind, description, tags_json, created_at_ms, latest_version";
 const VERSION_COLUMNS: &str =
     "model, version, spec_json, description, tags_json, created_at_ms, lineage_json";
-const EVENT_COLUMNS: &str =
-    "sequence, model, alias, previous_version, new_version, actor, reason, at_ms";
+const EVENT_COLUMNS: &str = "sequence, model, alias, previous_version, new_version, actor, \
+     reason, at_ms, overridden_gates_json";
 
 /// Inserts a model unless one with that name exists; true when inserted.
 pub async fn insert_model(conn: &mut AnyConnection, row: &ModelRow) -> Result<bool, sqlx::Error> {
@@ -350,7 +369,7 @@ pub async fn last_event_sequence(conn: &mut AnyConnection) -> Result<i64, sqlx::
 
 pub async fn insert_event(conn: &mut AnyConnection, row: &EventRow) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO alias_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        "INSERT INTO alias_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     ))
     .bind(row.0)
     .bind(&row.1)
@@ -360,6 +379,7 @@ pub async fn insert_event(conn: &mut AnyConnection, row: &EventRow) -> Result<()
     .bind(&row.5)
     .bind(&row.6)
     .bind(row.7)
+    .bind(&row.8)
     .execute(conn)
     .await?;
     Ok(())
@@ -441,6 +461,7 @@ mod tests {
             "ci".into(),
             String::new(),
             3000,
+            "[]".into(),
         )
     }
 

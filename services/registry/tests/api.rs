@@ -80,6 +80,7 @@ fn alias_move(
         expected_current_version: expected,
         actor: String::new(),
         reason: String::new(),
+        override_gate: false,
     }
 }
 

@@ -123,6 +123,7 @@ fn champion(version: u32, expected: u32) -> SetAliasRequest {
         expected_current_version: Some(expected),
         actor: "replica-test".to_string(),
         reason: format!("move to v{version}"),
+        override_gate: false,
     }
 }
 

@@ -54,6 +54,7 @@ async fn restart(backend: Backend) {
             expected_current_version: Some(0),
             actor: "e2e".to_string(),
             reason: "try v1 again".to_string(),
+            override_gate: false,
         })
         .await
         .expect("set challenger");

@@ -303,4 +303,25 @@ impl RegistryService for FakeRegistry {
     ) -> Result<Response<pb::ListEvaluationExamplesResponse>, Status> {
         unimplemented()
     }
+
+    async fn set_promotion_gate(
+        &self,
+        _: Request<pb::SetPromotionGateRequest>,
+    ) -> Result<Response<pb::PromotionGate>, Status> {
+        unimplemented()
+    }
+
+    async fn delete_promotion_gate(
+        &self,
+        _: Request<pb::DeletePromotionGateRequest>,
+    ) -> Result<Response<pb::DeletePromotionGateResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_promotion_gates(
+        &self,
+        _: Request<pb::ListPromotionGatesRequest>,
+    ) -> Result<Response<pb::ListPromotionGatesResponse>, Status> {
+        unimplemented()
+    }
 }

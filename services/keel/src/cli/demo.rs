@@ -306,6 +306,7 @@ pub async fn register(
         expect: None,
         actor: "keel-demo".to_string(),
         reason: "demo".to_string(),
+        override_gate: false,
     };
     let event = registry::set_alias(urls, &alias_args).await?;
     output::alias_moved(&event);

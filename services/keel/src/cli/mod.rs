@@ -15,6 +15,7 @@ pub mod eval_dataset;
 pub mod eval_retrieval;
 pub mod eval_run;
 pub mod feedback;
+pub mod gate;
 pub mod html_sections;
 pub mod ingest;
 pub mod metrics;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Model versions
     #[command(subcommand)]
     Version(registry::VersionCommand),
+    /// Promotion gates: what a version must show before an alias moves to it
+    #[command(subcommand)]
+    Gate(gate::GateCommand),
     /// Aliases such as @champion
     #[command(subcommand)]
     Alias(registry::AliasCommand),
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Collection(command) => collection::run(&urls, command).await,
         Command::Ingest(args) => ingest::run(&urls, args).await,
         Command::Eval(command) => eval::run(&urls, command).await,
+        Command::Gate(command) => gate::run(&urls, command).await,
         Command::Model(command) => registry::run_model(&urls, command).await,
         Command::Version(command) => registry::run_version(&urls, command).await,
         Command::Alias(command) => registry::run_alias(&urls, command).await,

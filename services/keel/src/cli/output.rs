@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use keel_proto::v1::{
     AliasEvent, Citation, Collection, Endpoint, EvaluationRun, ExportSummary, FeedbackKind,
     FeedbackRecord, FinishReason, GetMetricsResponse, Metric, Model, ModelKind, ModelVersion,
-    QueryDone, QueryResponse,
+    PromotionGate, QueryDone, QueryResponse,
 };
 
 use crate::cli::CliError;
@@ -317,6 +317,40 @@ pub fn alias_moved(event: &AliasEvent) {
             "{}@{} -> version {} (was {})",
             event.model, event.alias, event.new_version, event.previous_version
         );
+    }
+    for rule in &event.overridden_gates {
+        println!("  promotion gate overridden: {rule}");
+    }
+}
+
+/// A model's promotion gates, one block per alias.
+pub fn gates(gates: &[PromotionGate]) {
+    if gates.is_empty() {
+        println!("no promotion gates");
+    }
+    for gate in gates {
+        println!("{}@{}:", gate.model, gate.alias);
+        if gate.require_description {
+            println!("  a description");
+        }
+        for (key, value) in &gate.required_tags {
+            match value.as_str() {
+                "" => println!("  tag {key}"),
+                value => println!("  tag {key}={value}"),
+            }
+        }
+        if !gate.evaluation_dataset.is_empty() {
+            println!("  a finished evaluation run on {}", gate.evaluation_dataset);
+        }
+        for (scorer, value) in &gate.min_scores {
+            println!("  {scorer} >= {value}");
+        }
+        for (scorer, value) in &gate.max_scores {
+            println!("  {scorer} <= {value}");
+        }
+        for (scorer, value) in &gate.max_regression {
+            println!("  {scorer} no worse than the current holder's by more than {value}");
+        }
     }
 }
 

@@ -63,6 +63,10 @@ pub struct SetAliasArgs {
     /// Why, for the audit trail
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Move even when the alias's promotion gate refuses the version (needs
+    /// --reason; the failed rules go into the audit trail)
+    #[arg(long)]
+    pub override_gate: bool,
 }
 
 pub async fn run_model(urls: &ServiceUrls, command: ModelCommand) -> Result<(), CliError> {
@@ -139,6 +143,7 @@ pub async fn set_alias(urls: &ServiceUrls, args: &SetAliasArgs) -> Result<AliasE
         expected_current_version: args.expect,
         actor: args.actor.clone(),
         reason: args.reason.clone(),
+        override_gate: args.override_gate,
     };
     let response = urls
         .registry()
