@@ -2,16 +2,23 @@
 //! support bot by `keel eval run`'s code, scored and stored in the
 //! registry, then compared by `keel eval compare`'s code; the run's queries
 //! are in the inference log, pinned to the version and marked as the run's.
+//! Then live traffic replayed through both versions, and only the requests
+//! that got feedback.
+
+use std::time::{Duration, SystemTime};
 
 use keel::cli::eval_compare::{compare_runs, Verdict};
-use keel::cli::eval_run::{self, RunArgs, SESSION_PREFIX};
+use keel::cli::eval_replay::{self, ReplayArgs};
+use keel::cli::eval_run::{self, RunArgs, ScoringArgs, SESSION_PREFIX};
 use keel::cli::ServiceUrls;
-use keel_proto::v1::{EvaluationRunState, ListEvaluationRunsRequest};
+use keel_proto::v1::{
+    EvaluationRunState, FeedbackKind, ListEvaluationRunsRequest, SubmitFeedbackRequest,
+};
 use keel_tests::fixtures::{
     self, CHAIN_MODEL, ENDPOINT, LOYALTY_QUESTION, REFUND_QUESTION, SHIPPING_QUESTION,
     WARRANTY_QUESTION,
 };
-use keel_tests::{on_both_backends, Backend, Cluster, Storage};
+use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
 
 use crate::streaming::inference_record;
 
@@ -45,10 +52,7 @@ async fn evaluation_runs(backend: Backend) {
     let text: Vec<String> = lines.iter().map(ToString::to_string).collect();
     std::fs::write(&dataset, text.join("\n") + "\n").unwrap();
 
-    let args = |version: &str| RunArgs {
-        endpoint: ENDPOINT.to_string(),
-        version: version.to_string(),
-        dataset: dataset.clone(),
+    let scoring = ScoringArgs {
         scorers: [
             "contains",
             "regex",
@@ -60,9 +64,15 @@ async fn evaluation_runs(backend: Backend) {
         .map(String::from)
         .to_vec(),
         judge: None,
-        limit: None,
         concurrency: 2,
         actor: "e2e".to_string(),
+    };
+    let args = |version: &str| RunArgs {
+        endpoint: ENDPOINT.to_string(),
+        version: version.to_string(),
+        dataset: dataset.clone(),
+        limit: None,
+        scoring: scoring.clone(),
     };
     let v1 = eval_run::evaluate(&urls, &args("1")).await.unwrap();
     assert_eq!(v1.state(), EvaluationRunState::Finished);
@@ -156,7 +166,7 @@ async fn evaluation_runs(backend: Backend) {
     // A bare version number on an endpoint routing to one model is that
     // model's; a scorer that does not exist is refused before anything runs.
     let mut unknown = args("1");
-    unknown.scorers = vec!["bleu".to_string()];
+    unknown.scoring.scorers = vec!["bleu".to_string()];
     let error = eval_run::evaluate(&urls, &unknown).await.unwrap_err();
     assert!(
         error.to_string().contains("unknown scorer `bleu`"),
@@ -168,7 +178,120 @@ async fn evaluation_runs(backend: Backend) {
         Some(tonic::Code::NotFound),
         "{missing}"
     );
+
+    replay_live_traffic(&cluster, &urls, &scoring).await;
     cluster.shutdown().await;
+}
+
+/// Three live questions, feedback on two; replayed through v1 and v2 (the
+/// evaluation runs' own queries left out of the slice), and only the
+/// requests with feedback, with the correction as the reference.
+async fn replay_live_traffic(cluster: &Cluster, urls: &ServiceUrls, scoring: &ScoringArgs) {
+    let started = SystemTime::now();
+    let mut live = Vec::new();
+    for question in [REFUND_QUESTION, SHIPPING_QUESTION, WARRANTY_QUESTION] {
+        live.push(fixtures::query(cluster, ENDPOINT, question.text, "dana").await);
+    }
+    let mut feedback = cluster.feedback.clone();
+    let verdicts = [
+        (FeedbackKind::Thumbs, 1.0, ""),
+        (FeedbackKind::Correction, 0.0, "Rotterdam."),
+    ];
+    for (response, (kind, value, correction)) in live.iter().zip(verdicts) {
+        feedback
+            .submit_feedback(SubmitFeedbackRequest {
+                request_id: response.request_id.clone(),
+                kind: kind as i32,
+                value,
+                correction: correction.to_string(),
+                user_id: "dana".to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for response in &live {
+        inference_record(cluster, &response.request_id).await;
+    }
+    let until = SystemTime::now() + Duration::from_secs(1);
+    let replay_args = |version: &str, with_feedback: bool| ReplayArgs {
+        endpoint: ENDPOINT.to_string(),
+        version: version.to_string(),
+        since: Some(started - Duration::from_secs(1)),
+        until: Some(until),
+        last: None,
+        with_feedback,
+        limit: None,
+        scoring: scoring.clone(),
+    };
+
+    let on_v1 = eval_replay::replay(urls, &replay_args("1", false))
+        .await
+        .unwrap();
+    assert_eq!((on_v1.example_count, on_v1.error_count), (3, 0));
+    let dataset = on_v1.dataset.clone().unwrap();
+    assert!(
+        dataset.name.starts_with(&format!("replay:{ENDPOINT}:")),
+        "{}",
+        dataset.name
+    );
+    let on_v2 = eval_replay::replay(urls, &replay_args("2", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_v2.dataset,
+        Some(dataset),
+        "the same slice, the same dataset"
+    );
+    let comparison = compare_runs(urls, &on_v1.id, &on_v2.id).await.unwrap();
+    assert_eq!(comparison.paired_by, "index");
+    let groundedness = comparison
+        .scorers
+        .iter()
+        .find(|row| row.scorer == "groundedness")
+        .unwrap();
+    assert_eq!(groundedness.pairs, 3);
+
+    // Feedback that came before its record is exported once the two are
+    // joined.
+    let feedback_args = replay_args("2", true);
+    eventually(
+        "both judged requests in the feedback slice",
+        Duration::from_secs(15),
+        || async {
+            let dataset = eval_replay::slice(urls, &feedback_args).await.ok()?;
+            (dataset.examples.len() == 2).then_some(())
+        },
+    )
+    .await;
+    let judged = eval_replay::replay(urls, &feedback_args).await.unwrap();
+    assert_eq!(judged.example_count, 2);
+    assert!(judged.dataset.unwrap().name.ends_with(":feedback"));
+    let examples = cluster
+        .registry
+        .clone()
+        .list_evaluation_examples(keel_proto::v1::ListEvaluationExamplesRequest {
+            run_id: judged.id.clone(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .examples;
+    let references: Vec<(&str, &str)> = examples
+        .iter()
+        .map(|example| (example.question.as_str(), example.reference.as_str()))
+        .collect();
+    // The liked answer is its own reference; the corrected one has the correction.
+    assert!(
+        references.contains(&(SHIPPING_QUESTION.text, "Rotterdam.")),
+        "{references:?}"
+    );
+    assert!(
+        references.contains(&(REFUND_QUESTION.text, live[0].answer.as_str())),
+        "{references:?}"
+    );
 }
 
 fn regex_escape(text: &str) -> String {

@@ -204,13 +204,15 @@ async fn evaluate_with_smollm2_as_judge(urls: &ServiceUrls) {
         endpoint: ENDPOINT.to_string(),
         version: "1".to_string(),
         dataset,
-        scorers: ["contains", "token_f1", "groundedness", "latency_ms"]
-            .map(String::from)
-            .to_vec(),
-        judge: Some("smollm2".to_string()),
         limit: None,
-        concurrency: 2,
-        actor: "e2e".to_string(),
+        scoring: eval_run::ScoringArgs {
+            scorers: ["contains", "token_f1", "groundedness", "latency_ms"]
+                .map(String::from)
+                .to_vec(),
+            judge: Some("smollm2".to_string()),
+            concurrency: 2,
+            actor: "e2e".to_string(),
+        },
     };
     let run = eval_run::evaluate(urls, &args)
         .await

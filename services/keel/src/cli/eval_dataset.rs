@@ -50,9 +50,24 @@ pub struct Dataset {
 /// `limit` keeps the first examples only.
 pub fn read_dataset(path: &Path, limit: Option<usize>) -> Result<Dataset, CliError> {
     let bytes = std::fs::read(path).map_err(CliError::io(path))?;
-    let digest = hex(&Sha256::digest(&bytes));
     let text = String::from_utf8(bytes)
         .map_err(|_| CliError::Invalid(format!("{}: not UTF-8 text", path.display())))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    dataset_from_text(&path.display().to_string(), name, &text, limit)
+}
+
+/// The examples of JSONL `text` (read from `origin`, which errors name),
+/// as the dataset `name`; its digest is the text's SHA-256.
+pub fn dataset_from_text(
+    origin: &str,
+    name: String,
+    text: &str,
+    limit: Option<usize>,
+) -> Result<Dataset, CliError> {
+    let digest = hex(&Sha256::digest(text.as_bytes()));
     let mut examples = Vec::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -61,8 +76,7 @@ pub fn read_dataset(path: &Path, limit: Option<usize>) -> Result<Dataset, CliErr
         if limit.is_some_and(|limit| examples.len() >= limit) {
             break;
         }
-        let at =
-            |rule: String| CliError::Invalid(format!("{}:{}: {rule}", path.display(), number + 1));
+        let at = |rule: String| CliError::Invalid(format!("{origin}:{}: {rule}", number + 1));
         let parsed: ExampleLine =
             serde_json::from_str(line).map_err(|error| at(error.to_string()))?;
         if parsed.question.trim().is_empty() {
@@ -88,15 +102,8 @@ pub fn read_dataset(path: &Path, limit: Option<usize>) -> Result<Dataset, CliErr
         });
     }
     if examples.is_empty() {
-        return Err(CliError::Invalid(format!(
-            "{}: holds no example",
-            path.display()
-        )));
+        return Err(CliError::Invalid(format!("{origin}: holds no example")));
     }
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |name| name.to_string_lossy().into_owned(),
-    );
     Ok(Dataset {
         name,
         digest,

@@ -12,7 +12,7 @@ use keel_proto::v1 as pb;
 use keel_types::ModelRef;
 
 use crate::cli::error::rpc;
-use crate::cli::eval_dataset::{read_dataset, Example};
+use crate::cli::eval_dataset::{read_dataset, Dataset, Example};
 use crate::cli::{output, CliError, ServiceUrls};
 
 /// What a run scores when `--scorers` is not given: everything that needs
@@ -38,6 +38,16 @@ pub struct RunArgs {
     /// "pattern"?} per line (a feedback EVAL export reads as is)
     #[arg(long)]
     pub dataset: PathBuf,
+    /// Only the first N examples
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+/// How the answers are scored and sent, for `keel eval run` and `replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoringArgs {
     /// Comma-separated scorers: exact, contains, regex, token_f1, rouge_l,
     /// retrieval_hit, groundedness, latency_ms, cost_usd, judge
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_SCORERS)]
@@ -46,9 +56,6 @@ pub struct RunArgs {
     /// `judge` scorer, added when this is given)
     #[arg(long)]
     pub judge: Option<String>,
-    /// Only the first N examples
-    #[arg(long)]
-    pub limit: Option<usize>,
     /// Examples in flight at once
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
@@ -66,6 +73,21 @@ pub async fn run(urls: &ServiceUrls, args: RunArgs) -> Result<(), CliError> {
 /// Runs the evaluation and returns the finished run as the registry
 /// stored it.
 pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::EvaluationRun, CliError> {
+    // Checked before the file is read: a typo fails at once.
+    parse_scorers(&args.scoring.scorers)?;
+    let dataset = read_dataset(&args.dataset, args.limit)?;
+    evaluate_dataset(urls, &args.endpoint, &args.version, &args.scoring, &dataset).await
+}
+
+/// Runs `dataset` through `version` (N, MODEL/N or MODEL@ALIAS) behind
+/// `endpoint` and stores the run.
+pub async fn evaluate_dataset(
+    urls: &ServiceUrls,
+    endpoint: &str,
+    version: &str,
+    args: &ScoringArgs,
+    dataset: &Dataset,
+) -> Result<pb::EvaluationRun, CliError> {
     let mut scorers = parse_scorers(&args.scorers)?;
     match (&args.judge, scorers.contains(&Scorer::Judge)) {
         (Some(_), false) => scorers.push(Scorer::Judge),
@@ -76,10 +98,9 @@ pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::Evaluati
         }
         _ => {}
     }
-    let dataset = read_dataset(&args.dataset, args.limit)?;
     let mut registry = urls.registry().await?;
     let mut serving = urls.serving().await?;
-    let reference = version_reference(&mut serving, &args.endpoint, &args.version).await?;
+    let reference = version_reference(&mut serving, endpoint, version).await?;
     let version = registry
         .resolve_reference(pb::ResolveReferenceRequest {
             reference: reference.clone(),
@@ -91,7 +112,7 @@ pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::Evaluati
         .create_evaluation_run(pb::CreateEvaluationRunRequest {
             model: version.model.clone(),
             version: version.version,
-            endpoint: args.endpoint.clone(),
+            endpoint: endpoint.to_string(),
             dataset: Some(pb::DatasetSource {
                 name: dataset.name.clone(),
                 digest: dataset.digest.clone(),
@@ -115,7 +136,7 @@ pub async fn evaluate(urls: &ServiceUrls, args: &RunArgs) -> Result<pb::Evaluati
         .map(|example| {
             let mut serving = serving.clone();
             let request = pb::QueryRequest {
-                endpoint: args.endpoint.clone(),
+                endpoint: endpoint.to_string(),
                 question: example.question.clone(),
                 target: target.clone(),
                 full_citation_text: true,

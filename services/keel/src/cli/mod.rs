@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod eval_compare;
 pub mod eval_dataset;
+pub mod eval_replay;
 pub mod eval_retrieval;
 pub mod eval_run;
 pub mod feedback;
