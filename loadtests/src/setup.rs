@@ -296,6 +296,7 @@ async fn ensure_endpoint(
             weight: 1,
         }],
         description: "created by keel-loadtest setup".to_string(),
+        shadow: None,
     };
     let created = created_or_existing("create endpoint", serving.create_endpoint(request).await)?;
     tracing::info!(endpoint, target, created, "endpoint ready");

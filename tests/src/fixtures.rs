@@ -271,6 +271,7 @@ pub async fn create_endpoint(cluster: &Cluster, name: &str, routes: &[(&str, u32
                 })
                 .collect(),
             description: format!("{name} for the end-to-end tests"),
+            shadow: None,
         })
         .await
         .unwrap_or_else(|status| panic!("create endpoint {name}: {status}"));

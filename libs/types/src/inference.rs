@@ -53,6 +53,10 @@ pub struct InferenceRecord {
     /// `Cancelled` when the caller left before the answer was complete.
     #[serde(default)]
     pub finish_reason: FinishReason,
+    /// Shadow traffic: the live request this answer mirrors (never shown
+    /// to its user); `None` for live and evaluation requests.
+    #[serde(default)]
+    pub shadow_of: Option<RequestId>,
 }
 
 impl InferenceRecord {
@@ -101,7 +105,12 @@ impl InferenceRecord {
         let finish_reason =
             FinishReason::from_proto(&named("finish_reason"), record.finish_reason)?;
         let usage = record.usage.unwrap_or_default();
+        let shadow_of = match record.shadow_of.as_str() {
+            "" => None,
+            live => Some(RequestId::parse(&named("shadow_of"), live)?),
+        };
         Ok(InferenceRecord {
+            shadow_of,
             request_id,
             trace_id: record.trace_id,
             span_id: record.span_id,
@@ -165,6 +174,10 @@ impl From<InferenceRecord> for pb::InferenceRecord {
             started_at_ms: record.started_at_ms,
             generator: record.generator,
             finish_reason: pb::FinishReason::from(record.finish_reason) as i32,
+            shadow_of: record
+                .shadow_of
+                .map(|live| live.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -207,6 +220,7 @@ mod tests {
             started_at_ms: 1_700_000_000_000,
             generator: "extractive".to_string(),
             finish_reason: FinishReason::Length,
+            shadow_of: None,
         }
     }
 

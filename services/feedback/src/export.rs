@@ -440,6 +440,7 @@ mod tests {
             started_at_ms,
             generator: "extractive".to_string(),
             finish_reason: FinishReason::Stop,
+            shadow_of: None,
         }
     }
 

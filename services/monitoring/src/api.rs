@@ -382,6 +382,9 @@ fn filter_from_proto(list: &pb::ListInferencesRequest) -> Result<InferenceFilter
     if list.until_ms != 0 {
         filter.until_ms = Some(list.until_ms);
     }
+    if !list.shadow_of.is_empty() {
+        filter.shadow_of = Some(RequestId::parse("shadow_of", &list.shadow_of)?);
+    }
     if list.since_ms != 0 && list.until_ms != 0 && list.until_ms < list.since_ms {
         return Err(FieldError::new(
             "until_ms",

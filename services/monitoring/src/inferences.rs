@@ -23,6 +23,8 @@ pub struct InferenceFilter {
     pub since_ms: Option<i64>,
     /// Exclusive.
     pub until_ms: Option<i64>,
+    /// Only the shadow answers of this live request.
+    pub shadow_of: Option<RequestId>,
 }
 
 /// Where the next page of inferences starts: `position` is the last
@@ -118,6 +120,7 @@ impl InferenceLog {
             served_version: filter.served_version.map(i64::from),
             since_ms: filter.since_ms,
             until_ms: filter.until_ms,
+            shadow_of: filter.shadow_of.map(|live| live.to_string()),
             before: after.map(|cursor| (cursor.position, cursor.key.to_string())),
             // One more than asked tells whether another page follows.
             limit: i64::from(page_size) + 1,
@@ -214,6 +217,10 @@ fn encode_rows(records: &[InferenceRecord]) -> Result<Vec<InferenceRow>, Error> 
             input_tokens: i64::from(record.input_tokens),
             output_tokens: i64::from(record.output_tokens),
             started_at_ms: record.started_at_ms,
+            shadow_of: record
+                .shadow_of
+                .map(|live| live.to_string())
+                .unwrap_or_default(),
             record_json,
         });
     }
@@ -271,6 +278,7 @@ pub(crate) mod tests {
             started_at_ms,
             generator: "extractive".to_string(),
             finish_reason: FinishReason::Stop,
+            shadow_of: None,
         }
     }
 

@@ -292,6 +292,20 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "DROP INDEX trace_models_by_trace",
         postgres: "DROP INDEX trace_models_by_trace",
     },
+    // Shadow answers point at the live request they mirror; the partial
+    // index holds only them.
+    Migration {
+        version: 7,
+        name: "shadow_of",
+        sqlite: "
+            ALTER TABLE inferences ADD COLUMN shadow_of TEXT NOT NULL DEFAULT '';
+            CREATE INDEX inferences_by_shadow_of ON inferences (shadow_of) WHERE shadow_of <> ''
+        ",
+        postgres: "
+            ALTER TABLE inferences ADD COLUMN shadow_of TEXT NOT NULL DEFAULT '';
+            CREATE INDEX inferences_by_shadow_of ON inferences (shadow_of) WHERE shadow_of <> ''
+        ",
+    },
 ];
 
 pub const STATUS_OK: &str = "ok";
@@ -313,6 +327,8 @@ pub struct InferenceRow {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub started_at_ms: i64,
+    /// The live request a shadow answer mirrors; empty otherwise.
+    pub shadow_of: String,
     pub record_json: String,
 }
 
@@ -325,8 +341,8 @@ pub async fn insert_inferences(store: &Store, rows: &[InferenceRow]) -> Result<u
         let result = sqlx::query(
             "INSERT INTO inferences (request_id, trace_id, endpoint, served_model, served_version,
                 route_target, user_id, session_id, status, latency_ms, input_tokens, output_tokens,
-                started_at_ms, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                started_at_ms, record, shadow_of)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (request_id) DO NOTHING",
         )
         .bind(row.request_id.clone())
@@ -343,6 +359,7 @@ pub async fn insert_inferences(store: &Store, rows: &[InferenceRow]) -> Result<u
         .bind(row.output_tokens)
         .bind(row.started_at_ms)
         .bind(row.record_json.clone())
+        .bind(row.shadow_of.clone())
         .execute(tx.conn())
         .await?;
         inserted += result.rows_affected();
@@ -512,6 +529,8 @@ pub struct ListQuery {
     pub since_ms: Option<i64>,
     /// Exclusive.
     pub until_ms: Option<i64>,
+    /// Only the shadow answers of this live request id.
+    pub shadow_of: Option<String>,
     /// Only rows strictly before this `(started_at_ms, request_id)`.
     pub before: Option<(i64, String)>,
     pub limit: i64,
@@ -616,6 +635,10 @@ pub async fn list_inferences(
     if let Some(until_ms) = list.until_ms {
         let until_ms = conditions.arg(Arg::Int(until_ms));
         conditions.clause(format!("started_at_ms < {until_ms}"));
+    }
+    if let Some(shadow_of) = &list.shadow_of {
+        let shadow_of = conditions.arg(Arg::Text(shadow_of.clone()));
+        conditions.clause(format!("shadow_of = {shadow_of}"));
     }
     if let Some((started_at_ms, request_id)) = &list.before {
         conditions.before("started_at_ms", "request_id", *started_at_ms, request_id);

@@ -41,8 +41,14 @@ impl ServingApi {
     }
 }
 
-fn endpoint_input(name: String, routes: Vec<pb::Route>, description: String) -> EndpointInput {
+fn endpoint_input(
+    name: String,
+    routes: Vec<pb::Route>,
+    description: String,
+    shadow: Option<pb::Shadow>,
+) -> EndpointInput {
     EndpointInput {
+        shadow: shadow.map(|shadow| (shadow.target, shadow.percent)),
         name,
         routes: routes
             .into_iter()
@@ -69,6 +75,10 @@ fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
         description: endpoint.description,
         created_at_ms: endpoint.created_at_ms,
         updated_at_ms: endpoint.updated_at_ms,
+        shadow: endpoint.shadow.map(|shadow| pb::Shadow {
+            target: shadow.target.to_string(),
+            percent: shadow.percent,
+        }),
     }
 }
 
@@ -155,7 +165,12 @@ impl ServingService for ServingApi {
         request: Request<pb::CreateEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
         let message = request.into_inner();
-        let input = endpoint_input(message.name, message.routes, message.description);
+        let input = endpoint_input(
+            message.name,
+            message.routes,
+            message.description,
+            message.shadow,
+        );
         let endpoint = self.endpoints.create(&input).await?;
         Ok(Response::new(endpoint_to_proto(endpoint)))
     }
@@ -183,7 +198,12 @@ impl ServingService for ServingApi {
         request: Request<pb::UpdateEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
         let message = request.into_inner();
-        let input = endpoint_input(message.name, message.routes, message.description);
+        let input = endpoint_input(
+            message.name,
+            message.routes,
+            message.description,
+            message.shadow,
+        );
         let endpoint = self.endpoints.update(&input).await?;
         Ok(Response::new(endpoint_to_proto(endpoint)))
     }

@@ -14,6 +14,23 @@ pub struct Route {
     pub weight: u32,
 }
 
+/// A share of live queries answered again, unseen, by another chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    pub target: ModelRef,
+    /// 1..=100.
+    pub percent: u32,
+}
+
+impl Shadow {
+    /// Whether the live request `request_id` is mirrored: decided by its
+    /// random bits, so the same request always gets the same answer.
+    pub fn mirrors(&self, request_id: keel_types::RequestId) -> bool {
+        let random_bits = request_id.as_uuid().as_u128() as u64;
+        random_bits % 100 < u64::from(self.percent)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub name: String,
@@ -21,6 +38,7 @@ pub struct Endpoint {
     pub description: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub shadow: Option<Shadow>,
 }
 
 /// A route as the caller sent it.
@@ -36,6 +54,8 @@ pub struct EndpointInput {
     pub name: String,
     pub routes: Vec<RouteInput>,
     pub description: String,
+    /// (target, percent)
+    pub shadow: Option<(String, u32)>,
 }
 
 /// An endpoint that passed every input rule.
@@ -44,6 +64,7 @@ pub struct ValidEndpoint {
     pub name: String,
     pub routes: Vec<Route>,
     pub description: String,
+    pub shadow: Option<Shadow>,
 }
 
 pub fn validate_endpoint(input: &EndpointInput) -> Result<ValidEndpoint, FieldError> {
@@ -83,16 +104,80 @@ pub fn validate_endpoint(input: &EndpointInput) -> Result<ValidEndpoint, FieldEr
             "weights must sum to a positive number, got 0",
         ));
     }
+    let shadow = match &input.shadow {
+        None => None,
+        Some((target, percent)) => {
+            let target = ModelRef::parse("shadow.target", target)?;
+            validate::in_range("shadow.percent", u64::from(*percent), 1, 100)?;
+            Some(Shadow {
+                target,
+                percent: *percent,
+            })
+        }
+    };
     Ok(ValidEndpoint {
         name: input.name.clone(),
         routes,
         description: input.description.clone(),
+        shadow,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shadow_mirrors_its_share_of_requests_and_always_the_same_ones() {
+        let shadow = Shadow {
+            target: ModelRef::parse("target", "bot/2").unwrap(),
+            percent: 30,
+        };
+        let ids: Vec<keel_types::RequestId> = (0..10_000)
+            .map(|_| keel_types::RequestId::generate())
+            .collect();
+        let mirrored = ids.iter().filter(|id| shadow.mirrors(**id)).count();
+        assert!(
+            (2700..=3300).contains(&mirrored),
+            "{mirrored} of 10000 at 30%"
+        );
+        assert!(ids
+            .iter()
+            .all(|id| shadow.mirrors(*id) == shadow.mirrors(*id)));
+        let all = Shadow {
+            percent: 100,
+            ..shadow
+        };
+        assert!(ids.iter().all(|id| all.mirrors(*id)));
+    }
+
+    #[test]
+    fn shadow_rules_name_their_field() {
+        let mut zero = input("support", &[("bot@champion", 1)]);
+        zero.shadow = Some(("bot/2".to_string(), 0));
+        assert_eq!(
+            validate_endpoint(&zero).unwrap_err().field,
+            "shadow.percent"
+        );
+        let mut over = zero.clone();
+        over.shadow = Some(("bot/2".to_string(), 101));
+        assert_eq!(
+            validate_endpoint(&over).unwrap_err().field,
+            "shadow.percent"
+        );
+        let mut malformed = zero.clone();
+        malformed.shadow = Some(("bot@@2".to_string(), 10));
+        assert_eq!(
+            validate_endpoint(&malformed).unwrap_err().field,
+            "shadow.target"
+        );
+        let mut fine = zero;
+        fine.shadow = Some(("bot/2".to_string(), 10));
+        assert_eq!(
+            validate_endpoint(&fine).unwrap().shadow.unwrap().percent,
+            10
+        );
+    }
 
     fn input(name: &str, routes: &[(&str, u32)]) -> EndpointInput {
         EndpointInput {
@@ -105,6 +190,7 @@ mod tests {
                 })
                 .collect(),
             description: String::new(),
+            shadow: None,
         }
     }
 

@@ -5,7 +5,7 @@
 use keel_store::Store;
 use keel_types::{validate, Selector};
 
-use crate::endpoint::{validate_endpoint, Endpoint, EndpointInput, Route};
+use crate::endpoint::{validate_endpoint, Endpoint, EndpointInput, Route, Shadow};
 use crate::error::Error;
 use crate::registry::{ModelKind, RegistryClient};
 use crate::store;
@@ -30,7 +30,8 @@ impl Endpoints {
         {
             return Err(already_exists(&valid.name));
         }
-        self.check_targets(&valid.routes).await?;
+        self.check_targets(&valid.routes, valid.shadow.as_ref())
+            .await?;
         let now = keel_core::time::now_ms();
         let endpoint = Endpoint {
             name: valid.name,
@@ -38,6 +39,7 @@ impl Endpoints {
             description: valid.description,
             created_at_ms: now,
             updated_at_ms: now,
+            shadow: valid.shadow,
         };
         let inserted = store::insert_endpoint(&self.store, &endpoint).await?;
         if !inserted {
@@ -68,13 +70,15 @@ impl Endpoints {
         {
             return Err(not_found(&valid.name));
         }
-        self.check_targets(&valid.routes).await?;
+        self.check_targets(&valid.routes, valid.shadow.as_ref())
+            .await?;
         let now = keel_core::time::now_ms();
         let updated = store::update_endpoint(
             &self.store,
             &valid.name,
             &valid.routes,
             &valid.description,
+            valid.shadow.as_ref(),
             now,
         )
         .await?;
@@ -92,12 +96,16 @@ impl Endpoints {
         Ok(())
     }
 
-    /// Every target must name an existing CHAIN model; a "model/version"
-    /// target must name an existing version too (versions never change, so
-    /// checking once is enough). An alias may be set later.
-    async fn check_targets(&self, routes: &[Route]) -> Result<(), Error> {
-        for route in routes {
-            let target = &route.target;
+    /// Every target (the routes' and the shadow's) must name an existing
+    /// CHAIN model; a "model/version" target must name an existing version
+    /// too (versions never change, so checking once is enough). An alias
+    /// may be set later.
+    async fn check_targets(&self, routes: &[Route], shadow: Option<&Shadow>) -> Result<(), Error> {
+        let targets = routes
+            .iter()
+            .map(|route| &route.target)
+            .chain(shadow.map(|shadow| &shadow.target));
+        for target in targets {
             let kind = self.registry.model_kind(&target.model).await?;
             match kind {
                 None => {

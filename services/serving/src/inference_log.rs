@@ -219,6 +219,7 @@ mod tests {
             started_at_ms: 0,
             generator: String::new(),
             finish_reason: FinishReason::Unspecified,
+            shadow_of: None,
         }
     }
 

@@ -19,11 +19,12 @@ use keel_types::{
     validate, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus, ModelRef,
     Passage, RequestId, Role,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::endpoint::Shadow;
 use crate::error::Error;
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
@@ -185,6 +186,8 @@ struct Admitted {
     span_id: String,
     started: Instant,
     started_at_ms: i64,
+    /// A shadow query: the live request it mirrors.
+    shadow_of: Option<RequestId>,
 }
 
 /// A query that passed every input rule.
@@ -304,6 +307,8 @@ struct Progress {
     /// Time spent waiting on retrieval and on generation (a worker, then
     /// the model): what is not serving's own overhead.
     waited_on_dependencies: Duration,
+    /// The endpoint's shadow, when this live query is to be mirrored.
+    shadow: Option<Shadow>,
 }
 
 pub struct Pipeline {
@@ -314,6 +319,8 @@ pub struct Pipeline {
     generation_pool: GenerationPool,
     inference_log: InferenceLog,
     metrics: QueryMetrics,
+    /// One shadow answer at a time.
+    shadow_slot: Arc<Semaphore>,
 }
 
 impl Pipeline {
@@ -334,6 +341,7 @@ impl Pipeline {
             generation_pool,
             inference_log,
             metrics,
+            shadow_slot: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -387,7 +395,11 @@ impl Pipeline {
         }
     }
 
-    async fn execute(&self, admitted: Admitted, listener: Listener) -> Result<QueryOutput, Error> {
+    async fn execute(
+        self: &Arc<Self>,
+        admitted: Admitted,
+        listener: Listener,
+    ) -> Result<QueryOutput, Error> {
         let Admitted {
             query,
             request_id,
@@ -396,6 +408,7 @@ impl Pipeline {
             span_id,
             started,
             started_at_ms,
+            shadow_of,
         } = admitted;
         let mut progress = Progress::default();
         let result = self
@@ -467,6 +480,10 @@ impl Pipeline {
             None => (InferenceStatus::Ok, String::new()),
             Some(error) => (InferenceStatus::Error, error),
         };
+        // Only a live query that answered is mirrored.
+        if let Some(shadow) = progress.shadow.take().filter(|_| result.is_ok()) {
+            self.mirror(&query, request_id, &trace_id, shadow, &span);
+        }
         self.inference_log.record(InferenceRecord {
             request_id,
             trace_id,
@@ -490,8 +507,63 @@ impl Pipeline {
             started_at_ms,
             generator: progress.generator,
             finish_reason,
+            shadow_of,
         });
         result.map(|()| output)
+    }
+
+    /// Answers the live query again with the shadow's target, in the
+    /// background, for the record only. Skipped while another shadow
+    /// answer is being generated, so shadow traffic never queues up
+    /// behind (or ahead of) live traffic.
+    fn mirror(
+        self: &Arc<Self>,
+        live: &ValidQuery,
+        live_request_id: RequestId,
+        live_trace_id: &str,
+        shadow: Shadow,
+        live_span: &tracing::Span,
+    ) {
+        let Ok(slot) = self.shadow_slot.clone().try_acquire_owned() else {
+            tracing::debug!(request_id = %live_request_id, "a shadow answer is running, not mirroring");
+            return;
+        };
+        let mut query = live.clone();
+        query.target = Some(shadow.target);
+        query.full_citation_text = false;
+        let request_id = RequestId::generate();
+        let span = tracing::info_span!(
+            parent: live_span,
+            "shadow",
+            keel.request_id = %request_id,
+            keel.shadow_of = %live_request_id,
+        );
+        let (trace_id, span_id) = match span_ids(&span) {
+            Some(ids) => (ids.trace_id, ids.span_id),
+            None => (live_trace_id.to_string(), String::new()),
+        };
+        let admitted = Admitted {
+            query,
+            request_id,
+            span: span.clone(),
+            trace_id,
+            span_id,
+            started: Instant::now(),
+            started_at_ms: keel_core::time::now_ms(),
+            shadow_of: Some(live_request_id),
+        };
+        let pipeline = self.clone();
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let nobody_listens = Listener::Unary {
+                    caller_gone: Arc::new(AtomicBool::new(false)),
+                };
+                // Its outcome is in its record; nobody waits for it.
+                let _ = pipeline.execute(admitted, nobody_listens).await;
+            }
+            .instrument(span),
+        );
     }
 
     async fn answer(
@@ -507,6 +579,12 @@ impl Pipeline {
             .await?
             .ok_or_else(|| Error::NotFound(format!("endpoint `{}` not found", query.endpoint)))?;
         progress.endpoint_found = true;
+        if query.target.is_none() {
+            progress.shadow = endpoint
+                .shadow
+                .clone()
+                .filter(|shadow| shadow.mirrors(request_id));
+        }
         let target = match &query.target {
             Some(target) => target.clone(),
             None => {
@@ -666,6 +744,7 @@ fn admit(input: &QueryInput) -> Result<Admitted, Error> {
         span_id,
         started,
         started_at_ms,
+        shadow_of: None,
     })
 }
 

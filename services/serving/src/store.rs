@@ -7,27 +7,38 @@ use sqlx::Row;
 
 use keel_types::ModelRef;
 
-use crate::endpoint::{Endpoint, Route};
+use crate::endpoint::{Endpoint, Route, Shadow};
 use crate::error::Error;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "endpoints",
-    sqlite: "CREATE TABLE endpoints (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "endpoints",
+        sqlite: "CREATE TABLE endpoints (
         name TEXT PRIMARY KEY,
         routes_json TEXT NOT NULL,
         description TEXT NOT NULL,
         created_at_ms BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL
     )",
-    postgres: "CREATE TABLE endpoints (
+        postgres: "CREATE TABLE endpoints (
         name TEXT PRIMARY KEY,
         routes_json TEXT NOT NULL,
         description TEXT NOT NULL,
         created_at_ms BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL
     )",
-}];
+    },
+    // An endpoint may mirror a share of its traffic to a shadow target.
+    Migration {
+        version: 2,
+        name: "shadow",
+        sqlite: "ALTER TABLE endpoints ADD COLUMN shadow_target TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE endpoints ADD COLUMN shadow_percent BIGINT NOT NULL DEFAULT 0",
+        postgres: "ALTER TABLE endpoints ADD COLUMN shadow_target TEXT NOT NULL DEFAULT '';
+                   ALTER TABLE endpoints ADD COLUMN shadow_percent BIGINT NOT NULL DEFAULT 0",
+    },
+];
 
 #[derive(Serialize, Deserialize)]
 struct StoredRoute {
@@ -71,7 +82,25 @@ fn endpoint_from_row(row: &sqlx::any::AnyRow) -> Result<Endpoint, Error> {
     let name: String = row.try_get("name")?;
     let routes_json: String = row.try_get("routes_json")?;
     let routes = routes_from_json(&name, &routes_json)?;
+    let shadow_target: String = row.try_get("shadow_target")?;
+    let shadow_percent: i64 = row.try_get("shadow_percent")?;
+    let shadow = if shadow_target.is_empty() {
+        None
+    } else {
+        let corrupt = |detail: String| {
+            Error::Internal(format!(
+                "stored shadow of endpoint `{name}` is corrupt: {detail}"
+            ))
+        };
+        Some(Shadow {
+            target: ModelRef::parse("shadow_target", &shadow_target)
+                .map_err(|error| corrupt(error.to_string()))?,
+            percent: u32::try_from(shadow_percent)
+                .map_err(|_| corrupt(format!("percent {shadow_percent}")))?,
+        })
+    };
     Ok(Endpoint {
+        shadow,
         routes,
         description: row.try_get("description")?,
         created_at_ms: row.try_get("created_at_ms")?,
@@ -80,22 +109,33 @@ fn endpoint_from_row(row: &sqlx::any::AnyRow) -> Result<Endpoint, Error> {
     })
 }
 
-const SELECT_COLUMNS: &str =
-    "SELECT name, routes_json, description, created_at_ms, updated_at_ms FROM endpoints";
+const SELECT_COLUMNS: &str = "SELECT name, routes_json, description, created_at_ms, \
+     updated_at_ms, shadow_target, shadow_percent FROM endpoints";
+
+/// The shadow as its two columns; ("", 0) for none.
+fn shadow_columns(shadow: Option<&Shadow>) -> (String, i64) {
+    shadow.map_or((String::new(), 0), |shadow| {
+        (shadow.target.to_string(), i64::from(shadow.percent))
+    })
+}
 
 /// Returns false when an endpoint of that name exists already.
 pub async fn insert_endpoint(store: &Store, endpoint: &Endpoint) -> Result<bool, Error> {
     let routes_json = routes_to_json(&endpoint.routes)?;
+    let (shadow_target, shadow_percent) = shadow_columns(endpoint.shadow.as_ref());
     let mut tx = store.begin_write().await?;
     let result = sqlx::query(
-        "INSERT INTO endpoints (name, routes_json, description, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO endpoints (name, routes_json, description, created_at_ms, updated_at_ms,
+             shadow_target, shadow_percent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
     )
     .bind(&endpoint.name)
     .bind(&routes_json)
     .bind(&endpoint.description)
     .bind(endpoint.created_at_ms)
     .bind(endpoint.updated_at_ms)
+    .bind(shadow_target)
+    .bind(shadow_percent)
     .execute(tx.conn())
     .await?;
     tx.commit().await?;
@@ -121,22 +161,29 @@ pub async fn list_endpoints(store: &Store) -> Result<Vec<Endpoint>, Error> {
     Ok(endpoints)
 }
 
-/// Replaces routes and description; `None` when there is no such endpoint.
+/// Replaces routes, description and shadow; `None` when there is no such
+/// endpoint.
 pub async fn update_endpoint(
     store: &Store,
     name: &str,
     routes: &[Route],
     description: &str,
+    shadow: Option<&Shadow>,
     updated_at_ms: i64,
 ) -> Result<Option<Endpoint>, Error> {
     let routes_json = routes_to_json(routes)?;
+    let (shadow_target, shadow_percent) = shadow_columns(shadow);
     let mut tx = store.begin_write().await?;
     let result = sqlx::query(
-        "UPDATE endpoints SET routes_json = $1, description = $2, updated_at_ms = $3 WHERE name = $4",
+        "UPDATE endpoints SET routes_json = $1, description = $2, updated_at_ms = $3,
+             shadow_target = $4, shadow_percent = $5
+         WHERE name = $6",
     )
     .bind(&routes_json)
     .bind(description)
     .bind(updated_at_ms)
+    .bind(shadow_target)
+    .bind(shadow_percent)
     .bind(name)
     .execute(tx.conn())
     .await?;
@@ -181,6 +228,7 @@ mod tests {
             description: format!("{name} endpoint"),
             created_at_ms: at_ms,
             updated_at_ms: at_ms,
+            shadow: None,
         }
     }
 
@@ -210,11 +258,16 @@ mod tests {
         assert_eq!(names, ["billing", "support"]);
 
         let new_routes = vec![route("bot@challenger", 1)];
-        let updated = update_endpoint(&store, "support", &new_routes, "moved", 500)
+        let shadow = Shadow {
+            target: ModelRef::parse("target", "bot/4").unwrap(),
+            percent: 25,
+        };
+        let updated = update_endpoint(&store, "support", &new_routes, "moved", Some(&shadow), 500)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(updated.routes, new_routes);
+        assert_eq!(updated.shadow, Some(shadow));
         assert_eq!(updated.description, "moved");
         assert_eq!(updated.created_at_ms, 100);
         assert_eq!(updated.updated_at_ms, 500);
@@ -223,7 +276,7 @@ mod tests {
             Some(updated)
         );
         assert_eq!(
-            update_endpoint(&store, "missing", &new_routes, "", 1)
+            update_endpoint(&store, "missing", &new_routes, "", None, 1)
                 .await
                 .unwrap(),
             None

@@ -111,6 +111,7 @@ async fn endpoint_lifecycle_and_registry_checks() {
             name: "support".to_string(),
             routes: vec![route("bot@challenger", 5)],
             description: "canary".to_string(),
+            shadow: None,
         })
         .await
         .unwrap()
@@ -132,6 +133,7 @@ async fn endpoint_lifecycle_and_registry_checks() {
             name: "missing".to_string(),
             routes: vec![route("bot@champion", 1)],
             description: String::new(),
+            shadow: None,
         })
         .await;
     assert_status(
@@ -440,6 +442,84 @@ async fn a_query_can_name_its_target_and_ask_for_whole_passages() {
         Code::NotFound,
         &["endpoint `nowhere`"],
     );
+    serving.stop().await;
+}
+
+/// Shadow traffic in front of fakes: a pinned (evaluation) query is never
+/// mirrored, an unknown shadow model is refused, and removing the shadow
+/// stops the mirroring.
+#[tokio::test]
+async fn shadow_answers_are_recorded_never_returned_and_only_for_live_queries() {
+    let world = World::start().await;
+    let serving = world.serving().await;
+    let mut client = serving.client.clone();
+    let mut request = create("support", vec![route("bot@champion", 1)]);
+    request.shadow = Some(pb::Shadow {
+        target: "ghost/1".to_string(),
+        percent: 100,
+    });
+    assert_status(
+        "a shadow on an unknown model",
+        client.create_endpoint(request.clone()).await,
+        Code::NotFound,
+        &["ghost"],
+    );
+    request.shadow = Some(pb::Shadow {
+        target: "bot/2".to_string(),
+        percent: 100,
+    });
+    let created = client.create_endpoint(request).await.unwrap().into_inner();
+    assert_eq!(created.shadow.unwrap().target, "bot/2");
+    let question = "How does Keel route traffic?";
+
+    let live = client
+        .query(ask("support", question))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.served_version, 1);
+    let pinned = pb::QueryRequest {
+        target: "bot/1".to_string(),
+        ..ask("support", question)
+    };
+    let pinned = client.query(pinned).await.unwrap().into_inner();
+    let records = eventually(
+        "the live, shadow and pinned records",
+        PATIENCE,
+        async || {
+            let records = world.monitoring.records();
+            (records.len() == 3).then_some(records)
+        },
+    )
+    .await;
+    let shadows: Vec<&pb::InferenceRecord> = records
+        .iter()
+        .filter(|record| !record.shadow_of.is_empty())
+        .collect();
+    assert_eq!(shadows.len(), 1, "only the live query is mirrored");
+    assert_eq!(shadows[0].shadow_of, live.request_id);
+    assert_eq!(shadows[0].served_version, 2);
+    assert!(records
+        .iter()
+        .any(|record| record.request_id == pinned.request_id && record.shadow_of.is_empty()));
+
+    client
+        .update_endpoint(pb::UpdateEndpointRequest {
+            name: "support".to_string(),
+            routes: vec![route("bot@champion", 1)],
+            description: String::new(),
+            shadow: None,
+        })
+        .await
+        .unwrap();
+    client.query(ask("support", question)).await.unwrap();
+    eventually("the unmirrored query's record", PATIENCE, async || {
+        (world.monitoring.records().len() == 4).then_some(())
+    })
+    .await;
+    // Give a stray shadow answer time to show; none may.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(world.monitoring.records().len(), 4);
     serving.stop().await;
 }
 

@@ -844,6 +844,7 @@ async fn serving_cases(cluster: &Cluster) {
         name,
         routes,
         description: String::new(),
+        shadow: None,
     };
     let good = routes(&[(fixtures::CHAMPION_TARGET, 1)]);
     for (case, request, code, needle) in [
@@ -928,6 +929,7 @@ async fn serving_cases(cluster: &Cluster) {
         name: name.to_string(),
         routes,
         description: String::new(),
+        shadow: None,
     };
     for (case, request, code, needle) in [
         (

@@ -16,6 +16,7 @@ mod real_models;
 mod replicas;
 mod restart;
 mod retrieval_eval;
+mod shadow;
 mod streaming;
 mod traces;
 mod traffic_split;

@@ -175,6 +175,7 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
             weight: 100,
         }],
         description: "Keel support questions".to_string(),
+        shadow: None,
     };
     let endpoint = match already_exists_is_fine(endpoint::create(urls, &endpoint_args).await)? {
         Some(created) => created,

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use keel_proto::v1::{
-    CreateEndpointRequest, Endpoint, ListEndpointsRequest, Route, UpdateEndpointRequest,
+    CreateEndpointRequest, Endpoint, ListEndpointsRequest, Route, Shadow, UpdateEndpointRequest,
 };
 
 use crate::cli::error::rpc;
@@ -24,6 +24,10 @@ pub struct CreateEndpointArgs {
     pub routes: Vec<RouteArg>,
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Mirror PERCENT of live queries to TARGET, unseen (shadow traffic),
+    /// e.g. `support-bot/3=10`
+    #[arg(long, value_name = "TARGET=PERCENT", value_parser = parse_route)]
+    pub shadow: Option<RouteArg>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +80,19 @@ fn proto_routes(routes: &[RouteArg]) -> Vec<Route> {
         .collect()
 }
 
+fn proto_shadow(shadow: Option<&RouteArg>) -> Option<Shadow> {
+    shadow.map(|shadow| Shadow {
+        target: shadow.target.clone(),
+        percent: shadow.weight,
+    })
+}
+
 pub async fn create(urls: &ServiceUrls, args: &CreateEndpointArgs) -> Result<Endpoint, CliError> {
     let request = CreateEndpointRequest {
         name: args.name.clone(),
         routes: proto_routes(&args.routes),
         description: args.description.clone(),
+        shadow: proto_shadow(args.shadow.as_ref()),
     };
     let response = urls
         .serving()
@@ -97,6 +109,7 @@ pub async fn update(urls: &ServiceUrls, args: &CreateEndpointArgs) -> Result<End
         name: args.name.clone(),
         routes: proto_routes(&args.routes),
         description: args.description.clone(),
+        shadow: proto_shadow(args.shadow.as_ref()),
     };
     let response = urls
         .serving()

@@ -1,7 +1,7 @@
 //! `keel eval replay`: a slice of the inference log run again through a
 //! version, offline, as an evaluation run comparable with the others. The
-//! slice is an endpoint's requests in a time range (evaluation traffic
-//! left out), or with `--with-feedback` the requests that got feedback in
+//! slice is an endpoint's requests in a time range (evaluation and shadow
+//! traffic left out), or with `--with-feedback` the requests that got feedback in
 //! it, with the references feedback gives (corrections, liked answers) and
 //! the passages judged relevant. The same slice gives the same dataset
 //! (name and SHA-256), so two versions replayed on it pair by example.
@@ -117,7 +117,7 @@ async fn feedback_lines(
 }
 
 /// The endpoint's logged requests in the range, newest first, without the
-/// ones evaluation runs made.
+/// ones evaluation runs made and the shadow answers.
 async fn request_lines(
     urls: &ServiceUrls,
     endpoint: &str,
@@ -141,7 +141,9 @@ async fn request_lines(
             .map_err(rpc("monitoring ListInferences"))?
             .into_inner();
         for record in page.records {
-            if record.session_id.starts_with(SESSION_PREFIX) || record.question.is_empty() {
+            let evaluation = record.session_id.starts_with(SESSION_PREFIX);
+            let shadow = !record.shadow_of.is_empty();
+            if evaluation || shadow || record.question.is_empty() {
                 continue;
             }
             let line = serde_json::json!({

@@ -606,7 +606,15 @@ fn routes_text(endpoint: &Endpoint) -> String {
         .iter()
         .map(|route| format!("{}={}", route.target, route.weight))
         .collect();
-    routes.join(", ")
+    match &endpoint.shadow {
+        Some(shadow) => format!(
+            "{} (shadow: {}% to {})",
+            routes.join(", "),
+            shadow.percent,
+            shadow.target
+        ),
+        None => routes.join(", "),
+    }
 }
 
 fn metric_name(metric: i32) -> String {

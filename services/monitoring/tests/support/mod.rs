@@ -99,5 +99,6 @@ pub fn wire_record(
         started_at_ms,
         generator: "extractive".to_string(),
         finish_reason: pb::FinishReason::Stop as i32,
+        shadow_of: String::new(),
     }
 }

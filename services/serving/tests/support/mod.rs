@@ -246,6 +246,7 @@ pub fn create(name: &str, routes: Vec<pb::Route>) -> pb::CreateEndpointRequest {
         name: name.to_string(),
         routes,
         description: format!("{name} endpoint"),
+        shadow: None,
     }
 }
 
