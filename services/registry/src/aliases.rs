@@ -387,19 +387,24 @@ mod tests {
     use crate::spec::{ModelKind, PromptSpec, VersionSpec};
     use keel_testkit::TestDatabase;
 
-    async fn registry_with_versions(
+    /// A registry replica on `database`.
+    async fn open_replica(
+        database: &TestDatabase,
         watch_buffer: usize,
         shutdown: CancellationToken,
-    ) -> (Registry, TestDatabase) {
-        let database = TestDatabase::sqlite();
-        let registry = Registry::open(
+    ) -> Registry {
+        Registry::open(
             database.open(crate::store::MIGRATIONS).await,
             watch_buffer,
             Metrics::unregistered(),
             shutdown,
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The PROMPT model `prompt` with `versions` versions.
+    async fn add_prompt_model(registry: &Registry, versions: usize) {
         registry
             .create_model(NewModel {
                 name: "prompt".into(),
@@ -409,20 +414,27 @@ mod tests {
             })
             .await
             .unwrap();
-        for _ in 0..2 {
-            registry
-                .create_version(NewVersion {
-                    model: "prompt".into(),
-                    spec: Some(VersionSpec::Prompt(PromptSpec {
-                        template: "{{ question }}".into(),
-                    })),
-                    description: String::new(),
-                    tags: Default::default(),
-                    lineage: Default::default(),
-                })
-                .await
-                .unwrap();
+        for _ in 0..versions {
+            let version = NewVersion {
+                model: "prompt".into(),
+                spec: Some(VersionSpec::Prompt(PromptSpec {
+                    template: "{{ question }}".into(),
+                })),
+                description: String::new(),
+                tags: Default::default(),
+                lineage: Default::default(),
+            };
+            registry.create_version(version).await.unwrap();
         }
+    }
+
+    async fn registry_with_versions(
+        watch_buffer: usize,
+        shutdown: CancellationToken,
+    ) -> (Registry, TestDatabase) {
+        let database = TestDatabase::sqlite();
+        let registry = open_replica(&database, watch_buffer, shutdown).await;
+        add_prompt_model(&registry, 2).await;
         (registry, database)
     }
 
@@ -487,47 +499,9 @@ mod tests {
     #[tokio::test]
     async fn replicas_sharing_postgres_race_with_exactly_one_winner() {
         let database = TestDatabase::postgres().await;
-        let first = Arc::new(
-            Registry::open(
-                database.open(crate::store::MIGRATIONS).await,
-                16,
-                Metrics::unregistered(),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap(),
-        );
-        let second = Arc::new(
-            Registry::open(
-                database.open(crate::store::MIGRATIONS).await,
-                16,
-                Metrics::unregistered(),
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap(),
-        );
-        first
-            .create_model(NewModel {
-                name: "prompt".into(),
-                kind: ModelKind::Prompt,
-                description: String::new(),
-                tags: Default::default(),
-            })
-            .await
-            .unwrap();
-        for _ in 0..4 {
-            let version = NewVersion {
-                model: "prompt".into(),
-                spec: Some(VersionSpec::Prompt(PromptSpec {
-                    template: "{{ question }}".into(),
-                })),
-                description: String::new(),
-                tags: Default::default(),
-                lineage: Default::default(),
-            };
-            second.create_version(version).await.unwrap();
-        }
+        let first = Arc::new(open_replica(&database, 16, CancellationToken::new()).await);
+        let second = Arc::new(open_replica(&database, 16, CancellationToken::new()).await);
+        add_prompt_model(&first, 4).await;
         for round in 0..5u32 {
             let expected = if round == 0 { 0 } else { 1 + (round - 1) % 4 };
             let mut racers = Vec::new();
@@ -580,36 +554,9 @@ mod tests {
     async fn a_move_on_one_replica_reaches_the_other_replicas_watchers() {
         let database = TestDatabase::postgres().await;
         let shutdown = CancellationToken::new();
-        let mut replicas = Vec::new();
-        for _ in 0..2 {
-            let store = database.open(crate::store::MIGRATIONS).await;
-            let registry = Registry::open(store, 16, Metrics::unregistered(), shutdown.clone())
-                .await
-                .unwrap();
-            replicas.push(Arc::new(registry));
-        }
-        let (watched, moving) = (replicas[0].clone(), replicas[1].clone());
-        moving
-            .create_model(NewModel {
-                name: "prompt".into(),
-                kind: ModelKind::Prompt,
-                description: String::new(),
-                tags: Default::default(),
-            })
-            .await
-            .unwrap();
-        for _ in 0..2 {
-            let version = NewVersion {
-                model: "prompt".into(),
-                spec: Some(VersionSpec::Prompt(PromptSpec {
-                    template: "{{ question }}".into(),
-                })),
-                description: String::new(),
-                tags: Default::default(),
-                lineage: Default::default(),
-            };
-            moving.create_version(version).await.unwrap();
-        }
+        let watched = Arc::new(open_replica(&database, 16, shutdown.clone()).await);
+        let moving = Arc::new(open_replica(&database, 16, shutdown.clone()).await);
+        add_prompt_model(&moving, 2).await;
         let follower = tokio::spawn({
             let watched = watched.clone();
             let url = database.url.clone();

@@ -82,6 +82,17 @@ fn endpoint_to_proto(endpoint: Endpoint) -> pb::Endpoint {
     }
 }
 
+/// A conversation as the caller sent it; roles are checked in validation.
+fn messages_input(messages: Vec<pb::ChatMessage>) -> Vec<MessageInput> {
+    messages
+        .into_iter()
+        .map(|chat| MessageInput {
+            role: chat.role,
+            content: chat.content,
+        })
+        .collect()
+}
+
 fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
     // The query's span is the call's server span: no tower layer span
     // wraps this call (see `grpc_tracing::HANDLER_TRACED_PATHS`).
@@ -90,14 +101,7 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
     QueryInput {
         endpoint: message.endpoint,
         question: message.question,
-        messages: message
-            .messages
-            .into_iter()
-            .map(|chat| MessageInput {
-                role: chat.role,
-                content: chat.content,
-            })
-            .collect(),
+        messages: messages_input(message.messages),
         user_id: message.user_id,
         session_id: message.session_id,
         target: message.target,
@@ -265,14 +269,7 @@ impl ServingService for ServingApi {
         let message = request.into_inner();
         let input = CompletionInput {
             generator: message.generator,
-            messages: message
-                .messages
-                .into_iter()
-                .map(|chat| MessageInput {
-                    role: chat.role,
-                    content: chat.content,
-                })
-                .collect(),
+            messages: messages_input(message.messages),
             params: message.params.unwrap_or_default().into(),
         };
         let completion = self.completions.complete(input).await?;

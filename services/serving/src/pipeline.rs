@@ -442,21 +442,25 @@ impl Pipeline {
         if finish_reason == FinishReason::Cancelled {
             tracing::debug!(request_id = %request_id, output_tokens, "caller left, generation stopped");
         }
-        self.metrics.observe(&QueryObservation {
-            endpoint: if progress.endpoint_found {
-                &query.endpoint
-            } else {
-                UNKNOWN_ENDPOINT
-            },
-            served_model: &progress.served_model,
-            served_version: progress.served_version,
-            generator: &progress.generator,
-            succeeded: error_text.is_none(),
-            total: elapsed,
-            waited_on_dependencies: progress.waited_on_dependencies,
-            input_tokens,
-            output_tokens,
-        });
+        // A shadow answer is not traffic the endpoint served: it is in the
+        // inference log, not in the query series.
+        if shadow_of.is_none() {
+            self.metrics.observe(&QueryObservation {
+                endpoint: if progress.endpoint_found {
+                    &query.endpoint
+                } else {
+                    UNKNOWN_ENDPOINT
+                },
+                served_model: &progress.served_model,
+                served_version: progress.served_version,
+                generator: &progress.generator,
+                succeeded: error_text.is_none(),
+                total: elapsed,
+                waited_on_dependencies: progress.waited_on_dependencies,
+                input_tokens,
+                output_tokens,
+            });
+        }
         let citations = citations_of(&progress.contexts, query.full_citation_text);
         let cost_usd = self
             .metrics

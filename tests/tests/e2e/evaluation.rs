@@ -12,7 +12,8 @@ use keel::cli::eval_replay::{self, ReplayArgs};
 use keel::cli::eval_run::{self, RunArgs, ScoringArgs, SESSION_PREFIX};
 use keel::cli::ServiceUrls;
 use keel_proto::v1::{
-    EvaluationRunState, FeedbackKind, ListEvaluationRunsRequest, SubmitFeedbackRequest,
+    EvaluationExample, EvaluationRunState, FeedbackKind, ListEvaluationExamplesRequest,
+    ListEvaluationRunsRequest, SubmitFeedbackRequest,
 };
 use keel_tests::fixtures::{
     self, CHAIN_MODEL, ENDPOINT, LOYALTY_QUESTION, REFUND_QUESTION, SHIPPING_QUESTION,
@@ -123,17 +124,7 @@ async fn evaluation_runs(backend: Backend) {
     assert_eq!(contains.verdict, Verdict::NoSignificantDifference);
 
     // Each answer is in the inference log, pinned to v1, under the run.
-    let mut registry = cluster.registry.clone();
-    let examples = registry
-        .list_evaluation_examples(keel_proto::v1::ListEvaluationExamplesRequest {
-            run_id: v1.id.clone(),
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .examples;
+    let examples = run_examples(&cluster, &v1.id).await;
     assert_eq!(
         examples
             .iter()
@@ -148,7 +139,9 @@ async fn evaluation_runs(backend: Backend) {
     assert_eq!(record.answer, examples[0].answer);
 
     // The registry lists both runs against their versions.
-    let runs = registry
+    let runs = cluster
+        .registry
+        .clone()
         .list_evaluation_runs(ListEvaluationRunsRequest {
             model: CHAIN_MODEL.to_string(),
             ..Default::default()
@@ -267,18 +260,7 @@ async fn replay_live_traffic(cluster: &Cluster, urls: &ServiceUrls, scoring: &Sc
     let judged = eval_replay::replay(urls, &feedback_args).await.unwrap();
     assert_eq!(judged.example_count, 2);
     assert!(judged.dataset.unwrap().name.ends_with(":feedback"));
-    let examples = cluster
-        .registry
-        .clone()
-        .list_evaluation_examples(keel_proto::v1::ListEvaluationExamplesRequest {
-            run_id: judged.id.clone(),
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .examples;
+    let examples = run_examples(cluster, &judged.id).await;
     let references: Vec<(&str, &str)> = examples
         .iter()
         .map(|example| (example.question.as_str(), example.reference.as_str()))
@@ -292,6 +274,18 @@ async fn replay_live_traffic(cluster: &Cluster, urls: &ServiceUrls, scoring: &Sc
         references.contains(&(REFUND_QUESTION.text, live[0].answer.as_str())),
         "{references:?}"
     );
+}
+
+/// A run's examples as the registry stored them (fewer than a page here).
+async fn run_examples(cluster: &Cluster, run_id: &str) -> Vec<EvaluationExample> {
+    let request = ListEvaluationExamplesRequest {
+        run_id: run_id.to_string(),
+        page_size: 100,
+        page_token: String::new(),
+    };
+    let mut registry = cluster.registry.clone();
+    let page = registry.list_evaluation_examples(request).await.unwrap();
+    page.into_inner().examples
 }
 
 fn regex_escape(text: &str) -> String {
