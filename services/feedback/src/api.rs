@@ -113,6 +113,35 @@ impl FeedbackService for FeedbackApi {
     /// Checks the request, then streams: the export runs in its own task
     /// and stops when the caller leaves; an error after the first line
     /// ends the stream with its status.
+    async fn summarize_feedback(
+        &self,
+        request: Request<pb::SummarizeFeedbackRequest>,
+    ) -> Result<Response<pb::SummarizeFeedbackResponse>, Status> {
+        let summary = request.into_inner();
+        let filter = export_filter(
+            &summary.endpoint,
+            &summary.served_model,
+            summary.served_version,
+            summary.since_ms,
+            summary.until_ms,
+        )?;
+        let versions = self.book.summarise(&filter).await?;
+        Ok(Response::new(pb::SummarizeFeedbackResponse {
+            versions: versions
+                .into_iter()
+                .map(|version| pb::VersionFeedback {
+                    served_model: version.served_model,
+                    served_version: version.served_version,
+                    requests: version.requests,
+                    liked: version.liked,
+                    disliked: version.disliked,
+                    neutral: version.neutral,
+                    flagged: version.flagged,
+                })
+                .collect(),
+        }))
+    }
+
     async fn export_dataset(
         &self,
         request: Request<pb::ExportDatasetRequest>,
@@ -136,7 +165,13 @@ impl FeedbackService for FeedbackApi {
         };
         let request = ExportRequest {
             kind,
-            filter: export_filter_from_proto(&export)?,
+            filter: export_filter(
+                &export.endpoint,
+                &export.served_model,
+                export.served_version,
+                export.since_ms,
+                export.until_ms,
+            )?,
             keep_duplicates: export.keep_duplicates,
             mask_pii: export.mask_pii,
         };
@@ -207,45 +242,50 @@ fn summary_to_proto(summary: &ExportSummary) -> pb::ExportSummary {
     }
 }
 
-fn export_filter_from_proto(export: &pb::ExportDatasetRequest) -> Result<ExportFilter, FieldError> {
+/// The filter an export or a summary reads feedback by; empty and 0
+/// fields match everything.
+fn export_filter(
+    endpoint: &str,
+    served_model: &str,
+    served_version: u32,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<ExportFilter, FieldError> {
     let mut filter = ExportFilter::default();
-    if !export.endpoint.is_empty() {
-        validate::name("endpoint", &export.endpoint)?;
-        filter.endpoint = Some(export.endpoint.clone());
+    if !endpoint.is_empty() {
+        validate::name("endpoint", endpoint)?;
+        filter.endpoint = Some(endpoint.to_string());
     }
-    if !export.served_model.is_empty() {
-        validate::name("served_model", &export.served_model)?;
-        filter.served_model = Some(export.served_model.clone());
+    if !served_model.is_empty() {
+        validate::name("served_model", served_model)?;
+        filter.served_model = Some(served_model.to_string());
     }
-    if export.served_version != 0 {
-        filter.served_version = Some(export.served_version);
+    if served_version != 0 {
+        filter.served_version = Some(served_version);
     }
-    if export.since_ms < 0 {
+    if since_ms < 0 {
         return Err(FieldError::new(
             "since_ms",
-            format!("must be >= 0 (0: unbounded), got {}", export.since_ms),
+            format!("must be >= 0 (0: unbounded), got {since_ms}"),
         ));
     }
-    if export.until_ms < 0 {
+    if until_ms < 0 {
         return Err(FieldError::new(
             "until_ms",
-            format!("must be >= 0 (0: unbounded), got {}", export.until_ms),
+            format!("must be >= 0 (0: unbounded), got {until_ms}"),
         ));
     }
-    if export.since_ms != 0 && export.until_ms != 0 && export.until_ms < export.since_ms {
+    if since_ms != 0 && until_ms != 0 && until_ms < since_ms {
         return Err(FieldError::new(
             "until_ms",
-            format!(
-                "must be >= since_ms ({}), got {}",
-                export.since_ms, export.until_ms
-            ),
+            format!("must be >= since_ms ({since_ms}), got {until_ms}"),
         ));
     }
-    if export.since_ms != 0 {
-        filter.since_ms = Some(export.since_ms);
+    if since_ms != 0 {
+        filter.since_ms = Some(since_ms);
     }
-    if export.until_ms != 0 {
-        filter.until_ms = Some(export.until_ms);
+    if until_ms != 0 {
+        filter.until_ms = Some(until_ms);
     }
     Ok(filter)
 }

@@ -183,7 +183,7 @@ pub async fn run(
     Ok(Some(summary))
 }
 
-fn export_query(filter: &ExportFilter) -> ExportQuery {
+pub(crate) fn export_query(filter: &ExportFilter) -> ExportQuery {
     ExportQuery {
         endpoint: filter.endpoint.clone(),
         served_model: filter.served_model.clone(),
@@ -200,9 +200,9 @@ struct RequestFeedback {
 }
 
 /// One request's record and what its feedback amounts to.
-struct JoinedRequest {
-    inference: InferenceRecord,
-    verdict: Verdict,
+pub(crate) struct JoinedRequest {
+    pub(crate) inference: InferenceRecord,
+    pub(crate) verdict: Verdict,
     /// Personal data was masked in the record or the correction.
     masked: bool,
 }
@@ -263,11 +263,11 @@ async fn join(
 }
 
 /// A page of requests joined with their records.
-struct JoinedPage {
+pub(crate) struct JoinedPage {
     /// Requests read.
     asked: u64,
     /// Those whose record monitoring holds, in page order.
-    joined: Vec<JoinedRequest>,
+    pub(crate) joined: Vec<JoinedRequest>,
     /// Those whose record it does not.
     missing: u64,
 }
@@ -279,7 +279,7 @@ struct JoinedPage {
 /// monitoring at once: each step waits on another thread (SQLite's worker,
 /// monitoring's store), so one at a time left the CPUs idle about half the
 /// time.
-struct JoinedPages {
+pub(crate) struct JoinedPages {
     pages: mpsc::Receiver<Result<JoinedPage, Error>>,
     /// `None` once it ended and was checked.
     reader: Option<tokio::task::JoinHandle<()>>,
@@ -292,7 +292,7 @@ const PAGES_AHEAD: usize = 1;
 const JOINS_IN_FLIGHT: usize = 2;
 
 impl JoinedPages {
-    fn start(
+    pub(crate) fn start(
         store: &Store,
         monitoring: &MonitoringClient,
         query: &ExportQuery,
@@ -335,7 +335,7 @@ impl JoinedPages {
         }
     }
 
-    async fn next(&mut self) -> Result<Option<JoinedPage>, Error> {
+    pub(crate) async fn next(&mut self) -> Result<Option<JoinedPage>, Error> {
         match self.pages.recv().await {
             Some(page) => page.map(Some),
             None => {

@@ -20,8 +20,9 @@ pub enum DatasetKind {
     Retrieval,
 }
 
+/// What the latest thumbs or rating on a request says of its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Judgement {
+pub enum Judgement {
     Liked,
     Neutral,
     Disliked,
@@ -77,6 +78,15 @@ impl Verdict {
             }
         }
         verdict
+    }
+
+    /// The latest thumbs or rating, as a judgement; `None` without one.
+    pub fn judgement(&self) -> Option<Judgement> {
+        self.judgement
+    }
+
+    pub fn is_flagged(&self) -> bool {
+        !self.flags.is_empty()
     }
 
     pub fn correction_mut(&mut self) -> Option<&mut String> {

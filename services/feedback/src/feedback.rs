@@ -17,6 +17,7 @@ use crate::metrics::Counters;
 use crate::monitoring_client::{MonitoringClient, BATCH_LIMIT};
 use crate::record::{FeedbackKind, FeedbackRecord};
 use crate::store::{self, FeedbackRow, Join, ListQuery};
+use crate::summary::{self, VersionFeedback};
 
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
@@ -557,6 +558,11 @@ impl FeedbackBook {
             );
         }
         Ok(joins.into_iter().map(|join| join.request_id).collect())
+    }
+
+    /// Per served version, the requests the matching feedback judged.
+    pub async fn summarise(&self, filter: &ExportFilter) -> Result<Vec<VersionFeedback>, Error> {
+        summary::summarise(&self.store, &self.monitoring, filter).await
     }
 
     /// Streams the dataset `request` asks for to `events`, line by line,

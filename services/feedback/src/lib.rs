@@ -17,6 +17,7 @@ pub mod pii;
 pub mod record;
 pub mod standalone;
 pub mod store;
+pub mod summary;
 
 use std::time::Duration;
 

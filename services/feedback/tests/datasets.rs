@@ -286,3 +286,134 @@ async fn retention_deletes_what_expired_and_keeps_what_feedback_references() {
         monitoring.server.stop().await.unwrap();
     }
 }
+
+/// SummarizeFeedback: per served version, each request counted once by its
+/// latest thumbs or rating, flags apart; filters refuse bad input.
+#[tokio::test]
+async fn feedback_is_summarised_per_served_version_by_each_requests_latest_verdict() {
+    for backend in BACKENDS {
+        let monitoring = Running::monitoring_on(TestDatabase::fresh(backend).await, |_| {}).await;
+        let mut feedback = Running::feedback_on(
+            TestDatabase::fresh(backend).await,
+            monitoring.server.url(),
+            |_| {},
+        )
+        .await;
+        let mut challenger = inference(5, 5_000, "q5?", "a5");
+        challenger.served_version = 5;
+        let mut other_endpoint = inference(6, 6_000, "q6?", "a6");
+        other_endpoint.endpoint = "billing".to_string();
+        monitoring
+            .client
+            .clone()
+            .record_inferences(pb::RecordInferencesRequest {
+                records: vec![
+                    inference(1, 1_000, "q1?", "a1"),
+                    inference(2, 2_000, "q2?", "a2"),
+                    inference(3, 3_000, "q3?", "a3"),
+                    inference(4, 4_000, "q4?", "a4"),
+                    challenger,
+                    other_endpoint,
+                ],
+            })
+            .await
+            .unwrap();
+        let rating = |n: u128, stars: f64| pb::SubmitFeedbackRequest {
+            kind: pb::FeedbackKind::Rating as i32,
+            ..thumbs(n, stars, "")
+        };
+        let flag = pb::SubmitFeedbackRequest {
+            kind: pb::FeedbackKind::Flag as i32,
+            value: 0.0,
+            reason: "harmful".to_string(),
+            ..thumbs(4, 0.0, "")
+        };
+        let client = &mut feedback.client;
+        // r1: down then up (latest wins: liked); r2: down; r3: 3 stars;
+        // r4: 5 stars and flagged; r5 (v5): down; r6: another endpoint.
+        for submission in [
+            thumbs(1, -1.0, ""),
+            thumbs(1, 1.0, ""),
+            thumbs(2, -1.0, ""),
+            rating(3, 3.0),
+            rating(4, 5.0),
+            flag,
+            thumbs(5, -1.0, ""),
+            thumbs(6, 1.0, ""),
+        ] {
+            client.submit_feedback(submission).await.unwrap();
+        }
+        let request = pb::SummarizeFeedbackRequest {
+            endpoint: "support".to_string(),
+            ..Default::default()
+        };
+        let versions = eventually("every request joined", PATIENCE, async || {
+            let versions = client
+                .summarize_feedback(request.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .versions;
+            let requests: u64 = versions.iter().map(|version| version.requests).sum();
+            (requests == 5).then_some(versions)
+        })
+        .await;
+        let counts: Vec<(u32, u64, u64, u64, u64, u64)> = versions
+            .iter()
+            .map(|v| {
+                (
+                    v.served_version,
+                    v.requests,
+                    v.liked,
+                    v.disliked,
+                    v.neutral,
+                    v.flagged,
+                )
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [(4, 4, 2, 1, 1, 1), (5, 1, 0, 1, 0, 0)],
+            "{backend:?}"
+        );
+        assert!(versions
+            .iter()
+            .all(|version| version.served_model == "chain"));
+
+        let only_v5 = client
+            .summarize_feedback(pb::SummarizeFeedbackRequest {
+                served_model: "chain".to_string(),
+                served_version: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .versions;
+        assert_eq!(only_v5.len(), 1);
+        assert_eq!(only_v5[0].disliked, 1);
+        assert_status(
+            "until before since",
+            client
+                .summarize_feedback(pb::SummarizeFeedbackRequest {
+                    since_ms: 10,
+                    until_ms: 5,
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            &["until_ms"],
+        );
+        assert_status(
+            "a malformed endpoint",
+            client
+                .summarize_feedback(pb::SummarizeFeedbackRequest {
+                    endpoint: "no spaces".to_string(),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            &["endpoint"],
+        );
+    }
+}
