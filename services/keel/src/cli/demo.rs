@@ -9,6 +9,7 @@ use keel_proto::v1::{GetInferenceRequest, GetTraceRequest, Trace};
 
 use crate::cli::collection::{self, CreateCollectionArgs, MetricArg};
 use crate::cli::endpoint::{self, CreateEndpointArgs, RouteArg};
+use crate::cli::eval_run;
 use crate::cli::feedback::{self, DatasetKindArg, Verdict};
 use crate::cli::metrics::{self, MetricsArgs};
 use crate::cli::query::{self, QueryArgs};
@@ -100,7 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         );
     }
     let outcome = run_steps(&urls, &paths).await;
-    output::demo_step(13, "shutting down");
+    output::demo_step(14, "shutting down");
     let stopped = running.shutdown().await;
     outcome?;
     stopped?;
@@ -269,13 +270,49 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
         output::exported(kind.name(), &out, &summary);
     }
 
-    output::demo_step(12, "metrics");
+    output::demo_step(
+        12,
+        "evaluating the chain on the exported eval set (keel eval run), stored in the registry",
+    );
+    evaluate_on_export(urls, &exports_dir.join("eval.jsonl")).await?;
+
+    output::demo_step(13, "metrics");
     let metrics_args = MetricsArgs {
         endpoint: ENDPOINT.to_string(),
         window: 3600,
     };
     let endpoint_metrics = metrics::metrics(urls, &metrics_args).await?;
     output::metrics(&endpoint_metrics);
+    Ok(())
+}
+
+/// `keel eval run` of @champion on the eval export: the feedback's
+/// corrections and liked answers become references, and the run is stored
+/// against the version. An empty export (nothing judged) is said, not run.
+async fn evaluate_on_export(urls: &ServiceUrls, dataset: &Path) -> Result<(), CliError> {
+    let text = tokio::fs::read_to_string(dataset)
+        .await
+        .map_err(CliError::io(dataset))?;
+    if text.trim().is_empty() {
+        output::demo_note("the eval export is empty: nothing to evaluate");
+        return Ok(());
+    }
+    let args = eval_run::RunArgs {
+        endpoint: ENDPOINT.to_string(),
+        version: format!("{CHAIN_MODEL}@{ALIAS}"),
+        dataset: dataset.to_path_buf(),
+        limit: None,
+        scoring: eval_run::ScoringArgs {
+            scorers: ["contains", "token_f1", "groundedness", "latency_ms"]
+                .map(String::from)
+                .to_vec(),
+            judge: None,
+            concurrency: 2,
+            actor: "keel-demo".to_string(),
+        },
+    };
+    let run = eval_run::evaluate(urls, &args).await?;
+    output::evaluation_run(&run);
     Ok(())
 }
 
