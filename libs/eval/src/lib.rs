@@ -12,5 +12,5 @@ pub mod stats;
 pub mod text_match;
 pub mod words;
 
-pub use scorer::{Scored, Scorer, ScorerInput};
+pub use scorer::{Scorer, ScorerInput};
 pub use stats::{paired_difference, summarise, Interval, Summary};

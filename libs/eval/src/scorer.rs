@@ -123,13 +123,6 @@ pub struct ScorerInput<'a> {
     pub cost_usd: f64,
 }
 
-/// A scorer's verdict on one answer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scored {
-    pub scorer: Scorer,
-    pub value: f64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
