@@ -71,6 +71,15 @@ impl Scorer {
         !matches!(self, Scorer::LatencyMs | Scorer::CostUsd)
     }
 
+    /// The values a score can take: [0, 1] for the shares and matches,
+    /// [0, ∞) for latency and cost. An interval is cut to it.
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Scorer::LatencyMs | Scorer::CostUsd => (0.0, f64::INFINITY),
+            _ => (0.0, 1.0),
+        }
+    }
+
     /// The score of one answer; `None` when the example lacks what this
     /// scorer needs (no reference, no pattern, no expected source), so it
     /// counts neither for nor against.

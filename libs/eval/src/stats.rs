@@ -17,6 +17,16 @@ impl Interval {
     pub fn contains(&self, value: f64) -> bool {
         self.low <= value && value <= self.high
     }
+
+    /// The interval within [low, high]: a mean of values that cannot leave
+    /// a range cannot either, whatever the t approximation says with few
+    /// values.
+    pub fn within(self, (low, high): (f64, f64)) -> Interval {
+        Interval {
+            low: self.low.clamp(low, high),
+            high: self.high.clamp(low, high),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +112,21 @@ mod tests {
             (one.stddev, one.interval.low, one.interval.high),
             (0.0, 0.7, 0.7)
         );
+        // Two scores in [0, 1]: the t interval leaves the range; cut to it.
+        let wide = summarise(&[0.5, 1.0]).unwrap().interval;
+        assert!(wide.low < 0.0 && wide.high > 1.0, "{wide:?}");
+        assert_eq!(
+            wide.within((0.0, 1.0)),
+            Interval {
+                low: 0.0,
+                high: 1.0
+            }
+        );
+        let narrow = Interval {
+            low: 0.2,
+            high: 0.4,
+        };
+        assert_eq!(narrow.within((0.0, 1.0)), narrow);
     }
 
     #[test]

@@ -226,13 +226,16 @@ impl Registry {
             .iter()
             .filter_map(|scorer| {
                 let summary = keel_eval::summarise(values.get(scorer)?)?;
+                // Scorer names were checked when the run was created.
+                let range = Scorer::parse(scorer).map_or((f64::MIN, f64::MAX), Scorer::range);
+                let interval = summary.interval.within(range);
                 Some(ScoreSummary {
                     scorer: scorer.clone(),
                     count: summary.count,
                     mean: summary.mean,
                     stddev: summary.stddev,
-                    ci_low: summary.interval.low,
-                    ci_high: summary.interval.high,
+                    ci_low: interval.low,
+                    ci_high: interval.high,
                 })
             })
             .collect();

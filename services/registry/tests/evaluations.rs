@@ -179,11 +179,18 @@ async fn a_run_keeps_its_examples_and_summarises_them_on_finish() {
                 ("retrieval_hit", 1, 1.0)
             ]
         );
-        // token F1 1.0 and 0.5: sd √0.125, t(0.975, 1) = 12.7062047.
+        // token F1 1.0 and 0.5: sd √0.125, t(0.975, 1) = 12.7062047, so
+        // 0.75 ± 3.18, cut to F1's range [0, 1].
         let f1 = &finished.summaries[0];
-        let half = 12.706_204_736_174_698 * 0.125f64.sqrt() / 2f64.sqrt();
-        assert!((f1.ci_high - (0.75 + half)).abs() < 1e-6, "{f1:?}");
-        assert!((f1.ci_low - (0.75 - half)).abs() < 1e-6, "{f1:?}");
+        assert_eq!((f1.ci_low, f1.ci_high), (0.0, 1.0), "{f1:?}");
+        // Latency 10 and 30: 20 ± 127.06, cut below at 0 only.
+        let latency = &finished.summaries[1];
+        let half = 12.706_204_736_174_698 * 200f64.sqrt() / 2f64.sqrt();
+        assert_eq!(latency.ci_low, 0.0);
+        assert!(
+            (latency.ci_high - (20.0 + half)).abs() < 1e-6,
+            "{latency:?}"
+        );
         let single = &finished.summaries[2];
         assert_eq!((single.ci_low, single.ci_high), (1.0, 1.0));
 
