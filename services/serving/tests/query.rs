@@ -409,39 +409,18 @@ async fn a_query_can_name_its_target_and_ask_for_whole_passages() {
     assert_eq!(record.route_target, "bot/2");
     assert_eq!(record.served_version, 2);
 
-    assert_status(
-        "a malformed target",
-        client
-            .query(pb::QueryRequest {
-                target: "bot@@2".to_string(),
-                ..ask("support", question)
-            })
-            .await,
-        Code::InvalidArgument,
-        &["target"],
-    );
-    assert_status(
-        "a target that does not resolve",
-        client
-            .query(pb::QueryRequest {
-                target: "bot/9".to_string(),
-                ..ask("support", question)
-            })
-            .await,
-        Code::NotFound,
-        &["bot/9"],
-    );
-    assert_status(
-        "a target on an unknown endpoint",
-        client
-            .query(pb::QueryRequest {
-                target: "bot/2".to_string(),
-                ..ask("nowhere", question)
-            })
-            .await,
-        Code::NotFound,
-        &["endpoint `nowhere`"],
-    );
+    let refused = [
+        ("support", "bot@@2", Code::InvalidArgument, "target"),
+        ("support", "bot/9", Code::NotFound, "bot/9"),
+        ("nowhere", "bot/2", Code::NotFound, "endpoint `nowhere`"),
+    ];
+    for (endpoint, target, code, needle) in refused {
+        let request = pb::QueryRequest {
+            target: target.to_string(),
+            ..ask(endpoint, question)
+        };
+        assert_status(needle, client.query(request).await, code, &[needle]);
+    }
     serving.stop().await;
 }
 
