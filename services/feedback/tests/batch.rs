@@ -10,7 +10,7 @@ mod support;
 
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
-use keel_testkit::{assert_status, TestDatabase, BACKENDS};
+use keel_testkit::{assert_status, BACKENDS};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -45,13 +45,7 @@ async fn stored_count(client: &FeedbackServiceClient<Channel>) -> usize {
 #[tokio::test]
 async fn a_batch_is_stored_whole_in_order_or_not_at_all() {
     for backend in BACKENDS {
-        let monitoring = Running::monitoring_on(TestDatabase::fresh(backend).await, |_| {}).await;
-        let feedback = Running::feedback_on(
-            TestDatabase::fresh(backend).await,
-            monitoring.server.url(),
-            |_| {},
-        )
-        .await;
+        let (monitoring, feedback) = monitoring_and_feedback(backend).await;
         monitoring
             .client
             .clone()

@@ -51,13 +51,7 @@ async fn is_stored(client: &MonitoringServiceClient<Channel>, n: u128) -> bool {
 #[tokio::test]
 async fn passage_flag_tag_and_session_feedback_make_streamed_datasets() {
     for backend in BACKENDS {
-        let monitoring = Running::monitoring_on(TestDatabase::fresh(backend).await, |_| {}).await;
-        let mut feedback = Running::feedback_on(
-            TestDatabase::fresh(backend).await,
-            monitoring.server.url(),
-            |_| {},
-        )
-        .await;
+        let (monitoring, mut feedback) = monitoring_and_feedback(backend).await;
         let question = "How long do refunds take? Mail me at ann@example.com";
         monitoring
             .client
@@ -292,13 +286,7 @@ async fn retention_deletes_what_expired_and_keeps_what_feedback_references() {
 #[tokio::test]
 async fn feedback_is_summarised_per_served_version_by_each_requests_latest_verdict() {
     for backend in BACKENDS {
-        let monitoring = Running::monitoring_on(TestDatabase::fresh(backend).await, |_| {}).await;
-        let mut feedback = Running::feedback_on(
-            TestDatabase::fresh(backend).await,
-            monitoring.server.url(),
-            |_| {},
-        )
-        .await;
+        let (monitoring, mut feedback) = monitoring_and_feedback(backend).await;
         let mut challenger = inference(5, 5_000, "q5?", "a5");
         challenger.served_version = 5;
         let mut other_endpoint = inference(6, 6_000, "q6?", "a6");

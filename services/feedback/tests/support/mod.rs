@@ -25,6 +25,24 @@ pub struct Running<C, E> {
     pub database: TestDatabase,
 }
 
+pub type RunningMonitoring = Running<MonitoringServiceClient<Channel>, keel_monitoring::Error>;
+pub type RunningFeedback = Running<FeedbackServiceClient<Channel>, keel_feedback::Error>;
+
+/// Monitoring and a feedback service joining with it, each on a fresh
+/// database of `backend`, with the test defaults.
+pub async fn monitoring_and_feedback(
+    backend: keel_testkit::Backend,
+) -> (RunningMonitoring, RunningFeedback) {
+    let monitoring = Running::monitoring_on(TestDatabase::fresh(backend).await, |_| {}).await;
+    let feedback = Running::feedback_on(
+        TestDatabase::fresh(backend).await,
+        monitoring.server.url(),
+        |_| {},
+    )
+    .await;
+    (monitoring, feedback)
+}
+
 impl Running<MonitoringServiceClient<Channel>, keel_monitoring::Error> {
     pub async fn monitoring() -> Self {
         Self::monitoring_on(TestDatabase::sqlite(), |_| {}).await
