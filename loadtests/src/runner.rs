@@ -417,6 +417,31 @@ mod tests {
             Err(Status::unimplemented("fake"))
         }
 
+        async fn start_experiment(
+            &self,
+            _: Request<keel_proto::v1::StartExperimentRequest>,
+        ) -> Result<Response<keel_proto::v1::Experiment>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn get_experiment(
+            &self,
+            _: Request<keel_proto::v1::GetExperimentRequest>,
+        ) -> Result<Response<keel_proto::v1::Experiment>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn list_experiments(
+            &self,
+            _: Request<keel_proto::v1::ListExperimentsRequest>,
+        ) -> Result<Response<keel_proto::v1::ListExperimentsResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn stop_experiment(
+            &self,
+            _: Request<keel_proto::v1::StopExperimentRequest>,
+        ) -> Result<Response<keel_proto::v1::Experiment>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
         async fn generate(
             &self,
             _: Request<keel_proto::v1::GenerateRequest>,

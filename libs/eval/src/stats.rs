@@ -91,6 +91,26 @@ fn t_quantile(degrees: usize) -> f64 {
     }
 }
 
+/// The 95% Wilson score interval of a proportion: `successes` of
+/// `trials`. Unlike the normal approximation it stays inside [0, 1] and is
+/// sensible at 0 or all successes and with few trials. `None` without trials.
+pub fn proportion_interval(successes: u64, trials: u64) -> Option<Interval> {
+    if trials == 0 {
+        return None;
+    }
+    let n = trials as f64;
+    let rate = successes.min(trials) as f64 / n;
+    // The normal quantile of the 95% two-sided interval.
+    let z: f64 = 1.959_963_984_540_054;
+    let z2 = z * z;
+    let centre = (rate + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (rate * (1.0 - rate) / n + z2 / (4.0 * n * n)).sqrt();
+    Some(Interval {
+        low: (centre - half).max(0.0),
+        high: (centre + half).min(1.0),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +165,21 @@ mod tests {
         assert!((difference.mean - 0.05).abs() < 1e-9);
         assert!(difference.interval.low > 0.0, "{difference:?}");
         assert!(!difference.interval.contains(0.0));
+    }
+
+    #[test]
+    fn wilson_intervals_match_published_values() {
+        // Newcombe (1998), table I: 81 of 263 → 0.2553 to 0.3662.
+        let interval = proportion_interval(81, 263).unwrap();
+        assert!((interval.low - 0.2553).abs() < 5e-4, "{interval:?}");
+        assert!((interval.high - 0.3662).abs() < 5e-4, "{interval:?}");
+        // 0 of 10 → 0 to 0.2775; 10 of 10 → 0.7225 to 1.
+        let none = proportion_interval(0, 10).unwrap();
+        assert_eq!(none.low, 0.0);
+        assert!((none.high - 0.2775).abs() < 5e-4, "{none:?}");
+        let all = proportion_interval(10, 10).unwrap();
+        assert!((all.low - 0.7225).abs() < 5e-4, "{all:?}");
+        assert!((all.high - 1.0).abs() < 1e-12, "{all:?}");
+        assert_eq!(proportion_interval(0, 0), None);
     }
 }

@@ -151,6 +151,7 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     config.serving.registry_url = client_url(registry.grpc_addr);
     config.serving.vector_index_url = client_url(vector_index.grpc_addr);
     config.serving.monitoring_url = client_url(monitoring.grpc_addr);
+    config.serving.feedback_url = client_url(feedback.grpc_addr);
     config.feedback.monitoring_url = client_url(monitoring.grpc_addr);
     // Every request's trace is kept for evaluation out of the box: spans
     // go to this Keel's own monitoring, besides any configured exporter.

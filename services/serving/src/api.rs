@@ -13,6 +13,8 @@ use tonic::{Request, Response, Status};
 use crate::completion::{CompletionInput, Completions};
 use crate::endpoint::{Endpoint, EndpointInput, RouteInput};
 use crate::endpoints::Endpoints;
+use crate::experiment::StartInput;
+use crate::experiments::Experiments;
 use crate::inference_log::InferenceLog;
 use crate::pipeline::{MessageInput, Pipeline, QueryEvent, QueryInput, QueryOutput};
 
@@ -23,6 +25,7 @@ pub struct ServingApi {
     pipeline: Arc<Pipeline>,
     completions: Completions,
     inference_log: InferenceLog,
+    experiments: Arc<Experiments>,
 }
 
 impl ServingApi {
@@ -31,12 +34,14 @@ impl ServingApi {
         pipeline: Arc<Pipeline>,
         completions: Completions,
         inference_log: InferenceLog,
+        experiments: Arc<Experiments>,
     ) -> ServingApi {
         ServingApi {
             endpoints,
             pipeline,
             completions,
             inference_log,
+            experiments,
         }
     }
 }
@@ -284,5 +289,49 @@ impl ServingService for ServingApi {
             latency_ms: completion.latency_ms,
             cost_usd: completion.cost_usd,
         }))
+    }
+
+    async fn start_experiment(
+        &self,
+        request: Request<pb::StartExperimentRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let input = StartInput::from_proto(request.into_inner());
+        let experiment = self.experiments.start(&input).await?;
+        Ok(Response::new(experiment.into()))
+    }
+
+    async fn get_experiment(
+        &self,
+        request: Request<pb::GetExperimentRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let message = request.into_inner();
+        let experiment = self.experiments.get(&message.id, message.refresh).await?;
+        Ok(Response::new(experiment.into()))
+    }
+
+    async fn list_experiments(
+        &self,
+        request: Request<pb::ListExperimentsRequest>,
+    ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
+        let message = request.into_inner();
+        let experiments = self
+            .experiments
+            .list(&message.endpoint, message.running_only)
+            .await?;
+        Ok(Response::new(pb::ListExperimentsResponse {
+            experiments: experiments.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn stop_experiment(
+        &self,
+        request: Request<pb::StopExperimentRequest>,
+    ) -> Result<Response<pb::Experiment>, Status> {
+        let message = request.into_inner();
+        let experiment = self
+            .experiments
+            .stop(&message.id, &message.reason, &message.actor)
+            .await?;
+        Ok(Response::new(experiment.into()))
     }
 }

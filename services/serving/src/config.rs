@@ -11,6 +11,8 @@ pub struct Config {
     pub registry_url: String,
     pub vector_index_url: String,
     pub monitoring_url: String,
+    /// Where experiments read their arms' thumbs (SummarizeFeedback).
+    pub feedback_url: String,
     /// Where inference records wait for monitoring: `spill` (a local,
     /// fsynced log; nothing answered is lost to an outage or a crash) or
     /// `memory` (a bounded queue, lost on a crash; for comparison).
@@ -55,6 +57,9 @@ pub struct Config {
     /// even when no alias move was announced (the watch is the fast path;
     /// this bounds how stale a missed announcement can leave it).
     pub resolver_ttl_ms: u64,
+    /// How often running experiments are re-assessed: figures, verdict,
+    /// Thompson shares, guards.
+    pub experiment_refresh_ms: u64,
     /// What each generator costs, by its name in the catalog, for the cost
     /// series on `/metrics`; a generator without a price costs nothing.
     pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
@@ -87,6 +92,7 @@ impl Default for Config {
             registry_url: "http://127.0.0.1:7101".to_string(),
             vector_index_url: "http://127.0.0.1:7103".to_string(),
             monitoring_url: "http://127.0.0.1:7105".to_string(),
+            feedback_url: "http://127.0.0.1:7104".to_string(),
             inference_log: InferenceLogKind::Spill,
             spill_dir: String::new(),
             spill_commit_window_ms: 10,
@@ -103,6 +109,7 @@ impl Default for Config {
             generation_queue: 64,
             dependency_timeout_ms: 5000,
             resolver_ttl_ms: 10_000,
+            experiment_refresh_ms: 5000,
             prices: std::collections::BTreeMap::new(),
         }
     }
@@ -138,6 +145,7 @@ impl Config {
             ("generation_workers", self.generation_workers as u64),
             ("dependency_timeout_ms", self.dependency_timeout_ms),
             ("resolver_ttl_ms", self.resolver_ttl_ms),
+            ("experiment_refresh_ms", self.experiment_refresh_ms),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -10,6 +10,11 @@ pub mod encoded_records;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
+pub mod experiment;
+pub mod experiment_figures;
+pub mod experiment_store;
+pub mod experiment_verdict;
+pub mod experiments;
 pub mod fallback;
 pub mod generation;
 pub mod inference_delivery;
@@ -41,6 +46,8 @@ use crate::api::ServingApi;
 use crate::completion::Completions;
 use crate::config::DeliveryTarget;
 use crate::endpoints::Endpoints;
+use crate::experiment_figures::FigureSources;
+use crate::experiments::Experiments;
 use crate::generation::GenerationPool;
 use crate::inference_log::InferenceLog;
 use crate::jetstream_sink::JetStreamSink;
@@ -112,11 +119,25 @@ pub async fn serve(
         inference_log.clone(),
         QueryMetrics::new(&service_metrics, config.prices.clone())?,
     ));
+    let experiments = Arc::new(Experiments::new(
+        store.clone(),
+        registry.clone(),
+        FigureSources::new(
+            clients::lazy_channel(&config.monitoring_url, dependency_timeout)?,
+            clients::lazy_channel(&config.feedback_url, dependency_timeout)?,
+            dependency_timeout,
+        ),
+    ));
+    let refresher_task = tokio::spawn(experiments.clone().run_refresher(
+        Duration::from_millis(config.experiment_refresh_ms),
+        background_shutdown.clone(),
+    ));
     let api = ServingApi::new(
         Endpoints::new(store.clone(), registry),
         pipeline.clone(),
         completions,
         inference_log.clone(),
+        experiments,
     );
     let service = GrpcService {
         name: "serving",
@@ -133,6 +154,9 @@ pub async fn serve(
     // The last queries' records are committed before delivery winds down.
     inference_log.close().await;
     background_shutdown.cancel();
+    if let Err(error) = refresher_task.await {
+        tracing::warn!(%error, "experiment refresher failed");
+    }
     if let Err(error) = watch_task.await {
         tracing::warn!(%error, "alias watch task failed");
     }

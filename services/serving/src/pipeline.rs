@@ -26,13 +26,14 @@ use uuid::Uuid;
 
 use crate::endpoint::Shadow;
 use crate::error::Error;
+use crate::experiment::{self, Side};
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
 use crate::inference_log::InferenceLog;
 use crate::metrics::{QueryMetrics, QueryObservation};
 use crate::resolver::Resolver;
 use crate::retrieval::{Retriever, SearchQuery};
-use crate::{routing, store};
+use crate::{experiment_store, routing, store};
 
 pub const MAX_QUESTION_BYTES: usize = 16 * 1024;
 pub const MAX_MESSAGES: usize = 64;
@@ -591,16 +592,33 @@ impl Pipeline {
         }
         let target = match &query.target {
             Some(target) => target.clone(),
-            None => {
-                let route = routing::pick_route(&endpoint.name, &endpoint.routes, &query.user_id)
-                    .ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
-                        "endpoint `{}` has no route with a positive weight",
-                        endpoint.name
-                    ))
-                })?;
-                route.target.clone()
-            }
+            None => match experiment_store::running_arms(&self.store, &endpoint.name).await? {
+                // A running experiment takes the endpoint's traffic.
+                Some(running) => {
+                    let side = experiment::assign(
+                        running.id,
+                        running.spec.sticky_by,
+                        running.challenger_share,
+                        &query.user_id,
+                        &query.session_id,
+                    );
+                    match side {
+                        Side::Control => running.spec.control.pinned(),
+                        Side::Challenger => running.spec.challenger.pinned(),
+                    }
+                }
+                None => {
+                    let route =
+                        routing::pick_route(&endpoint.name, &endpoint.routes, &query.user_id)
+                            .ok_or_else(|| {
+                                Error::FailedPrecondition(format!(
+                                    "endpoint `{}` has no route with a positive weight",
+                                    endpoint.name
+                                ))
+                            })?;
+                    route.target.clone()
+                }
+            },
         };
         progress.route_target = target.to_string();
 

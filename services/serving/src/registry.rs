@@ -123,6 +123,40 @@ impl RegistryClient {
         version_from_proto(version).map(Some)
     }
 
+    /// Moves `model@alias` from `expected_version` to `version`, for the
+    /// audit trail as `actor` with `reason`. A failed promotion gate or a
+    /// moved alias is FAILED_PRECONDITION with the registry's message.
+    pub async fn set_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        version: u32,
+        expected_version: u32,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let mut client = self.client.clone();
+        let request = pb::SetAliasRequest {
+            model: model.to_string(),
+            alias: alias.to_string(),
+            version,
+            expected_current_version: Some(expected_version),
+            actor: actor.to_string(),
+            reason: reason.to_string(),
+            override_gate: false,
+        };
+        match with_deadline(self.timeout, client.set_alias(request)).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                Err(Error::FailedPrecondition(status.message().to_string()))
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                Err(Error::NotFound(status.message().to_string()))
+            }
+            Err(status) => Err(dependency_error(REGISTRY, &status)),
+        }
+    }
+
     /// Subscribes to every alias move from now on.
     pub async fn watch_aliases(&self) -> Result<AliasWatch, Error> {
         let mut client = self.watch_client.clone();

@@ -38,6 +38,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "ALTER TABLE endpoints ADD COLUMN shadow_target TEXT NOT NULL DEFAULT '';
                    ALTER TABLE endpoints ADD COLUMN shadow_percent BIGINT NOT NULL DEFAULT 0",
     },
+    Migration {
+        version: 3,
+        name: "experiments",
+        sqlite: crate::experiment_store::CREATE_TABLE,
+        postgres: crate::experiment_store::CREATE_TABLE,
+    },
 ];
 
 #[derive(Serialize, Deserialize)]

@@ -8,9 +8,11 @@
 mod bad_input;
 mod champion;
 mod evaluation;
+mod experiment;
 mod full_loop;
 mod health_and_reflection;
 mod hybrid_retrieval;
+mod improve;
 mod monitoring_outage;
 mod real_models;
 mod replicas;

@@ -98,7 +98,7 @@ pub fn gate_from_args(args: &SetGateArgs) -> Result<PromotionGate, CliError> {
     })
 }
 
-fn thresholds(flag: &str, values: &[String]) -> Result<HashMap<String, f64>, CliError> {
+pub fn thresholds(flag: &str, values: &[String]) -> Result<HashMap<String, f64>, CliError> {
     values
         .iter()
         .map(|value| {

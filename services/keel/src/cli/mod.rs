@@ -15,9 +15,12 @@ pub mod eval_dataset;
 pub mod eval_replay;
 pub mod eval_retrieval;
 pub mod eval_run;
+pub mod experiment;
 pub mod feedback;
 pub mod gate;
 pub mod html_sections;
+pub mod improve;
+pub mod improve_fewshot;
 pub mod ingest;
 pub mod metrics;
 pub mod models;
@@ -82,6 +85,11 @@ pub enum Command {
     /// Serving endpoints
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
+    /// Experiments: champion and challenger share an endpoint until feedback decides
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
+    /// Feedback to a promoted challenger: export, few-shot challenger, held-out evaluation, experiment
+    Improve(improve::ImproveArgs),
     /// Ask an endpoint a question
     Query(query::QueryArgs),
     /// Post feedback on a served answer
@@ -114,6 +122,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Version(command) => registry::run_version(&urls, command).await,
         Command::Alias(command) => registry::run_alias(&urls, command).await,
         Command::Endpoint(command) => endpoint::run(&urls, command).await,
+        Command::Experiment(command) => experiment::run(&urls, command).await,
+        Command::Improve(args) => improve::run(&urls, args).await,
         Command::Query(args) => query::run(&urls, args).await,
         Command::Feedback(args) => feedback::run_feedback(&urls, args).await,
         Command::Export(args) => feedback::run_export(&urls, args).await,

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_proto::v1::{
-    AliasEvent, Citation, Collection, Endpoint, EvaluationRun, ExportSummary, FeedbackKind,
-    FeedbackRecord, FinishReason, GetMetricsResponse, Metric, Model, ModelKind, ModelVersion,
-    PromotionGate, QueryDone, QueryResponse,
+    AliasEvent, Citation, Collection, Endpoint, EvaluationRun, Experiment, ExperimentArm,
+    ExperimentState, ExportSummary, FeedbackKind, FeedbackRecord, FinishReason, GetMetricsResponse,
+    Metric, Model, ModelKind, ModelVersion, PromotionGate, QueryDone, QueryResponse,
 };
 
 use crate::cli::CliError;
@@ -56,6 +56,65 @@ pub fn spinner(unit: &str) -> ProgressBar {
     let style = ProgressStyle::with_template(&template)
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
     ProgressBar::new_spinner().with_style(style)
+}
+
+/// A spinner on stderr for a wait of unknown length, with its elapsed time
+/// and a message that says what is awaited.
+pub fn waiting(message: &str) -> ProgressBar {
+    let style = ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bar = ProgressBar::new_spinner().with_style(style);
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// One finished step of a long command, on stderr (stdout keeps the report).
+pub fn step(text: &str) {
+    eprintln!("✓ {text}");
+}
+
+pub fn improve_report(report: &crate::cli::improve::ImproveReport) {
+    use crate::cli::improve::Outcome;
+    println!(
+        "champion {} (v{}) against challenger v{} (prompt {}/{}, {} few-shot examples)",
+        report.champion_target,
+        report.champion_version,
+        report.challenger_version,
+        report.prompt_model,
+        report.prompt_version,
+        report.few_shot_examples
+    );
+    println!(
+        "held-out evaluation on {} examples (A: champion, B: challenger):",
+        report.held_out_examples
+    );
+    comparison(&report.comparison);
+    let outcome = match report.outcome {
+        Outcome::RejectedOffline => format!(
+            "rejected offline, no experiment: {}",
+            report.regressions.join("; ")
+        ),
+        Outcome::ExperimentRunning => format!(
+            "experiment {} running ({}); the challenger is promoted when it wins",
+            report.experiment_id, report.verdict
+        ),
+        Outcome::Promoted => format!(
+            "promoted: {} now serves v{} ({})",
+            report.champion_target, report.challenger_version, report.verdict
+        ),
+        Outcome::PromotionRefused => format!(
+            "the challenger won ({}) but its promotion was refused: see `keel experiment status {}`",
+            report.verdict, report.experiment_id
+        ),
+        Outcome::ChampionKept => format!("champion kept: {}", report.verdict),
+        Outcome::GuardBreached => format!(
+            "stopped, a guard was breached: see `keel experiment status {}`",
+            report.experiment_id
+        ),
+        Outcome::Stopped => format!("experiment {} was stopped", report.experiment_id),
+    };
+    println!("outcome: {outcome}");
 }
 
 pub fn collection_exported(name: &str, points: u64, path: &Path) {
@@ -351,6 +410,84 @@ pub fn gates(gates: &[PromotionGate]) {
         for (scorer, value) in &gate.max_regression {
             println!("  {scorer} no worse than the current holder's by more than {value}");
         }
+    }
+}
+
+fn experiment_state(state: i32) -> &'static str {
+    match ExperimentState::try_from(state) {
+        Ok(ExperimentState::Running) => "running",
+        Ok(ExperimentState::Stopped) => "stopped",
+        Ok(ExperimentState::Concluded) => "concluded",
+        Ok(ExperimentState::GuardBreached) => "guard breached",
+        _ => "unknown",
+    }
+}
+
+fn experiment_arm(role: &str, arm: Option<&ExperimentArm>) {
+    let arm = arm.cloned().unwrap_or_default();
+    println!(
+        "  {role:<10} {:<24} {:>5.1}% {:>8} {:>7.3} {:>9.0} {:>6} {:>8} {:>6.3} [{:.3}, {:.3}]",
+        format!("{} → v{}", arm.target, arm.version),
+        arm.share * 100.0,
+        arm.requests,
+        arm.error_rate,
+        arm.latency_p95_ms,
+        arm.liked,
+        arm.disliked,
+        arm.like_rate,
+        arm.like_rate_low,
+        arm.like_rate_high,
+    );
+}
+
+pub fn experiment(experiment: &Experiment) {
+    println!(
+        "experiment {} on {} ({}){}",
+        experiment.id,
+        experiment.endpoint,
+        experiment_state(experiment.state),
+        if experiment.name.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", experiment.name)
+        }
+    );
+    println!(
+        "  {:<10} {:<24} {:>6} {:>8} {:>7} {:>9} {:>6} {:>8} {:>6} 95% INTERVAL",
+        "ARM", "TARGET", "SHARE", "REQUESTS", "ERRORS", "P95 MS", "LIKED", "DISLIKED", "LIKE"
+    );
+    experiment_arm("control", experiment.control.as_ref());
+    experiment_arm("challenger", experiment.challenger.as_ref());
+    println!("  verdict: {}", experiment.verdict);
+    if !experiment.stop_reason.is_empty() {
+        println!("  ended: {}", experiment.stop_reason);
+    }
+}
+
+pub fn experiments(experiments: &[Experiment]) {
+    if experiments.is_empty() {
+        println!("no experiments");
+        return;
+    }
+    println!(
+        "{:<36} {:<20} {:<15} {:<24} {:<24} VERDICT",
+        "ID", "ENDPOINT", "STATE", "CONTROL", "CHALLENGER"
+    );
+    for experiment in experiments {
+        let arm = |arm: Option<&ExperimentArm>| {
+            arm.map_or_else(String::new, |arm| {
+                format!("{} → v{}", arm.target, arm.version)
+            })
+        };
+        println!(
+            "{:<36} {:<20} {:<15} {:<24} {:<24} {}",
+            experiment.id,
+            experiment.endpoint,
+            experiment_state(experiment.state),
+            arm(experiment.control.as_ref()),
+            arm(experiment.challenger.as_ref()),
+            experiment.verdict
+        );
     }
 }
 
