@@ -107,6 +107,7 @@ pub async fn setup(options: &SetupOptions) -> Result<SetupReport, Error> {
         generator: Some(GeneratorSpec {
             name: GENERATOR.to_string(),
             params: None,
+            model: String::new(),
         }),
         fallbacks: Vec::new(),
         retrieval_mode: 0,

@@ -149,6 +149,7 @@ pub fn chain_spec(top_k: u32) -> ChainSpec {
         generator: Some(GeneratorSpec {
             name: "extractive".to_string(),
             params: None,
+            model: String::new(),
         }),
         fallbacks: Vec::new(),
         retrieval_mode: 0,

@@ -132,6 +132,20 @@ impl ModelCatalog {
             .ok_or_else(|| ModelError::UnknownGenerator(name.to_string()))
     }
 
+    /// `name`, asking its server for `model` instead of the configured one
+    /// when `model` is not empty; a generator of a local model refuses.
+    pub fn generator_for(&self, name: &str, model: &str) -> Result<SharedGenerator, ModelError> {
+        let generator = self.generator(name)?;
+        if model.is_empty() {
+            return Ok(generator);
+        }
+        generator.with_model(model).ok_or_else(|| {
+            ModelError::InvalidInput(format!(
+                "generator `{name}` runs a local model: it cannot be asked for model `{model}`"
+            ))
+        })
+    }
+
     pub fn embedder_names(&self) -> Vec<String> {
         self.embedders.keys().cloned().collect()
     }
@@ -239,5 +253,25 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("models.openai.gpt4o"), "{message}");
         assert!(message.contains("base_url"), "{message}");
+    }
+
+    #[test]
+    fn only_a_remote_generator_can_be_asked_for_another_model() {
+        let mut config = without_local_models();
+        config
+            .openai
+            .insert("gpt4o".to_string(), remote("gpt-4o-mini"));
+        let catalog = ModelCatalog::load(&config).unwrap();
+        let tuned = catalog
+            .generator_for("gpt4o", "ft:gpt-4o-mini:acme")
+            .unwrap();
+        assert_eq!(tuned.name(), "gpt4o");
+        assert_eq!(tuned.provider(), "openai");
+        assert!(catalog.generator_for("extractive", "").is_ok());
+        let Err(error) = catalog.generator_for("extractive", "ft:x") else {
+            panic!("a local generator took a remote model");
+        };
+        assert!(error.to_string().contains("runs a local model"), "{error}");
+        assert!(catalog.generator_for("nope", "").is_err());
     }
 }

@@ -87,6 +87,12 @@ pub trait Generator: Send + Sync {
         request: &GenerationRequest,
         on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation, ModelError>;
+    /// This generator asking its server for `model` instead of its own (a
+    /// fine-tuned model); `None` for a generator that runs a local model.
+    fn with_model(&self, model: &str) -> Option<SharedGenerator> {
+        let _ = model;
+        None
+    }
 }
 
 /// An `on_delta` for callers that only want the whole answer.

@@ -151,6 +151,21 @@ impl OpenAiGenerator {
         })
     }
 
+    /// The same server, key and connection pool, asking for `model` instead
+    /// of the configured one (a fine-tuned model): cheap, per request.
+    pub fn for_model(&self, model: &str) -> OpenAiGenerator {
+        OpenAiGenerator {
+            name: self.name.clone(),
+            config: OpenAiConfig {
+                model: model.to_string(),
+                ..self.config.clone()
+            },
+            endpoint: self.endpoint.clone(),
+            api_key: self.api_key.clone(),
+            agent: self.agent.clone(),
+        }
+    }
+
     /// The same generator under the name a chain spec refers to it by.
     pub fn named(mut self, name: &str) -> OpenAiGenerator {
         self.name = name.to_string();
@@ -368,6 +383,10 @@ impl Generator for OpenAiGenerator {
 
     fn provider(&self) -> &str {
         "openai"
+    }
+
+    fn with_model(&self, model: &str) -> Option<crate::SharedGenerator> {
+        Some(std::sync::Arc::new(self.for_model(model)))
     }
 
     fn generate(

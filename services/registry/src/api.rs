@@ -497,6 +497,7 @@ fn generator_from_proto(generator: pb::GeneratorSpec) -> GeneratorSpec {
     GeneratorSpec {
         name: generator.name,
         params: generator.params.unwrap_or_default().into(),
+        model: generator.model,
     }
 }
 
@@ -504,6 +505,7 @@ fn generator_to_proto(generator: GeneratorSpec) -> pb::GeneratorSpec {
     pb::GeneratorSpec {
         name: generator.name,
         params: Some(generator.params.into()),
+        model: generator.model,
     }
 }
 

@@ -84,6 +84,10 @@ pub struct ChainSpec {
 pub struct GeneratorSpec {
     pub name: String,
     pub params: GenerationParams,
+    /// The remote model asked for instead of the configured one; empty:
+    /// the configured one. Versions stored before it existed read as empty.
+    #[serde(default)]
+    pub model: String,
 }
 
 /// Checks the template's size and that minijinja parses it. Parsing a large
@@ -140,6 +144,11 @@ fn validate_generator(field: &str, generator: &GeneratorSpec) -> Result<(), Fiel
     let name_field = format!("{field}.name");
     validate::not_empty(&name_field, &generator.name)?;
     validate::max_len(&name_field, &generator.name, validate::MAX_NAME_LEN)?;
+    validate::max_len(
+        &format!("{field}.model"),
+        &generator.model,
+        validate::MAX_ID_BYTES,
+    )?;
     generator.params.validate(&format!("{field}.params"))
 }
 
@@ -156,6 +165,7 @@ mod tests {
             generator: GeneratorSpec {
                 name: "extractive".to_string(),
                 params: GenerationParams::default(),
+                model: String::new(),
             },
             fallbacks: Vec::new(),
             retrieval_mode: SearchMode::Dense,
@@ -166,6 +176,7 @@ mod tests {
         GeneratorSpec {
             name: name.to_string(),
             params: GenerationParams::default(),
+            model: String::new(),
         }
     }
 

@@ -37,6 +37,7 @@ fn chain_spec(prompt: &str) -> pb::ChainSpec {
                 stop: vec!["\n\n".to_string()],
                 seed: Some(7),
             }),
+            model: String::new(),
         }),
         // Stored and returned as sent, params and order included.
         fallbacks: vec![
@@ -47,10 +48,12 @@ fn chain_spec(prompt: &str) -> pb::ChainSpec {
                     max_tokens: Some(128),
                     ..Default::default()
                 }),
+                model: String::new(),
             },
             pb::GeneratorSpec {
                 name: "extractive".to_string(),
                 params: Some(pb::GenerationParams::default()),
+                model: String::new(),
             },
         ],
         retrieval_mode: pb::SearchMode::Hybrid as i32,

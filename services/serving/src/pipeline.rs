@@ -630,13 +630,17 @@ impl Pipeline {
         let mut candidates = Vec::with_capacity(1 + chain.fallbacks.len());
         candidates.push(Candidate {
             name: chain.generator.clone(),
-            generator: self.catalog.generator(&chain.generator)?,
+            generator: self
+                .catalog
+                .generator_for(&chain.generator, &chain.generator_model)?,
             params: chain.params.clone(),
         });
         for fallback in &chain.fallbacks {
             candidates.push(Candidate {
                 name: fallback.name.clone(),
-                generator: self.catalog.generator(&fallback.name)?,
+                generator: self
+                    .catalog
+                    .generator_for(&fallback.name, &fallback.model)?,
                 params: fallback.params.clone(),
             });
         }

@@ -45,6 +45,8 @@ pub struct ChainSpec {
     pub prompt: String,
     pub generator: String,
     pub params: keel_models::GenerationParams,
+    /// The remote model the generator asks for; empty: its configured one.
+    pub generator_model: String,
     /// Tried in order when the generator before is unavailable.
     pub fallbacks: Vec<GeneratorChoice>,
     pub retrieval_mode: keel_types::SearchMode,
@@ -55,6 +57,9 @@ pub struct ChainSpec {
 pub struct GeneratorChoice {
     pub name: String,
     pub params: keel_models::GenerationParams,
+    /// The remote model asked for instead of the configured one; empty:
+    /// the configured one.
+    pub model: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +207,7 @@ fn generator_from_proto(generator: pb::GeneratorSpec) -> GeneratorChoice {
     GeneratorChoice {
         name: generator.name,
         params: generator.params.unwrap_or_default().into(),
+        model: generator.model,
     }
 }
 
@@ -240,6 +246,7 @@ fn version_from_proto(version: pb::ModelVersion) -> Result<RegisteredVersion, Er
                 prompt: chain.prompt,
                 generator: generator.name,
                 params: generator.params,
+                generator_model: generator.model,
                 fallbacks,
                 retrieval_mode,
             })

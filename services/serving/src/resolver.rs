@@ -36,6 +36,8 @@ pub struct ResolvedChain {
     pub prompt: Arc<PromptTemplate>,
     pub generator: String,
     pub params: keel_models::GenerationParams,
+    /// The remote model the generator asks for; empty: its configured one.
+    pub generator_model: String,
     /// Tried in order when the generator before is unavailable.
     pub fallbacks: Vec<GeneratorChoice>,
     pub retrieval_mode: keel_types::SearchMode,
@@ -175,6 +177,7 @@ impl Resolver {
             prompt: Arc::new(prompt),
             generator: spec.generator,
             params: spec.params,
+            generator_model: spec.generator_model,
             fallbacks: spec.fallbacks,
             retrieval_mode: spec.retrieval_mode,
         };

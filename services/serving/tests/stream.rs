@@ -77,6 +77,7 @@ async fn chain_endpoint(
         .map(|name| pb::GeneratorSpec {
             name: name.to_string(),
             params: None,
+            model: String::new(),
         })
         .collect();
     let version = world.registry.add_chain_version(model, spec);

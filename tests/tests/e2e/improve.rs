@@ -1,28 +1,34 @@
 //! (l) `keel improve` closes the loop on the sample corpus: scripted
-//! feedback is exported, a few-shot challenger is built from the liked
-//! answers, evaluated against the champion on the held-out ones, put in an
-//! experiment that scripted users prefer, and promoted — each step in the
-//! lineage, the evaluation runs and the alias audit trail.
+//! feedback is exported, a challenger is built from the liked answers —
+//! a few-shot prompt, or a model fine-tuned through a stand-in for OpenAI's
+//! fine-tuning API — evaluated against the champion on the held-out ones,
+//! put in an experiment that scripted users prefer, and promoted — each
+//! step in the lineage, the evaluation runs and the alias audit trail.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel::cli::eval_run::ScoringArgs;
 use keel::cli::experiment::AllocationArg;
-use keel::cli::improve::{improve, ImproveArgs, Outcome};
+use keel::cli::improve::{improve, ChallengerKind, ImproveArgs, ImproveReport, Outcome};
+use keel::cli::improve_fine_tune::FineTuneArgs;
 use keel::cli::ServiceUrls;
+use keel_models::{ModelCatalog, OpenAiConfig, OpenAiGenerator};
 use keel_proto::v1::{
     model_version, FeedbackKind, GetVersionRequest, ListAliasHistoryRequest,
     ListEvaluationRunsRequest, ListExperimentsRequest, SubmitFeedbackRequest,
 };
+use keel_testkit::fakes::FakeOpenAi;
 use keel_tests::fixtures::{
     self, CHAIN_MODEL, ENDPOINT, LOYALTY_QUESTION, PROMPT_MODEL, REFUND_QUESTION,
     SHIPPING_QUESTION, WARRANTY_QUESTION,
 };
-use keel_tests::{on_both_backends, Backend, Cluster, Storage};
+use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
 
 use crate::streaming::inference_record;
 
 on_both_backends!(improve_promotes_a_few_shot_challenger);
+on_both_backends!(improve_promotes_a_fine_tuned_challenger);
 
 /// The first version `keel improve` registers: the fixtures hold chain v1
 /// and v2.
@@ -77,9 +83,55 @@ async fn experiment_running(cluster: &Cluster) -> bool {
     !running.is_empty()
 }
 
+/// Four liked answers (two to learn from, two held out), returned.
+async fn liked_history(cluster: &Cluster) -> Vec<String> {
+    let questions = [
+        REFUND_QUESTION,
+        SHIPPING_QUESTION,
+        WARRANTY_QUESTION,
+        LOYALTY_QUESTION,
+    ];
+    let mut liked_answers = Vec::new();
+    for (index, question) in questions.iter().enumerate() {
+        let user = format!("early-{index}");
+        let answer = fixtures::query(cluster, ENDPOINT, question.text, &user).await;
+        inference_record(cluster, &answer.request_id).await;
+        thumbs(cluster, &answer.request_id, 1.0, &user).await;
+        liked_answers.push(answer.answer);
+    }
+    liked_answers
+}
+
+/// Runs `keel improve` while scripted users query the endpoint, liking the
+/// challenger's answers and disliking the champion's.
+async fn improve_with_users(
+    cluster: &Cluster,
+    urls: &ServiceUrls,
+    args: &ImproveArgs,
+) -> ImproveReport {
+    let running = improve(urls, args);
+    tokio::pin!(running);
+    let mut index = 0;
+    loop {
+        tokio::select! {
+            report = &mut running => break report.unwrap(),
+            () = scripted_user(cluster, index) => index += 1,
+        }
+    }
+}
+
 fn improve_args(work_dir: &std::path::Path) -> ImproveArgs {
     ImproveArgs {
         endpoint: ENDPOINT.to_string(),
+        challenger: ChallengerKind::FewShot,
+        fine_tune: FineTuneArgs {
+            url: String::new(),
+            key_env: "KEEL_E2E_UNSET_KEY".to_string(),
+            base_model: "gpt-4o-mini".to_string(),
+            generator: "openai".to_string(),
+            poll: Duration::from_millis(20),
+            timeout: Duration::from_secs(30),
+        },
         examples: 4,
         work_dir: work_dir.to_path_buf(),
         challenger_alias: "challenger".to_string(),
@@ -113,39 +165,13 @@ async fn improve_promotes_a_few_shot_challenger(backend: Backend) {
         .to_string();
     assert!(error.contains("no rated requests"), "{error}");
 
-    // Four liked answers: two become few-shot examples, two are held out.
-    let questions = [
-        REFUND_QUESTION,
-        SHIPPING_QUESTION,
-        WARRANTY_QUESTION,
-        LOYALTY_QUESTION,
-    ];
-    let mut liked_answers = Vec::new();
-    for (index, question) in questions.iter().enumerate() {
-        let user = format!("early-{index}");
-        let answer = fixtures::query(&cluster, ENDPOINT, question.text, &user).await;
-        inference_record(&cluster, &answer.request_id).await;
-        thumbs(&cluster, &answer.request_id, 1.0, &user).await;
-        liked_answers.push(answer.answer);
-    }
-
-    // `keel improve` runs while scripted users query the endpoint, liking
-    // the challenger's answers and disliking the champion's.
-    let args = improve_args(work_dir.path());
-    let running = improve(&urls, &args);
-    tokio::pin!(running);
-    let mut index = 0;
-    let report = loop {
-        tokio::select! {
-            report = &mut running => break report.unwrap(),
-            () = scripted_user(&cluster, index) => index += 1,
-        }
-    };
+    let liked_answers = liked_history(&cluster).await;
+    let report = improve_with_users(&cluster, &urls, &improve_args(work_dir.path())).await;
     assert_eq!(report.outcome, Outcome::Promoted, "{report:?}");
     assert_eq!(report.champion_target, fixtures::CHAMPION_TARGET);
     assert_eq!(report.champion_version, 1);
     assert_eq!(report.challenger_version, CHALLENGER_VERSION);
-    assert_eq!((report.few_shot_examples, report.held_out_examples), (2, 2));
+    assert_eq!((report.training_examples, report.held_out_examples), (2, 2));
     assert!(report.regressions.is_empty());
     assert!(report
         .verdict
@@ -257,6 +283,121 @@ async fn improve_promotes_a_few_shot_challenger(backend: Backend) {
     assert_eq!(
         promotion.actor,
         format!("experiment {}", report.experiment_id)
+    );
+    cluster.shutdown().await;
+}
+
+async fn improve_promotes_a_fine_tuned_challenger(backend: Backend) {
+    let server = FakeOpenAi::answering("The fine-tuned model says: refunds within 30 days.").await;
+    let storage = Storage::fresh(backend).await;
+    let mut catalog = ModelCatalog::builtin();
+    let config = OpenAiConfig {
+        base_url: server.base_url(),
+        model: "gpt-4o-mini".to_string(),
+        ..OpenAiConfig::default()
+    };
+    let generator = OpenAiGenerator::with_api_key(config, None)
+        .unwrap()
+        .named("openai");
+    catalog.add_generator("openai", Arc::new(generator));
+    let cluster = Cluster::start_with_catalog(storage.config(), catalog).await;
+    fixtures::setup_application(&cluster).await;
+    let urls = ServiceUrls::of_cluster(&cluster.keel);
+    let work_dir = tempfile::tempdir().unwrap();
+    liked_history(&cluster).await;
+
+    let mut args = improve_args(work_dir.path());
+    args.challenger = ChallengerKind::FineTune;
+    args.fine_tune.url = server.base_url();
+    // The fine-tuned stand-in answers one fixed sentence: on the held-out
+    // references (liked extractive answers) it scores lower, which this
+    // run accepts so that users decide.
+    args.max_regression = vec!["token_f1=1.0".to_string()];
+    let report = improve_with_users(&cluster, &urls, &args).await;
+    assert_eq!(report.outcome, Outcome::Promoted, "{report:?}");
+    let tuned = format!("ft:gpt-4o-mini:keel:keel-{ENDPOINT}:ftjob-1");
+    assert_eq!(report.fine_tuned_model, tuned);
+    assert_eq!(report.fine_tune_job, "ftjob-1");
+    assert_eq!(report.prompt_version, 1, "the champion's prompt");
+    assert_eq!((report.training_examples, report.held_out_examples), (2, 2));
+
+    // The API saw one upload of the two training questions only, one job
+    // on it, read until it succeeded; the challenger asked for the model.
+    let calls = server.calls();
+    assert_eq!(calls.uploads.len(), 1);
+    let uploaded = &calls.uploads[0];
+    let questions = [
+        REFUND_QUESTION,
+        SHIPPING_QUESTION,
+        WARRANTY_QUESTION,
+        LOYALTY_QUESTION,
+    ];
+    let in_upload = questions
+        .iter()
+        .filter(|question| uploaded.contains(question.text))
+        .count();
+    assert_eq!(in_upload, 2, "held-out questions are not trained on");
+    assert_eq!(calls.jobs.len(), 1);
+    assert_eq!(calls.jobs[0].model, "gpt-4o-mini");
+    assert_eq!(calls.jobs[0].training_file, "file-1");
+    assert!(calls.jobs[0].reads >= 2);
+    assert!(calls.chat_models.iter().all(|model| model == &tuned));
+    assert!(!calls.chat_models.is_empty());
+
+    let chain = cluster
+        .registry
+        .clone()
+        .get_version(GetVersionRequest {
+            model: CHAIN_MODEL.to_string(),
+            selector: Some(keel_proto::v1::get_version_request::Selector::Version(
+                CHALLENGER_VERSION,
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.aliases.contains(&"champion".to_string()));
+    assert_eq!(chain.tags["fine_tune_job"], "ftjob-1");
+    let lineage = chain.lineage.unwrap();
+    assert_eq!(lineage.parent_version, 1);
+    let names: Vec<&str> = lineage
+        .datasets
+        .iter()
+        .map(|dataset| dataset.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("feedback:eval:{ENDPOINT}"),
+            format!("feedback:sft:{ENDPOINT}")
+        ]
+    );
+    assert_eq!(lineage.datasets[1].examples, 2);
+    let Some(model_version::Spec::Chain(spec)) = chain.spec else {
+        panic!("a chain version");
+    };
+    let generator = spec.generator.unwrap();
+    assert_eq!(
+        (generator.name.as_str(), generator.model.as_str()),
+        ("openai", tuned.as_str())
+    );
+    assert_eq!(spec.prompt, format!("{PROMPT_MODEL}/1"));
+
+    // Everyone now gets the fine-tuned model's answer.
+    let cluster_ref = &cluster;
+    let after = eventually(
+        "the fine-tuned challenger answers everyone",
+        Duration::from_secs(2),
+        || async move {
+            let answer = fixtures::query(cluster_ref, ENDPOINT, REFUND_QUESTION.text, "late").await;
+            (answer.served_version == CHALLENGER_VERSION).then_some(answer)
+        },
+    )
+    .await;
+    assert!(
+        after.answer.starts_with("The fine-tuned model says"),
+        "{}",
+        after.answer
     );
     cluster.shutdown().await;
 }

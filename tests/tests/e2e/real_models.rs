@@ -266,6 +266,7 @@ async fn register_long_chain(cluster: &Cluster) {
                 max_tokens: Some(LONG_MAX_TOKENS),
                 ..Default::default()
             }),
+            model: String::new(),
         }),
         fallbacks: Vec::new(),
         retrieval_mode: 0,

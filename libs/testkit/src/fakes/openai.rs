@@ -1,9 +1,11 @@
 //! A chat-completions server speaking the OpenAI wire format, for testing a
-//! service's OpenAI-compatible generator without the network.
+//! service's OpenAI-compatible generator without the network; it also
+//! speaks OpenAI's fine-tuning API (file upload, jobs that succeed on the
+//! second read), for `keel improve`'s fine-tuned challenger.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use keel_core::CancellationToken;
 
@@ -13,6 +15,53 @@ struct OpenAiState {
     answer: Option<String>,
     status: u16,
     requests: Arc<AtomicUsize>,
+    calls: Arc<Mutex<Calls>>,
+}
+
+/// What the fake was asked, for assertions.
+#[derive(Debug, Default, Clone)]
+pub struct Calls {
+    /// The `model` of each chat-completion request, in order.
+    pub chat_models: Vec<String>,
+    /// Each uploaded file's multipart body, as text.
+    pub uploads: Vec<String>,
+    pub jobs: Vec<FineTuneJob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FineTuneJob {
+    pub id: String,
+    pub training_file: String,
+    pub model: String,
+    pub suffix: String,
+    /// Times the job was read.
+    pub reads: u32,
+}
+
+impl FineTuneJob {
+    fn status(&self) -> &'static str {
+        match self.reads {
+            0 => "queued",
+            1 => "running",
+            _ => "succeeded",
+        }
+    }
+
+    fn fine_tuned_model(&self) -> Option<String> {
+        (self.status() == "succeeded")
+            .then(|| format!("ft:{}:keel:{}:{}", self.model, self.suffix, self.id))
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "fine_tuning.job",
+            "model": self.model,
+            "training_file": self.training_file,
+            "status": self.status(),
+            "fine_tuned_model": self.fine_tuned_model(),
+        })
+    }
 }
 
 /// A chat-completions server speaking the OpenAI wire format: it streams
@@ -20,6 +69,7 @@ struct OpenAiState {
 pub struct FakeOpenAi {
     address: SocketAddr,
     requests: Arc<AtomicUsize>,
+    calls: Arc<Mutex<Calls>>,
     shutdown: CancellationToken,
 }
 
@@ -36,13 +86,18 @@ impl FakeOpenAi {
 
     async fn start(answer: Option<String>, status: u16) -> FakeOpenAi {
         let requests = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(Mutex::new(Calls::default()));
         let state = OpenAiState {
             answer,
             status,
             requests: requests.clone(),
+            calls: calls.clone(),
         };
         let router = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(openai_chat))
+            .route("/v1/files", axum::routing::post(upload_file))
+            .route("/v1/fine_tuning/jobs", axum::routing::post(create_job))
+            .route("/v1/fine_tuning/jobs/{id}", axum::routing::get(read_job))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -56,6 +111,7 @@ impl FakeOpenAi {
         FakeOpenAi {
             address,
             requests,
+            calls,
             shutdown,
         }
     }
@@ -68,6 +124,11 @@ impl FakeOpenAi {
     /// How many chat-completion requests arrived.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Everything asked so far.
+    pub fn calls(&self) -> Calls {
+        self.calls.lock().unwrap().clone()
     }
 }
 
@@ -84,6 +145,8 @@ async fn openai_chat(
     use axum::response::IntoResponse;
     state.requests.fetch_add(1, Ordering::SeqCst);
     let request: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let model = request["model"].as_str().unwrap_or_default().to_string();
+    state.calls.lock().unwrap().chat_models.push(model);
     assert_eq!(request["stream"], true, "{request}");
     let Some(answer) = state.answer else {
         let status = axum::http::StatusCode::from_u16(state.status).unwrap();
@@ -106,4 +169,66 @@ async fn openai_chat(
         events,
     )
         .into_response()
+}
+
+fn bad_request(message: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({"error": {"message": message}});
+    (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// `POST /v1/files`: keeps the multipart body; a fine-tuning file must say
+/// so in its `purpose` part.
+async fn upload_file(
+    axum::extract::State(state): axum::extract::State<OpenAiState>,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !(body.contains("name=\"purpose\"") && body.contains("fine-tune")) {
+        return bad_request("purpose must be fine-tune".to_string());
+    }
+    let mut calls = state.calls.lock().unwrap();
+    calls.uploads.push(body);
+    let id = format!("file-{}", calls.uploads.len());
+    axum::Json(serde_json::json!({"id": id, "object": "file", "purpose": "fine-tune"}))
+        .into_response()
+}
+
+/// `POST /v1/fine_tuning/jobs` on an uploaded file.
+async fn create_job(
+    axum::extract::State(state): axum::extract::State<OpenAiState>,
+    axum::Json(request): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = |key: &str| request[key].as_str().unwrap_or_default().to_string();
+    let training_file = text("training_file");
+    let mut calls = state.calls.lock().unwrap();
+    let uploaded = (1..=calls.uploads.len()).any(|index| training_file == format!("file-{index}"));
+    if !uploaded {
+        return bad_request(format!("no file {training_file}"));
+    }
+    let job = FineTuneJob {
+        id: format!("ftjob-{}", calls.jobs.len() + 1),
+        training_file,
+        model: text("model"),
+        suffix: text("suffix"),
+        reads: 0,
+    };
+    let body = job.to_json();
+    calls.jobs.push(job);
+    axum::Json(body).into_response()
+}
+
+/// `GET /v1/fine_tuning/jobs/{id}`: queued, then running, then succeeded.
+async fn read_job(
+    axum::extract::State(state): axum::extract::State<OpenAiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut calls = state.calls.lock().unwrap();
+    let Some(job) = calls.jobs.iter_mut().find(|job| job.id == id) else {
+        return bad_request(format!("no job {id}"));
+    };
+    job.reads += 1;
+    axum::Json(job.to_json()).into_response()
 }

@@ -42,6 +42,7 @@ pub fn chain_spec(collection: &str, top_k: u32, prompt: &str, generator: &str) -
         generator: Some(pb::GeneratorSpec {
             name: generator.to_string(),
             params: None,
+            model: String::new(),
         }),
         fallbacks: Vec::new(),
         retrieval_mode: 0,

@@ -40,6 +40,9 @@ pub enum CliError {
     Models(#[from] keel_models::ModelError),
     #[error("{0}")]
     Invalid(String),
+    /// A remote HTTP API (a fine-tuning service) failed or refused.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl CliError {

@@ -1,15 +1,17 @@
 //! `keel improve ENDPOINT`: the loop from feedback to a promoted challenger
 //! in one command. It exports the endpoint's evaluation set from feedback,
-//! builds a challenger (the champion's prompt with few-shot examples mined
-//! from liked answers and corrections, as new PROMPT and CHAIN versions
-//! whose lineage names the export), evaluates champion and challenger on
-//! the held-out examples, and when the challenger is not worse, starts an
-//! experiment that promotes it on a winning verdict. Every step leaves its
-//! trace: versions with lineage, evaluation runs, alias moves in the audit
-//! trail, the experiment.
+//! builds a challenger by a pluggable step — built in, the champion's
+//! prompt with few-shot examples mined from liked answers and corrections;
+//! external, a model fine-tuned on the SFT export through an
+//! OpenAI-compatible API — registered with a lineage that names what it
+//! came from, evaluates champion and challenger on the held-out examples,
+//! and when the challenger is not worse, starts an experiment that
+//! promotes it on a winning verdict. Every step leaves its trace: versions
+//! with lineage, evaluation runs, alias moves in the audit trail, the
+//! experiment.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use keel_eval::Scorer;
@@ -19,19 +21,36 @@ use serde::Serialize;
 
 use crate::cli::error::rpc;
 use crate::cli::eval_compare::{compare_runs, Comparison};
-use crate::cli::eval_dataset::{dataset_from_text, Dataset, Example};
 use crate::cli::eval_run::{evaluate_dataset, ScoringArgs};
 use crate::cli::experiment::AllocationArg;
-use crate::cli::feedback::{export, export_request, DatasetKindArg};
-use crate::cli::improve_fewshot::{split, template_with_examples};
+use crate::cli::improve_datasets::eval_sets;
+use crate::cli::improve_fewshot::register_few_shot;
+use crate::cli::improve_fine_tune::{fine_tune_challenger, FineTuneArgs};
 use crate::cli::{gate, output, CliError, ServiceUrls};
 
 /// How often a waiting `keel improve` re-reads the experiment.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the challenger comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChallengerKind {
+    /// The champion's prompt with few-shot examples from liked answers and
+    /// corrections
+    FewShot,
+    /// A model fine-tuned on the SFT export through an OpenAI-compatible
+    /// fine-tuning API (see --fine-tune-*)
+    FineTune,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImproveArgs {
     pub endpoint: String,
+    /// How the challenger is built
+    #[arg(long, value_enum, default_value = "few-shot")]
+    pub challenger: ChallengerKind,
+    #[command(flatten)]
+    pub fine_tune: FineTuneArgs,
     /// Few-shot examples the challenger's prompt gets (at most half of the
     /// liked answers and corrections; the rest are held out)
     #[arg(long, default_value_t = 4)]
@@ -96,10 +115,16 @@ pub struct ImproveReport {
     /// `model@alias` the endpoint routes to.
     pub champion_target: String,
     pub champion_version: u32,
+    pub challenger_kind: ChallengerKind,
+    /// The challenger's prompt (a new version for a few-shot challenger).
     pub prompt_model: String,
     pub prompt_version: u32,
     pub challenger_version: u32,
-    pub few_shot_examples: usize,
+    /// A fine-tuned challenger's job and model; empty otherwise.
+    pub fine_tune_job: String,
+    pub fine_tuned_model: String,
+    /// Examples the challenger learnt from, and those it was evaluated on.
+    pub training_examples: usize,
     pub held_out_examples: usize,
     pub champion_run: String,
     pub challenger_run: String,
@@ -119,12 +144,33 @@ pub async fn run(urls: &ServiceUrls, args: ImproveArgs) -> Result<(), CliError> 
 
 /// The champion behind an endpoint: its heaviest route, which must be an
 /// alias (promotion moves it), and the chain and prompt it serves.
-struct Champion {
-    target: ModelRef,
-    version: pb::ModelVersion,
-    chain: pb::ChainSpec,
-    prompt: pb::ModelVersion,
-    template: String,
+pub struct Champion {
+    pub target: ModelRef,
+    pub version: pb::ModelVersion,
+    pub chain: pb::ChainSpec,
+    pub prompt: pb::ModelVersion,
+    pub template: String,
+}
+
+/// What the challenger step registered.
+struct Built {
+    prompt_version: u32,
+    chain_version: u32,
+    fine_tune_job: String,
+    fine_tuned_model: String,
+}
+
+/// The tags of a challenger version `keel improve` registers.
+pub fn challenger_tags(actor: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut tags: HashMap<String, String> = [
+        ("source".to_string(), "keel-improve".to_string()),
+        ("built_by".to_string(), actor.to_string()),
+    ]
+    .into();
+    for (key, value) in extra {
+        tags.insert((*key).to_string(), (*value).to_string());
+    }
+    tags
 }
 
 pub async fn improve(urls: &ServiceUrls, args: &ImproveArgs) -> Result<ImproveReport, CliError> {
@@ -143,33 +189,61 @@ pub async fn improve(urls: &ServiceUrls, args: &ImproveArgs) -> Result<ImproveRe
         champion.target, champion.version.model, champion.version.version
     ));
 
-    let (export, few_shot, held_out) = datasets(urls, args).await?;
+    let training = match args.challenger {
+        ChallengerKind::FewShot => ("few-shot", args.examples),
+        ChallengerKind::FineTune => ("training", usize::MAX),
+    };
+    let sets = eval_sets(urls, &args.endpoint, &args.work_dir, training).await?;
+    let held_out = &sets.held_out;
     output::step(&format!(
-        "exported {} rated requests: {} few-shot examples, {} held out",
-        export.examples.len(),
-        few_shot.examples.len(),
+        "exported {} rated requests: {} to learn from, {} held out",
+        sets.export.examples.len(),
+        sets.training.examples.len(),
         held_out.examples.len()
     ));
 
-    let (prompt_version, challenger_version) =
-        build_challenger(urls, &champion, &export, &few_shot, &actor).await?;
     let model = champion.version.model.clone();
+    let mut built = Built {
+        prompt_version: champion.prompt.version,
+        chain_version: 0,
+        fine_tune_job: String::new(),
+        fine_tuned_model: String::new(),
+    };
+    let how = match args.challenger {
+        ChallengerKind::FewShot => {
+            let (prompt_version, chain_version) =
+                register_few_shot(urls, &champion, &sets.export, &sets.training, &actor).await?;
+            built.prompt_version = prompt_version;
+            built.chain_version = chain_version;
+            format!(
+                "few-shot prompt {}/{prompt_version} from {} examples of {}",
+                champion.prompt.model,
+                sets.training.examples.len(),
+                sets.export.name
+            )
+        }
+        ChallengerKind::FineTune => {
+            let tuned = fine_tune_challenger(urls, args, &champion, &sets, &actor).await?;
+            built.chain_version = tuned.chain_version;
+            let how = format!("{} from fine-tuning job {}", tuned.model, tuned.job_id);
+            built.fine_tune_job = tuned.job_id;
+            built.fine_tuned_model = tuned.model;
+            how
+        }
+    };
+    let challenger_version = built.chain_version;
     set_alias(
         urls,
         &model,
         &args.challenger_alias,
         challenger_version,
         &actor,
-        &format!(
-            "keel improve: few-shot challenger from {} examples of {}",
-            few_shot.examples.len(),
-            export.name
-        ),
+        &format!("keel improve: challenger with {how}"),
     )
     .await?;
     output::step(&format!(
-        "challenger: {model}/{challenger_version} (@{}), prompt {}/{prompt_version}",
-        args.challenger_alias, champion.prompt.model
+        "challenger: {model}/{challenger_version} (@{}) with {how}",
+        args.challenger_alias
     ));
 
     let champion_run = evaluate_dataset(
@@ -177,7 +251,7 @@ pub async fn improve(urls: &ServiceUrls, args: &ImproveArgs) -> Result<ImproveRe
         &args.endpoint,
         &format!("{model}/{}", champion.version.version),
         &args.scoring,
-        &held_out,
+        held_out,
     )
     .await?;
     let challenger_run = evaluate_dataset(
@@ -185,7 +259,7 @@ pub async fn improve(urls: &ServiceUrls, args: &ImproveArgs) -> Result<ImproveRe
         &args.endpoint,
         &format!("{model}/{challenger_version}"),
         &args.scoring,
-        &held_out,
+        held_out,
     )
     .await?;
     let comparison = compare_runs(urls, &champion_run.id, &challenger_run.id).await?;
@@ -201,10 +275,13 @@ pub async fn improve(urls: &ServiceUrls, args: &ImproveArgs) -> Result<ImproveRe
         endpoint: args.endpoint.clone(),
         champion_target: champion.target.to_string(),
         champion_version: champion.version.version,
+        challenger_kind: args.challenger,
         prompt_model: champion.prompt.model.clone(),
-        prompt_version,
+        prompt_version: built.prompt_version,
         challenger_version,
-        few_shot_examples: few_shot.examples.len(),
+        fine_tune_job: built.fine_tune_job,
+        fine_tuned_model: built.fine_tuned_model,
+        training_examples: sets.training.examples.len(),
         held_out_examples: held_out.examples.len(),
         champion_run: champion_run.id,
         challenger_run: challenger_run.id,
@@ -304,148 +381,6 @@ async fn champion(urls: &ServiceUrls, endpoint: &str) -> Result<Champion, CliErr
         prompt,
         template: prompt_spec.template,
     })
-}
-
-/// The EVAL export of the endpoint, and the few-shot and held-out sets cut
-/// from it, each written to the work directory (what the lineage's digests
-/// name).
-async fn datasets(
-    urls: &ServiceUrls,
-    args: &ImproveArgs,
-) -> Result<(Dataset, Dataset, Dataset), CliError> {
-    let dir = &args.work_dir;
-    std::fs::create_dir_all(dir).map_err(CliError::io(dir))?;
-    let export_path = dir.join(format!("{}-eval.jsonl", args.endpoint));
-    export(
-        urls,
-        export_request(DatasetKindArg::Eval, &args.endpoint),
-        &export_path,
-    )
-    .await?;
-    let text = std::fs::read_to_string(&export_path).map_err(CliError::io(&export_path))?;
-    if text.trim().is_empty() {
-        return Err(CliError::Invalid(format!(
-            "endpoint {} has no rated requests yet: nothing to learn from",
-            args.endpoint
-        )));
-    }
-    let exported = dataset_from_text(
-        &export_path.display().to_string(),
-        format!("feedback:eval:{}", args.endpoint),
-        &text,
-        None,
-    )?;
-    let parts = split(&exported.examples, args.examples);
-    if parts.few_shot.is_empty() {
-        return Err(CliError::Invalid(format!(
-            "endpoint {} needs at least two liked answers or corrections (one for the prompt, \
-             one held out); it has {}",
-            args.endpoint,
-            exported
-                .examples
-                .iter()
-                .filter(|example| example.reference.is_some())
-                .count()
-        )));
-    }
-    let few_shot = write_examples(dir, &args.endpoint, "few-shot", &parts.few_shot)?;
-    let held_out = write_examples(dir, &args.endpoint, "held-out", &parts.held_out)?;
-    Ok((exported, few_shot, held_out))
-}
-
-/// Writes `examples` as a dataset file `<endpoint>-<part>.jsonl` and reads
-/// it back as the dataset evaluations and lineage name.
-fn write_examples(
-    dir: &Path,
-    endpoint: &str,
-    part: &str,
-    examples: &[&Example],
-) -> Result<Dataset, CliError> {
-    let mut text = String::new();
-    for example in examples {
-        let line = serde_json::json!({
-            "question": example.question,
-            "reference": example.reference,
-            "expected_sources": example.expected_sources,
-        });
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    let path = dir.join(format!("{endpoint}-{part}.jsonl"));
-    std::fs::write(&path, &text).map_err(CliError::io(&path))?;
-    let name = format!("keel-improve:{part}:{endpoint}");
-    dataset_from_text(&path.display().to_string(), name, &text, None)
-}
-
-fn source(dataset: &Dataset) -> pb::DatasetSource {
-    pb::DatasetSource {
-        name: dataset.name.clone(),
-        digest: dataset.digest.clone(),
-        examples: dataset.examples.len() as u64,
-    }
-}
-
-/// Registers the few-shot prompt and the chain that uses it; returns their
-/// version numbers.
-async fn build_challenger(
-    urls: &ServiceUrls,
-    champion: &Champion,
-    export: &Dataset,
-    few_shot: &Dataset,
-    actor: &str,
-) -> Result<(u32, u32), CliError> {
-    let shots: Vec<&Example> = few_shot.examples.iter().collect();
-    let mut registry = urls.registry().await?;
-    let tags: HashMap<String, String> = [
-        ("source".to_string(), "keel-improve".to_string()),
-        ("built_by".to_string(), actor.to_string()),
-    ]
-    .into();
-    let prompt = registry
-        .create_version(pb::CreateVersionRequest {
-            model: champion.prompt.model.clone(),
-            spec: Some(pb::create_version_request::Spec::Prompt(pb::PromptSpec {
-                template: template_with_examples(&champion.template, &shots),
-            })),
-            description: format!(
-                "{}/{} with {} few-shot examples from feedback",
-                champion.prompt.model,
-                champion.prompt.version,
-                shots.len()
-            ),
-            tags: tags.clone(),
-            lineage: Some(pb::Lineage {
-                parent_version: champion.prompt.version,
-                datasets: vec![source(few_shot)],
-                evaluation_runs: Vec::new(),
-            }),
-        })
-        .await
-        .map_err(rpc("registry CreateVersion (prompt)"))?
-        .into_inner();
-    let chain = pb::ChainSpec {
-        prompt: format!("{}/{}", prompt.model, prompt.version),
-        ..champion.chain.clone()
-    };
-    let challenger = registry
-        .create_version(pb::CreateVersionRequest {
-            model: champion.version.model.clone(),
-            spec: Some(pb::create_version_request::Spec::Chain(chain)),
-            description: format!(
-                "{}/{} with the few-shot prompt {}/{}",
-                champion.version.model, champion.version.version, prompt.model, prompt.version
-            ),
-            tags,
-            lineage: Some(pb::Lineage {
-                parent_version: champion.version.version,
-                datasets: vec![source(export), source(few_shot)],
-                evaluation_runs: Vec::new(),
-            }),
-        })
-        .await
-        .map_err(rpc("registry CreateVersion (chain)"))?
-        .into_inner();
-    Ok((prompt.version, challenger.version))
 }
 
 async fn set_alias(

@@ -3,9 +3,14 @@
 //! request a `reference` — its correction, else its answer when it was
 //! liked — which is what a good answer to that question looks like.
 
+use keel_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 
-use crate::cli::eval_dataset::Example;
+use crate::cli::error::rpc;
+use crate::cli::eval_dataset::{Dataset, Example};
+use crate::cli::improve::{challenger_tags, Champion};
+use crate::cli::improve_datasets::source;
+use crate::cli::{CliError, ServiceUrls};
 
 /// The examples that go into the prompt, and those kept out of it to
 /// evaluate the challenger on.
@@ -56,6 +61,65 @@ pub fn template_with_examples(template: &str, examples: &[&Example]) -> String {
     // The only text that could end a raw block early.
     let literal = block.replace("{%", "{ %");
     format!("{{% raw %}}{literal}{{% endraw %}}{template}")
+}
+
+/// Registers the few-shot prompt and the chain that uses it; returns their
+/// version numbers.
+pub async fn register_few_shot(
+    urls: &ServiceUrls,
+    champion: &Champion,
+    export: &Dataset,
+    training: &Dataset,
+    actor: &str,
+) -> Result<(u32, u32), CliError> {
+    let shots: Vec<&Example> = training.examples.iter().collect();
+    let mut registry = urls.registry().await?;
+    let tags = challenger_tags(actor, &[]);
+    let prompt = registry
+        .create_version(pb::CreateVersionRequest {
+            model: champion.prompt.model.clone(),
+            spec: Some(pb::create_version_request::Spec::Prompt(pb::PromptSpec {
+                template: template_with_examples(&champion.template, &shots),
+            })),
+            description: format!(
+                "{}/{} with {} few-shot examples from feedback",
+                champion.prompt.model,
+                champion.prompt.version,
+                shots.len()
+            ),
+            tags: tags.clone(),
+            lineage: Some(pb::Lineage {
+                parent_version: champion.prompt.version,
+                datasets: vec![source(training)],
+                evaluation_runs: Vec::new(),
+            }),
+        })
+        .await
+        .map_err(rpc("registry CreateVersion (prompt)"))?
+        .into_inner();
+    let chain = pb::ChainSpec {
+        prompt: format!("{}/{}", prompt.model, prompt.version),
+        ..champion.chain.clone()
+    };
+    let challenger = registry
+        .create_version(pb::CreateVersionRequest {
+            model: champion.version.model.clone(),
+            spec: Some(pb::create_version_request::Spec::Chain(chain)),
+            description: format!(
+                "{}/{} with the few-shot prompt {}/{}",
+                champion.version.model, champion.version.version, prompt.model, prompt.version
+            ),
+            tags,
+            lineage: Some(pb::Lineage {
+                parent_version: champion.version.version,
+                datasets: vec![source(export), source(training)],
+                evaluation_runs: Vec::new(),
+            }),
+        })
+        .await
+        .map_err(rpc("registry CreateVersion (chain)"))?
+        .into_inner();
+    Ok((prompt.version, challenger.version))
 }
 
 #[cfg(test)]

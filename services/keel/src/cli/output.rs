@@ -76,14 +76,20 @@ pub fn step(text: &str) {
 
 pub fn improve_report(report: &crate::cli::improve::ImproveReport) {
     use crate::cli::improve::Outcome;
+    let built = if report.fine_tuned_model.is_empty() {
+        format!(
+            "prompt {}/{} with {} few-shot examples",
+            report.prompt_model, report.prompt_version, report.training_examples
+        )
+    } else {
+        format!(
+            "{} from fine-tuning job {} on {} rated requests",
+            report.fine_tuned_model, report.fine_tune_job, report.training_examples
+        )
+    };
     println!(
-        "champion {} (v{}) against challenger v{} (prompt {}/{}, {} few-shot examples)",
-        report.champion_target,
-        report.champion_version,
-        report.challenger_version,
-        report.prompt_model,
-        report.prompt_version,
-        report.few_shot_examples
+        "champion {} (v{}) against challenger v{} ({built})",
+        report.champion_target, report.champion_version, report.challenger_version,
     );
     println!(
         "held-out evaluation on {} examples (A: champion, B: challenger):",

@@ -89,6 +89,10 @@ struct GeneratorSection {
     name: String,
     #[serde(default)]
     params: ParamsSection,
+    /// OpenAI-compatible generators: the remote model to ask for instead
+    /// of the configured one (e.g. a fine-tuned model).
+    #[serde(default)]
+    model: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +206,7 @@ fn chain_spec(chain: ChainSection) -> ChainSpec {
                 stop: params.stop,
                 seed: params.seed,
             }),
+            model: chain.generator.model,
         }),
         fallbacks: Vec::new(),
         retrieval_mode: keel_proto::v1::SearchMode::from(chain.retrieval_mode) as i32,
