@@ -1,5 +1,6 @@
 //! Per-version metrics of an endpoint over a window: counts, error rate,
-//! nearest-rank latency percentiles and token sums. The database does the
+//! nearest-rank latency percentiles and token sums, of the answers callers
+//! got (shadow answers are left out). The database does the
 //! counting, summing and sorting; a window's rows never come into memory.
 
 #[derive(Debug, Clone, PartialEq)]

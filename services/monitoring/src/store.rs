@@ -681,7 +681,7 @@ pub async fn version_totals(
         "SELECT served_model, served_version, CAST(COUNT(*) AS BIGINT),
                 CAST(SUM(CASE WHEN status = $3 THEN 1 ELSE 0 END) AS BIGINT),
                 CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT)
-         FROM inferences WHERE endpoint = $1 AND started_at_ms >= $2
+         FROM inferences WHERE endpoint = $1 AND started_at_ms >= $2 AND shadow_of = ''
          GROUP BY served_model, served_version
          ORDER BY served_model, served_version",
     )
@@ -720,6 +720,7 @@ pub async fn latency_at(
     let row: Option<(f64,)> = sqlx::query_as(
         "SELECT latency_ms FROM inferences
          WHERE endpoint = $1 AND started_at_ms >= $2 AND served_model = $3 AND served_version = $4
+             AND shadow_of = ''
          ORDER BY latency_ms LIMIT 1 OFFSET $5",
     )
     .bind(endpoint.to_string())

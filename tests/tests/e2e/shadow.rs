@@ -100,5 +100,21 @@ async fn shadow_traffic(backend: Backend) {
         .into_inner()
         .records;
     assert!(none.is_empty(), "a shadow answer is not mirrored again");
+
+    // The endpoint's metrics count what callers got: v1's answer only.
+    let metrics = monitoring
+        .get_metrics(keel_proto::v1::GetMetricsRequest {
+            endpoint: ENDPOINT.to_string(),
+            window_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counted: Vec<(u32, u64)> = metrics
+        .versions
+        .iter()
+        .map(|version| (version.served_version, version.request_count))
+        .collect();
+    assert_eq!(counted, [(1, 1)]);
     cluster.shutdown().await;
 }

@@ -14,7 +14,7 @@ use crate::cli::feedback::{self, DatasetKindArg, Verdict};
 use crate::cli::metrics::{self, MetricsArgs};
 use crate::cli::query::{self, QueryArgs};
 use crate::cli::registry::{self, CreateModelArgs, ModelKindArg, SetAliasArgs};
-use crate::cli::{ingest, output, trace, up, CliError, ServiceUrls};
+use crate::cli::{demo_improve, ingest, output, trace, up, CliError, ServiceUrls};
 use crate::cluster::Service;
 
 /// The repository's samples, found at compile time.
@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         );
     }
     let outcome = run_steps(&urls, &paths).await;
-    output::demo_step(14, "shutting down");
+    output::demo_step(15, "shutting down");
     let stopped = running.shutdown().await;
     outcome?;
     stopped?;
@@ -276,7 +276,16 @@ async fn run_steps(urls: &ServiceUrls, paths: &DemoPaths) -> Result<(), CliError
     );
     evaluate_on_export(urls, &exports_dir.join("eval.jsonl")).await?;
 
-    output::demo_step(13, "metrics");
+    output::demo_step(
+        13,
+        "closing the loop (keel improve): a few-shot challenger built from the feedback, \
+         evaluated against the champion on a held-out example, then an experiment in which \
+         simulated users prefer the challenger's answers, and its promotion",
+    );
+    demo_improve::close_the_loop(urls, ENDPOINT, &paths.data_dir.join("improve"), &QUESTIONS)
+        .await?;
+
+    output::demo_step(14, "metrics");
     let metrics_args = MetricsArgs {
         endpoint: ENDPOINT.to_string(),
         window: 3600,

@@ -6,6 +6,7 @@ pub mod chunk;
 pub mod clients;
 pub mod collection;
 pub mod demo;
+pub mod demo_improve;
 pub mod documents;
 pub mod endpoint;
 pub mod error;
