@@ -108,6 +108,13 @@ impl Arm {
 pub struct ExperimentSpec {
     pub control: Arm,
     pub challenger: Arm,
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+/// How an experiment splits traffic, guards and decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
     pub allocation: Allocation,
     /// Fixed allocation: the challenger's share in percent.
     pub challenger_percent: u32,
@@ -120,7 +127,7 @@ pub struct ExperimentSpec {
     pub promote_on_win: bool,
 }
 
-impl ExperimentSpec {
+impl Settings {
     /// The challenger's share before any feedback.
     pub fn initial_challenger_share(&self) -> f64 {
         match self.allocation {
@@ -194,15 +201,15 @@ impl Assessment {
         Assessment {
             control: ArmFigures::default(),
             challenger: ArmFigures::default(),
-            challenger_share: spec.initial_challenger_share(),
+            challenger_share: spec.settings.initial_challenger_share(),
             verdict_kind: VerdictKind::NotEnoughData,
             verdict: format!(
                 "not enough data: each arm needs {} ratings",
-                spec.min_ratings_per_arm
+                spec.settings.min_ratings_per_arm
             ),
             difference: 0.0,
             p_value: 1.0,
-            more_ratings_needed: spec.min_ratings_per_arm,
+            more_ratings_needed: spec.settings.min_ratings_per_arm,
         }
     }
 }
@@ -290,14 +297,7 @@ pub struct ValidStart {
     pub name: String,
     pub control: ModelRef,
     pub challenger: ModelRef,
-    pub allocation: Allocation,
-    pub challenger_percent: u32,
-    pub floor: f64,
-    pub sticky_by: StickyBy,
-    pub guards: Guards,
-    pub alpha: f64,
-    pub min_ratings_per_arm: u64,
-    pub promote_on_win: bool,
+    pub settings: Settings,
     pub actor: String,
 }
 
@@ -383,14 +383,16 @@ pub fn validate_start(input: &StartInput) -> Result<ValidStart, FieldError> {
         name: input.name.clone(),
         control,
         challenger,
-        allocation,
-        challenger_percent,
-        floor,
-        sticky_by: input.sticky_by.unwrap_or(StickyBy::User),
-        guards,
-        alpha,
-        min_ratings_per_arm,
-        promote_on_win: input.promote_on_win,
+        settings: Settings {
+            allocation,
+            challenger_percent,
+            floor,
+            sticky_by: input.sticky_by.unwrap_or(StickyBy::User),
+            guards,
+            alpha,
+            min_ratings_per_arm,
+            promote_on_win: input.promote_on_win,
+        },
         actor: if input.actor.is_empty() {
             "anonymous".to_string()
         } else {
@@ -491,6 +493,7 @@ fn arm_to_proto(arm: &Arm, figures: &ArmFigures, share: f64) -> pb::ExperimentAr
 impl From<Experiment> for pb::Experiment {
     fn from(experiment: Experiment) -> pb::Experiment {
         let spec = &experiment.spec;
+        let settings = &spec.settings;
         let assessment = &experiment.assessment;
         let share = assessment.challenger_share;
         pb::Experiment {
@@ -507,25 +510,25 @@ impl From<Experiment> for pb::Experiment {
                 &assessment.challenger,
                 share,
             )),
-            allocation: match spec.allocation {
+            allocation: match settings.allocation {
                 Allocation::Fixed => pb::Allocation::Fixed,
                 Allocation::Thompson => pb::Allocation::Thompson,
             } as i32,
-            challenger_percent: spec.challenger_percent,
-            floor: spec.floor,
-            sticky_by: match spec.sticky_by {
+            challenger_percent: settings.challenger_percent,
+            floor: settings.floor,
+            sticky_by: match settings.sticky_by {
                 StickyBy::User => pb::StickyBy::User,
                 StickyBy::Session => pb::StickyBy::Session,
             } as i32,
             guards: Some(pb::ExperimentGuards {
-                max_error_rate: spec.guards.max_error_rate.unwrap_or(0.0),
-                max_p95_latency_ms: spec.guards.max_p95_latency_ms.unwrap_or(0.0),
-                max_thumbs_down_rate: spec.guards.max_thumbs_down_rate.unwrap_or(0.0),
-                min_requests: spec.guards.min_requests,
+                max_error_rate: settings.guards.max_error_rate.unwrap_or(0.0),
+                max_p95_latency_ms: settings.guards.max_p95_latency_ms.unwrap_or(0.0),
+                max_thumbs_down_rate: settings.guards.max_thumbs_down_rate.unwrap_or(0.0),
+                min_requests: settings.guards.min_requests,
             }),
-            alpha: spec.alpha,
-            min_ratings_per_arm: spec.min_ratings_per_arm,
-            promote_on_win: spec.promote_on_win,
+            alpha: settings.alpha,
+            min_ratings_per_arm: settings.min_ratings_per_arm,
+            promote_on_win: settings.promote_on_win,
             state: match experiment.state {
                 ExperimentState::Running => pb::ExperimentState::Running,
                 ExperimentState::Stopped => pb::ExperimentState::Stopped,
@@ -567,14 +570,14 @@ mod tests {
     #[test]
     fn zeros_take_the_defaults() {
         let valid = validate_start(&start()).unwrap();
-        assert_eq!(valid.allocation, Allocation::Fixed);
-        assert_eq!(valid.challenger_percent, 50);
-        assert_eq!(valid.floor, 0.05);
-        assert_eq!(valid.alpha, 0.05);
-        assert_eq!(valid.min_ratings_per_arm, 100);
-        assert_eq!(valid.sticky_by, StickyBy::User);
-        assert_eq!(valid.guards.max_error_rate, None);
-        assert_eq!(valid.guards.min_requests, 20);
+        assert_eq!(valid.settings.allocation, Allocation::Fixed);
+        assert_eq!(valid.settings.challenger_percent, 50);
+        assert_eq!(valid.settings.floor, 0.05);
+        assert_eq!(valid.settings.alpha, 0.05);
+        assert_eq!(valid.settings.min_ratings_per_arm, 100);
+        assert_eq!(valid.settings.sticky_by, StickyBy::User);
+        assert_eq!(valid.settings.guards.max_error_rate, None);
+        assert_eq!(valid.settings.guards.min_requests, 20);
         assert_eq!(valid.actor, "anonymous");
     }
 

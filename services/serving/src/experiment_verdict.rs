@@ -6,7 +6,7 @@ use keel_eval::bandit::{probability_best, shares_with_floor, ArmCounts};
 use keel_eval::sequential::{SequentialTest, Verdict};
 use rand::Rng;
 
-use crate::experiment::{Allocation, ArmFigures, Assessment, ExperimentSpec, Guards, VerdictKind};
+use crate::experiment::{Allocation, ArmFigures, Assessment, Guards, Settings, VerdictKind};
 
 /// Joint posterior draws behind a Thompson share: enough that the share's
 /// noise (about 1/sqrt(draws)) stays under a point.
@@ -23,24 +23,24 @@ fn counts(figures: &ArmFigures) -> ArmCounts {
 }
 
 pub fn assess(
-    spec: &ExperimentSpec,
+    settings: &Settings,
     control: ArmFigures,
     challenger: ArmFigures,
     rng: &mut impl Rng,
 ) -> Assessment {
     let test = SequentialTest {
-        alpha: spec.alpha,
+        alpha: settings.alpha,
         tau: PRIOR_SPREAD,
-        min_trials_per_arm: spec.min_ratings_per_arm,
+        min_trials_per_arm: settings.min_ratings_per_arm,
     };
-    let confidence = (1.0 - spec.alpha) * 100.0;
+    let confidence = (1.0 - settings.alpha) * 100.0;
     let verdict = test.verdict(counts(&control), counts(&challenger));
     let (verdict_kind, text, difference, p_value, more_ratings_needed) = match verdict {
         Verdict::NotEnoughData { trials_needed } => (
             VerdictKind::NotEnoughData,
             format!(
                 "not enough data: each arm needs {} ratings, about {trials_needed} more",
-                spec.min_ratings_per_arm
+                settings.min_ratings_per_arm
             ),
             challenger.like_rate() - control.like_rate(),
             1.0,
@@ -82,15 +82,15 @@ pub fn assess(
             more_trials_per_arm,
         ),
     };
-    let challenger_share = match spec.allocation {
-        Allocation::Fixed => f64::from(spec.challenger_percent) / 100.0,
+    let challenger_share = match settings.allocation {
+        Allocation::Fixed => f64::from(settings.challenger_percent) / 100.0,
         Allocation::Thompson => {
             let best = probability_best(
                 &[counts(&control), counts(&challenger)],
                 THOMPSON_DRAWS,
                 rng,
             );
-            shares_with_floor(&best, spec.floor)[1]
+            shares_with_floor(&best, settings.floor)[1]
         }
     };
     Assessment {
@@ -145,17 +145,10 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::experiment::{Arm, StickyBy};
+    use crate::experiment::StickyBy;
 
-    fn spec(allocation: Allocation) -> ExperimentSpec {
-        let arm = |version| Arm {
-            target: format!("bot/{version}"),
-            model: "bot".to_string(),
-            version,
-        };
-        ExperimentSpec {
-            control: arm(1),
-            challenger: arm(2),
+    fn settings(allocation: Allocation) -> Settings {
+        Settings {
             allocation,
             challenger_percent: 20,
             floor: 0.05,
@@ -184,7 +177,7 @@ mod tests {
     #[test]
     fn verdicts_in_words() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let fixed = spec(Allocation::Fixed);
+        let fixed = settings(Allocation::Fixed);
         let early = assess(&fixed, rated(10, 10), rated(5, 5), &mut rng);
         assert_eq!(early.verdict_kind, VerdictKind::NotEnoughData);
         assert_eq!(early.more_ratings_needed, 20);
@@ -213,7 +206,7 @@ mod tests {
     #[test]
     fn thompson_moves_traffic_to_the_better_arm_but_keeps_the_floor() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let thompson = spec(Allocation::Thompson);
+        let thompson = settings(Allocation::Thompson);
         let even = assess(&thompson, rated(0, 0), rated(0, 0), &mut rng);
         assert!((even.challenger_share - 0.5).abs() < 0.03, "{even:?}");
         let better = assess(&thompson, rated(10, 30), rated(35, 5), &mut rng);
@@ -224,7 +217,7 @@ mod tests {
 
     #[test]
     fn guards_wait_for_enough_requests_then_name_the_breach() {
-        let guards = spec(Allocation::Fixed).guards;
+        let guards = settings(Allocation::Fixed).guards;
         let few_errors = ArmFigures {
             requests: 10,
             errors: 9,

@@ -71,14 +71,7 @@ impl Experiments {
         let spec = ExperimentSpec {
             control,
             challenger,
-            allocation: valid.allocation,
-            challenger_percent: valid.challenger_percent,
-            floor: valid.floor,
-            sticky_by: valid.sticky_by,
-            guards: valid.guards,
-            alpha: valid.alpha,
-            min_ratings_per_arm: valid.min_ratings_per_arm,
-            promote_on_win: valid.promote_on_win,
+            settings: valid.settings,
         };
         let experiment = Experiment {
             id: Uuid::new_v4(),
@@ -185,12 +178,12 @@ impl Experiments {
         let id = experiment.id;
         let now = keel_core::time::now_ms();
         let (control, challenger) = self.figures.figures(&experiment, now).await?;
-        let spec = &experiment.spec;
-        let assessment = assess(spec, control, challenger, &mut rand::rng());
+        let settings = &experiment.spec.settings;
+        let assessment = assess(settings, control, challenger, &mut rand::rng());
         if !experiment_store::save_assessment(&self.store, id, &assessment, now).await? {
             return self.load(id).await;
         }
-        if let Some(breach) = breached_guard(&spec.guards, &assessment.challenger) {
+        if let Some(breach) = breached_guard(&settings.guards, &assessment.challenger) {
             let reason = format!("guard breached: challenger {breach}");
             if experiment_store::finish(
                 &self.store,
@@ -205,7 +198,7 @@ impl Experiments {
                 let outcome = self.roll_back(&experiment, &reason).await;
                 experiment_store::append_stop_reason(&self.store, id, &outcome).await?;
             }
-        } else if spec.promote_on_win {
+        } else if settings.promote_on_win {
             match assessment.verdict_kind {
                 VerdictKind::ChallengerWins => {
                     if experiment_store::finish(

@@ -597,7 +597,7 @@ impl Pipeline {
                 Some(running) => {
                     let side = experiment::assign(
                         running.id,
-                        running.spec.sticky_by,
+                        running.spec.settings.sticky_by,
                         running.challenger_share,
                         &query.user_id,
                         &query.session_id,

@@ -15,8 +15,8 @@ use keel::cli::improve_fine_tune::FineTuneArgs;
 use keel::cli::ServiceUrls;
 use keel_models::{ModelCatalog, OpenAiConfig, OpenAiGenerator};
 use keel_proto::v1::{
-    model_version, FeedbackKind, GetVersionRequest, ListAliasHistoryRequest,
-    ListEvaluationRunsRequest, ListExperimentsRequest, SubmitFeedbackRequest,
+    model_version, FeedbackKind, GetVersionRequest, Lineage, ListAliasHistoryRequest,
+    ListEvaluationRunsRequest, ListExperimentsRequest, ModelVersion, SubmitFeedbackRequest,
 };
 use keel_testkit::fakes::FakeOpenAi;
 use keel_tests::fixtures::{
@@ -81,6 +81,29 @@ async fn experiment_running(cluster: &Cluster) -> bool {
         .into_inner()
         .experiments;
     !running.is_empty()
+}
+
+async fn version(cluster: &Cluster, model: &str, number: u32) -> ModelVersion {
+    cluster
+        .registry
+        .clone()
+        .get_version(GetVersionRequest {
+            model: model.to_string(),
+            selector: Some(keel_proto::v1::get_version_request::Selector::Version(
+                number,
+            )),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("{model}/{number}: {status}"))
+        .into_inner()
+}
+
+fn dataset_names(lineage: &Lineage) -> Vec<&str> {
+    lineage
+        .datasets
+        .iter()
+        .map(|dataset| dataset.name.as_str())
+        .collect()
 }
 
 /// Four liked answers (two to learn from, two held out), returned.
@@ -180,27 +203,12 @@ async fn improve_promotes_a_few_shot_challenger(backend: Backend) {
     // Lineage: the chain came from v1 and the export; its prompt from
     // prompt v1 and the few-shot set, whose liked answers it quotes.
     let mut registry = cluster.registry.clone();
-    let version = |model: &str, number: u32| GetVersionRequest {
-        model: model.to_string(),
-        selector: Some(keel_proto::v1::get_version_request::Selector::Version(
-            number,
-        )),
-    };
-    let chain = registry
-        .get_version(version(CHAIN_MODEL, CHALLENGER_VERSION))
-        .await
-        .unwrap()
-        .into_inner();
+    let chain = version(&cluster, CHAIN_MODEL, CHALLENGER_VERSION).await;
     assert!(chain.aliases.contains(&"champion".to_string()));
     let lineage = chain.lineage.unwrap();
     assert_eq!(lineage.parent_version, 1);
-    let names: Vec<&str> = lineage
-        .datasets
-        .iter()
-        .map(|dataset| dataset.name.as_str())
-        .collect();
     assert_eq!(
-        names,
+        dataset_names(&lineage),
         [
             format!("feedback:eval:{ENDPOINT}"),
             format!("keel-improve:few-shot:{ENDPOINT}")
@@ -220,11 +228,7 @@ async fn improve_promotes_a_few_shot_challenger(backend: Backend) {
         fixtures::V1_TOP_K,
         "the champion's chain otherwise"
     );
-    let prompt = registry
-        .get_version(version(PROMPT_MODEL, report.prompt_version))
-        .await
-        .unwrap()
-        .into_inner();
+    let prompt = version(&cluster, PROMPT_MODEL, report.prompt_version).await;
     assert_eq!(prompt.lineage.as_ref().unwrap().parent_version, 1);
     let Some(model_version::Spec::Prompt(prompt_spec)) = prompt.spec else {
         panic!("a prompt version");
@@ -344,29 +348,13 @@ async fn improve_promotes_a_fine_tuned_challenger(backend: Backend) {
     assert!(calls.chat_models.iter().all(|model| model == &tuned));
     assert!(!calls.chat_models.is_empty());
 
-    let chain = cluster
-        .registry
-        .clone()
-        .get_version(GetVersionRequest {
-            model: CHAIN_MODEL.to_string(),
-            selector: Some(keel_proto::v1::get_version_request::Selector::Version(
-                CHALLENGER_VERSION,
-            )),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let chain = version(&cluster, CHAIN_MODEL, CHALLENGER_VERSION).await;
     assert!(chain.aliases.contains(&"champion".to_string()));
     assert_eq!(chain.tags["fine_tune_job"], "ftjob-1");
     let lineage = chain.lineage.unwrap();
     assert_eq!(lineage.parent_version, 1);
-    let names: Vec<&str> = lineage
-        .datasets
-        .iter()
-        .map(|dataset| dataset.name.as_str())
-        .collect();
     assert_eq!(
-        names,
+        dataset_names(&lineage),
         [
             format!("feedback:eval:{ENDPOINT}"),
             format!("feedback:sft:{ENDPOINT}")

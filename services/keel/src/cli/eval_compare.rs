@@ -147,7 +147,9 @@ pub fn compare(
         let count = values.len() as f64;
         let higher_is_better = Scorer::parse(name).is_ok_and(Scorer::higher_is_better);
         let interval = difference.interval;
-        let verdict = if interval.contains(0.0) {
+        // One pair says nothing about the spread: its "interval" is the
+        // value itself, and no difference is significant on it.
+        let verdict = if difference.count < 2 || interval.contains(0.0) {
             Verdict::NoSignificantDifference
         } else if (interval.low > 0.0) == higher_is_better {
             Verdict::BBetter
@@ -284,6 +286,21 @@ mod tests {
         let row = &comparison.scorers[0];
         assert_eq!(row.pairs, 3);
         assert_eq!((row.mean_a, row.mean_b), (2.0 / 3.0, 2.0 / 3.0));
+        assert_eq!(row.verdict, Verdict::NoSignificantDifference);
+    }
+
+    #[test]
+    fn one_pair_is_never_significant() {
+        let a = run("a", &"d".repeat(64), &["latency_ms"]);
+        let b = run("b", &"d".repeat(64), &["latency_ms"]);
+        let comparison = compare(
+            &a,
+            &[example(0, "q", &[("latency_ms", 600.0)])],
+            &b,
+            &[example(0, "q", &[("latency_ms", 718.0)])],
+        );
+        let row = &comparison.scorers[0];
+        assert_eq!((row.pairs, row.difference), (1, 118.0));
         assert_eq!(row.verdict, Verdict::NoSignificantDifference);
     }
 }
