@@ -11,6 +11,7 @@ pub mod model_ref;
 pub mod page_cursor;
 pub mod passage;
 pub mod request_id;
+pub mod scope;
 pub mod search_mode;
 pub mod validate;
 
@@ -21,4 +22,5 @@ pub use model_ref::{ModelRef, Selector};
 pub use page_cursor::{CursorKey, PageCursor};
 pub use passage::Passage;
 pub use request_id::RequestId;
+pub use scope::Scope;
 pub use search_mode::SearchMode;

@@ -12,6 +12,7 @@ use keel_types::{FieldError, SearchMode, Selector};
 use tonic::{Request, Response, Status};
 
 use crate::aliases::{AliasEvent, AliasMove};
+use crate::api_keys::{ApiKey, NewKey};
 use crate::evaluations::{
     EvaluationExample, EvaluationRun, NewEvaluationRun, RunState, ScoreSummary,
 };
@@ -304,6 +305,60 @@ impl RegistryService for RegistryApi {
         Ok(Response::new(pb::DeletePromotionGateResponse {}))
     }
 
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let message = request.into_inner();
+        let new_key = NewKey {
+            name: message.name,
+            scopes: message.scopes,
+            expires_at_ms: message.expires_at_ms,
+            actor: message.actor,
+        };
+        let (key, secret) = self.registry.create_api_key(new_key).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(api_key_to_proto(key)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let include_inactive = request.into_inner().include_inactive;
+        let keys = self.registry.list_api_keys(include_inactive).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(api_key_to_proto).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let message = request.into_inner();
+        let key = self
+            .registry
+            .revoke_api_key(&message.id, &message.actor)
+            .await?;
+        Ok(Response::new(api_key_to_proto(key)))
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        request: Request<pb::AuthenticateApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let secret = request.into_inner().secret;
+        match self.registry.authenticate_api_key(&secret).await? {
+            Some(key) => Ok(Response::new(api_key_to_proto(key))),
+            None => Err(Status::unauthenticated(
+                "the API key is unknown, revoked or expired",
+            )),
+        }
+    }
+
     async fn list_promotion_gates(
         &self,
         request: Request<pb::ListPromotionGatesRequest>,
@@ -491,6 +546,18 @@ fn chain_from_proto(chain: pb::ChainSpec) -> Result<ChainSpec, FieldError> {
         fallbacks,
         retrieval_mode: SearchMode::from_proto("chain.retrieval_mode", chain.retrieval_mode)?,
     })
+}
+
+fn api_key_to_proto(key: ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: key.id,
+        name: key.name,
+        scopes: key.scopes,
+        created_at_ms: key.created_at_ms,
+        expires_at_ms: key.expires_at_ms,
+        revoked_at_ms: key.revoked_at_ms,
+        created_by: key.created_by,
+    }
 }
 
 fn generator_from_proto(generator: pb::GeneratorSpec) -> GeneratorSpec {

@@ -5,6 +5,8 @@
 pub mod alias_feed;
 pub mod aliases;
 pub mod api;
+pub mod api_key_store;
+pub mod api_keys;
 pub mod config;
 pub mod error;
 pub mod evaluation_store;

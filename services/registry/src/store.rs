@@ -113,6 +113,12 @@ pub const MIGRATIONS: &[keel_store::Migration] = &[
         sqlite: SCHEMA_V3,
         postgres: SCHEMA_V3,
     },
+    keel_store::Migration {
+        version: 4,
+        name: "api keys",
+        sqlite: crate::api_key_store::SCHEMA,
+        postgres: crate::api_key_store::SCHEMA,
+    },
 ];
 
 /// name, kind, description, tags_json, created_at_ms, latest_version

@@ -325,4 +325,32 @@ impl RegistryService for FakeRegistry {
     ) -> Result<Response<pb::ListPromotionGatesResponse>, Status> {
         unimplemented()
     }
+
+    async fn create_api_key(
+        &self,
+        _: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_api_keys(
+        &self,
+        _: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        _: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        unimplemented()
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        _: Request<pb::AuthenticateApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        unimplemented()
+    }
 }

@@ -26,6 +26,7 @@ pub mod improve_datasets;
 pub mod improve_fewshot;
 pub mod improve_fine_tune;
 pub mod ingest;
+pub mod key;
 pub mod metrics;
 pub mod models;
 pub mod output;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Promotion gates: what a version must show before an alias moves to it
     #[command(subcommand)]
     Gate(gate::GateCommand),
+    /// API keys with scopes
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Aliases such as @champion
     #[command(subcommand)]
     Alias(registry::AliasCommand),
@@ -124,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Gate(command) => gate::run(&urls, command).await,
         Command::Model(command) => registry::run_model(&urls, command).await,
         Command::Version(command) => registry::run_version(&urls, command).await,
+        Command::Key(command) => key::run(&urls, command).await,
         Command::Alias(command) => registry::run_alias(&urls, command).await,
         Command::Endpoint(command) => endpoint::run(&urls, command).await,
         Command::Experiment(command) => experiment::run(&urls, command).await,

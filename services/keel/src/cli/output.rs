@@ -8,7 +8,7 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_proto::v1::{
-    AliasEvent, Citation, Collection, Endpoint, EvaluationRun, Experiment, ExperimentArm,
+    AliasEvent, ApiKey, Citation, Collection, Endpoint, EvaluationRun, Experiment, ExperimentArm,
     ExperimentState, ExportSummary, FeedbackKind, FeedbackRecord, FinishReason, GetMetricsResponse,
     Metric, Model, ModelKind, ModelVersion, PromotionGate, QueryDone, QueryResponse,
 };
@@ -389,6 +389,50 @@ pub fn alias_moved(event: &AliasEvent) {
 }
 
 /// A model's promotion gates, one block per alias.
+pub fn api_keys(keys: &[ApiKey]) {
+    if keys.is_empty() {
+        println!("no api keys");
+        return;
+    }
+    println!(
+        "{:<12} {:<24} {:<10} {:<20} SCOPES",
+        "ID", "NAME", "STATE", "EXPIRES"
+    );
+    for key in keys {
+        let state = if key.revoked_at_ms != 0 {
+            "revoked"
+        } else if key.expires_at_ms != 0 && key.expires_at_ms <= keel_core::time::now_ms() {
+            "expired"
+        } else {
+            "active"
+        };
+        let expires = if key.expires_at_ms == 0 {
+            "never".to_string()
+        } else {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(
+                        u64::try_from(key.expires_at_ms).unwrap_or(0),
+                    ),
+            )
+            .to_string()
+        };
+        println!(
+            "{:<12} {:<24} {:<10} {:<20} {}",
+            key.id,
+            key.name,
+            state,
+            expires,
+            key.scopes.join(" ")
+        );
+    }
+}
+
+/// The secret of a new key, once: it is not stored anywhere.
+pub fn api_key_secret(secret: &str) {
+    println!("secret (shown once, keep it safe): {secret}");
+}
+
 pub fn gates(gates: &[PromotionGate]) {
     if gates.is_empty() {
         println!("no promotion gates");
