@@ -89,6 +89,13 @@ impl Endpoints {
 
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         validate::name("name", name)?;
+        // Its experiment would run on with nothing to run on.
+        if let Some(running) = crate::experiment_store::running_arms(&self.store, name).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "endpoint `{name}` has a running experiment `{}`: stop it first",
+                running.id
+            )));
+        }
         if !store::delete_endpoint(&self.store, name).await? {
             return Err(not_found(name));
         }

@@ -319,6 +319,16 @@ async fn experiment_guard_rolls_the_challenger_back(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_status(
+        "deleting the endpoint under a running experiment",
+        serving
+            .delete_endpoint(keel_proto::v1::DeleteEndpointRequest {
+                name: ENDPOINT.to_string(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        &[ENDPOINT, &first.id, "stop it first"],
+    );
+    assert_status(
         "a stop without a reason",
         serving
             .stop_experiment(StopExperimentRequest {
