@@ -177,3 +177,57 @@ pub async fn run(urls: &ServiceUrls, command: ExperimentCommand) -> Result<(), C
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        command: ExperimentCommand,
+    }
+
+    #[test]
+    fn flags_become_the_start_request() {
+        let parsed = Wrapper::try_parse_from([
+            "experiment",
+            "start",
+            "support",
+            "--control",
+            "bot@champion",
+            "--challenger",
+            "bot@challenger",
+            "--allocation",
+            "thompson",
+            "--sticky-by",
+            "session",
+            "--max-thumbs-down",
+            "0.4",
+            "--min-ratings",
+            "50",
+            "--promote-on-win",
+            "--actor",
+            "ops",
+        ])
+        .unwrap();
+        let ExperimentCommand::Start(args) = parsed.command else {
+            panic!("not a start");
+        };
+        let request = start_request(&args);
+        assert_eq!(request.endpoint, "support");
+        assert_eq!(request.allocation(), Allocation::Thompson);
+        assert_eq!(request.sticky_by(), StickyBy::Session);
+        assert_eq!(request.challenger_percent, 50);
+        assert_eq!(request.floor, 0.05);
+        let guards = request.guards.unwrap();
+        assert_eq!(guards.max_thumbs_down_rate, 0.4);
+        assert_eq!(guards.max_error_rate, 0.0);
+        assert_eq!(guards.min_requests, 20);
+        assert_eq!(request.min_ratings_per_arm, 50);
+        assert!(request.promote_on_win);
+        assert_eq!(request.actor, "ops");
+    }
+}
