@@ -21,6 +21,7 @@ use crate::experiment::{
     parse_id, validate_reason, validate_start, Arm, Assessment, Experiment, ExperimentSpec,
     ExperimentState, StartInput, VerdictKind,
 };
+use crate::experiment_cache::RunningExperiments;
 use crate::experiment_figures::FigureSources;
 use crate::experiment_verdict::{assess, breached_guard};
 use crate::registry::{RegistryClient, VersionSpec};
@@ -32,14 +33,22 @@ pub const PROMOTED: &str = "; promoted: ";
 
 pub struct Experiments {
     store: Store,
+    /// What queries read; told of every change made here.
+    running: Arc<RunningExperiments>,
     registry: RegistryClient,
     figures: FigureSources,
 }
 
 impl Experiments {
-    pub fn new(store: Store, registry: RegistryClient, figures: FigureSources) -> Experiments {
+    pub fn new(
+        store: Store,
+        running: Arc<RunningExperiments>,
+        registry: RegistryClient,
+        figures: FigureSources,
+    ) -> Experiments {
         Experiments {
             store,
+            running,
             registry,
             figures,
         }
@@ -96,6 +105,7 @@ impl Experiments {
                 experiment.endpoint
             )));
         }
+        self.running.forget(&experiment.endpoint);
         tracing::info!(
             experiment = %experiment.id,
             endpoint = %experiment.endpoint,
@@ -167,7 +177,9 @@ impl Experiments {
             )));
         }
         tracing::info!(experiment = %id, %actor, %reason, "experiment stopped");
-        self.load(id).await
+        let stopped = self.load(id).await?;
+        self.running.forget(&stopped.endpoint);
+        Ok(stopped)
     }
 
     /// Recomputes a running experiment's figures and acts on them: a
@@ -181,6 +193,8 @@ impl Experiments {
         let settings = &experiment.spec.settings;
         let assessment = assess(settings, control, challenger, &mut rand::rng());
         if !experiment_store::save_assessment(&self.store, id, &assessment, now).await? {
+            // Ended elsewhere meanwhile.
+            self.running.forget(&experiment.endpoint);
             return self.load(id).await;
         }
         if let Some(breach) = breached_guard(&settings.guards, &assessment.challenger) {
@@ -228,6 +242,8 @@ impl Experiments {
                 VerdictKind::NotEnoughData | VerdictKind::NoDifferenceYet => {}
             }
         }
+        // A new share, or the end: queries here see it at once.
+        self.running.forget(&experiment.endpoint);
         self.load(id).await
     }
 

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod endpoints;
 pub mod error;
 pub mod experiment;
+pub mod experiment_cache;
 pub mod experiment_figures;
 pub mod experiment_store;
 pub mod experiment_verdict;
@@ -121,6 +122,7 @@ pub async fn serve(
     ));
     let experiments = Arc::new(Experiments::new(
         store.clone(),
+        pipeline.running_experiments(),
         registry.clone(),
         FigureSources::new(
             clients::lazy_channel(&config.monitoring_url, dependency_timeout)?,

@@ -27,13 +27,14 @@ use uuid::Uuid;
 use crate::endpoint::Shadow;
 use crate::error::Error;
 use crate::experiment::{self, Side};
+use crate::experiment_cache::RunningExperiments;
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
 use crate::inference_log::InferenceLog;
 use crate::metrics::{QueryMetrics, QueryObservation};
 use crate::resolver::Resolver;
 use crate::retrieval::{Retriever, SearchQuery};
-use crate::{experiment_store, routing, store};
+use crate::{routing, store};
 
 pub const MAX_QUESTION_BYTES: usize = 16 * 1024;
 pub const MAX_MESSAGES: usize = 64;
@@ -322,6 +323,8 @@ pub struct Pipeline {
     metrics: QueryMetrics,
     /// One shadow answer at a time.
     shadow_slot: Arc<Semaphore>,
+    /// Which endpoints a running experiment takes over.
+    experiments: Arc<RunningExperiments>,
 }
 
 impl Pipeline {
@@ -335,6 +338,7 @@ impl Pipeline {
         metrics: QueryMetrics,
     ) -> Pipeline {
         Pipeline {
+            experiments: Arc::new(RunningExperiments::new(store.clone())),
             store,
             resolver,
             retriever,
@@ -344,6 +348,12 @@ impl Pipeline {
             metrics,
             shadow_slot: Arc::new(Semaphore::new(1)),
         }
+    }
+
+    /// The running experiments queries are routed by, for the experiments'
+    /// service to tell about the changes it makes.
+    pub fn running_experiments(&self) -> Arc<RunningExperiments> {
+        self.experiments.clone()
     }
 
     /// Answers `input` whole. The query runs in its own task: when the
@@ -592,7 +602,7 @@ impl Pipeline {
         }
         let target = match &query.target {
             Some(target) => target.clone(),
-            None => match experiment_store::running_arms(&self.store, &endpoint.name).await? {
+            None => match self.experiments.of(&endpoint.name).await? {
                 // A running experiment takes the endpoint's traffic.
                 Some(running) => {
                     let side = experiment::assign(
