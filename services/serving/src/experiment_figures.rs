@@ -45,25 +45,30 @@ impl FigureSources {
             endpoint: experiment.endpoint.clone(),
             window_seconds: elapsed_seconds.clamp(1, MAX_WINDOW_SECONDS) as u32,
         };
-        let metrics = with_deadline(
-            self.timeout,
-            self.monitoring.clone().get_metrics(metrics_request),
-        )
-        .await
-        .map_err(|status| dependency_error("monitoring", &status))?
-        .into_inner();
         let feedback_request = pb::SummarizeFeedbackRequest {
             endpoint: experiment.endpoint.clone(),
             since_ms: experiment.started_at_ms,
             ..pb::SummarizeFeedbackRequest::default()
         };
-        let feedback = with_deadline(
-            self.timeout,
-            self.feedback.clone().summarize_feedback(feedback_request),
-        )
-        .await
-        .map_err(|status| dependency_error("feedback", &status))?
-        .into_inner();
+        // Independent questions to two services: asked at once.
+        let mut monitoring = self.monitoring.clone();
+        let mut feedback_client = self.feedback.clone();
+        let (metrics, feedback) = tokio::try_join!(
+            async {
+                with_deadline(self.timeout, monitoring.get_metrics(metrics_request))
+                    .await
+                    .map_err(|status| dependency_error("monitoring", &status))
+            },
+            async {
+                with_deadline(
+                    self.timeout,
+                    feedback_client.summarize_feedback(feedback_request),
+                )
+                .await
+                .map_err(|status| dependency_error("feedback", &status))
+            },
+        )?;
+        let (metrics, feedback) = (metrics.into_inner(), feedback.into_inner());
         let spec = &experiment.spec;
         Ok((
             arm_figures(&spec.control, &metrics, &feedback),
