@@ -140,9 +140,7 @@ impl Registry {
     pub async fn revoke_api_key(&self, id: &str, actor: &str) -> Result<ApiKey, Error> {
         let now_ms = keel_core::time::now_ms();
         let mut tx = self.store.begin_write().await?;
-        if api_key_store::get(tx.conn(), id).await?.is_none() {
-            return Err(Error::NotFound(format!("api key `{id}` not found")));
-        }
+        // A key revoked before keeps its first revocation time.
         api_key_store::revoke(tx.conn(), id, now_ms).await?;
         let stored = api_key_store::get(tx.conn(), id)
             .await?

@@ -82,11 +82,12 @@ fn arm_figures(
     metrics: &pb::GetMetricsResponse,
     feedback: &pb::SummarizeFeedbackResponse,
 ) -> ArmFigures {
+    let is_arm = |model: &str, version: u32| model == arm.model && version == arm.version;
     let mut figures = ArmFigures::default();
     if let Some(version) = metrics
         .versions
         .iter()
-        .find(|version| version.served_model == arm.model && version.served_version == arm.version)
+        .find(|version| is_arm(&version.served_model, version.served_version))
     {
         figures.requests = version.request_count;
         figures.errors = version.error_count;
@@ -95,7 +96,7 @@ fn arm_figures(
     if let Some(version) = feedback
         .versions
         .iter()
-        .find(|version| version.served_model == arm.model && version.served_version == arm.version)
+        .find(|version| is_arm(&version.served_model, version.served_version))
     {
         figures.liked = version.liked;
         figures.disliked = version.disliked;

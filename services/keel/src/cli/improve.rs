@@ -160,6 +160,36 @@ struct Built {
     fine_tuned_model: String,
 }
 
+/// Registers `chain` as the challenger: a version of the champion's model
+/// derived from the champion's version and `datasets`. Returns its number.
+pub async fn register_challenger_chain(
+    urls: &ServiceUrls,
+    champion: &Champion,
+    chain: pb::ChainSpec,
+    description: String,
+    tags: HashMap<String, String>,
+    datasets: Vec<pb::DatasetSource>,
+) -> Result<u32, CliError> {
+    let challenger = urls
+        .registry()
+        .await?
+        .create_version(pb::CreateVersionRequest {
+            model: champion.version.model.clone(),
+            spec: Some(pb::create_version_request::Spec::Chain(chain)),
+            description,
+            tags,
+            lineage: Some(pb::Lineage {
+                parent_version: champion.version.version,
+                datasets,
+                evaluation_runs: Vec::new(),
+            }),
+        })
+        .await
+        .map_err(rpc("registry CreateVersion (chain)"))?
+        .into_inner();
+    Ok(challenger.version)
+}
+
 /// The tags of a challenger version `keel improve` registers.
 pub fn challenger_tags(actor: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut tags: HashMap<String, String> = [

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::error::rpc;
 use crate::cli::eval_dataset::{Dataset, Example};
-use crate::cli::improve::{challenger_tags, Champion};
+use crate::cli::improve::{challenger_tags, register_challenger_chain, Champion};
 use crate::cli::improve_datasets::source;
 use crate::cli::{CliError, ServiceUrls};
 
@@ -101,25 +101,14 @@ pub async fn register_few_shot(
         prompt: format!("{}/{}", prompt.model, prompt.version),
         ..champion.chain.clone()
     };
-    let challenger = registry
-        .create_version(pb::CreateVersionRequest {
-            model: champion.version.model.clone(),
-            spec: Some(pb::create_version_request::Spec::Chain(chain)),
-            description: format!(
-                "{}/{} with the few-shot prompt {}/{}",
-                champion.version.model, champion.version.version, prompt.model, prompt.version
-            ),
-            tags,
-            lineage: Some(pb::Lineage {
-                parent_version: champion.version.version,
-                datasets: vec![source(export), source(training)],
-                evaluation_runs: Vec::new(),
-            }),
-        })
-        .await
-        .map_err(rpc("registry CreateVersion (chain)"))?
-        .into_inner();
-    Ok((prompt.version, challenger.version))
+    let description = format!(
+        "{}/{} with the few-shot prompt {}/{}",
+        champion.version.model, champion.version.version, prompt.model, prompt.version
+    );
+    let datasets = vec![source(export), source(training)];
+    let challenger =
+        register_challenger_chain(urls, champion, chain, description, tags, datasets).await?;
+    Ok((prompt.version, challenger))
 }
 
 #[cfg(test)]

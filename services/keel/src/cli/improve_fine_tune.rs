@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use keel_proto::v1 as pb;
 
-use crate::cli::error::rpc;
 use crate::cli::fine_tune_api::{FineTuneApi, FineTuneJob};
-use crate::cli::improve::{challenger_tags, Champion, ImproveArgs};
+use crate::cli::improve::{challenger_tags, register_challenger_chain, Champion, ImproveArgs};
 use crate::cli::improve_datasets::{sft_training_file, source, ImproveSets};
 use crate::cli::{output, CliError, ServiceUrls};
 
@@ -106,28 +105,21 @@ pub async fn fine_tune_challenger(
         ("fine_tune_job", job.id.as_str()),
         ("fine_tuned_model", model.as_str()),
     ];
-    let challenger = urls
-        .registry()
-        .await?
-        .create_version(pb::CreateVersionRequest {
-            model: champion.version.model.clone(),
-            spec: Some(pb::create_version_request::Spec::Chain(chain)),
-            description: format!(
-                "{}/{} answered by {model}, fine-tuned from {} on the feedback's SFT export",
-                champion.version.model, champion.version.version, args.base_model
-            ),
-            tags: challenger_tags(actor, &extra_tags),
-            lineage: Some(pb::Lineage {
-                parent_version: champion.version.version,
-                datasets: vec![source(&sets.export), training.source],
-                evaluation_runs: Vec::new(),
-            }),
-        })
-        .await
-        .map_err(rpc("registry CreateVersion (chain)"))?
-        .into_inner();
+    let description = format!(
+        "{}/{} answered by {model}, fine-tuned from {} on the feedback's SFT export",
+        champion.version.model, champion.version.version, args.base_model
+    );
+    let chain_version = register_challenger_chain(
+        urls,
+        champion,
+        chain,
+        description,
+        challenger_tags(actor, &extra_tags),
+        vec![source(&sets.export), training.source],
+    )
+    .await?;
     Ok(FineTuned {
-        chain_version: challenger.version,
+        chain_version,
         job_id: job.id,
         model,
     })
