@@ -2,15 +2,17 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use keel_core::channel::ServiceChannel;
+use tonic::transport::Endpoint;
 
 use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens one HTTP/2 connection to `url` ("http://127.0.0.1:7102"), failing
-/// now rather than on the first request when nothing listens there.
-pub async fn connect(url: &str) -> Result<Channel, Error> {
+/// now rather than on the first request when nothing listens there; every
+/// call presents `api_key`.
+pub async fn connect(url: &str, api_key: Option<&str>) -> Result<ServiceChannel, Error> {
     let connect_error = |source| Error::Connect {
         url: url.to_string(),
         source,
@@ -19,7 +21,11 @@ pub async fn connect(url: &str) -> Result<Channel, Error> {
         .map_err(connect_error)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    endpoint.connect().await.map_err(connect_error)
+    let channel = endpoint.connect().await.map_err(connect_error)?;
+    ServiceChannel::new(channel, api_key).map_err(|error| Error::InvalidArgument {
+        flag: "--api-key",
+        rule: error.to_string(),
+    })
 }
 
 /// The name of a gRPC code as the summary reports it, e.g. "Unavailable".
@@ -47,7 +53,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
-        let error = connect(&url).await.unwrap_err();
+        let error = connect(&url, None).await.unwrap_err();
         assert!(matches!(error, Error::Connect { .. }));
         assert!(error.to_string().contains(&url));
     }

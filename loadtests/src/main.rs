@@ -15,6 +15,9 @@ use keel_loadtests::{parse_duration, report, CorpusSource, Load, RunOptions, Set
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The API key every call presents (`authorization: Bearer …`)
+    #[arg(long, global = true, env = "KEEL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -87,13 +90,14 @@ struct RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     keel_core::telemetry::init_logging();
-    match Cli::parse().command {
-        Command::Setup(args) => setup(args).await,
-        Command::Run(args) => run(args).await,
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup(args) => setup(args, cli.api_key).await,
+        Command::Run(args) => run(args, cli.api_key).await,
     }
 }
 
-async fn setup(args: SetupArgs) -> anyhow::Result<()> {
+async fn setup(args: SetupArgs, api_key: Option<String>) -> anyhow::Result<()> {
     let corpus = if args.synthetic {
         CorpusSource::Synthetic
     } else {
@@ -106,13 +110,14 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         corpus,
         collection: args.collection,
         endpoint: args.endpoint,
+        api_key,
     };
     let setup_report = keel_loadtests::setup(&options).await?;
     report::print_setup(&setup_report);
     Ok(())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run(args: RunArgs, api_key: Option<String>) -> anyhow::Result<()> {
     let load = match args.mode {
         Mode::Closed => Load::Closed {
             concurrency: args.concurrency,
@@ -133,6 +138,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         connections: args.connections,
         show_progress: true,
+        api_key,
     };
     let summary = keel_loadtests::run(&options).await?;
     report::print_summary(&summary);

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_proto::v1::QueryRequest;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::client::{code_name, connect};
 use crate::error::Error;
@@ -35,6 +35,8 @@ pub struct RunOptions {
     /// HTTP/2 connections the requests are spread over.
     pub connections: u32,
     pub show_progress: bool,
+    /// The key every request presents (serving with authentication on).
+    pub api_key: Option<String>,
 }
 
 impl RunOptions {
@@ -104,7 +106,8 @@ pub async fn run(options: &RunOptions) -> Result<Summary, Error> {
     options.validate()?;
     let mut queriers = Vec::new();
     for _ in 0..options.connections {
-        let client = ServingServiceClient::new(connect(&options.target).await?);
+        let client =
+            ServingServiceClient::new(connect(&options.target, options.api_key.as_deref()).await?);
         queriers.push(Querier {
             client,
             endpoint: options.endpoint.clone(),
@@ -145,7 +148,7 @@ pub async fn run(options: &RunOptions) -> Result<Summary, Error> {
 /// One client of serving; clones share the HTTP/2 connection.
 #[derive(Debug, Clone)]
 struct Querier {
-    client: ServingServiceClient<Channel>,
+    client: ServingServiceClient<ServiceChannel>,
     endpoint: String,
     timeout: Duration,
 }
@@ -471,6 +474,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             connections: 2,
             show_progress: false,
+            api_key: None,
         }
     }
 

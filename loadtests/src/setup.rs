@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
@@ -13,7 +14,6 @@ use keel_proto::v1::{
     GetVersionRequest, Metric, ModelKind, Point, PromptSpec, QueryRequest, Route, SetAliasRequest,
     UpsertPointsRequest,
 };
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::client::connect;
@@ -49,6 +49,9 @@ pub struct SetupOptions {
     pub corpus: CorpusSource,
     pub collection: String,
     pub endpoint: String,
+    /// The key every call presents: setup creates models, an endpoint and
+    /// a collection, which needs `admin`.
+    pub api_key: Option<String>,
 }
 
 impl SetupOptions {
@@ -82,9 +85,14 @@ pub async fn setup(options: &SetupOptions) -> Result<SetupReport, Error> {
     // anything is created.
     let passages = read_corpus(&options.corpus).await?;
 
-    let mut vector_index = VectorIndexServiceClient::new(connect(&options.vector_index_url).await?);
-    let mut registry = RegistryServiceClient::new(connect(&options.registry_url).await?);
-    let mut serving = ServingServiceClient::new(connect(&options.serving_url).await?);
+    let mut vector_index = VectorIndexServiceClient::new(
+        connect(&options.vector_index_url, options.api_key.as_deref()).await?,
+    );
+    let mut registry = RegistryServiceClient::new(
+        connect(&options.registry_url, options.api_key.as_deref()).await?,
+    );
+    let mut serving =
+        ServingServiceClient::new(connect(&options.serving_url, options.api_key.as_deref()).await?);
 
     let collection_created = ensure_collection(&mut vector_index, &options.collection).await?;
     let points_upserted =
@@ -162,7 +170,7 @@ fn created_or_existing<T>(
 }
 
 async fn ensure_collection(
-    vector_index: &mut VectorIndexServiceClient<Channel>,
+    vector_index: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
 ) -> Result<bool, Error> {
     let request = CreateCollectionRequest {
@@ -183,7 +191,7 @@ async fn ensure_collection(
 }
 
 async fn upsert_passages(
-    vector_index: &mut VectorIndexServiceClient<Channel>,
+    vector_index: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     passages: &[Passage],
 ) -> Result<u64, Error> {
@@ -219,7 +227,7 @@ async fn upsert_passages(
 }
 
 async fn ensure_model(
-    registry: &mut RegistryServiceClient<Channel>,
+    registry: &mut RegistryServiceClient<ServiceChannel>,
     model: &str,
     kind: ModelKind,
 ) -> Result<(), Error> {
@@ -237,7 +245,7 @@ async fn ensure_model(
 /// The version `@champion` points at, creating a version with `spec` and
 /// the alias when the model has none.
 async fn ensure_champion(
-    registry: &mut RegistryServiceClient<Channel>,
+    registry: &mut RegistryServiceClient<ServiceChannel>,
     model: &str,
     spec: create_version_request::Spec,
 ) -> Result<u32, Error> {
@@ -286,7 +294,7 @@ async fn ensure_champion(
 }
 
 async fn ensure_endpoint(
-    serving: &mut ServingServiceClient<Channel>,
+    serving: &mut ServingServiceClient<ServiceChannel>,
     endpoint: &str,
     target: &str,
 ) -> Result<bool, Error> {
@@ -305,7 +313,7 @@ async fn ensure_endpoint(
 }
 
 async fn sample_query(
-    serving: &mut ServingServiceClient<Channel>,
+    serving: &mut ServingServiceClient<ServiceChannel>,
     endpoint: &str,
 ) -> Result<String, Error> {
     let request = QueryRequest {
@@ -336,6 +344,7 @@ mod tests {
             corpus: CorpusSource::Synthetic,
             collection: "lt-docs".to_string(),
             endpoint: "lt-endpoint".to_string(),
+            api_key: None,
         };
         assert_eq!(options.prompt_model(), "lt-endpoint-prompt");
         assert_eq!(options.chain_model(), "lt-endpoint-chain");
@@ -353,6 +362,7 @@ mod tests {
             corpus: CorpusSource::Directory(absent.clone()),
             collection: "lt-docs".to_string(),
             endpoint: "lt-endpoint".to_string(),
+            api_key: None,
         };
         let error = setup(&options).await.unwrap_err();
         assert!(matches!(error, Error::Corpus { ref path, .. } if *path == absent));

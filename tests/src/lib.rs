@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use keel::cluster::{RunningKeel, Service};
 use keel::config::KeelConfig;
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
@@ -24,6 +25,33 @@ use tonic_health::pb::HealthCheckRequest;
 
 pub use keel::cluster;
 pub use keel_testkit::{assert_status, eventually};
+
+/// Every cluster of these tests checks keys, as a deployment reached over
+/// the network must; the harness's clients present this master key.
+pub const MASTER_KEY: &str = "e2e-master-key-0123456789abcdef0123456789";
+
+/// `authorization: Bearer <master key>`, for the HTTP calls of a test.
+pub fn master_key_header() -> (&'static str, String) {
+    ("authorization", format!("Bearer {MASTER_KEY}"))
+}
+
+/// The master key's auth settings, for the services a test starts beside
+/// a cluster; `registry_url`: where they check other keys.
+pub fn auth_config(registry_url: &str) -> keel_core::auth::AuthConfig {
+    keel_core::auth::AuthConfig {
+        registry_url: registry_url.to_string(),
+        ..keel_core::auth::AuthConfig::with_master_key(MASTER_KEY)
+    }
+}
+
+/// A lazily connecting channel to `url` presenting the master key.
+pub fn keyed_channel(url: &str) -> ServiceChannel {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("a bound address is a valid url")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    ServiceChannel::new(channel, Some(MASTER_KEY)).expect("the master key is a valid header")
+}
 
 /// Runs a scenario `async fn name(backend: Backend)` once per backend, as
 /// the tests `name::sqlite` and `name::postgres`.
@@ -95,6 +123,7 @@ impl Storage {
         let mut config = KeelConfig::default().with_ephemeral_ports();
         config.telemetry.to_monitoring = false;
         config.common.data_dir = self.data_dir.path().to_path_buf();
+        config.auth = keel_core::auth::AuthConfig::with_master_key(MASTER_KEY);
         if let Some(urls) = &self.postgres_urls {
             config.registry.database_url = urls[0].clone();
             config.vector_index.database_url = urls[1].clone();
@@ -109,11 +138,11 @@ impl Storage {
 /// A running Keel and a client per service.
 pub struct Cluster {
     pub keel: RunningKeel,
-    pub registry: RegistryServiceClient<Channel>,
-    pub vector_index: VectorIndexServiceClient<Channel>,
-    pub serving: ServingServiceClient<Channel>,
-    pub feedback: FeedbackServiceClient<Channel>,
-    pub monitoring: MonitoringServiceClient<Channel>,
+    pub registry: RegistryServiceClient<ServiceChannel>,
+    pub vector_index: VectorIndexServiceClient<ServiceChannel>,
+    pub serving: ServingServiceClient<ServiceChannel>,
+    pub feedback: FeedbackServiceClient<ServiceChannel>,
+    pub monitoring: MonitoringServiceClient<ServiceChannel>,
 }
 
 impl Cluster {
@@ -201,9 +230,12 @@ pub async fn real_model_catalog() -> keel_models::ModelCatalog {
         .unwrap_or_else(|error| panic!("the real models did not load: {error}"))
 }
 
-fn channel(keel: &RunningKeel, service: Service) -> Channel {
-    Channel::from_shared(keel.grpc_url(service))
+/// A channel to one of the cluster's services presenting its master key
+/// (none when the cluster checks no keys).
+pub fn channel(keel: &RunningKeel, service: Service) -> ServiceChannel {
+    let channel = Channel::from_shared(keel.grpc_url(service))
         .expect("a bound address is a valid url")
         .connect_timeout(Duration::from_secs(5))
-        .connect_lazy()
+        .connect_lazy();
+    ServiceChannel::new(channel, keel.master_key()).expect("the master key is a valid header")
 }

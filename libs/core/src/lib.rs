@@ -4,6 +4,8 @@
 //! types that cross service boundaries live in keel-types.
 
 pub mod admin;
+pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod cors;
 pub mod gen_ai;

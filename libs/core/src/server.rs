@@ -11,6 +11,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::auth::{Auth, AuthLayer, GrpcCalls, HttpRoutes};
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::health::{Readiness, Warmup};
 use crate::metrics::{PoolCollector, ServiceMetrics};
@@ -41,6 +42,29 @@ pub enum ServeError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Cors(#[from] crate::cors::InvalidOrigin),
+    #[error(
+        "refusing to serve {service} on {address} without authentication: anyone who \
+         reaches it could change or read everything. Set `[auth] enabled = true` and the \
+         master key (KEEL_MASTER_KEY), or bind a loopback address (host = \"127.0.0.1\")"
+    )]
+    Unprotected {
+        service: &'static str,
+        address: SocketAddr,
+    },
+}
+
+/// Refuses an unauthenticated listener on an address other hosts reach
+/// (LiteLLM refuses to start without a master key for the same reason).
+fn check_protected(
+    service: &'static str,
+    address: SocketAddr,
+    auth: &Auth,
+) -> Result<(), ServeError> {
+    if auth.is_on() || address.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ServeError::Unprotected { service, address })
+    }
 }
 
 /// Binds `address` for `service`, with an error that says which port is taken.
@@ -77,6 +101,8 @@ pub struct GrpcService {
     /// Set when the service listens before it can answer: health says
     /// NOT_SERVING until it finishes.
     pub warmup: Option<Warmup>,
+    /// Checks every call's key on both ports (off: loopback only).
+    pub auth: Auth,
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains
@@ -88,6 +114,7 @@ pub async fn serve_grpc(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let address = listener.local_addr()?;
+    check_protected(service.name, address, &service.auth)?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let initial_status = if crate::health::is_warm(service.warmup.as_ref()) {
         ServingStatus::Serving
@@ -131,12 +158,15 @@ pub async fn serve_grpc(
     tracing::info!(service = service.name, %address, "grpc listening");
     // Browsers speak gRPC-Web over HTTP/1.1: translated to gRPC before the
     // tracing and metrics layers, so a gRPC-Web call is traced and counted
-    // like any other.
+    // like any other. Keys are checked last, so a refused call is traced
+    // and counted with its status, and its refusal carries CORS headers a
+    // page can read.
     let layers = tower::ServiceBuilder::new()
         .layer(crate::cors::grpc_web_layer(&service.cors_allowed_origins)?)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::grpc_tracing::server_layer())
-        .layer(call_metrics);
+        .layer(call_metrics)
+        .layer(AuthLayer::<GrpcCalls>::new(service.auth.authenticator()));
     let served = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(layers)
@@ -195,6 +225,8 @@ pub async fn run_service(
 ) -> Result<(), ServeError> {
     let name = service.name;
     let metrics = service.metrics.clone();
+    let auth = service.auth.clone();
+    let cors = crate::cors::json_api_layer(&service.cors_allowed_origins)?;
     let stop_both = shutdown.child_token();
     let readiness = Readiness::new(crate::health::is_warm(service.warmup.as_ref()));
     let grpc = serve_grpc(
@@ -206,7 +238,13 @@ pub async fn run_service(
     let Some(admin_listener) = listeners.admin else {
         return grpc.await;
     };
-    let admin_router = admin_routes.merge(crate::admin::router(metrics, readiness));
+    check_protected(name, admin_listener.local_addr()?, &auth)?;
+    // CORS outside the key check: a preflight passes, and a refusal
+    // carries the headers a page needs to read it.
+    let admin_router = admin_routes
+        .merge(crate::admin::router(metrics, readiness))
+        .layer(AuthLayer::<HttpRoutes>::new(auth.authenticator()))
+        .layer(cors);
     let admin = crate::admin::serve_admin(name, admin_router, admin_listener, stop_both.clone());
     let (grpc_result, admin_result) = tokio::join!(
         async {

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthConfig;
 use crate::config::{admin_port, CommonConfig};
 use crate::server::{bind, BindError, Listeners};
 use crate::span_export::SpanDestination;
@@ -28,6 +29,8 @@ pub enum StandaloneError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
 }
 
 /// A service ready to serve: its config, its bound sockets, its shutdown.
@@ -59,6 +62,8 @@ impl<C> Standalone<C> {
 
 /// How a service's config exposes the two settings every binary needs.
 pub struct ServiceSettings<C> {
+    /// The `[auth]` section goes here.
+    pub auth: fn(&mut C) -> &mut crate::auth::AuthConfig,
     /// The service's name in logs and its database file name, e.g. "vector-index".
     pub service: &'static str,
     /// Its TOML section and environment prefix, e.g. "vector_index".
@@ -85,9 +90,19 @@ where
             .merge(sources.focus("telemetry"))
             .extract()
             .map_err(Box::new)?;
+    let mut auth: AuthConfig = Figment::from(Serialized::defaults(AuthConfig::default()))
+        .merge(sources.focus("auth"))
+        .extract()
+        .map_err(Box::new)?;
+    auth.master_key = auth.read_master_key()?;
     crate::telemetry::init(&format!("keel-{}", settings.service), &telemetry)?;
     let span_destination = if telemetry.enabled && telemetry.to_monitoring {
-        let to_monitoring = ExporterConfig::keel_monitoring(&telemetry.monitoring_url);
+        let mut to_monitoring = ExporterConfig::keel_monitoring(&telemetry.monitoring_url);
+        if let Some(key) = &auth.master_key {
+            to_monitoring
+                .headers
+                .insert("authorization".to_string(), format!("Bearer {key}"));
+        }
         Some(match &telemetry.nats {
             Some(nats) => crate::telemetry::add_destination_with_fallback(&to_monitoring, nats)?,
             None => crate::telemetry::add_destination(&to_monitoring)?,
@@ -103,6 +118,7 @@ where
         .merge(sources.focus(settings.section))
         .extract()
         .map_err(Box::new)?;
+    *(settings.auth)(&mut config) = auth;
     let database_url = (settings.database_url)(&mut config);
     if database_url.is_empty() {
         *database_url = keel_store::default_sqlite_url(&common.data_dir, settings.service);

@@ -95,6 +95,13 @@ impl<E: Send + 'static> TestServer<E> {
             .connect_lazy()
     }
 
+    /// `channel`, its calls presenting `key` and the caller's trace
+    /// context, as a Keel service's own clients' calls do.
+    pub fn service_channel(&self, key: Option<&str>) -> keel_core::channel::ServiceChannel {
+        keel_core::channel::ServiceChannel::new(self.channel(), key)
+            .expect("a test key is a valid header")
+    }
+
     /// A connected channel: the handshake waits in the listen backlog until
     /// the service has started (loaded its data) and serves.
     pub async fn connect(&self) -> Channel {
@@ -136,6 +143,7 @@ impl TestServer<ServeError> {
             metrics: ServiceMetrics::new(name),
             cors_allowed_origins: Vec::new(),
             warmup: None,
+            auth: keel_core::auth::Auth::off(),
         };
         TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
             keel_core::serve_grpc(service, listeners.grpc, Readiness::serving(), shutdown)

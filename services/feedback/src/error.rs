@@ -21,6 +21,8 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error(transparent)]
+    Auth(#[from] keel_core::auth::AuthConfigError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
     #[error("storing feedback failed: {message}")]

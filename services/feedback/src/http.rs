@@ -13,16 +13,12 @@ use crate::error::Error;
 use crate::feedback::{FeedbackBook, Submission};
 use crate::record::FeedbackKind;
 
-/// `POST /v1/feedback`, with CORS for web pages from `allowed_origins`
-/// (preflight included).
-pub fn router(
-    book: FeedbackBook,
-    allowed_origins: &[String],
-) -> Result<Router, keel_core::cors::InvalidOrigin> {
-    Ok(Router::new()
+/// `POST /v1/feedback`; the admin server adds CORS for web pages from
+/// the service's allowed origins (preflight included).
+pub fn router(book: FeedbackBook) -> Router {
+    Router::new()
         .route("/v1/feedback", post(submit_feedback))
-        .layer(keel_core::cors::json_api_layer(allowed_origins)?)
-        .with_state(book))
+        .with_state(book)
 }
 
 /// The fields of SubmitFeedbackRequest; `kind` is "thumbs", "rating",

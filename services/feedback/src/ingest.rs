@@ -373,7 +373,7 @@ mod tests {
     /// groups are stored unjoined.
     fn unreachable_monitoring() -> MonitoringClient {
         let url = format!("http://{}", keel_testkit::dead_address());
-        MonitoringClient::connect_lazy(&url, Duration::from_secs(1)).unwrap()
+        MonitoringClient::connect_lazy(&url, Duration::from_secs(1), None).unwrap()
     }
 
     #[tokio::test]

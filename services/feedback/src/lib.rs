@@ -40,9 +40,11 @@ pub async fn serve(
     } else {
         config.monitoring_timeout_ms
     };
+    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
     let monitoring = monitoring_client::MonitoringClient::connect_lazy(
         &config.monitoring_url,
         Duration::from_millis(timeout_ms),
+        auth.own_key(),
     )?;
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("feedback");
@@ -90,7 +92,7 @@ pub async fn serve(
             },
         ))
     });
-    let admin_routes = http::router(book.clone(), &config.cors_allowed_origins)?;
+    let admin_routes = http::router(book.clone());
     let service = GrpcService {
         name: "feedback",
         grpc_names: vec!["keel.v1.FeedbackService"],
@@ -102,6 +104,7 @@ pub async fn serve(
         metrics: service_metrics,
         cors_allowed_origins: config.cors_allowed_origins.clone(),
         warmup: None,
+        auth,
     };
     let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
     if let Err(error) = joiner.await {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel_core::grpc_tracing::{traced, TracedChannel};
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_types::{InferenceRecord, RequestId};
@@ -17,13 +17,18 @@ pub const BATCH_LIMIT: usize = 1000;
 
 #[derive(Clone)]
 pub struct MonitoringClient {
-    client: MonitoringServiceClient<TracedChannel>,
+    client: MonitoringServiceClient<ServiceChannel>,
 }
 
 impl MonitoringClient {
     /// A client that connects on first use, so the feedback service starts
-    /// while monitoring is down; every call has `timeout` as its deadline.
-    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<MonitoringClient, Error> {
+    /// while monitoring is down; every call has `timeout` as its deadline
+    /// and presents `key`.
+    pub fn connect_lazy(
+        url: &str,
+        timeout: Duration,
+        key: Option<&str>,
+    ) -> Result<MonitoringClient, Error> {
         let endpoint = Endpoint::from_shared(url.to_string()).map_err(|error| {
             Error::InvalidMonitoringUrl {
                 url: url.to_string(),
@@ -34,8 +39,13 @@ impl MonitoringClient {
             .connect_timeout(timeout)
             .timeout(timeout)
             .connect_lazy();
+        let channel =
+            ServiceChannel::new(channel, key).map_err(|error| Error::InvalidMonitoringUrl {
+                url: url.to_string(),
+                message: error.to_string(),
+            })?;
         Ok(MonitoringClient {
-            client: MonitoringServiceClient::new(traced(channel)),
+            client: MonitoringServiceClient::new(channel),
         })
     }
 

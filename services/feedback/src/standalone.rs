@@ -14,6 +14,7 @@ pub async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
             section: "feedback",
             port: |config| config.port,
             database_url: |config| &mut config.database_url,
+            auth: |config| &mut config.auth,
         },
         config_file,
     )

@@ -70,6 +70,8 @@ pub enum StartError {
     Bind(#[from] keel_core::BindError),
     #[error(transparent)]
     Telemetry(#[from] keel_core::telemetry::TelemetryError),
+    #[error(transparent)]
+    Auth(#[from] keel_core::auth::AuthConfigError),
     #[error("{service} failed: {source}")]
     Service {
         service: &'static str,
@@ -99,6 +101,8 @@ pub struct RunningKeel {
     /// Whether this process's spans go to this Keel's trace store, so
     /// shutdown flushes them there before monitoring stops.
     stores_own_spans: bool,
+    /// The key every scope answers to, when one is set.
+    master_key: Option<String>,
 }
 
 struct BoundService {
@@ -153,6 +157,17 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     config.serving.monitoring_url = client_url(monitoring.grpc_addr);
     config.serving.feedback_url = client_url(feedback.grpc_addr);
     config.feedback.monitoring_url = client_url(monitoring.grpc_addr);
+    // One master key for the five services, read once; keys are checked by
+    // this registry.
+    let mut auth = config.auth.clone();
+    auth.master_key = auth.read_master_key()?;
+    auth.registry_url = client_url(registry.grpc_addr);
+    config.registry.auth = auth.clone();
+    config.vector_index.auth = auth.clone();
+    config.serving.auth = auth.clone();
+    config.feedback.auth = auth.clone();
+    let master_key = auth.master_key.clone();
+    config.monitoring.auth = auth;
     // Every request's trace is kept for evaluation out of the box: spans
     // go to this Keel's own monitoring, besides any configured exporter.
     // It runs in this process, so it takes them without OTLP's encoding
@@ -234,10 +249,17 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
         root,
         services,
         stores_own_spans,
+        master_key,
     })
 }
 
 impl RunningKeel {
+    /// The master key the services were started with, if any: what an
+    /// in-process client (the demo) presents.
+    pub fn master_key(&self) -> Option<&str> {
+        self.master_key.as_deref()
+    }
+
     /// The address the service's gRPC server is bound to.
     pub fn grpc_addr(&self, service: Service) -> SocketAddr {
         self.services[service.index()].grpc_addr

@@ -21,6 +21,9 @@ pub struct KeelConfig {
     pub models: keel_models::ModelsConfig,
     /// Where spans go: Keel's own trace store and any OTLP exporter.
     pub telemetry: keel_core::telemetry::TelemetryConfig,
+    /// API keys on every service (`[auth] enabled`, the master key's
+    /// variable).
+    pub auth: keel_core::auth::AuthConfig,
 }
 
 impl KeelConfig {

@@ -93,3 +93,55 @@ fn a_bad_spec_file_fails_before_any_call() {
     assert!(message.contains("chain.yaml"), "{message}");
     assert!(!message.contains("cannot reach"), "{message}");
 }
+
+/// `keel serve <service>` with `envs`, on ephemeral ports in a fresh data
+/// directory, telemetry off.
+fn serve(service: &str, envs: &[(&str, &str)]) -> Output {
+    let data_dir = tempfile::tempdir().expect("a temporary directory");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(["serve", service])
+        .env("KEEL_DATA_DIR", data_dir.path())
+        .env("KEEL_REGISTRY__PORT", "0")
+        .env("KEEL_MONITORING__PORT", "0")
+        .env("KEEL_TELEMETRY__ENABLED", "false")
+        .env_remove("KEEL_MASTER_KEY")
+        .env_remove("KEEL_HOST");
+    command.envs(envs.iter().copied());
+    command.output().expect("the keel binary runs")
+}
+
+#[test]
+fn a_service_refuses_every_interface_without_authentication() {
+    for service in ["registry", "monitoring"] {
+        let output = serve(service, &[("KEEL_HOST", "0.0.0.0")]);
+        assert_eq!(output.status.code(), Some(1), "{service}");
+        let message = stderr(&output);
+        assert!(
+            message.contains("refusing to serve") && message.contains("without authentication"),
+            "{service}: {message}"
+        );
+        assert!(message.contains("KEEL_MASTER_KEY"), "{service}: {message}");
+    }
+}
+
+#[test]
+fn authentication_without_a_master_key_names_the_variable() {
+    let output = serve("registry", &[("KEEL_AUTH__ENABLED", "true")]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("needs a master key: set KEEL_MASTER_KEY"),
+        "{message}"
+    );
+    let short = serve(
+        "registry",
+        &[("KEEL_AUTH__ENABLED", "true"), ("KEEL_MASTER_KEY", "short")],
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(
+        stderr(&short).contains("shorter than 32"),
+        "{}",
+        stderr(&short)
+    );
+}

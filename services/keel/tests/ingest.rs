@@ -73,6 +73,7 @@ async fn vector_index() -> (
         vector_index: server.url(),
         feedback: String::new(),
         monitoring: String::new(),
+        api_key: None,
     };
     urls.vector_index()
         .await

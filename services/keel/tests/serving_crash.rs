@@ -20,7 +20,9 @@ use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 
-use support::{set_up_application, stored_request_ids, Backend, Deployment, Service};
+use support::{
+    keyed_channel, set_up_application, stored_request_ids, Backend, Deployment, Service,
+};
 
 const KILLS: usize = 10;
 const CLIENTS: usize = 4;
@@ -137,12 +139,7 @@ async fn serving_killed_under_load(backend: Backend) {
         .collect();
     assert_eq!(answered.len(), answers.len(), "request ids are unique");
 
-    let monitoring = MonitoringServiceClient::new(
-        tonic::transport::Endpoint::from_shared(deployment.url(Service::Monitoring))
-            .unwrap()
-            .timeout(Duration::from_secs(5))
-            .connect_lazy(),
-    );
+    let monitoring = MonitoringServiceClient::new(deployment.channel(Service::Monitoring));
     let stored = eventually(
         "every record delivered",
         Duration::from_secs(60),
@@ -178,9 +175,7 @@ async fn serving_killed_under_load(backend: Backend) {
 }
 
 async fn serving_stats(deployment: &Deployment) -> pb::ServingStats {
-    ServingServiceClient::connect(deployment.url(Service::Serving))
-        .await
-        .unwrap()
+    ServingServiceClient::new(deployment.channel(Service::Serving))
         .get_serving_stats(pb::GetServingStatsRequest {})
         .await
         .unwrap()
@@ -195,11 +190,7 @@ async fn ask_until_stopped(
     run: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
-    let channel = tonic::transport::Endpoint::from_shared(serving_url)
-        .unwrap()
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let mut serving = ServingServiceClient::new(channel);
+    let mut serving = ServingServiceClient::new(keyed_channel(&serving_url));
     let mut asked = 0usize;
     while !stop.is_cancelled() {
         asked += 1;
@@ -250,7 +241,7 @@ fn tear_the_spill_tail(deployment: &Deployment) {
 
 /// Every stored record's request id, one per row.
 async fn all_inference_rows(
-    monitoring: &MonitoringServiceClient<tonic::transport::Channel>,
+    monitoring: &MonitoringServiceClient<keel_core::channel::ServiceChannel>,
 ) -> Vec<String> {
     let mut rows = Vec::new();
     let mut page_token = String::new();

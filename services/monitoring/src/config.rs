@@ -30,6 +30,10 @@ pub struct Config {
     pub retention_interval_ms: u64,
     /// Rows (or traces) deleted per transaction, so no lock is held long.
     pub retention_batch: u32,
+    /// The `[auth]` section, shared by every service: filled by the binary
+    /// and `keel up`, not read from this section.
+    #[serde(skip)]
+    pub auth: keel_core::auth::AuthConfig,
 }
 
 pub const DEFAULT_PORT: u16 = 7105;
@@ -37,6 +41,7 @@ pub const DEFAULT_PORT: u16 = 7105;
 impl Default for Config {
     fn default() -> Config {
         Config {
+            auth: keel_core::auth::AuthConfig::default(),
             port: DEFAULT_PORT,
             database_url: String::new(),
             store_own_spans: false,

@@ -35,6 +35,8 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error(transparent)]
+    Auth(#[from] keel_core::auth::AuthConfigError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
 }

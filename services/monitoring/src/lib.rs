@@ -79,6 +79,7 @@ pub async fn serve(
     } else {
         None
     };
+    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
     let service = GrpcService {
         name: "monitoring",
         grpc_names: vec!["keel.v1.MonitoringService", OTLP_TRACE_SERVICE],
@@ -88,6 +89,7 @@ pub async fn serve(
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
         warmup: None,
+        auth,
     };
     let retention = retention::Retention::new(
         store.clone(),

@@ -137,13 +137,15 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::SetAliasRequest>,
     ) -> Result<Response<pb::AliasEvent>, Status> {
+        let actor =
+            keel_core::auth::audited_actor(request.extensions(), request.get_ref().actor.clone());
         let message = request.into_inner();
         let alias_move = AliasMove {
             model: message.model,
             alias: message.alias,
             version: message.version,
             expected_current_version: message.expected_current_version,
-            actor: message.actor,
+            actor,
             reason: message.reason,
             override_gate: message.override_gate,
         };
@@ -155,13 +157,15 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::AliasEvent>, Status> {
+        let actor =
+            keel_core::auth::audited_actor(request.extensions(), request.get_ref().actor.clone());
         let message = request.into_inner();
         let alias_move = AliasMove {
             model: message.model,
             alias: message.alias,
             version: 0,
             expected_current_version: message.expected_current_version,
-            actor: message.actor,
+            actor,
             reason: message.reason,
             override_gate: false,
         };
@@ -208,6 +212,8 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::CreateEvaluationRunRequest>,
     ) -> Result<Response<pb::EvaluationRun>, Status> {
+        let actor =
+            keel_core::auth::audited_actor(request.extensions(), request.get_ref().actor.clone());
         let message = request.into_inner();
         let new_run = NewEvaluationRun {
             model: message.model,
@@ -215,7 +221,7 @@ impl RegistryService for RegistryApi {
             endpoint: message.endpoint,
             dataset: dataset_from_proto(message.dataset.unwrap_or_default()),
             scorers: message.scorers,
-            actor: message.actor,
+            actor,
             tags: tags_from_proto(message.tags),
         };
         let run = self.registry.create_evaluation_run(new_run).await?;
@@ -309,12 +315,14 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let actor =
+            keel_core::auth::audited_actor(request.extensions(), request.get_ref().actor.clone());
         let message = request.into_inner();
         let new_key = NewKey {
             name: message.name,
             scopes: message.scopes,
             expires_at_ms: message.expires_at_ms,
-            actor: message.actor,
+            actor,
         };
         let (key, secret) = self.registry.create_api_key(new_key).await?;
         Ok(Response::new(pb::CreateApiKeyResponse {
@@ -338,11 +346,10 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
+        let actor =
+            keel_core::auth::audited_actor(request.extensions(), request.get_ref().actor.clone());
         let message = request.into_inner();
-        let key = self
-            .registry
-            .revoke_api_key(&message.id, &message.actor)
-            .await?;
+        let key = self.registry.revoke_api_key(&message.id, &actor).await?;
         Ok(Response::new(api_key_to_proto(key)))
     }
 
@@ -353,8 +360,11 @@ impl RegistryService for RegistryApi {
         let secret = request.into_inner().secret;
         match self.registry.authenticate_api_key(&secret).await? {
             Some(key) => Ok(Response::new(api_key_to_proto(key))),
-            None => Err(Status::unauthenticated(
-                "the API key is unknown, revoked or expired",
+            // NOT_FOUND, not UNAUTHENTICATED: the caller (a service
+            // checking its own caller) was authenticated; the key it asks
+            // about is what is unknown.
+            None => Err(Status::not_found(
+                "no active API key has this secret: unknown, revoked or expired",
             )),
         }
     }

@@ -12,11 +12,16 @@ pub struct Config {
     /// Alias events buffered per watcher; a watcher further behind than this
     /// gets its stream ended with ABORTED and resubscribes.
     pub watch_buffer: usize,
+    /// The `[auth]` section, shared by every service: filled by the binary
+    /// and `keel up`, not read from this section.
+    #[serde(skip)]
+    pub auth: keel_core::auth::AuthConfig,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
+            auth: keel_core::auth::AuthConfig::default(),
             port: 7101,
             database_url: String::new(),
             watch_buffer: 1024,

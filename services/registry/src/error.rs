@@ -24,6 +24,8 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error(transparent)]
+    Auth(#[from] keel_core::auth::AuthConfigError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
 }
@@ -48,6 +50,7 @@ impl From<Error> for tonic::Status {
             | Error::Database(_)
             | Error::Task(_)
             | Error::Serve(_)
+            | Error::Auth(_)
             | Error::Metrics(_) => {
                 tracing::error!(error = %message, "registry internal error");
                 tonic::Status::internal(message)

@@ -53,6 +53,10 @@ pub async fn serve(
         let database_url = config.database_url.clone();
         tokio::spawn(async move { registry.follow_alias_moves(&database_url).await })
     };
+    let auth = keel_core::auth::Auth::with_lookup(
+        &config.auth,
+        Arc::new(api_keys::LocalKeys(registry.clone())),
+    )?;
     let service = GrpcService {
         name: "registry",
         grpc_names: vec!["keel.v1.RegistryService"],
@@ -64,6 +68,7 @@ pub async fn serve(
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
         warmup: None,
+        auth,
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     // Ended by shutdown already, unless the server failed on its own.

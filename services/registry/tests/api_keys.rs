@@ -100,7 +100,7 @@ async fn keys_authenticate_until_revoked_or_expired() {
             assert_status(
                 &format!("{backend:?} {case}"),
                 authenticate(client, secret).await,
-                Code::Unauthenticated,
+                Code::NotFound,
                 &["unknown, revoked or expired"],
             );
         }
@@ -116,7 +116,7 @@ async fn keys_authenticate_until_revoked_or_expired() {
         assert_status(
             &format!("{backend:?} expired"),
             authenticate(client, &brief.secret).await,
-            Code::Unauthenticated,
+            Code::NotFound,
             &[],
         );
         assert_eq!(listed(client, false).await, ["support-bot"]);
@@ -141,7 +141,7 @@ async fn keys_authenticate_until_revoked_or_expired() {
         assert_status(
             &format!("{backend:?} revoked"),
             authenticate(client, &created.secret).await,
-            Code::Unauthenticated,
+            Code::NotFound,
             &[],
         );
         assert!(listed(client, false).await.is_empty());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use keel_core::telemetry::CallerTrace;
 use keel_proto::v1 as pb;
 use keel_proto::v1::serving_service_server::ServingService;
+use keel_types::Scope;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -98,12 +99,16 @@ fn messages_input(messages: Vec<pb::ChatMessage>) -> Vec<MessageInput> {
         .collect()
 }
 
-fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
+/// The query a call asks, once its key is known to hold `query:<endpoint>`
+/// for the endpoint it names (the auth layer cannot read the message).
+fn query_input(request: Request<pb::QueryRequest>) -> Result<QueryInput, Status> {
+    let endpoint_scope = Scope::Query(Some(request.get_ref().endpoint.clone()));
+    keel_core::auth::require(request.extensions(), &endpoint_scope)?;
     // The query's span is the call's server span: no tower layer span
     // wraps this call (see `grpc_tracing::HANDLER_TRACED_PATHS`).
     let caller = CallerTrace::from_headers(request.metadata().as_ref());
     let message = request.into_inner();
-    QueryInput {
+    Ok(QueryInput {
         endpoint: message.endpoint,
         question: message.question,
         messages: messages_input(message.messages),
@@ -112,7 +117,7 @@ fn query_input(request: Request<pb::QueryRequest>) -> QueryInput {
         target: message.target,
         full_citation_text: message.full_citation_text,
         caller,
-    }
+    })
 }
 
 fn query_output_to_proto(output: QueryOutput) -> pb::QueryResponse {
@@ -229,7 +234,7 @@ impl ServingService for ServingApi {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
-        let output = self.pipeline.query(query_input(request)).await?;
+        let output = self.pipeline.query(query_input(request)?).await?;
         Ok(Response::new(query_output_to_proto(output)))
     }
 
@@ -239,7 +244,7 @@ impl ServingService for ServingApi {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<QueryEventStream>, Status> {
-        let stream = self.pipeline.query_stream(query_input(request)).await?;
+        let stream = self.pipeline.query_stream(query_input(request)?).await?;
         let first = tokio_stream::once(Ok(query_event_to_proto(stream.first)));
         // Dropping this stream (the client cancelled) drops the receiver,
         // which is what tells the generator to stop.

@@ -4,15 +4,19 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use keel_core::channel::ServiceChannel;
 use tonic::Code;
 
 use crate::error::Error;
 
 /// A channel that connects on first use, so serving starts while its
-/// dependencies are still down.
-pub fn lazy_channel(url: &str, connect_timeout: Duration) -> Result<Channel, Error> {
-    keel_core::grpc_tracing::lazy_channel(url, connect_timeout)
+/// dependencies are still down; its calls present `key`.
+pub fn lazy_channel(
+    url: &str,
+    connect_timeout: Duration,
+    key: Option<&str>,
+) -> Result<ServiceChannel, Error> {
+    ServiceChannel::lazy(url, connect_timeout, key)
         .map_err(|error| Error::Config(error.to_string()))
 }
 

@@ -63,6 +63,10 @@ pub struct Config {
     /// What each generator costs, by its name in the catalog, for the cost
     /// series on `/metrics`; a generator without a price costs nothing.
     pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
+    /// The `[auth]` section, shared by every service: filled by the binary
+    /// and `keel up`, not read from this section.
+    #[serde(skip)]
+    pub auth: keel_core::auth::AuthConfig,
 }
 
 /// Where inference records wait on their way to monitoring.
@@ -87,6 +91,7 @@ pub const MAX_INFERENCE_BATCH: usize = 1000;
 impl Default for Config {
     fn default() -> Config {
         Config {
+            auth: keel_core::auth::AuthConfig::default(),
             port: 7102,
             database_url: String::new(),
             registry_url: "http://127.0.0.1:7101".to_string(),

@@ -6,9 +6,9 @@
 //! an ordinary RecordInferencesRequest.
 
 use http::uri::PathAndQuery;
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1 as pb;
 use prost::bytes::Bytes;
-use tonic::transport::Channel;
 use tonic::Status;
 
 /// `RecordInferencesRequest`, its records left encoded.
@@ -23,11 +23,11 @@ const RECORD_INFERENCES: &str = "/keel.v1.MonitoringService/RecordInferences";
 /// Monitoring's RecordInferences, taking encoded records.
 #[derive(Clone)]
 pub struct RecordInferencesClient {
-    grpc: tonic::client::Grpc<Channel>,
+    grpc: tonic::client::Grpc<ServiceChannel>,
 }
 
 impl RecordInferencesClient {
-    pub fn new(channel: Channel) -> RecordInferencesClient {
+    pub fn new(channel: ServiceChannel) -> RecordInferencesClient {
         RecordInferencesClient {
             grpc: tonic::client::Grpc::new(channel),
         }

@@ -25,6 +25,8 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Serve(#[from] keel_core::ServeError),
+    #[error(transparent)]
+    Auth(#[from] keel_core::auth::AuthConfigError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
     #[error("cannot open the inference spill log: {0}")]
@@ -69,6 +71,7 @@ impl From<Error> for tonic::Status {
             | Error::Store(_)
             | Error::Config(_)
             | Error::Serve(_)
+            | Error::Auth(_)
             | Error::Metrics(_)
             | Error::Spill(_) => {
                 tracing::error!(error = %message, "internal error");

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
-use tonic::transport::Channel;
 
 use crate::clients::{dependency_error, with_deadline};
 use crate::error::Error;
@@ -20,13 +20,17 @@ const MAX_WINDOW_SECONDS: i64 = 30 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct FigureSources {
-    monitoring: MonitoringServiceClient<Channel>,
-    feedback: FeedbackServiceClient<Channel>,
+    monitoring: MonitoringServiceClient<ServiceChannel>,
+    feedback: FeedbackServiceClient<ServiceChannel>,
     timeout: Duration,
 }
 
 impl FigureSources {
-    pub fn new(monitoring: Channel, feedback: Channel, timeout: Duration) -> FigureSources {
+    pub fn new(
+        monitoring: ServiceChannel,
+        feedback: ServiceChannel,
+        timeout: Duration,
+    ) -> FigureSources {
         FigureSources {
             monitoring: MonitoringServiceClient::new(monitoring),
             feedback: FeedbackServiceClient::new(feedback),

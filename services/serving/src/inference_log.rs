@@ -241,7 +241,9 @@ mod tests {
         let (log, worker) = open(&memory_config(100)).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(
-            RecordSink::monitoring(monitoring.channel()),
+            RecordSink::monitoring(
+                keel_core::channel::ServiceChannel::new(monitoring.channel(), None).unwrap(),
+            ),
             shutdown.clone(),
         ));
         for index in 0..10 {
@@ -289,7 +291,9 @@ mod tests {
         }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(
-            RecordSink::monitoring(monitoring.channel()),
+            RecordSink::monitoring(
+                keel_core::channel::ServiceChannel::new(monitoring.channel(), None).unwrap(),
+            ),
             shutdown.clone(),
         ));
         shutdown.cancel();
@@ -307,7 +311,9 @@ mod tests {
         let (log, worker) = open(&slow).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(worker.run(
-            RecordSink::monitoring(monitoring.channel()),
+            RecordSink::monitoring(
+                keel_core::channel::ServiceChannel::new(monitoring.channel(), None).unwrap(),
+            ),
             shutdown.clone(),
         ));
         for index in 0..3 {

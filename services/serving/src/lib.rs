@@ -70,20 +70,23 @@ pub async fn serve(
 ) -> Result<(), Error> {
     config.check().map_err(Error::Config)?;
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
+    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
+    let key = auth.own_key();
     let dependency_timeout = Duration::from_millis(config.dependency_timeout_ms);
     let delivery_timeout = Duration::from_millis(config.delivery_timeout_ms);
     let registry = RegistryClient::new(
-        clients::lazy_channel(&config.registry_url, dependency_timeout)?,
+        clients::lazy_channel(&config.registry_url, dependency_timeout, key)?,
         dependency_timeout,
     );
     let retriever = Retriever::new(
-        clients::lazy_channel(&config.vector_index_url, dependency_timeout)?,
+        clients::lazy_channel(&config.vector_index_url, dependency_timeout, key)?,
         dependency_timeout,
     );
     let sink = match config.inference_delivery {
         DeliveryTarget::Monitoring => RecordSink::monitoring(clients::lazy_channel(
             &config.monitoring_url,
             delivery_timeout,
+            key,
         )?),
         DeliveryTarget::Nats => RecordSink::JetStream(
             JetStreamSink::connect(&config.nats)
@@ -125,8 +128,8 @@ pub async fn serve(
         pipeline.running_experiments(),
         registry.clone(),
         FigureSources::new(
-            clients::lazy_channel(&config.monitoring_url, dependency_timeout)?,
-            clients::lazy_channel(&config.feedback_url, dependency_timeout)?,
+            clients::lazy_channel(&config.monitoring_url, dependency_timeout, key)?,
+            clients::lazy_channel(&config.feedback_url, dependency_timeout, key)?,
             dependency_timeout,
         ),
     ));
@@ -150,6 +153,7 @@ pub async fn serve(
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
         warmup: None,
+        auth: auth.clone(),
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
 

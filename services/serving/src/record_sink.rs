@@ -1,8 +1,8 @@
 //! Where delivered inference records go: monitoring's RecordInferences, or
 //! the NATS JetStream stream monitoring drains (`inference_delivery`).
 
+use keel_core::channel::ServiceChannel;
 use prost::bytes::Bytes;
-use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::encoded_records::RecordInferencesClient;
@@ -15,7 +15,7 @@ pub enum RecordSink {
 
 impl RecordSink {
     /// Monitoring's RecordInferences over `channel`.
-    pub fn monitoring(channel: Channel) -> RecordSink {
+    pub fn monitoring(channel: ServiceChannel) -> RecordSink {
         RecordSink::Monitoring(RecordInferencesClient::new(channel))
     }
 

@@ -5,10 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use keel_core::grpc_tracing::{traced, TracedChannel};
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1 as pb;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::clients::{dependency_error, with_deadline};
@@ -78,18 +77,18 @@ pub struct RegisteredVersion {
 
 #[derive(Clone)]
 pub struct RegistryClient {
-    client: RegistryServiceClient<TracedChannel>,
+    client: RegistryServiceClient<ServiceChannel>,
     /// The alias watch lives as long as serving: a span for it would be a
     /// trace that never ends.
-    watch_client: RegistryServiceClient<Channel>,
+    watch_client: RegistryServiceClient<ServiceChannel>,
     timeout: Duration,
 }
 
 impl RegistryClient {
-    pub fn new(channel: Channel, timeout: Duration) -> RegistryClient {
+    pub fn new(channel: ServiceChannel, timeout: Duration) -> RegistryClient {
         RegistryClient {
-            client: RegistryServiceClient::new(traced(channel.clone())),
-            watch_client: RegistryServiceClient::new(channel),
+            client: RegistryServiceClient::new(channel.clone()),
+            watch_client: RegistryServiceClient::new(channel.without_trace_context()),
             timeout,
         }
     }

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use keel_core::grpc_tracing::{traced, TracedChannel};
+use keel_core::channel::ServiceChannel;
 use keel_models::Passage;
 use keel_proto::v1 as pb;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::clients::{dependency_error, with_deadline};
@@ -15,7 +14,7 @@ use crate::error::Error;
 
 #[derive(Clone)]
 pub struct Retriever {
-    client: VectorIndexServiceClient<TracedChannel>,
+    client: VectorIndexServiceClient<ServiceChannel>,
     timeout: Duration,
 }
 
@@ -28,9 +27,9 @@ pub struct SearchQuery<'a> {
 }
 
 impl Retriever {
-    pub fn new(channel: Channel, timeout: Duration) -> Retriever {
+    pub fn new(channel: ServiceChannel, timeout: Duration) -> Retriever {
         Retriever {
-            client: VectorIndexServiceClient::new(traced(channel)),
+            client: VectorIndexServiceClient::new(channel),
             timeout,
         }
     }

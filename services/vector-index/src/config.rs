@@ -23,6 +23,10 @@ pub struct Config {
     /// How often a collection written to since its last snapshot is
     /// snapshotted again (and once more at shutdown).
     pub snapshot_interval_ms: u64,
+    /// The `[auth]` section, shared by every service: filled by the binary
+    /// and `keel up`, not read from this section.
+    #[serde(skip)]
+    pub auth: keel_core::auth::AuthConfig,
 }
 
 pub const DEFAULT_PORT: u16 = 7103;
@@ -34,6 +38,7 @@ pub const NO_EMBEDDER: &str = "none";
 impl Default for Config {
     fn default() -> Config {
         Config {
+            auth: keel_core::auth::AuthConfig::default(),
             port: DEFAULT_PORT,
             database_url: String::new(),
             exact_search_threshold: DEFAULT_EXACT_SEARCH_THRESHOLD,

@@ -88,6 +88,7 @@ pub async fn serve(
         "Live points in all collections.",
         move || i64::try_from(counted.point_count()).unwrap_or(i64::MAX),
     )?;
+    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
     let service = GrpcService {
         name: "vector-index",
         grpc_names: vec!["keel.v1.VectorIndexService"],
@@ -100,6 +101,7 @@ pub async fn serve(
         metrics: service_metrics,
         cors_allowed_origins: Vec::new(),
         warmup: Some(warmup.clone()),
+        auth,
     };
     let result =
         keel_core::run_service(service, axum::Router::new(), listeners, shutdown.clone()).await;

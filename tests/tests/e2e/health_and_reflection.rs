@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::ListModelsRequest;
 use keel_tests::cluster::Service;
 use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -116,13 +116,12 @@ async fn reflection_lists_what_each_port_serves(backend: Backend) {
     cluster.shutdown().await;
 }
 
-fn channel(cluster: &Cluster, service: Service) -> Channel {
-    Channel::from_shared(cluster.keel.grpc_url(service))
-        .unwrap()
-        .connect_lazy()
+/// Reflection, like every call but health, needs a key (`read`).
+fn channel(cluster: &Cluster, service: Service) -> ServiceChannel {
+    keel_tests::channel(&cluster.keel, service)
 }
 
-async fn list_services_v1(channel: Channel) -> BTreeSet<String> {
+async fn list_services_v1(channel: ServiceChannel) -> BTreeSet<String> {
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
@@ -146,7 +145,7 @@ async fn list_services_v1(channel: Channel) -> BTreeSet<String> {
     }
 }
 
-async fn list_services_v1alpha(channel: Channel) -> BTreeSet<String> {
+async fn list_services_v1alpha(channel: ServiceChannel) -> BTreeSet<String> {
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
@@ -172,7 +171,7 @@ async fn list_services_v1alpha(channel: Channel) -> BTreeSet<String> {
 }
 
 /// The encoded file descriptors that define `symbol`.
-async fn file_containing_symbol_v1alpha(channel: Channel, symbol: &str) -> Vec<Vec<u8>> {
+async fn file_containing_symbol_v1alpha(channel: ServiceChannel, symbol: &str) -> Vec<Vec<u8>> {
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),

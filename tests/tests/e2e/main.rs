@@ -5,6 +5,7 @@
 // Scenario helpers are not #[test] functions, but they are test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod auth;
 mod bad_input;
 mod champion;
 mod evaluation;

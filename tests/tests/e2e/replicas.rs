@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_proto::v1::{QueryResponse, SetAliasRequest};
 use keel_testkit::server::Ports;
 use keel_testkit::TestServer;
 use keel_tests::fixtures::{self, CHAIN_MODEL, ENDPOINT, REFUND_QUESTION};
-use keel_tests::{eventually, Backend, Cluster, Storage};
+use keel_tests::{auth_config, eventually, keyed_channel, Backend, Cluster, Storage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alias_move_on_either_registry_reaches_every_serving_replica() {
@@ -21,7 +22,10 @@ async fn an_alias_move_on_either_registry_reaches_every_serving_replica() {
 
     // Registry B and serving B on the same databases; serving B follows B.
     let config = storage.config();
-    let registry_config = config.registry.clone();
+    let registry_config = keel_registry::Config {
+        auth: auth_config(""),
+        ..config.registry.clone()
+    };
     let registry_b = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
         keel_registry::serve(registry_config, listeners, shutdown)
     })
@@ -37,6 +41,7 @@ async fn an_alias_move_on_either_registry_reaches_every_serving_replica() {
             .keel
             .grpc_url(keel_tests::cluster::Service::Monitoring),
         spill_dir: spill.path().display().to_string(),
+        auth: auth_config(&registry_b.url()),
         ..config.serving.clone()
     };
     let serving_b = TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
@@ -48,12 +53,12 @@ async fn an_alias_move_on_either_registry_reaches_every_serving_replica() {
         )
     })
     .await;
-    let mut registry_b_client = RegistryServiceClient::new(registry_b.connect().await);
+    let mut registry_b_client = RegistryServiceClient::new(keyed_channel(&registry_b.url()));
     let servings = [
         ("serving A", cluster.serving.clone()),
         (
             "serving B",
-            ServingServiceClient::new(serving_b.connect().await),
+            ServingServiceClient::new(keyed_channel(&serving_b.url())),
         ),
     ];
     for (name, serving) in &servings {
@@ -80,7 +85,7 @@ async fn an_alias_move_on_either_registry_reaches_every_serving_replica() {
     wait_for_version(&servings, 1, moved_at).await;
 
     // Both registries tell the same history, in the same order.
-    let history = |mut client: RegistryServiceClient<tonic::transport::Channel>| async move {
+    let history = |mut client: RegistryServiceClient<ServiceChannel>| async move {
         client
             .list_alias_history(keel_proto::v1::ListAliasHistoryRequest {
                 model: CHAIN_MODEL.to_string(),
@@ -127,7 +132,7 @@ fn champion(version: u32, expected: u32) -> SetAliasRequest {
     }
 }
 
-async fn ask(mut serving: ServingServiceClient<tonic::transport::Channel>) -> QueryResponse {
+async fn ask(mut serving: ServingServiceClient<ServiceChannel>) -> QueryResponse {
     serving
         .query(fixtures::query_request(
             ENDPOINT,
@@ -141,7 +146,7 @@ async fn ask(mut serving: ServingServiceClient<tonic::transport::Channel>) -> Qu
 
 /// Every serving answers `version` within a second of the move.
 async fn wait_for_version(
-    servings: &[(&str, ServingServiceClient<tonic::transport::Channel>)],
+    servings: &[(&str, ServingServiceClient<ServiceChannel>)],
     version: u32,
     moved_at: Instant,
 ) {

@@ -314,7 +314,9 @@ async fn spans_reach_an_otlp_receiver_and_otlp_http(backend: Backend) {
     let _to_http = keel_core::telemetry::add_destination(&ExporterConfig {
         protocol: OtlpProtocol::HttpProtobuf,
         endpoint: format!("{}/v1/traces", cluster.keel.admin_url(Service::Monitoring)),
-        headers: BTreeMap::new(),
+        headers: BTreeMap::from(
+            [keel_tests::master_key_header()].map(|(name, value)| (name.to_string(), value)),
+        ),
         timeout_ms: 5_000,
     })
     .unwrap();

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::cli::CliError;
 use crate::cluster::{RunningKeel, Service};
@@ -64,10 +65,21 @@ pub struct ServiceUrls {
         default_value = "http://127.0.0.1:7105"
     )]
     pub monitoring: String,
+    /// The API key every call presents (`authorization: Bearer …`); a
+    /// Keel with authentication off needs none
+    #[arg(
+        long = "api-key",
+        global = true,
+        value_name = "KEY",
+        env = "KEEL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
 }
 
 impl ServiceUrls {
-    /// The URLs of the services a `RunningKeel` in this process bound.
+    /// The URLs of the services a `RunningKeel` in this process bound, and
+    /// its master key when it checks keys.
     pub fn of_cluster(running: &RunningKeel) -> ServiceUrls {
         ServiceUrls {
             registry: running.grpc_url(Service::Registry),
@@ -75,42 +87,57 @@ impl ServiceUrls {
             vector_index: running.grpc_url(Service::VectorIndex),
             feedback: running.grpc_url(Service::Feedback),
             monitoring: running.grpc_url(Service::Monitoring),
+            api_key: running.master_key().map(str::to_string),
         }
     }
 
-    pub async fn registry(&self) -> Result<RegistryServiceClient<Channel>, CliError> {
-        let channel = connect(Service::Registry, &self.registry).await?;
+    pub async fn registry(&self) -> Result<RegistryServiceClient<ServiceChannel>, CliError> {
+        let channel = connect(Service::Registry, &self.registry, self.api_key.as_deref()).await?;
         Ok(RegistryServiceClient::new(channel))
     }
 
-    pub async fn serving(&self) -> Result<ServingServiceClient<Channel>, CliError> {
-        let channel = connect(Service::Serving, &self.serving).await?;
+    pub async fn serving(&self) -> Result<ServingServiceClient<ServiceChannel>, CliError> {
+        let channel = connect(Service::Serving, &self.serving, self.api_key.as_deref()).await?;
         Ok(ServingServiceClient::new(channel))
     }
 
-    pub async fn vector_index(&self) -> Result<VectorIndexServiceClient<Channel>, CliError> {
-        let channel = connect(Service::VectorIndex, &self.vector_index).await?;
+    pub async fn vector_index(&self) -> Result<VectorIndexServiceClient<ServiceChannel>, CliError> {
+        let channel = connect(
+            Service::VectorIndex,
+            &self.vector_index,
+            self.api_key.as_deref(),
+        )
+        .await?;
         Ok(VectorIndexServiceClient::new(channel))
     }
 
-    pub async fn feedback(&self) -> Result<FeedbackServiceClient<Channel>, CliError> {
-        let channel = connect(Service::Feedback, &self.feedback).await?;
+    pub async fn feedback(&self) -> Result<FeedbackServiceClient<ServiceChannel>, CliError> {
+        let channel = connect(Service::Feedback, &self.feedback, self.api_key.as_deref()).await?;
         Ok(FeedbackServiceClient::new(channel))
     }
 
-    pub async fn monitoring(&self) -> Result<MonitoringServiceClient<Channel>, CliError> {
-        let channel = connect(Service::Monitoring, &self.monitoring).await?;
+    pub async fn monitoring(&self) -> Result<MonitoringServiceClient<ServiceChannel>, CliError> {
+        let channel = connect(
+            Service::Monitoring,
+            &self.monitoring,
+            self.api_key.as_deref(),
+        )
+        .await?;
         Ok(MonitoringServiceClient::new(channel))
     }
 }
 
-async fn connect(service: Service, url: &str) -> Result<Channel, CliError> {
+async fn connect(
+    service: Service,
+    url: &str,
+    api_key: Option<&str>,
+) -> Result<ServiceChannel, CliError> {
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|source| CliError::Connect {
         service: service.name(),
         url: url.to_string(),
         source,
     })?;
-    endpoint
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()
         .await
@@ -118,5 +145,7 @@ async fn connect(service: Service, url: &str) -> Result<Channel, CliError> {
             service: service.name(),
             url: url.to_string(),
             source,
-        })
+        })?;
+    ServiceChannel::new(channel, api_key)
+        .map_err(|error| CliError::Invalid(format!("--api-key: {error}")))
 }

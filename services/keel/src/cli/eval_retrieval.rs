@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
 use keel_proto::v1::{SearchMode, SearchRequest};
 use keel_types::SearchMode as Mode;
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 
 use crate::cli::error::rpc;
 use crate::cli::retrieval_metrics::{ModeRank, ModeScores, QuestionRanks};
@@ -168,7 +168,7 @@ struct AnsweringPassages {
 impl AnsweringPassages {
     async fn of(
         &mut self,
-        client: &mut VectorIndexServiceClient<Channel>,
+        client: &mut VectorIndexServiceClient<ServiceChannel>,
         collection: &str,
         source: &str,
         evidence: Option<&Regex>,
@@ -193,7 +193,7 @@ impl AnsweringPassages {
 /// Every passage whose payload `source` is `source`: id and text with its
 /// whitespace collapsed.
 async fn passages_of(
-    client: &mut VectorIndexServiceClient<Channel>,
+    client: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     source: &str,
 ) -> Result<Vec<(String, String)>, CliError> {
@@ -209,7 +209,7 @@ async fn passages_of(
 
 /// The ids a search in `mode` ranks first, best first.
 async fn search(
-    client: &mut VectorIndexServiceClient<Channel>,
+    client: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     question: &str,
     mode: Mode,

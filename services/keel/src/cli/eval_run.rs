@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use futures::StreamExt;
+use keel_core::channel::ServiceChannel;
 use keel_eval::{Scorer, ScorerInput};
 use keel_proto::v1 as pb;
 use keel_types::ModelRef;
@@ -214,7 +215,7 @@ pub fn parse_scorers(names: &[String]) -> Result<Vec<Scorer>, CliError> {
 /// `--version` as a reference: MODEL/N and MODEL@ALIAS as given; a bare N
 /// is a version of the one model the endpoint routes to.
 async fn version_reference(
-    serving: &mut pb::serving_service_client::ServingServiceClient<tonic::transport::Channel>,
+    serving: &mut pb::serving_service_client::ServingServiceClient<ServiceChannel>,
     endpoint: &str,
     version: &str,
 ) -> Result<String, CliError> {
@@ -312,7 +313,7 @@ fn scored_example(
 /// The judge's grade of a stored answer; `None` when its reply holds no
 /// grade, an error when the generator failed.
 async fn judge_score(
-    serving: &mut pb::serving_service_client::ServingServiceClient<tonic::transport::Channel>,
+    serving: &mut pb::serving_service_client::ServingServiceClient<ServiceChannel>,
     judge: &str,
     example: &Example,
     stored: &pb::EvaluationExample,
@@ -353,7 +354,7 @@ async fn judge_score(
 }
 
 async fn append(
-    registry: &mut pb::registry_service_client::RegistryServiceClient<tonic::transport::Channel>,
+    registry: &mut pb::registry_service_client::RegistryServiceClient<ServiceChannel>,
     run_id: &str,
     examples: Vec<pb::EvaluationExample>,
 ) -> Result<(), CliError> {

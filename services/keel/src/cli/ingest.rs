@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
 use keel_proto::v1::{DeletePointsRequest, Point, UpsertPointsRequest};
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
 use crate::cli::chunk::{chunk_document, ChunkBudget, DocumentChunk};
 use crate::cli::documents::{read_documents, Document};
@@ -223,7 +223,7 @@ fn chunk_budget(window: EmbedderWindow, options: ChunkOptions) -> Result<ChunkBu
 /// Uploads `points` in batches, `PIPELINE_DEPTH` calls in flight, with a
 /// progress bar in chunks per second.
 async fn upload_points(
-    client: &VectorIndexServiceClient<Channel>,
+    client: &VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     points: &[Point],
 ) -> Result<(), CliError> {
@@ -253,7 +253,7 @@ async fn upload_points(
 /// The sources an earlier ingest of `ingest_root` stored, with their chunk
 /// ids and content hashes.
 async fn stored_sources(
-    client: &mut VectorIndexServiceClient<Channel>,
+    client: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     ingest_root: &str,
 ) -> Result<BTreeMap<String, StoredSource>, CliError> {

@@ -1,12 +1,12 @@
 //! Reading every point of a collection (or those a filter keeps) a page at
 //! a time through ScrollPoints.
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
 use keel_proto::v1::{
     condition, field_condition, Condition, FieldCondition, Filter, RetrievedPoint,
     ScrollPointsRequest,
 };
-use tonic::transport::Channel;
 
 use crate::cli::error::rpc;
 use crate::cli::CliError;
@@ -16,7 +16,7 @@ const SCROLL_PAGE: u32 = 1000;
 
 /// Hands every point `filter` keeps to `each`, by id, a page per call.
 pub async fn for_each_point(
-    client: &mut VectorIndexServiceClient<Channel>,
+    client: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     filter: Option<Filter>,
     with_payload: bool,

@@ -1,9 +1,9 @@
 //! Token counts from the vector index's CountTokens: the collection's own
 //! embedder counts, so passages are cut to exactly what it reads.
 
+use keel_core::channel::ServiceChannel;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
 use keel_proto::v1::CountTokensRequest;
-use tonic::transport::Channel;
 
 use crate::cli::chunk::SectionTokens;
 use crate::cli::error::rpc;
@@ -25,7 +25,7 @@ pub struct EmbedderWindow {
 }
 
 pub async fn embedder_window(
-    client: &mut VectorIndexServiceClient<Channel>,
+    client: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
 ) -> Result<EmbedderWindow, CliError> {
     let counted = client
@@ -48,7 +48,7 @@ pub async fn embedder_window(
 /// The tokens of every word of every section of `documents`, in the same
 /// shape: per document, per section.
 pub async fn count_section_tokens(
-    client: &mut VectorIndexServiceClient<Channel>,
+    client: &mut VectorIndexServiceClient<ServiceChannel>,
     collection: &str,
     documents: &[&[Section]],
 ) -> Result<Vec<Vec<SectionTokens>>, CliError> {

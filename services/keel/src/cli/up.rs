@@ -90,6 +90,8 @@ mod tests {
         assert_eq!(staging.common.host.to_string(), "0.0.0.0");
         assert_eq!(staging.serving.generation_workers, 4);
         assert_eq!(staging.serving.spill_disk_budget_bytes, 4 << 30);
+        // Bound to every interface: keys are checked.
+        assert!(staging.auth.enabled);
 
         let prod = load_config(Some(&deploy_config("prod.toml")), None).unwrap();
         let urls = [
@@ -102,6 +104,7 @@ mod tests {
         for url in urls {
             assert!(url.starts_with("postgres://"), "{url}");
         }
+        assert!(prod.auth.enabled && !dev.auth.enabled);
         assert_eq!(prod.registry.watch_buffer, 4096);
         assert_eq!(prod.serving.dependency_timeout_ms, 2000);
         assert_eq!(prod.models.dir, Path::new("/var/lib/keel/models"));

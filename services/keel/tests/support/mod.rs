@@ -17,6 +17,20 @@ pub mod outage;
 
 pub use keel_testkit::Backend;
 
+/// The processes check keys, as a deployment reached over the network
+/// must; the tests' clients present this master key.
+pub const MASTER_KEY: &str = "process-master-key-0123456789abcdef0123456";
+
+/// A lazily connecting channel to `url` presenting the master key, with a
+/// five-second deadline per call.
+pub fn keyed_channel(url: &str) -> keel_core::channel::ServiceChannel {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    keel_core::channel::ServiceChannel::new(channel, Some(MASTER_KEY)).unwrap()
+}
+
 /// How long a started service may take to answer its health check.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -86,6 +100,8 @@ impl Deployment {
                 "false".to_string(),
             ),
             ("KEEL_TELEMETRY__ENABLED".to_string(), "false".to_string()),
+            ("KEEL_AUTH__ENABLED".to_string(), "true".to_string()),
+            ("KEEL_MASTER_KEY".to_string(), MASTER_KEY.to_string()),
         ];
         Deployment {
             data_dir,
@@ -103,6 +119,11 @@ impl Deployment {
 
     pub fn url(&self, service: Service) -> String {
         format!("http://127.0.0.1:{}", self.ports[&service])
+    }
+
+    /// A channel to `service` presenting the master key.
+    pub fn channel(&self, service: Service) -> keel_core::channel::ServiceChannel {
+        keyed_channel(&self.url(service))
     }
 
     pub fn admin_address(&self, service: Service) -> SocketAddr {
@@ -141,6 +162,7 @@ impl Deployment {
             command.env(format!("KEEL_{}__DATABASE_URL", section(service)), database);
         }
         for (key, url) in [
+            ("KEEL_AUTH__REGISTRY_URL", self.url(Service::Registry)),
             ("KEEL_SERVING__REGISTRY_URL", self.url(Service::Registry)),
             (
                 "KEEL_SERVING__VECTOR_INDEX_URL",
@@ -243,6 +265,7 @@ pub async fn set_up_application(deployment: &Deployment) -> String {
         corpus: keel_loadtests::CorpusSource::Synthetic,
         collection: "lt-docs".to_string(),
         endpoint: "lt-endpoint".to_string(),
+        api_key: Some(MASTER_KEY.to_string()),
     };
     keel_loadtests::setup(&options).await.unwrap();
     options.endpoint
@@ -252,7 +275,7 @@ pub async fn set_up_application(deployment: &Deployment) -> String {
 /// restarting) counts its ids as not there yet.
 pub async fn stored_request_ids(
     monitoring: &keel_proto::v1::monitoring_service_client::MonitoringServiceClient<
-        tonic::transport::Channel,
+        keel_core::channel::ServiceChannel,
     >,
     request_ids: &std::collections::BTreeSet<String>,
 ) -> std::collections::BTreeSet<String> {

@@ -10,15 +10,18 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use keel_core::channel::ServiceChannel;
 use keel_core::jetstream::JetStreamConfig;
 use keel_proto::v1 as pb;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_testkit::eventually;
-use tonic::transport::Channel;
 
-use super::{set_up_application, stored_request_ids, Backend, Deployment, Service, START_ORDER};
+use super::{
+    keyed_channel, set_up_application, stored_request_ids, Backend, Deployment, Service,
+    START_ORDER,
+};
 
 const QUERIES: usize = 5_000;
 const CLIENTS: usize = 4;
@@ -88,9 +91,7 @@ pub async fn monitoring_down_twice(backend: Backend, delivery: Delivery) {
             ))
         })
         .collect();
-    let mut feedback = FeedbackServiceClient::connect(deployment.url(Service::Feedback))
-        .await
-        .unwrap();
+    let mut feedback = FeedbackServiceClient::new(deployment.channel(Service::Feedback));
     let mut posted = Vec::new();
     for outage in 0..2 {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -129,9 +130,7 @@ pub async fn monitoring_down_twice(backend: Backend, delivery: Delivery) {
     assert_eq!(answered.len(), QUERIES);
     assert!(posted.len() >= 20, "only {} feedback posted", posted.len());
 
-    let monitoring = MonitoringServiceClient::connect(deployment.url(Service::Monitoring))
-        .await
-        .unwrap();
+    let monitoring = MonitoringServiceClient::new(deployment.channel(Service::Monitoring));
     eventually(
         "every record delivered",
         Duration::from_secs(120),
@@ -141,9 +140,7 @@ pub async fn monitoring_down_twice(backend: Backend, delivery: Delivery) {
         },
     )
     .await;
-    let stats = ServingServiceClient::connect(deployment.url(Service::Serving))
-        .await
-        .unwrap()
+    let stats = ServingServiceClient::new(deployment.channel(Service::Serving))
         .get_serving_stats(pb::GetServingStatsRequest {})
         .await
         .unwrap()
@@ -188,7 +185,7 @@ async fn ask(
     load: Arc<Mutex<Load>>,
     started: Instant,
 ) {
-    let mut serving = ServingServiceClient::connect(serving_url).await.unwrap();
+    let mut serving = ServingServiceClient::new(keyed_channel(&serving_url));
     let share = QUERIES / CLIENTS;
     let interval = Duration::from_secs_f64(CLIENTS as f64 / RATE);
     for index in 0..share {
@@ -213,7 +210,7 @@ async fn ask(
     }
 }
 
-async fn joined_feedback_ids(feedback: &FeedbackServiceClient<Channel>) -> BTreeSet<String> {
+async fn joined_feedback_ids(feedback: &FeedbackServiceClient<ServiceChannel>) -> BTreeSet<String> {
     let mut joined = BTreeSet::new();
     let mut page_token = String::new();
     loop {
@@ -247,7 +244,7 @@ async fn joined_feedback_ids(feedback: &FeedbackServiceClient<Channel>) -> BTree
 /// trace holds and what the services logged about span exports.
 async fn every_trace_stored(
     deployment: &Deployment,
-    monitoring: &MonitoringServiceClient<Channel>,
+    monitoring: &MonitoringServiceClient<ServiceChannel>,
     trace_ids: &[String],
 ) {
     let deadline = Instant::now() + Duration::from_secs(120);
