@@ -22,6 +22,7 @@ pub mod inference_delivery;
 pub mod inference_log;
 pub mod jetstream_sink;
 pub mod metrics;
+pub mod openai;
 pub mod pipeline;
 pub mod prompt;
 pub mod record_sink;
@@ -39,6 +40,7 @@ use keel_core::metrics::{MetricsError, ServiceMetrics};
 use keel_core::{CancellationToken, GrpcService, Listeners};
 use keel_models::ModelCatalog;
 use keel_proto::v1::serving_service_server::ServingServiceServer;
+use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
 
 pub use config::Config;
 pub use error::Error;
@@ -78,10 +80,9 @@ pub async fn serve(
         clients::lazy_channel(&config.registry_url, dependency_timeout, key)?,
         dependency_timeout,
     );
-    let retriever = Retriever::new(
-        clients::lazy_channel(&config.vector_index_url, dependency_timeout, key)?,
-        dependency_timeout,
-    );
+    let vector_index_channel =
+        clients::lazy_channel(&config.vector_index_url, dependency_timeout, key)?;
+    let retriever = Retriever::new(vector_index_channel.clone(), dependency_timeout);
     let sink = match config.inference_delivery {
         DeliveryTarget::Monitoring => RecordSink::monitoring(clients::lazy_channel(
             &config.monitoring_url,
@@ -137,6 +138,12 @@ pub async fn serve(
         Duration::from_millis(config.experiment_refresh_ms),
         background_shutdown.clone(),
     ));
+    let openai_routes = openai::router(openai::OpenAiState {
+        pipeline: pipeline.clone(),
+        endpoints: Endpoints::new(store.clone(), registry.clone()),
+        vector_index: VectorIndexServiceClient::new(vector_index_channel),
+        dependency_timeout,
+    });
     let api = ServingApi::new(
         Endpoints::new(store.clone(), registry),
         pipeline.clone(),
@@ -155,7 +162,7 @@ pub async fn serve(
         warmup: None,
         auth: auth.clone(),
     };
-    let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
+    let served = keel_core::run_service(service, openai_routes, listeners, shutdown).await;
 
     // The last queries' records are committed before delivery winds down.
     inference_log.close().await;

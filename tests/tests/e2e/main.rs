@@ -15,6 +15,7 @@ mod health_and_reflection;
 mod hybrid_retrieval;
 mod improve;
 mod monitoring_outage;
+mod openai_api;
 mod real_models;
 mod replicas;
 mod restart;

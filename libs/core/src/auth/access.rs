@@ -141,6 +141,8 @@ pub fn http_need(method: &http::Method, path: &str) -> Need {
         return Need::Open;
     }
     match (method.as_str(), path) {
+        ("POST", "/v1/chat/completions") => Need::SomeQuery,
+        ("POST", "/v1/embeddings") => Need::Read,
         ("POST", "/v1/feedback") => Need::FeedbackWrite,
         ("POST", "/v1/traces") => Need::TracesWrite,
         ("GET" | "HEAD", _) => Need::Read,
@@ -219,6 +221,12 @@ mod tests {
             Need::FeedbackWrite
         );
         assert_eq!(http_need(&Method::POST, "/v1/traces"), Need::TracesWrite);
+        assert_eq!(
+            http_need(&Method::POST, "/v1/chat/completions"),
+            Need::SomeQuery
+        );
+        assert_eq!(http_need(&Method::POST, "/v1/embeddings"), Need::Read);
+        assert_eq!(http_need(&Method::GET, "/v1/models"), Need::Read);
         assert_eq!(http_need(&Method::DELETE, "/anything"), Need::Admin);
     }
 }
