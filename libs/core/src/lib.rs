@@ -8,6 +8,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod cors;
+pub mod crypto;
 pub mod gen_ai;
 pub mod grpc_metrics;
 pub mod grpc_tracing;

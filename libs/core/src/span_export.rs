@@ -378,6 +378,7 @@ fn build_exporter(
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect();
+            crate::crypto::install_default_tls_provider();
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(config.endpoint.clone())

@@ -93,6 +93,26 @@ pub trait Generator: Send + Sync {
         let _ = model;
         None
     }
+    /// The same generator on async I/O, for one whose work is waiting on a
+    /// server: served outside the local-model pool, so a process holds
+    /// thousands of such answers at once. `None` for a local model.
+    fn remote(&self) -> Option<&dyn RemoteGenerator> {
+        None
+    }
+}
+
+/// A generator that answers from a server, awaited rather than blocked on.
+pub trait RemoteGenerator: Send + Sync {
+    /// As [`Generator::generate`]: each new piece of text goes to `deltas`
+    /// as it arrives, and a closed `deltas` (the caller went away) stops
+    /// the answer, `FinishReason::Cancelled`.
+    fn generate_remote<'a>(
+        &'a self,
+        request: &'a GenerationRequest,
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Generation, ModelError>> + Send + 'a>,
+    >;
 }
 
 /// An `on_delta` for callers that only want the whole answer.

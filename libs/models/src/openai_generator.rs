@@ -1,9 +1,10 @@
 //! A generator backed by any OpenAI-compatible chat-completions server
 //! (vLLM, the llama.cpp server, Ollama, OpenAI itself).
 //!
-//! Blocking, like every [`Generator`]: it runs on serving's generation
-//! pool, so a blocking HTTP client (`ureq`) fits, and no async runtime is
-//! entered here. Answers are streamed as server-sent events by default, so
+//! Two transports, one behaviour: [`Generator::generate`] blocks (`ureq`),
+//! for callers on a worker thread; [`RemoteGenerator::generate_remote`]
+//! awaits (`reqwest`, in `remote.rs`), which serving uses so that remote
+//! answers never hold one of its few generation workers. Answers are streamed as server-sent events by default, so
 //! each delta reaches the caller as the server produces it, and a caller
 //! that goes away closes the HTTP connection, which stops the server too.
 
@@ -52,6 +53,10 @@ pub struct OpenAiConfig {
     pub max_backoff_ms: u64,
     /// Ask for server-sent events (`stream: true`).
     pub stream: bool,
+    /// Answers in flight at once through the async transport; more are
+    /// refused as unavailable (a chain's next generator, or
+    /// RESOURCE_EXHAUSTED-like backpressure to the caller).
+    pub max_concurrent_requests: u32,
 }
 
 impl Default for OpenAiConfig {
@@ -67,6 +72,7 @@ impl Default for OpenAiConfig {
             initial_backoff_ms: 200,
             max_backoff_ms: 5_000,
             stream: true,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -79,6 +85,8 @@ pub enum OpenAiConfigError {
     MissingModel,
     #[error("openai generator: {0} must be positive")]
     NotPositive(&'static str),
+    #[error("openai generator: cannot build the HTTP client: {0}")]
+    HttpClient(String),
     #[error(
         "openai generator: the api key variable `{0}` is not set, and api_key_required is true"
     )]
@@ -93,6 +101,7 @@ pub struct OpenAiGenerator {
     endpoint: String,
     api_key: Option<String>,
     agent: ureq::Agent,
+    remote: remote::RemoteClient,
 }
 
 impl OpenAiGenerator {
@@ -128,6 +137,10 @@ impl OpenAiGenerator {
             ("connect_timeout_ms", config.connect_timeout_ms),
             ("request_timeout_ms", config.request_timeout_ms),
             ("max_backoff_ms", config.max_backoff_ms),
+            (
+                "max_concurrent_requests",
+                u64::from(config.max_concurrent_requests),
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -145,6 +158,7 @@ impl OpenAiGenerator {
         Ok(OpenAiGenerator {
             name: OPENAI_GENERATOR_NAME.to_string(),
             agent: ureq::Agent::new_with_config(agent_config),
+            remote: remote::RemoteClient::new(&config)?,
             endpoint,
             api_key,
             config,
@@ -163,6 +177,7 @@ impl OpenAiGenerator {
             endpoint: self.endpoint.clone(),
             api_key: self.api_key.clone(),
             agent: self.agent.clone(),
+            remote: self.remote.clone(),
         }
     }
 
@@ -387,6 +402,10 @@ impl Generator for OpenAiGenerator {
 
     fn with_model(&self, model: &str) -> Option<crate::SharedGenerator> {
         Some(std::sync::Arc::new(self.for_model(model)))
+    }
+
+    fn remote(&self) -> Option<&dyn crate::RemoteGenerator> {
+        Some(self)
     }
 
     fn generate(
@@ -697,5 +716,6 @@ struct WireError {
     message: String,
 }
 
+mod remote;
 #[cfg(test)]
 mod tests;

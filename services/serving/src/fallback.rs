@@ -1,11 +1,17 @@
 //! A chain's generator and its fallbacks, tried in order. The next one runs
 //! only when the one before failed as unavailable (down, timed out,
 //! overloaded, broken) before it handed over any text: once the caller
-//! holds part of an answer, the error is that answer's. Blocking: runs on
-//! the generation pool.
+//! holds part of an answer, the error is that answer's. `generate` blocks
+//! (it runs on the generation pool); `generate_remote` awaits, for chains
+//! whose generators all answer from a server.
 
+use std::future::Future;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use keel_core::gen_ai::{self, ChatRequest, ChatResult};
 use keel_models::{Generation, GenerationParams, GenerationRequest, ModelError, SharedGenerator};
@@ -70,6 +76,94 @@ pub fn generate(
                 on_delta(piece)
             })
         });
+        record_on_span(&chat_span, request, &result);
+        let error = match result {
+            Ok(generation) => {
+                return Outcome {
+                    generator: candidate.name.clone(),
+                    result: Ok(generation),
+                }
+            }
+            Err(error) => error,
+        };
+        let next = candidates.get(index + 1);
+        let falls_back = !handed_over_text && allows_fallback(&error);
+        let Some(next) = next.filter(|_| falls_back) else {
+            return Outcome {
+                generator: candidate.name.clone(),
+                result: Err(name_failures(&candidate.name, error, &earlier_failures)),
+            };
+        };
+        tracing::warn!(generator = %candidate.name, fallback = %next.name, %error, "generator failed, falling back");
+        earlier_failures.push(format!("generator `{}` failed: {error}", candidate.name));
+    }
+    Outcome {
+        generator: String::new(),
+        result: Err(Error::FailedPrecondition(
+            "the chain names no generator".to_string(),
+        )),
+    }
+}
+
+/// Handing one piece of an answer to the caller; `Break` when it left.
+pub type DeliveryFuture = Pin<Box<dyn Future<Output = ControlFlow<()>> + Send>>;
+pub type Deliver<'a> = dyn Fn(String) -> DeliveryFuture + Send + Sync + 'a;
+
+/// Pieces in flight between a remote generator and the caller: enough to
+/// keep a fast server streaming while the caller reads.
+const DELTA_BUFFER: usize = 32;
+
+/// [`generate`] on async I/O: every candidate must be remote
+/// (`Generator::remote`); each answer streams to `deliver` as it arrives,
+/// and no generation worker is held.
+pub async fn generate_remote(
+    candidates: &[Candidate],
+    request: &mut GenerationRequest,
+    parent: &tracing::Span,
+    deliver: &Deliver<'_>,
+) -> Outcome {
+    let mut earlier_failures: Vec<String> = Vec::new();
+    for (index, candidate) in candidates.iter().enumerate() {
+        let Some(remote) = candidate.generator.remote() else {
+            return Outcome {
+                generator: candidate.name.clone(),
+                result: Err(Error::Internal(format!(
+                    "generator `{}` is not remote",
+                    candidate.name
+                ))),
+            };
+        };
+        request.params = candidate.params.clone();
+        let chat_span = gen_ai::chat_span(
+            parent,
+            &ChatRequest {
+                model: &candidate.name,
+                provider: candidate.generator.provider(),
+                max_tokens: candidate.params.max_tokens,
+                temperature: candidate.params.temperature,
+                top_p: candidate.params.top_p,
+            },
+        );
+        let started = Instant::now();
+        let (deltas, mut pieces) = mpsc::channel::<String>(DELTA_BUFFER);
+        let forward = async {
+            let mut handed_over_text = false;
+            while let Some(piece) = pieces.recv().await {
+                if !piece.is_empty() && !handed_over_text {
+                    handed_over_text = true;
+                    gen_ai::record_first_chunk(&chat_span, started.elapsed().as_secs_f64());
+                }
+                // Leaving drops `pieces`, which tells the generator to stop.
+                if deliver(piece).await.is_break() {
+                    break;
+                }
+            }
+            handed_over_text
+        };
+        let generation = remote
+            .generate_remote(request, deltas)
+            .instrument(chat_span.clone());
+        let (result, handed_over_text) = tokio::join!(generation, forward);
         record_on_span(&chat_span, request, &result);
         let error = match result {
             Ok(generation) => {

@@ -144,6 +144,24 @@ impl Listener {
         }
     }
 
+    /// From a task: hands one piece of the answer over, waiting while a
+    /// streaming client's buffer is full; `Break` when nobody listens.
+    async fn deliver(&self, piece: String) -> ControlFlow<()> {
+        match self {
+            Listener::Unary { caller_gone } => {
+                if caller_gone.load(Ordering::Acquire) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            Listener::Stream { events } => match events.send(Ok(QueryEvent::Delta(piece))).await {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_client_left) => ControlFlow::Break(()),
+            },
+        }
+    }
+
     /// From the generation thread: hands one piece of the answer over;
     /// `Break` tells the generator that nobody listens any more.
     fn deliver_blocking(&self, piece: &str) -> ControlFlow<()> {
@@ -581,6 +599,57 @@ impl Pipeline {
         );
     }
 
+    /// The generation step of a chain whose generators all answer from a
+    /// server: awaited on this task, holding no generation worker, so
+    /// remote answers are bounded by each generator's
+    /// `max_concurrent_requests`, not by the local-model pool.
+    #[allow(clippy::too_many_arguments)]
+    async fn generate_remotely(
+        &self,
+        query: &ValidQuery,
+        candidates: &[Candidate],
+        (passages, rendered): (Vec<keel_types::Passage>, String),
+        (request_id, trace_id): (RequestId, &str),
+        query_span: &tracing::Span,
+        listener: &Listener,
+        progress: &mut Progress,
+    ) -> Result<(), Error> {
+        let citations = QueryEvent::Citations {
+            citations: citations_of(&passages, query.full_citation_text),
+            request_id,
+            trace_id: trace_id.to_string(),
+        };
+        if listener.send_citations(citations).await.is_break() || listener.is_gone() {
+            progress.generation = Some(nothing_generated());
+            return Ok(());
+        }
+        let prompt_messages = vec![ChatMessage {
+            role: Role::User,
+            content: rendered,
+        }];
+        let mut request = GenerationRequest {
+            messages: prompt_messages.clone(),
+            question: query.question.clone(),
+            passages,
+            params: keel_models::GenerationParams::default(),
+        };
+        let to_caller = listener.clone();
+        let deliver = move |piece: String| -> fallback::DeliveryFuture {
+            let listener = to_caller.clone();
+            Box::pin(async move { listener.deliver(piece).await })
+        };
+        let generation_started = Instant::now();
+        let outcome =
+            fallback::generate_remote(candidates, &mut request, query_span, &deliver).await;
+        progress.waited_on_dependencies += generation_started.elapsed();
+        progress.prompt_messages = prompt_messages;
+        if !outcome.generator.is_empty() {
+            progress.generator = outcome.generator;
+        }
+        progress.generation = Some(outcome.result?);
+        Ok(())
+    }
+
     async fn answer(
         &self,
         query: &ValidQuery,
@@ -667,6 +736,26 @@ impl Pipeline {
         progress.waited_on_dependencies += retrieval_started.elapsed();
         let passages = retrieved?;
         progress.contexts = passages.clone();
+        if candidates
+            .iter()
+            .all(|candidate| candidate.generator.remote().is_some())
+        {
+            // Rendering is little work next to a remote answer: done here.
+            let rendered = chain
+                .prompt
+                .render(&query.question, &passages, &query.messages)?;
+            return self
+                .generate_remotely(
+                    query,
+                    &candidates,
+                    (passages, rendered),
+                    (request_id, trace_id),
+                    query_span,
+                    listener,
+                    progress,
+                )
+                .await;
+        }
 
         // Overload is refused before the first event of a stream, so a
         // streaming caller sees RESOURCE_EXHAUSTED as the call's status.

@@ -22,7 +22,7 @@ use keel_testkit::{assert_status, eventually};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use support::{ask, create, route, World, PATIENCE};
+use support::{ask, create, route, Serving, World, PATIENCE};
 
 const QUESTION: &str = "How does Keel route traffic between chain versions?";
 
@@ -455,4 +455,57 @@ async fn a_unary_caller_that_leaves_stops_the_generator() {
     );
     assert_eq!(record.answer.split_whitespace().count(), produced_in_all);
     serving.stop().await;
+}
+
+/// Remote generators are awaited, not run on the generation pool: with one
+/// generation worker and no queue (a second local answer would be
+/// RESOURCE_EXHAUSTED), 64 queries to a server that thinks for 300 ms are
+/// all answered, the server answering them at the same time.
+#[tokio::test]
+async fn remote_answers_do_not_hold_generation_workers() {
+    let server = FakeOpenAi::answering_after("Keel answers.", Duration::from_millis(300)).await;
+    let mut catalog = ModelCatalog::builtin();
+    catalog.add_generator("remote-llm", openai_generator(&server, 0));
+    let world = World::start().await;
+    let serving = Serving::start_adjusted(
+        world.registry_server.url(),
+        world.vector_index_server.url(),
+        world.monitoring.url(),
+        catalog,
+        tempfile::tempdir().unwrap(),
+        |config| {
+            config.generation_workers = 1;
+            config.generation_queue = 0;
+        },
+    )
+    .await;
+    let mut client = serving.client.clone();
+    chain_endpoint(&world, &mut client, "remote", "remote-llm", &[]).await;
+
+    let queries = (0..64).map(|index| {
+        let mut client = client.clone();
+        async move {
+            client
+                .query(ask("remote", &format!("{QUESTION} ({index})")))
+                .await
+                .map(|response| response.into_inner().answer)
+        }
+    });
+    let started = std::time::Instant::now();
+    let answers = futures::future::join_all(queries).await;
+    for answer in &answers {
+        assert_eq!(answer.as_ref().unwrap(), "Keel answers.");
+    }
+    assert_eq!(server.requests(), 64);
+    assert!(
+        server.most_in_flight() >= 32,
+        "the server saw at most {} requests at once",
+        server.most_in_flight()
+    );
+    // One worker answering in turn would take 64 × 300 ms.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

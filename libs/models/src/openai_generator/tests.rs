@@ -636,3 +636,152 @@ fn finish_reasons_map_from_the_wire() {
     );
     assert_eq!(finish_reason_from_wire(None), FinishReason::Stop);
 }
+
+/// The async transport: deltas arrive on the channel, in order.
+async fn remote_deltas(
+    generator: &OpenAiGenerator,
+    request: &GenerationRequest,
+) -> (Result<Generation, ModelError>, Vec<String>) {
+    let (deltas, mut received) = tokio::sync::mpsc::channel(64);
+    let result = crate::RemoteGenerator::generate_remote(generator, request, deltas).await;
+    let mut pieces = Vec::new();
+    while let Ok(piece) = received.try_recv() {
+        pieces.push(piece);
+    }
+    (result, pieces)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_async_transport_streams_the_same_answer() {
+    let server = FakeOpenAi::start(vec![events(vec![
+        delta_event("Thirty"),
+        delta_event(" days"),
+        delta_event("."),
+        finish_event("stop"),
+        usage_event(30, 3),
+        "[DONE]".to_string(),
+    ])]);
+    let mut config = server.config();
+    config.api_key_env = String::new();
+    let generator = OpenAiGenerator::with_api_key(config, Some("sk-test".to_string())).unwrap();
+    assert!(generator.remote().is_some());
+    let (result, deltas) = remote_deltas(&generator, &request(Some(64))).await;
+    let generation = result.unwrap();
+    assert_eq!(deltas, vec!["Thirty", " days", "."]);
+    assert_eq!(generation.text, "Thirty days.");
+    assert_eq!((generation.input_tokens, generation.output_tokens), (30, 3));
+    assert_eq!(generation.finish_reason, FinishReason::Stop);
+    let body = server.request_body(0);
+    assert_eq!(body["max_tokens"], 64);
+    let headers = server.request_headers(0);
+    assert!(
+        headers.contains(&"authorization: bearer sk-test".to_string()),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_async_transport_retries_a_429_and_reads_a_whole_answer() {
+    let server = FakeOpenAi::start(vec![
+        Reply::Json {
+            status: 429,
+            headers: vec![("retry-after", "0")],
+            body: r#"{"error":{"message":"slow down"}}"#.to_string(),
+        },
+        ok(completion("Thirty days.", "length", Some((10, 2)))),
+    ]);
+    let mut config = server.config();
+    config.stream = false;
+    let generator = OpenAiGenerator::with_api_key(config, None).unwrap();
+    let (result, deltas) = remote_deltas(&generator, &request(None)).await;
+    let generation = result.unwrap();
+    assert_eq!(generation.text, "Thirty days.");
+    assert_eq!(deltas, vec!["Thirty days."]);
+    assert_eq!(generation.finish_reason, FinishReason::Length);
+    assert_eq!(server.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_async_transport_classifies_failures_as_the_blocking_one_does() {
+    let server = FakeOpenAi::start(vec![Reply::Json {
+        status: 401,
+        headers: vec![],
+        body: "bad key".to_string(),
+    }]);
+    let generator = OpenAiGenerator::with_api_key(server.config(), None).unwrap();
+    let (result, _) = remote_deltas(&generator, &request(None)).await;
+    let ModelError::Backend(message) = result.unwrap_err() else {
+        panic!("a 401 is a backend error");
+    };
+    assert!(message.contains("authentication failed"), "{message}");
+    assert_eq!(server.requests(), 1);
+
+    let silent = FakeOpenAi::start(vec![Reply::Silent(Duration::from_secs(5))]);
+    let mut config = silent.config();
+    config.request_timeout_ms = 200;
+    let generator = OpenAiGenerator::with_api_key(config, None).unwrap();
+    let (result, _) = remote_deltas(&generator, &request(None)).await;
+    let ModelError::Unavailable(message) = result.unwrap_err() else {
+        panic!("a timeout is unavailable");
+    };
+    assert!(message.contains("request timeout 200 ms"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_channel_stops_the_async_answer_and_the_stream() {
+    let total = 500;
+    let server = FakeOpenAi::start(vec![Reply::Events {
+        events: (0..total)
+            .map(|index| delta_event(&format!("w{index} ")))
+            .collect(),
+        pause: Duration::from_millis(2),
+    }]);
+    let generator = OpenAiGenerator::with_api_key(server.config(), None).unwrap();
+    let (deltas, mut received) = tokio::sync::mpsc::channel(1);
+    let request = request(None);
+    let reader = async move {
+        let mut pieces = Vec::new();
+        while let Some(piece) = received.recv().await {
+            pieces.push(piece);
+            if pieces.len() == 3 {
+                break;
+            }
+        }
+        pieces
+    };
+    let (result, pieces) = tokio::join!(
+        crate::RemoteGenerator::generate_remote(&generator, &request, deltas),
+        reader
+    );
+    let generation = result.unwrap();
+    assert_eq!(pieces, vec!["w0 ", "w1 ", "w2 "]);
+    assert_eq!(generation.finish_reason, FinishReason::Cancelled);
+    let written = tokio::task::spawn_blocking(move || server.wait_for_client_to_leave())
+        .await
+        .unwrap();
+    assert!(
+        written < 100,
+        "the server wrote {written} of {total} events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_past_max_concurrent_requests_are_refused_at_once() {
+    let server = FakeOpenAi::start(vec![Reply::Silent(Duration::from_millis(500))]);
+    let mut config = server.config();
+    config.max_concurrent_requests = 1;
+    config.request_timeout_ms = 2_000;
+    let generator = OpenAiGenerator::with_api_key(config, None).unwrap();
+    let request = request(None);
+    let (first, second) = tokio::join!(remote_deltas(&generator, &request), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        remote_deltas(&generator, &request).await
+    });
+    let ModelError::Unavailable(message) = second.0.unwrap_err() else {
+        panic!("the second answer is refused");
+    };
+    assert!(message.contains("max_concurrent_requests"), "{message}");
+    // The first one was let through (and the silent server failed it).
+    assert!(first.0.is_err());
+    assert_eq!(server.requests(), 1);
+}

@@ -14,7 +14,12 @@ struct OpenAiState {
     /// `None`: answer every request with this status instead.
     answer: Option<String>,
     status: u16,
+    /// Waited before answering, as a model thinks.
+    delay: std::time::Duration,
     requests: Arc<AtomicUsize>,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
     calls: Arc<Mutex<Calls>>,
 }
 
@@ -69,6 +74,7 @@ impl FineTuneJob {
 pub struct FakeOpenAi {
     address: SocketAddr,
     requests: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
     calls: Arc<Mutex<Calls>>,
     shutdown: CancellationToken,
 }
@@ -76,21 +82,30 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// A server that streams `answer`.
     pub async fn answering(answer: &str) -> FakeOpenAi {
-        FakeOpenAi::start(Some(answer.to_string()), 200).await
+        FakeOpenAi::start(Some(answer.to_string()), 200, std::time::Duration::ZERO).await
+    }
+
+    /// A server that streams `answer` after thinking for `delay`.
+    pub async fn answering_after(answer: &str, delay: std::time::Duration) -> FakeOpenAi {
+        FakeOpenAi::start(Some(answer.to_string()), 200, delay).await
     }
 
     /// A server that answers every request with HTTP `status`.
     pub async fn failing(status: u16) -> FakeOpenAi {
-        FakeOpenAi::start(None, status).await
+        FakeOpenAi::start(None, status, std::time::Duration::ZERO).await
     }
 
-    async fn start(answer: Option<String>, status: u16) -> FakeOpenAi {
+    async fn start(answer: Option<String>, status: u16, delay: std::time::Duration) -> FakeOpenAi {
         let requests = Arc::new(AtomicUsize::new(0));
+        let most_in_flight = Arc::new(AtomicUsize::new(0));
         let calls = Arc::new(Mutex::new(Calls::default()));
         let state = OpenAiState {
             answer,
             status,
+            delay,
             requests: requests.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            most_in_flight: most_in_flight.clone(),
             calls: calls.clone(),
         };
         let router = axum::Router::new()
@@ -111,6 +126,7 @@ impl FakeOpenAi {
         FakeOpenAi {
             address,
             requests,
+            most_in_flight,
             calls,
             shutdown,
         }
@@ -124,6 +140,11 @@ impl FakeOpenAi {
     /// How many chat-completion requests arrived.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most chat-completion requests it was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Everything asked so far.
@@ -148,6 +169,10 @@ async fn openai_chat(
     let model = request["model"].as_str().unwrap_or_default().to_string();
     state.calls.lock().unwrap().chat_models.push(model);
     assert_eq!(request["stream"], true, "{request}");
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(state.delay).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let Some(answer) = state.answer else {
         let status = axum::http::StatusCode::from_u16(state.status).unwrap();
         return (status, "scripted failure").into_response();

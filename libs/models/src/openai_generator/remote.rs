@@ -1,0 +1,264 @@
+//! The OpenAI generator on async I/O (`reqwest`, server-sent events parsed
+//! by `eventsource-stream`): the same request, retries, failure classes
+//! and answer as the blocking transport, awaited instead of blocked on, so
+//! a remote answer holds a task and a socket, not a thread. At most
+//! `max_concurrent_requests` are in flight; more are refused at once as
+//! unavailable, which lets a chain fall back or the caller back off.
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{
+    parse_retry_after, retry_pause, status_failure, Answer, AttemptFailure, FailureKind,
+    OpenAiConfig, OpenAiConfigError, OpenAiGenerator, WireChunk, WireCompletion,
+    MAX_QUOTED_ERROR_BYTES, MAX_RESPONSE_BYTES,
+};
+use crate::{Generation, GenerationRequest, ModelError, RemoteGenerator};
+
+/// The connection pool and the in-flight limit, shared by every model of
+/// one configured server.
+#[derive(Clone)]
+pub(super) struct RemoteClient {
+    client: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+}
+
+impl RemoteClient {
+    pub(super) fn new(config: &OpenAiConfig) -> Result<RemoteClient, OpenAiConfigError> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config()?)
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|error| OpenAiConfigError::HttpClient(error.to_string()))?;
+        Ok(RemoteClient {
+            client,
+            in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
+        })
+    }
+}
+
+/// rustls on ring with the Mozilla roots (`webpki-roots`), HTTP/2 offered.
+fn tls_config() -> Result<rustls::ClientConfig, OpenAiConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| OpenAiConfigError::HttpClient(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Appends a piece to the answer and hands it over; `Break` when nobody
+/// listens any more.
+async fn push(answer: &mut Answer, piece: &str, deltas: &mpsc::Sender<String>) -> ControlFlow<()> {
+    if piece.is_empty() {
+        return ControlFlow::Continue(());
+    }
+    answer.text.push_str(piece);
+    if deltas.send(piece.to_string()).await.is_err() {
+        answer.cancelled = true;
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+impl OpenAiGenerator {
+    /// One HTTP exchange. `Ok` also when the caller cancelled mid-answer.
+    async fn attempt_remote(
+        &self,
+        body: &[u8],
+        answer: &mut Answer,
+        deltas: &mpsc::Sender<String>,
+    ) -> Result<(), AttemptFailure> {
+        let mut call = self
+            .remote
+            .client
+            .post(self.endpoint.as_str())
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if self.config.stream {
+            call = call.header("accept", "text/event-stream");
+        }
+        if let Some(key) = &self.api_key {
+            call = call.header("authorization", format!("Bearer {key}"));
+        }
+        let response = call
+            .send()
+            .await
+            .map_err(|error| self.reqwest_failure(error))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_retry_after);
+            let quoted = response.bytes().await.unwrap_or_default();
+            let quoted = &quoted[..quoted.len().min(MAX_QUOTED_ERROR_BYTES as usize)];
+            let explanation = String::from_utf8_lossy(quoted).trim().to_string();
+            return Err(status_failure(status, &explanation, retry_after));
+        }
+        if !self.config.stream {
+            return self.read_whole_remote(response, answer, deltas).await;
+        }
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|error| {
+                AttemptFailure::unavailable(format!("the answer broke off: {error}"))
+            })?;
+            if event.data.trim() == "[DONE]" {
+                return Ok(());
+            }
+            let chunk: WireChunk = serde_json::from_str(&event.data).map_err(|error| {
+                AttemptFailure::protocol(format!("an event is not a completion chunk: {error}"))
+            })?;
+            if let Some(error) = chunk.error {
+                return Err(AttemptFailure::unavailable(format!(
+                    "the server ended the stream with an error: {}",
+                    error.message
+                )));
+            }
+            if chunk.usage.is_some() {
+                answer.usage = chunk.usage;
+            }
+            for choice in chunk.choices {
+                if let Some(reason) = choice.finish_reason {
+                    answer.finish = Some(reason);
+                }
+                let content = choice.delta.and_then(|delta| delta.content);
+                if let Some(content) = content {
+                    // Returning drops the response, closing the connection:
+                    // that is how the server learns to stop generating.
+                    if push(answer, &content, deltas).await.is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // Some servers close without `[DONE]`; what came is the answer.
+        Ok(())
+    }
+
+    async fn read_whole_remote(
+        &self,
+        response: reqwest::Response,
+        answer: &mut Answer,
+        deltas: &mpsc::Sender<String>,
+    ) -> Result<(), AttemptFailure> {
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_RESPONSE_BYTES)
+        {
+            return Err(AttemptFailure::protocol(format!(
+                "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.reqwest_failure(error))?;
+        let completion: WireCompletion = serde_json::from_slice(&bytes).map_err(|error| {
+            AttemptFailure::protocol(format!("the answer is not a chat completion: {error}"))
+        })?;
+        let choice = completion
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| AttemptFailure::protocol("the answer has no choices".to_string()))?;
+        let text = choice
+            .message
+            .and_then(|message| message.content)
+            .unwrap_or_default();
+        answer.finish = choice.finish_reason;
+        answer.usage = completion.usage;
+        // A whole answer arrives at once: a Break has nothing left to stop.
+        let _break_is_noted_in_answer = push(answer, &text, deltas).await;
+        Ok(())
+    }
+
+    fn reqwest_failure(&self, error: reqwest::Error) -> AttemptFailure {
+        if error.is_timeout() {
+            return AttemptFailure::unavailable(format!(
+                "timed out (connect timeout {} ms, request timeout {} ms)",
+                self.config.connect_timeout_ms, self.config.request_timeout_ms
+            ));
+        }
+        if error.is_connect() {
+            return AttemptFailure {
+                kind: FailureKind::Transient,
+                message: format!("cannot reach the server: {error}"),
+                retry_after: None,
+            };
+        }
+        AttemptFailure::unavailable(format!("the exchange failed: {error}"))
+    }
+
+    async fn generate_with_retries(
+        &self,
+        request: &GenerationRequest,
+        deltas: mpsc::Sender<String>,
+    ) -> Result<Generation, ModelError> {
+        let Ok(_in_flight) = self.remote.in_flight.clone().try_acquire_owned() else {
+            return Err(ModelError::Unavailable(format!(
+                "openai model `{}` at {}: {} requests already in flight (max_concurrent_requests)",
+                self.config.model, self.endpoint, self.config.max_concurrent_requests
+            )));
+        };
+        let body = serde_json::to_vec(&self.wire_request(request)).map_err(|error| {
+            ModelError::InvalidInput(format!("cannot encode the chat request: {error}"))
+        })?;
+        let max_backoff = Duration::from_millis(self.config.max_backoff_ms);
+        let mut backoff = Duration::from_millis(self.config.initial_backoff_ms).min(max_backoff);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut answer = Answer::default();
+            let failure = match self.attempt_remote(&body, &mut answer, &deltas).await {
+                Ok(()) => return Ok(answer.into_generation(request)),
+                Err(failure) => failure,
+            };
+            // Once text reached the caller, another attempt would repeat it.
+            let may_retry = failure.kind == FailureKind::Transient
+                && answer.text.is_empty()
+                && attempts <= self.config.max_retries;
+            if !may_retry {
+                return Err(self.model_error_for(failure, attempts));
+            }
+            let Some(pause) = retry_pause(failure.retry_after, backoff, max_backoff) else {
+                return Err(self.model_error_for(failure, attempts));
+            };
+            tracing::warn!(
+                model = %self.config.model,
+                attempt = attempts,
+                pause_ms = pause.as_millis() as u64,
+                error = %failure.message,
+                "openai request failed, retrying"
+            );
+            tokio::time::sleep(pause).await;
+            backoff = backoff.saturating_mul(2).min(max_backoff);
+        }
+    }
+}
+
+impl RemoteGenerator for OpenAiGenerator {
+    fn generate_remote<'a>(
+        &'a self,
+        request: &'a GenerationRequest,
+        deltas: mpsc::Sender<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Generation, ModelError>> + Send + 'a>> {
+        Box::pin(self.generate_with_retries(request, deltas))
+    }
+}
