@@ -215,6 +215,12 @@ impl OpenAiGenerator {
         }
     }
 
+    fn encode(&self, request: &GenerationRequest) -> Result<Vec<u8>, ModelError> {
+        serde_json::to_vec(&self.wire_request(request)).map_err(|error| {
+            ModelError::InvalidInput(format!("cannot encode the chat request: {error}"))
+        })
+    }
+
     /// One HTTP exchange. `Ok` also when the caller cancelled mid-answer.
     fn attempt(
         &self,
@@ -270,20 +276,7 @@ impl OpenAiGenerator {
             .take(MAX_RESPONSE_BYTES)
             .read_to_end(&mut bytes)
             .map_err(|error| self.read_failure(error))?;
-        let completion: WireCompletion = serde_json::from_slice(&bytes).map_err(|error| {
-            AttemptFailure::protocol(format!("the answer is not a chat completion: {error}"))
-        })?;
-        let choice = completion
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| AttemptFailure::protocol("the answer has no choices".to_string()))?;
-        let text = choice
-            .message
-            .and_then(|message| message.content)
-            .unwrap_or_default();
-        answer.finish = choice.finish_reason;
-        answer.usage = completion.usage;
+        let text = answer.read_completion(&bytes)?;
         // A whole answer arrives at once: a Break has nothing left to stop.
         let _break_is_noted_in_answer = answer.push(&text, on_delta);
         Ok(())
@@ -306,29 +299,11 @@ impl OpenAiGenerator {
             if data.trim() == "[DONE]" {
                 return Ok(());
             }
-            let chunk: WireChunk = serde_json::from_str(&data).map_err(|error| {
-                AttemptFailure::protocol(format!("an event is not a completion chunk: {error}"))
-            })?;
-            if let Some(error) = chunk.error {
-                return Err(AttemptFailure::unavailable(format!(
-                    "the server ended the stream with an error: {}",
-                    error.message
-                )));
-            }
-            if chunk.usage.is_some() {
-                answer.usage = chunk.usage;
-            }
-            for choice in chunk.choices {
-                if let Some(reason) = choice.finish_reason {
-                    answer.finish = Some(reason);
-                }
-                let content = choice.delta.and_then(|delta| delta.content);
-                if let Some(content) = content {
-                    // Dropping the reader on return closes the connection,
-                    // which is how the server learns to stop generating.
-                    if answer.push(&content, on_delta).is_break() {
-                        return Ok(());
-                    }
+            for content in answer.read_chunk(&data)? {
+                // Dropping the reader on return closes the connection,
+                // which is how the server learns to stop generating.
+                if answer.push(&content, on_delta).is_break() {
+                    return Ok(());
                 }
             }
         }
@@ -413,39 +388,67 @@ impl Generator for OpenAiGenerator {
         request: &GenerationRequest,
         on_delta: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation, ModelError> {
-        let body = serde_json::to_vec(&self.wire_request(request)).map_err(|error| {
-            ModelError::InvalidInput(format!("cannot encode the chat request: {error}"))
-        })?;
-        let max_backoff = Duration::from_millis(self.config.max_backoff_ms);
-        let mut backoff = Duration::from_millis(self.config.initial_backoff_ms).min(max_backoff);
-        let mut attempts = 0;
+        let body = self.encode(request)?;
+        let mut retries = Retries::new(&self.config);
         loop {
-            attempts += 1;
             let mut answer = Answer::default();
             let failure = match self.attempt(&body, &mut answer, on_delta) {
                 Ok(()) => return Ok(answer.into_generation(request)),
                 Err(failure) => failure,
             };
-            // Once text reached the caller, another attempt would repeat it.
-            let may_retry = failure.kind == FailureKind::Transient
-                && answer.text.is_empty()
-                && attempts <= self.config.max_retries;
-            if !may_retry {
-                return Err(self.model_error_for(failure, attempts));
+            match retries.pause_after(&failure, &answer, &self.config.model) {
+                Some(pause) => std::thread::sleep(pause),
+                None => return Err(self.model_error_for(failure, retries.attempts)),
             }
-            let Some(pause) = retry_pause(failure.retry_after, backoff, max_backoff) else {
-                return Err(self.model_error_for(failure, attempts));
-            };
-            tracing::warn!(
-                model = %self.config.model,
-                attempt = attempts,
-                pause_ms = pause.as_millis() as u64,
-                error = %failure.message,
-                "openai request failed, retrying"
-            );
-            std::thread::sleep(pause);
-            backoff = backoff.saturating_mul(2).min(max_backoff);
         }
+    }
+}
+
+/// Counts attempts and decides whether and when to try again.
+struct Retries {
+    attempts: u32,
+    max_retries: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Retries {
+    /// Before the first attempt.
+    fn new(config: &OpenAiConfig) -> Retries {
+        let max_backoff = Duration::from_millis(config.max_backoff_ms);
+        Retries {
+            attempts: 1,
+            max_retries: config.max_retries,
+            backoff: Duration::from_millis(config.initial_backoff_ms).min(max_backoff),
+            max_backoff,
+        }
+    }
+
+    /// The pause before the next attempt after `failure`, or `None`: give
+    /// up. Once text reached the caller, another attempt would repeat it.
+    fn pause_after(
+        &mut self,
+        failure: &AttemptFailure,
+        answer: &Answer,
+        model: &str,
+    ) -> Option<Duration> {
+        let may_retry = failure.kind == FailureKind::Transient
+            && answer.text.is_empty()
+            && self.attempts <= self.max_retries;
+        if !may_retry {
+            return None;
+        }
+        let pause = retry_pause(failure.retry_after, self.backoff, self.max_backoff)?;
+        tracing::warn!(
+            %model,
+            attempt = self.attempts,
+            pause_ms = pause.as_millis() as u64,
+            error = %failure.message,
+            "openai request failed, retrying"
+        );
+        self.backoff = self.backoff.saturating_mul(2).min(self.max_backoff);
+        self.attempts += 1;
+        Some(pause)
     }
 }
 
@@ -460,6 +463,50 @@ struct Answer {
 }
 
 impl Answer {
+    /// A non-streamed answer: notes its finish reason and usage, returns
+    /// its text.
+    fn read_completion(&mut self, bytes: &[u8]) -> Result<String, AttemptFailure> {
+        let completion: WireCompletion = serde_json::from_slice(bytes).map_err(|error| {
+            AttemptFailure::protocol(format!("the answer is not a chat completion: {error}"))
+        })?;
+        let choice = completion
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| AttemptFailure::protocol("the answer has no choices".to_string()))?;
+        self.finish = choice.finish_reason;
+        self.usage = completion.usage;
+        Ok(choice
+            .message
+            .and_then(|message| message.content)
+            .unwrap_or_default())
+    }
+
+    /// One streamed event's `data`: notes its finish reason and usage,
+    /// returns its pieces of text (to push, in order).
+    fn read_chunk(&mut self, data: &str) -> Result<Vec<String>, AttemptFailure> {
+        let chunk: WireChunk = serde_json::from_str(data).map_err(|error| {
+            AttemptFailure::protocol(format!("an event is not a completion chunk: {error}"))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(AttemptFailure::unavailable(format!(
+                "the server ended the stream with an error: {}",
+                error.message
+            )));
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        let mut pieces = Vec::new();
+        for choice in chunk.choices {
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(reason);
+            }
+            pieces.extend(choice.delta.and_then(|delta| delta.content));
+        }
+        Ok(pieces)
+    }
+
     fn push(
         &mut self,
         piece: &str,

@@ -55,16 +55,7 @@ pub fn generate(
     let mut earlier_failures: Vec<String> = Vec::new();
     for (index, candidate) in candidates.iter().enumerate() {
         request.params = candidate.params.clone();
-        let chat_span = gen_ai::chat_span(
-            parent,
-            &ChatRequest {
-                model: &candidate.name,
-                provider: candidate.generator.provider(),
-                max_tokens: candidate.params.max_tokens,
-                temperature: candidate.params.temperature,
-                top_p: candidate.params.top_p,
-            },
-        );
+        let chat_span = chat_span(parent, candidate);
         let started = Instant::now();
         let mut handed_over_text = false;
         let result = chat_span.in_scope(|| {
@@ -77,25 +68,14 @@ pub fn generate(
             })
         });
         record_on_span(&chat_span, request, &result);
-        let error = match result {
-            Ok(generation) => {
-                return Outcome {
-                    generator: candidate.name.clone(),
-                    result: Ok(generation),
-                }
-            }
-            Err(error) => error,
+        let attempt = Attempt {
+            index,
+            result,
+            handed_over_text,
         };
-        let next = candidates.get(index + 1);
-        let falls_back = !handed_over_text && allows_fallback(&error);
-        let Some(next) = next.filter(|_| falls_back) else {
-            return Outcome {
-                generator: candidate.name.clone(),
-                result: Err(name_failures(&candidate.name, error, &earlier_failures)),
-            };
-        };
-        tracing::warn!(generator = %candidate.name, fallback = %next.name, %error, "generator failed, falling back");
-        earlier_failures.push(format!("generator `{}` failed: {error}", candidate.name));
+        if let Some(outcome) = settle(candidates, attempt, &mut earlier_failures) {
+            return outcome;
+        }
     }
     Outcome {
         generator: String::new(),
@@ -134,16 +114,7 @@ pub async fn generate_remote(
             };
         };
         request.params = candidate.params.clone();
-        let chat_span = gen_ai::chat_span(
-            parent,
-            &ChatRequest {
-                model: &candidate.name,
-                provider: candidate.generator.provider(),
-                max_tokens: candidate.params.max_tokens,
-                temperature: candidate.params.temperature,
-                top_p: candidate.params.top_p,
-            },
-        );
+        let chat_span = chat_span(parent, candidate);
         let started = Instant::now();
         let (deltas, mut pieces) = mpsc::channel::<String>(DELTA_BUFFER);
         let forward = async {
@@ -165,25 +136,14 @@ pub async fn generate_remote(
             .instrument(chat_span.clone());
         let (result, handed_over_text) = tokio::join!(generation, forward);
         record_on_span(&chat_span, request, &result);
-        let error = match result {
-            Ok(generation) => {
-                return Outcome {
-                    generator: candidate.name.clone(),
-                    result: Ok(generation),
-                }
-            }
-            Err(error) => error,
+        let attempt = Attempt {
+            index,
+            result,
+            handed_over_text,
         };
-        let next = candidates.get(index + 1);
-        let falls_back = !handed_over_text && allows_fallback(&error);
-        let Some(next) = next.filter(|_| falls_back) else {
-            return Outcome {
-                generator: candidate.name.clone(),
-                result: Err(name_failures(&candidate.name, error, &earlier_failures)),
-            };
-        };
-        tracing::warn!(generator = %candidate.name, fallback = %next.name, %error, "generator failed, falling back");
-        earlier_failures.push(format!("generator `{}` failed: {error}", candidate.name));
+        if let Some(outcome) = settle(candidates, attempt, &mut earlier_failures) {
+            return outcome;
+        }
     }
     Outcome {
         generator: String::new(),
@@ -191,6 +151,57 @@ pub async fn generate_remote(
             "the chain names no generator".to_string(),
         )),
     }
+}
+
+/// A candidate's `chat {model}` span under `parent`.
+fn chat_span(parent: &tracing::Span, candidate: &Candidate) -> tracing::Span {
+    gen_ai::chat_span(
+        parent,
+        &ChatRequest {
+            model: &candidate.name,
+            provider: candidate.generator.provider(),
+            max_tokens: candidate.params.max_tokens,
+            temperature: candidate.params.temperature,
+            top_p: candidate.params.top_p,
+        },
+    )
+}
+
+/// How one candidate's try went.
+struct Attempt {
+    index: usize,
+    result: Result<Generation, ModelError>,
+    handed_over_text: bool,
+}
+
+/// The outcome once `attempt` decides it: its answer, or its error when no
+/// next candidate may try; `None` when the next one should.
+fn settle(
+    candidates: &[Candidate],
+    attempt: Attempt,
+    earlier_failures: &mut Vec<String>,
+) -> Option<Outcome> {
+    let candidate = &candidates[attempt.index];
+    let error = match attempt.result {
+        Ok(generation) => {
+            return Some(Outcome {
+                generator: candidate.name.clone(),
+                result: Ok(generation),
+            })
+        }
+        Err(error) => error,
+    };
+    let next = candidates.get(attempt.index + 1);
+    let falls_back = !attempt.handed_over_text && allows_fallback(&error);
+    let Some(next) = next.filter(|_| falls_back) else {
+        return Some(Outcome {
+            generator: candidate.name.clone(),
+            result: Err(name_failures(&candidate.name, error, earlier_failures)),
+        });
+    };
+    tracing::warn!(generator = %candidate.name, fallback = %next.name, %error, "generator failed, falling back");
+    earlier_failures.push(format!("generator `{}` failed: {error}", candidate.name));
+    None
 }
 
 fn record_on_span(

@@ -133,14 +133,27 @@ impl Listener {
         }
     }
 
-    /// Sends the first event of a stream; `Break` when the client left.
-    async fn send_citations(&self, event: QueryEvent) -> ControlFlow<()> {
-        match self {
-            Listener::Unary { .. } => ControlFlow::Continue(()),
-            Listener::Stream { events } => match events.send(Ok(event)).await {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_client_left) => ControlFlow::Break(()),
-            },
+    /// Sends a stream's first event, the citations; `Break` when the
+    /// caller has left.
+    async fn announce(
+        &self,
+        citations: Vec<keel_types::Passage>,
+        request_id: RequestId,
+        trace_id: &str,
+    ) -> ControlFlow<()> {
+        let event = QueryEvent::Citations {
+            citations,
+            request_id,
+            trace_id: trace_id.to_string(),
+        };
+        let sent = match self {
+            Listener::Unary { .. } => true,
+            Listener::Stream { events } => events.send(Ok(event)).await.is_ok(),
+        };
+        if sent && !self.is_gone() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
         }
     }
 
@@ -614,12 +627,12 @@ impl Pipeline {
         listener: &Listener,
         progress: &mut Progress,
     ) -> Result<(), Error> {
-        let citations = QueryEvent::Citations {
-            citations: citations_of(&passages, query.full_citation_text),
-            request_id,
-            trace_id: trace_id.to_string(),
-        };
-        if listener.send_citations(citations).await.is_break() || listener.is_gone() {
+        let citations = citations_of(&passages, query.full_citation_text);
+        if listener
+            .announce(citations, request_id, trace_id)
+            .await
+            .is_break()
+        {
             progress.generation = Some(nothing_generated());
             return Ok(());
         }
@@ -768,12 +781,12 @@ impl Pipeline {
                 return Err(error);
             }
         };
-        let citations = QueryEvent::Citations {
-            citations: citations_of(&passages, query.full_citation_text),
-            request_id,
-            trace_id: trace_id.to_string(),
-        };
-        if listener.send_citations(citations).await.is_break() || listener.is_gone() {
+        let citations = citations_of(&passages, query.full_citation_text);
+        if listener
+            .announce(citations, request_id, trace_id)
+            .await
+            .is_break()
+        {
             progress.generation = Some(nothing_generated());
             return Ok(());
         }

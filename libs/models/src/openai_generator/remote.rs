@@ -16,9 +16,8 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{
-    parse_retry_after, retry_pause, status_failure, Answer, AttemptFailure, FailureKind,
-    OpenAiConfig, OpenAiConfigError, OpenAiGenerator, WireChunk, WireCompletion,
-    MAX_QUOTED_ERROR_BYTES, MAX_RESPONSE_BYTES,
+    parse_retry_after, status_failure, Answer, AttemptFailure, FailureKind, OpenAiConfig,
+    OpenAiConfigError, OpenAiGenerator, Retries, MAX_QUOTED_ERROR_BYTES, MAX_RESPONSE_BYTES,
 };
 use crate::{Generation, GenerationRequest, ModelError, RemoteGenerator};
 
@@ -122,29 +121,11 @@ impl OpenAiGenerator {
             if event.data.trim() == "[DONE]" {
                 return Ok(());
             }
-            let chunk: WireChunk = serde_json::from_str(&event.data).map_err(|error| {
-                AttemptFailure::protocol(format!("an event is not a completion chunk: {error}"))
-            })?;
-            if let Some(error) = chunk.error {
-                return Err(AttemptFailure::unavailable(format!(
-                    "the server ended the stream with an error: {}",
-                    error.message
-                )));
-            }
-            if chunk.usage.is_some() {
-                answer.usage = chunk.usage;
-            }
-            for choice in chunk.choices {
-                if let Some(reason) = choice.finish_reason {
-                    answer.finish = Some(reason);
-                }
-                let content = choice.delta.and_then(|delta| delta.content);
-                if let Some(content) = content {
-                    // Returning drops the response, closing the connection:
-                    // that is how the server learns to stop generating.
-                    if push(answer, &content, deltas).await.is_break() {
-                        return Ok(());
-                    }
+            for content in answer.read_chunk(&event.data)? {
+                // Returning drops the response, closing the connection:
+                // that is how the server learns to stop generating.
+                if push(answer, &content, deltas).await.is_break() {
+                    return Ok(());
                 }
             }
         }
@@ -170,20 +151,7 @@ impl OpenAiGenerator {
             .bytes()
             .await
             .map_err(|error| self.reqwest_failure(error))?;
-        let completion: WireCompletion = serde_json::from_slice(&bytes).map_err(|error| {
-            AttemptFailure::protocol(format!("the answer is not a chat completion: {error}"))
-        })?;
-        let choice = completion
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| AttemptFailure::protocol("the answer has no choices".to_string()))?;
-        let text = choice
-            .message
-            .and_then(|message| message.content)
-            .unwrap_or_default();
-        answer.finish = choice.finish_reason;
-        answer.usage = completion.usage;
+        let text = answer.read_completion(&bytes)?;
         // A whole answer arrives at once: a Break has nothing left to stop.
         let _break_is_noted_in_answer = push(answer, &text, deltas).await;
         Ok(())
@@ -217,38 +185,18 @@ impl OpenAiGenerator {
                 self.config.model, self.endpoint, self.config.max_concurrent_requests
             )));
         };
-        let body = serde_json::to_vec(&self.wire_request(request)).map_err(|error| {
-            ModelError::InvalidInput(format!("cannot encode the chat request: {error}"))
-        })?;
-        let max_backoff = Duration::from_millis(self.config.max_backoff_ms);
-        let mut backoff = Duration::from_millis(self.config.initial_backoff_ms).min(max_backoff);
-        let mut attempts = 0;
+        let body = self.encode(request)?;
+        let mut retries = Retries::new(&self.config);
         loop {
-            attempts += 1;
             let mut answer = Answer::default();
             let failure = match self.attempt_remote(&body, &mut answer, &deltas).await {
                 Ok(()) => return Ok(answer.into_generation(request)),
                 Err(failure) => failure,
             };
-            // Once text reached the caller, another attempt would repeat it.
-            let may_retry = failure.kind == FailureKind::Transient
-                && answer.text.is_empty()
-                && attempts <= self.config.max_retries;
-            if !may_retry {
-                return Err(self.model_error_for(failure, attempts));
+            match retries.pause_after(&failure, &answer, &self.config.model) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(self.model_error_for(failure, retries.attempts)),
             }
-            let Some(pause) = retry_pause(failure.retry_after, backoff, max_backoff) else {
-                return Err(self.model_error_for(failure, attempts));
-            };
-            tracing::warn!(
-                model = %self.config.model,
-                attempt = attempts,
-                pause_ms = pause.as_millis() as u64,
-                error = %failure.message,
-                "openai request failed, retrying"
-            );
-            tokio::time::sleep(pause).await;
-            backoff = backoff.saturating_mul(2).min(max_backoff);
         }
     }
 }
