@@ -46,11 +46,16 @@ pub fn auth_config(registry_url: &str) -> keel_core::auth::AuthConfig {
 
 /// A lazily connecting channel to `url` presenting the master key.
 pub fn keyed_channel(url: &str) -> ServiceChannel {
+    channel_presenting(url, Some(MASTER_KEY))
+}
+
+/// A lazily connecting channel to `url` whose calls present `key`.
+pub fn channel_presenting(url: &str, key: Option<&str>) -> ServiceChannel {
     let channel = Channel::from_shared(url.to_string())
         .expect("a bound address is a valid url")
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
-    ServiceChannel::new(channel, Some(MASTER_KEY)).expect("the master key is a valid header")
+    ServiceChannel::new(channel, key).expect("a test key is a valid header")
 }
 
 /// Runs a scenario `async fn name(backend: Backend)` once per backend, as
@@ -233,9 +238,5 @@ pub async fn real_model_catalog() -> keel_models::ModelCatalog {
 /// A channel to one of the cluster's services presenting its master key
 /// (none when the cluster checks no keys).
 pub fn channel(keel: &RunningKeel, service: Service) -> ServiceChannel {
-    let channel = Channel::from_shared(keel.grpc_url(service))
-        .expect("a bound address is a valid url")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    ServiceChannel::new(channel, keel.master_key()).expect("the master key is a valid header")
+    channel_presenting(&keel.grpc_url(service), keel.master_key())
 }

@@ -77,12 +77,7 @@ pub fn generate(
             return outcome;
         }
     }
-    Outcome {
-        generator: String::new(),
-        result: Err(Error::FailedPrecondition(
-            "the chain names no generator".to_string(),
-        )),
-    }
+    no_generator()
 }
 
 /// Handing one piece of an answer to the caller; `Break` when it left.
@@ -145,6 +140,10 @@ pub async fn generate_remote(
             return outcome;
         }
     }
+    no_generator()
+}
+
+fn no_generator() -> Outcome {
     Outcome {
         generator: String::new(),
         result: Err(Error::FailedPrecondition(

@@ -133,16 +133,17 @@ impl Listener {
         }
     }
 
-    /// Sends a stream's first event, the citations; `Break` when the
-    /// caller has left.
+    /// Sends a stream's first event, the citations of `passages`; `Break`
+    /// when the caller has left.
     async fn announce(
         &self,
-        citations: Vec<keel_types::Passage>,
+        passages: &[keel_types::Passage],
+        query: &ValidQuery,
         request_id: RequestId,
         trace_id: &str,
     ) -> ControlFlow<()> {
         let event = QueryEvent::Citations {
-            citations,
+            citations: citations_of(passages, query.full_citation_text),
             request_id,
             trace_id: trace_id.to_string(),
         };
@@ -627,9 +628,8 @@ impl Pipeline {
         listener: &Listener,
         progress: &mut Progress,
     ) -> Result<(), Error> {
-        let citations = citations_of(&passages, query.full_citation_text);
         if listener
-            .announce(citations, request_id, trace_id)
+            .announce(&passages, query, request_id, trace_id)
             .await
             .is_break()
         {
@@ -781,9 +781,8 @@ impl Pipeline {
                 return Err(error);
             }
         };
-        let citations = citations_of(&passages, query.full_citation_text);
         if listener
-            .announce(citations, request_id, trace_id)
+            .announce(&passages, query, request_id, trace_id)
             .await
             .is_break()
         {

@@ -218,10 +218,7 @@ impl Call {
 }
 
 fn channel(cluster: &Cluster, service: Service, key: Option<&str>) -> ServiceChannel {
-    let channel = tonic::transport::Channel::from_shared(cluster.keel.grpc_url(service))
-        .unwrap()
-        .connect_lazy();
-    ServiceChannel::new(channel, key).unwrap()
+    keel_tests::channel_presenting(&cluster.keel.grpc_url(service), key)
 }
 
 fn now_ms() -> i64 {

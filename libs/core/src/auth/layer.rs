@@ -163,10 +163,10 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
-        let need = P::need(&request);
         let Some(authenticator) = self.layer.authenticator.clone() else {
             return Box::pin(self.inner.call(request));
         };
+        let need = P::need(&request);
         if need == Need::Open {
             return Box::pin(self.inner.call(request));
         }

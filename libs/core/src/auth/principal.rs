@@ -6,6 +6,9 @@ use keel_types::Scope;
 
 use super::error::AuthError;
 
+/// The id (and name) the master key goes by; stored keys have 12 hex digits.
+pub const MASTER_KEY_ID: &str = "master";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The key's id, or `master` for the master key.
@@ -19,8 +22,8 @@ impl Principal {
     /// The deployment's master key: every scope.
     pub fn master() -> Principal {
         Principal {
-            key_id: "master".to_string(),
-            name: "master".to_string(),
+            key_id: MASTER_KEY_ID.to_string(),
+            name: MASTER_KEY_ID.to_string(),
             scopes: vec![Scope::Admin],
         }
     }
@@ -79,7 +82,7 @@ pub fn require(extensions: &http::Extensions, needed: &Scope) -> Result<(), Auth
 /// authentication off) the `actor` the request claims.
 pub fn audited_actor(extensions: &http::Extensions, claimed: String) -> String {
     match extensions.get::<Principal>() {
-        Some(principal) if principal.key_id != Principal::master().key_id => {
+        Some(principal) if principal.key_id != MASTER_KEY_ID => {
             format!("key:{}", principal.name)
         }
         _ => claimed,
