@@ -13,12 +13,12 @@ use std::time::Duration;
 use keel::cluster::{RunningKeel, Service};
 use keel::config::KeelConfig;
 use keel_core::channel::ServiceChannel;
+use keel_core::tls::ClientTls;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -51,11 +51,13 @@ pub fn keyed_channel(url: &str) -> ServiceChannel {
 
 /// A lazily connecting channel to `url` whose calls present `key`.
 pub fn channel_presenting(url: &str, key: Option<&str>) -> ServiceChannel {
-    let channel = Channel::from_shared(url.to_string())
-        .expect("a bound address is a valid url")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    ServiceChannel::new(channel, key).expect("a test key is a valid header")
+    channel_trusting(url, key, &ClientTls::public_roots())
+}
+
+/// As `channel_presenting`, over TLS trusting `tls` for an `https://` url.
+pub fn channel_trusting(url: &str, key: Option<&str>, tls: &ClientTls) -> ServiceChannel {
+    ServiceChannel::lazy(url, Duration::from_secs(5), key, tls)
+        .expect("a bound address and a test key make a channel")
 }
 
 /// Runs a scenario `async fn name(backend: Backend)` once per backend, as
@@ -238,5 +240,9 @@ pub async fn real_model_catalog() -> keel_models::ModelCatalog {
 /// A channel to one of the cluster's services presenting its master key
 /// (none when the cluster checks no keys).
 pub fn channel(keel: &RunningKeel, service: Service) -> ServiceChannel {
-    channel_presenting(&keel.grpc_url(service), keel.master_key())
+    let tls = match keel.ca_path() {
+        Some(path) => ClientTls::trusting_pem_file(path, "ca_path").expect("the cluster's CA"),
+        None => ClientTls::public_roots(),
+    };
+    channel_trusting(&keel.grpc_url(service), keel.master_key(), &tls)
 }

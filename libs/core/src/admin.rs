@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Readiness;
 use crate::metrics::ServiceMetrics;
+use crate::tls::{ServerTls, TlsListener};
 
 /// `/metrics` (Prometheus text) and `/healthz`: 200 while the service can
 /// serve, 503 while its store is unreachable, as gRPC health says.
@@ -39,16 +40,28 @@ pub fn router(metrics: ServiceMetrics, readiness: Readiness) -> Router {
         )
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
+/// Serves `router` on `listener` until `shutdown` is cancelled; over TLS
+/// when `tls` is set.
 pub async fn serve_admin(
     service: &'static str,
     router: Router,
     listener: TcpListener,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    tracing::info!(service, %address, "admin http listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    match tls {
+        None => {
+            tracing::info!(service, %address, "admin http listening");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            tracing::info!(service, %address, "admin https listening");
+            axum::serve(TlsListener::new(listener, tls.http()), router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }

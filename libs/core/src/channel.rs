@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::Service;
 use tracing_opentelemetry_instrumentation_sdk::{find_current_context, http::inject_context};
+
+use crate::tls::ClientTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -53,17 +55,16 @@ impl ServiceChannel {
     }
 
     /// A channel that connects on first use, so a service starts while its
-    /// dependencies are still down.
+    /// dependencies are still down; over TLS trusting `tls` for an
+    /// `https://` url.
     pub fn lazy(
         url: &str,
         connect_timeout: Duration,
         key: Option<&str>,
+        tls: &ClientTls,
     ) -> Result<ServiceChannel, ChannelError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|error| ChannelError::InvalidUrl {
-                url: url.to_string(),
-                reason: error.to_string(),
-            })?
+        let endpoint = tls
+            .endpoint(url)?
             .connect_timeout(connect_timeout)
             // Pings find a dependency that vanished without closing the
             // connection, which would otherwise hang a long-lived stream
@@ -105,7 +106,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_url_is_named() {
-        let error = ServiceChannel::lazy("not a url", Duration::from_secs(1), None).unwrap_err();
+        let error = ServiceChannel::lazy(
+            "not a url",
+            Duration::from_secs(1),
+            None,
+            &ClientTls::public_roots(),
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("`not a url`"), "{error}");
     }
 

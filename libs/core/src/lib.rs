@@ -24,6 +24,7 @@ pub mod standalone;
 mod subscriber_filter;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 mod trace_ids;
 
 pub use server::{

@@ -15,6 +15,7 @@ use crate::auth::{Auth, AuthLayer, GrpcCalls, HttpRoutes};
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::health::{Readiness, Warmup};
 use crate::metrics::{PoolCollector, ServiceMetrics};
+use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {address} for {service}: {source}")]
@@ -103,6 +104,8 @@ pub struct GrpcService {
     pub warmup: Option<Warmup>,
     /// Checks every call's key on both ports (off: loopback only).
     pub auth: Auth,
+    /// Both ports speak TLS only, when set.
+    pub tls: Option<ServerTls>,
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains
@@ -155,7 +158,13 @@ pub async fn serve_grpc(
     // Without TCP_NODELAY a small response waits for the peer's delayed ACK
     // (about 40 ms on Linux): tonic sets it only on sockets it binds itself.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(service = service.name, %address, "grpc listening");
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &service.tls {
+        builder = builder.tls_config(tls.grpc())?;
+        tracing::info!(service = service.name, %address, "grpc listening (tls)");
+    } else {
+        tracing::info!(service = service.name, %address, "grpc listening");
+    }
     // Browsers speak gRPC-Web over HTTP/1.1: translated to gRPC before the
     // tracing and metrics layers, so a gRPC-Web call is traced and counted
     // like any other. Keys are checked last, so a refused call is traced
@@ -167,7 +176,7 @@ pub async fn serve_grpc(
         .layer(crate::grpc_tracing::server_layer())
         .layer(call_metrics)
         .layer(AuthLayer::<GrpcCalls>::new(service.auth.authenticator()));
-    let served = tonic::transport::Server::builder()
+    let served = builder
         .accept_http1(true)
         .layer(layers)
         .add_routes(routes)
@@ -226,6 +235,7 @@ pub async fn run_service(
     let name = service.name;
     let metrics = service.metrics.clone();
     let auth = service.auth.clone();
+    let tls = service.tls.clone();
     let cors = crate::cors::json_api_layer(&service.cors_allowed_origins)?;
     let stop_both = shutdown.child_token();
     let readiness = Readiness::new(crate::health::is_warm(service.warmup.as_ref()));
@@ -245,7 +255,8 @@ pub async fn run_service(
         .merge(crate::admin::router(metrics, readiness))
         .layer(AuthLayer::<HttpRoutes>::new(auth.authenticator()))
         .layer(cors);
-    let admin = crate::admin::serve_admin(name, admin_router, admin_listener, stop_both.clone());
+    let admin =
+        crate::admin::serve_admin(name, admin_router, admin_listener, tls, stop_both.clone());
     let (grpc_result, admin_result) = tokio::join!(
         async {
             let result = grpc.await;

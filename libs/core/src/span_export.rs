@@ -25,6 +25,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use crate::jetstream::JetStreamConfig;
 use crate::span_fallback::FallbackToJetStream;
 use crate::telemetry::{ExporterConfig, OtlpProtocol, SpanSink, TelemetryError};
+use crate::tls::ClientTls;
 
 /// Batches waiting for one destination; beyond it the newest are dropped.
 const QUEUED_BATCHES: usize = 16;
@@ -359,14 +360,26 @@ fn build_exporter(
     // runtime current when it is built: make that the telemetry runtime.
     let _on_export_runtime = runtime.enter();
     let timeout = Duration::from_millis(config.timeout_ms);
+    let trusted = match &config.ca_path {
+        Some(path) => ClientTls::trusting_pem_file(path, "ca_path")
+            .map_err(|error| failed(error.to_string()))?,
+        None => ClientTls::public_roots(),
+    };
+    let https = config.endpoint.starts_with("https://");
+    crate::crypto::install_default_tls_provider();
     let built = match config.protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.endpoint.clone())
-            .with_timeout(timeout)
-            .with_metadata(metadata(&config.headers).map_err(failed)?)
-            .with_retry_policy(retry_policy(retries))
-            .build(),
+        OtlpProtocol::Grpc => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(config.endpoint.clone())
+                .with_timeout(timeout)
+                .with_metadata(metadata(&config.headers).map_err(failed)?)
+                .with_retry_policy(retry_policy(retries));
+            if https {
+                builder = builder.with_tls_config(trusted.tonic_config());
+            }
+            builder.build()
+        }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
             let protocol = if config.protocol == OtlpProtocol::HttpJson {
                 Protocol::HttpJson
@@ -378,9 +391,16 @@ fn build_exporter(
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect();
-            crate::crypto::install_default_tls_provider();
+            let mut client = reqwest::Client::builder().timeout(timeout);
+            for ca in trusted.extra_cas() {
+                let ca = reqwest::Certificate::from_der(ca)
+                    .map_err(|error| failed(format!("ca_path: {error}")))?;
+                client = client.add_root_certificate(ca);
+            }
+            let client = client.build().map_err(|error| failed(error.to_string()))?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_endpoint(config.endpoint.clone())
                 .with_protocol(protocol)
                 .with_timeout(timeout)
@@ -433,6 +453,7 @@ mod tests {
             endpoint: "http://127.0.0.1:1".to_string(),
             headers: Default::default(),
             timeout_ms: 100,
+            ca_path: None,
         };
         let first = destinations.add(&config).unwrap();
         let second = destinations.add(&config).unwrap();

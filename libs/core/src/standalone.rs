@@ -18,6 +18,7 @@ use crate::config::{admin_port, CommonConfig};
 use crate::server::{bind, BindError, Listeners};
 use crate::span_export::SpanDestination;
 use crate::telemetry::{ExporterConfig, TelemetryConfig};
+use crate::tls::TlsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
@@ -64,6 +65,8 @@ impl<C> Standalone<C> {
 pub struct ServiceSettings<C> {
     /// The `[auth]` section goes here.
     pub auth: fn(&mut C) -> &mut crate::auth::AuthConfig,
+    /// The `[tls]` section goes here.
+    pub tls: fn(&mut C) -> &mut TlsConfig,
     /// The service's name in logs and its database file name, e.g. "vector-index".
     pub service: &'static str,
     /// Its TOML section and environment prefix, e.g. "vector_index".
@@ -95,9 +98,14 @@ where
         .extract()
         .map_err(Box::new)?;
     auth.master_key = auth.read_master_key()?;
+    let tls: TlsConfig = Figment::from(Serialized::defaults(TlsConfig::default()))
+        .merge(sources.focus("tls"))
+        .extract()
+        .map_err(Box::new)?;
     crate::telemetry::init(&format!("keel-{}", settings.service), &telemetry)?;
     let span_destination = if telemetry.enabled && telemetry.to_monitoring {
-        let mut to_monitoring = ExporterConfig::keel_monitoring(&telemetry.monitoring_url);
+        let mut to_monitoring =
+            ExporterConfig::keel_monitoring(&telemetry.monitoring_url, tls.ca_path.as_deref());
         if let Some(key) = &auth.master_key {
             to_monitoring
                 .headers
@@ -119,6 +127,7 @@ where
         .extract()
         .map_err(Box::new)?;
     *(settings.auth)(&mut config) = auth;
+    *(settings.tls)(&mut config) = tls;
     let database_url = (settings.database_url)(&mut config);
     if database_url.is_empty() {
         *database_url = keel_store::default_sqlite_url(&common.data_dir, settings.service);

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -111,16 +112,22 @@ pub struct ExporterConfig {
     pub headers: BTreeMap<String, String>,
     #[serde(default = "default_export_timeout_ms")]
     pub timeout_ms: u64,
+    /// PEM CA certificates to trust for an `https://` endpoint besides the
+    /// public web roots (a collector whose certificate a private CA signed).
+    #[serde(default)]
+    pub ca_path: Option<PathBuf>,
 }
 
 impl ExporterConfig {
     /// Keel's own trace store: monitoring's gRPC port.
-    pub fn keel_monitoring(grpc_url: &str) -> ExporterConfig {
+    /// `ca_path`: what the services trust (`[tls] ca_path`).
+    pub fn keel_monitoring(grpc_url: &str, ca_path: Option<&Path>) -> ExporterConfig {
         ExporterConfig {
             protocol: OtlpProtocol::Grpc,
             endpoint: grpc_url.to_string(),
             headers: BTreeMap::new(),
             timeout_ms: default_export_timeout_ms(),
+            ca_path: ca_path.map(Path::to_path_buf),
         }
     }
 }
@@ -487,6 +494,7 @@ mod tests {
                 endpoint: "collector:4317".to_string(),
                 headers: BTreeMap::new(),
                 timeout_ms: 1000,
+                ca_path: None,
             }],
             ..TelemetryConfig::default()
         };

@@ -10,8 +10,11 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use crate::text::count_tokens;
@@ -57,6 +60,10 @@ pub struct OpenAiConfig {
     /// refused as unavailable (a chain's next generator, or
     /// RESOURCE_EXHAUSTED-like backpressure to the caller).
     pub max_concurrent_requests: u32,
+    /// PEM CA certificates to trust for an `https://` base_url INSTEAD of
+    /// the public web roots (a server whose certificate a private CA
+    /// signed), as curl's `--cacert`.
+    pub ca_path: Option<PathBuf>,
 }
 
 impl Default for OpenAiConfig {
@@ -73,6 +80,7 @@ impl Default for OpenAiConfig {
             max_backoff_ms: 5_000,
             stream: true,
             max_concurrent_requests: 1024,
+            ca_path: None,
         }
     }
 }
@@ -87,10 +95,33 @@ pub enum OpenAiConfigError {
     NotPositive(&'static str),
     #[error("openai generator: cannot build the HTTP client: {0}")]
     HttpClient(String),
+    #[error("openai generator: ca_path {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
     #[error(
         "openai generator: the api key variable `{0}` is not set, and api_key_required is true"
     )]
     MissingApiKey(String),
+}
+
+/// The certificates of `ca_path`, when set: the only roots then trusted.
+fn trusted_cas(
+    config: &OpenAiConfig,
+) -> Result<Option<Vec<CertificateDer<'static>>>, OpenAiConfigError> {
+    let Some(path) = &config.ca_path else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| OpenAiConfigError::CaFile {
+        path: path.clone(),
+        reason,
+    };
+    let cas = CertificateDer::pem_file_iter(path)
+        .map_err(|error| invalid(error.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| invalid(error.to_string()))?;
+    if cas.is_empty() {
+        return Err(invalid("no PEM certificate in it".to_string()));
+    }
+    Ok(Some(cas))
 }
 
 pub struct OpenAiGenerator {
@@ -148,7 +179,21 @@ impl OpenAiGenerator {
             }
         }
         let endpoint = format!("{base_url}/chat/completions");
+        let trusted = trusted_cas(&config)?;
+        let root_certs = match &trusted {
+            Some(cas) => ureq::tls::RootCerts::new_with_certs(
+                &cas.iter()
+                    .map(|ca| ureq::tls::Certificate::from_der(ca.as_ref()).to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            None => ureq::tls::RootCerts::WebPki,
+        };
         let agent_config = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(root_certs)
+                    .build(),
+            )
             // Status codes are classified here (retry, auth, rejected), with
             // the server's explanation from the body.
             .http_status_as_error(false)
@@ -158,7 +203,7 @@ impl OpenAiGenerator {
         Ok(OpenAiGenerator {
             name: OPENAI_GENERATOR_NAME.to_string(),
             agent: ureq::Agent::new_with_config(agent_config),
-            remote: remote::RemoteClient::new(&config)?,
+            remote: remote::RemoteClient::new(&config, trusted)?,
             endpoint,
             api_key,
             config,

@@ -68,3 +68,9 @@ impl TestDatabase {
         Store::open(&self.url, migrations).await.unwrap()
     }
 }
+
+/// The Redis the scale-out tests share: `KEEL_TEST_REDIS_URL`, or the one
+/// on this machine and in CI. Tests keep apart by the prefix of their keys.
+pub fn test_redis_url() -> String {
+    std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}

@@ -10,12 +10,16 @@ pub mod eventually;
 pub mod fakes;
 pub mod http;
 pub mod ports;
+pub mod postgres_tls;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 pub use database::{Backend, TestDatabase, BACKENDS};
 pub use eventually::{eventually, Settled};
 pub use http::{http_exchange, http_get, http_request, try_http_exchange, HttpResponse};
 pub use ports::reserve_port_pair;
+pub use postgres_tls::PostgresTlsFront;
 pub use server::{dead_address, TestServer};
 pub use status::{assert_status, expect_status};
+pub use tls::TestCa;

@@ -144,6 +144,7 @@ impl TestServer<ServeError> {
             cors_allowed_origins: Vec::new(),
             warmup: None,
             auth: keel_core::auth::Auth::off(),
+            tls: None,
         };
         TestServer::start(Ports::GrpcOnly, |listeners, shutdown| {
             keel_core::serve_grpc(service, listeners.grpc, Readiness::serving(), shutdown)

@@ -34,6 +34,9 @@ pub struct Config {
     /// and `keel up`, not read from this section.
     #[serde(skip)]
     pub auth: keel_core::auth::AuthConfig,
+    /// The `[tls]` section, shared like `[auth]`.
+    #[serde(skip)]
+    pub tls: keel_core::tls::TlsConfig,
 }
 
 pub const DEFAULT_PORT: u16 = 7104;
@@ -42,6 +45,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             auth: keel_core::auth::AuthConfig::default(),
+            tls: keel_core::tls::TlsConfig::default(),
             port: DEFAULT_PORT,
             database_url: String::new(),
             monitoring_url: "http://127.0.0.1:7105".to_string(),

@@ -23,6 +23,8 @@ pub enum Error {
     Serve(#[from] keel_core::ServeError),
     #[error(transparent)]
     Auth(#[from] keel_core::auth::AuthConfigError),
+    #[error(transparent)]
+    Tls(#[from] keel_core::tls::TlsError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
     #[error("storing feedback failed: {message}")]

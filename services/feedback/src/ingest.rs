@@ -373,7 +373,13 @@ mod tests {
     /// groups are stored unjoined.
     fn unreachable_monitoring() -> MonitoringClient {
         let url = format!("http://{}", keel_testkit::dead_address());
-        MonitoringClient::connect_lazy(&url, Duration::from_secs(1), None).unwrap()
+        MonitoringClient::connect_lazy(
+            &url,
+            Duration::from_secs(1),
+            None,
+            &keel_core::tls::ClientTls::public_roots(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]

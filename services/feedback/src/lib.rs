@@ -40,11 +40,13 @@ pub async fn serve(
     } else {
         config.monitoring_timeout_ms
     };
-    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
+    let tls = config.tls.load()?;
+    let auth = keel_core::auth::Auth::through_registry(&config.auth, &tls.client)?;
     let monitoring = monitoring_client::MonitoringClient::connect_lazy(
         &config.monitoring_url,
         Duration::from_millis(timeout_ms),
         auth.own_key(),
+        &tls.client,
     )?;
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
     let service_metrics = ServiceMetrics::new("feedback");
@@ -105,6 +107,7 @@ pub async fn serve(
         cors_allowed_origins: config.cors_allowed_origins.clone(),
         warmup: None,
         auth,
+        tls: tls.server.clone(),
     };
     let served = keel_core::run_service(service, admin_routes, listeners, shutdown).await;
     if let Err(error) = joiner.await {

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use keel_core::channel::ServiceChannel;
+use keel_core::tls::ClientTls;
 use keel_proto::v1 as pb;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_types::{InferenceRecord, RequestId};
-use tonic::transport::Endpoint;
 use tonic::Code;
 
 use crate::error::Error;
@@ -23,18 +23,19 @@ pub struct MonitoringClient {
 impl MonitoringClient {
     /// A client that connects on first use, so the feedback service starts
     /// while monitoring is down; every call has `timeout` as its deadline
-    /// and presents `key`.
+    /// and presents `key`, over TLS for an `https://` url.
     pub fn connect_lazy(
         url: &str,
         timeout: Duration,
         key: Option<&str>,
+        tls: &ClientTls,
     ) -> Result<MonitoringClient, Error> {
-        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|error| {
-            Error::InvalidMonitoringUrl {
+        let endpoint = tls
+            .endpoint(url)
+            .map_err(|error| Error::InvalidMonitoringUrl {
                 url: url.to_string(),
                 message: error.to_string(),
-            }
-        })?;
+            })?;
         let channel = endpoint
             .connect_timeout(timeout)
             .timeout(timeout)

@@ -15,6 +15,7 @@ pub async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
             port: |config| config.port,
             database_url: |config| &mut config.database_url,
             auth: |config| &mut config.auth,
+            tls: |config| &mut config.tls,
         },
         config_file,
     )

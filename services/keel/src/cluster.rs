@@ -2,6 +2,7 @@
 //! wired to the others by real gRPC clients, as they would be on a cluster.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use futures::future::{select_all, BoxFuture, FutureExt};
 use keel_core::{CancellationToken, Listeners};
@@ -103,6 +104,10 @@ pub struct RunningKeel {
     stores_own_spans: bool,
     /// The key every scope answers to, when one is set.
     master_key: Option<String>,
+    /// `https` when the listeners speak TLS.
+    scheme: &'static str,
+    /// The CA the services trust, which a client in this process needs too.
+    ca_path: Option<PathBuf>,
 }
 
 struct BoundService {
@@ -152,16 +157,24 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     let feedback = bind_service(Service::Feedback, host, config.feedback.port).await?;
     let monitoring = bind_service(Service::Monitoring, host, config.monitoring.port).await?;
 
-    config.serving.registry_url = client_url(registry.grpc_addr);
-    config.serving.vector_index_url = client_url(vector_index.grpc_addr);
-    config.serving.monitoring_url = client_url(monitoring.grpc_addr);
-    config.serving.feedback_url = client_url(feedback.grpc_addr);
-    config.feedback.monitoring_url = client_url(monitoring.grpc_addr);
+    // With `[tls]`, every listener speaks TLS and every service dials the
+    // others over it, trusting `tls.ca_path`.
+    let scheme = config.tls.scheme();
+    config.registry.tls = config.tls.clone();
+    config.vector_index.tls = config.tls.clone();
+    config.serving.tls = config.tls.clone();
+    config.feedback.tls = config.tls.clone();
+    config.monitoring.tls = config.tls.clone();
+    config.serving.registry_url = client_url(scheme, registry.grpc_addr);
+    config.serving.vector_index_url = client_url(scheme, vector_index.grpc_addr);
+    config.serving.monitoring_url = client_url(scheme, monitoring.grpc_addr);
+    config.serving.feedback_url = client_url(scheme, feedback.grpc_addr);
+    config.feedback.monitoring_url = client_url(scheme, monitoring.grpc_addr);
     // One master key for the five services, read once; keys are checked by
     // this registry.
     let mut auth = config.auth.clone();
     auth.master_key = auth.read_master_key()?;
-    auth.registry_url = client_url(registry.grpc_addr);
+    auth.registry_url = client_url(scheme, registry.grpc_addr);
     config.registry.auth = auth.clone();
     config.vector_index.auth = auth.clone();
     config.serving.auth = auth.clone();
@@ -250,6 +263,8 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
         services,
         stores_own_spans,
         master_key,
+        scheme,
+        ca_path: config.tls.ca_path.clone(),
     })
 }
 
@@ -258,6 +273,12 @@ impl RunningKeel {
     /// in-process client (the demo) presents.
     pub fn master_key(&self) -> Option<&str> {
         self.master_key.as_deref()
+    }
+
+    /// The CA certificates the services trust (`[tls] ca_path`): what an
+    /// in-process client trusts too.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
     }
 
     /// The address the service's gRPC server is bound to.
@@ -270,14 +291,14 @@ impl RunningKeel {
         self.services[service.index()].admin_addr
     }
 
-    /// `http://<address>` a client dials to reach the service's gRPC server.
+    /// `http(s)://<address>` a client dials to reach the service's gRPC server.
     pub fn grpc_url(&self, service: Service) -> String {
-        client_url(self.grpc_addr(service))
+        client_url(self.scheme, self.grpc_addr(service))
     }
 
-    /// `http://<address>` of the service's admin HTTP server.
+    /// `http(s)://<address>` of the service's admin HTTP server.
     pub fn admin_url(&self, service: Service) -> String {
-        client_url(self.admin_addr(service))
+        client_url(self.scheme, self.admin_addr(service))
     }
 
     /// Cancelling it stops every service (what `shutdown` does, for callers
@@ -418,13 +439,13 @@ fn local_addr(service: Service, listener: &TcpListener) -> Result<SocketAddr, St
 }
 
 /// A wildcard bind (0.0.0.0 or ::) is reachable on loopback; dial that.
-fn client_url(bound: SocketAddr) -> String {
+fn client_url(scheme: &str, bound: SocketAddr) -> String {
     let dial_ip = match bound.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(dial_ip, bound.port()))
+    format!("{scheme}://{}", SocketAddr::new(dial_ip, bound.port()))
 }
 
 fn spawn_service<E>(

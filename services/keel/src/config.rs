@@ -24,6 +24,9 @@ pub struct KeelConfig {
     /// API keys on every service (`[auth] enabled`, the master key's
     /// variable).
     pub auth: keel_core::auth::AuthConfig,
+    /// TLS on every listener and every client between the services
+    /// (`[tls] cert_path`, `key_path`, `ca_path`).
+    pub tls: keel_core::tls::TlsConfig,
 }
 
 impl KeelConfig {

@@ -74,6 +74,7 @@ async fn vector_index() -> (
         feedback: String::new(),
         monitoring: String::new(),
         api_key: None,
+        ca_cert: None,
     };
     urls.vector_index()
         .await

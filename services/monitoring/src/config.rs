@@ -34,6 +34,9 @@ pub struct Config {
     /// and `keel up`, not read from this section.
     #[serde(skip)]
     pub auth: keel_core::auth::AuthConfig,
+    /// The `[tls]` section, shared like `[auth]`.
+    #[serde(skip)]
+    pub tls: keel_core::tls::TlsConfig,
 }
 
 pub const DEFAULT_PORT: u16 = 7105;
@@ -42,6 +45,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             auth: keel_core::auth::AuthConfig::default(),
+            tls: keel_core::tls::TlsConfig::default(),
             port: DEFAULT_PORT,
             database_url: String::new(),
             store_own_spans: false,

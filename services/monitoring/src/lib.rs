@@ -79,7 +79,8 @@ pub async fn serve(
     } else {
         None
     };
-    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
+    let tls = config.tls.load()?;
+    let auth = keel_core::auth::Auth::through_registry(&config.auth, &tls.client)?;
     let service = GrpcService {
         name: "monitoring",
         grpc_names: vec!["keel.v1.MonitoringService", OTLP_TRACE_SERVICE],
@@ -90,6 +91,7 @@ pub async fn serve(
         cors_allowed_origins: Vec::new(),
         warmup: None,
         auth,
+        tls: tls.server.clone(),
     };
     let retention = retention::Retention::new(
         store.clone(),

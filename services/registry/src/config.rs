@@ -16,12 +16,16 @@ pub struct Config {
     /// and `keel up`, not read from this section.
     #[serde(skip)]
     pub auth: keel_core::auth::AuthConfig,
+    /// The `[tls]` section, shared like `[auth]`.
+    #[serde(skip)]
+    pub tls: keel_core::tls::TlsConfig,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             auth: keel_core::auth::AuthConfig::default(),
+            tls: keel_core::tls::TlsConfig::default(),
             port: 7101,
             database_url: String::new(),
             watch_buffer: 1024,

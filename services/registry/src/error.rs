@@ -26,6 +26,8 @@ pub enum Error {
     Serve(#[from] keel_core::ServeError),
     #[error(transparent)]
     Auth(#[from] keel_core::auth::AuthConfigError),
+    #[error(transparent)]
+    Tls(#[from] keel_core::tls::TlsError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
 }
@@ -51,6 +53,7 @@ impl From<Error> for tonic::Status {
             | Error::Task(_)
             | Error::Serve(_)
             | Error::Auth(_)
+            | Error::Tls(_)
             | Error::Metrics(_) => {
                 tracing::error!(error = %message, "registry internal error");
                 tonic::Status::internal(message)

@@ -53,6 +53,7 @@ pub async fn serve(
         let database_url = config.database_url.clone();
         tokio::spawn(async move { registry.follow_alias_moves(&database_url).await })
     };
+    let tls = config.tls.load()?;
     let auth = keel_core::auth::Auth::with_lookup(
         &config.auth,
         Arc::new(api_keys::LocalKeys(registry.clone())),
@@ -69,6 +70,7 @@ pub async fn serve(
         cors_allowed_origins: Vec::new(),
         warmup: None,
         auth,
+        tls: tls.server.clone(),
     };
     let served = keel_core::run_service(service, axum::Router::new(), listeners, shutdown).await;
     // Ended by shutdown already, unless the server failed on its own.

@@ -107,8 +107,10 @@ fn query_input(request: Request<pb::QueryRequest>) -> Result<QueryInput, Status>
     // The query's span is the call's server span: no tower layer span
     // wraps this call (see `grpc_tracing::HANDLER_TRACED_PATHS`).
     let caller = CallerTrace::from_headers(request.metadata().as_ref());
+    let caller_key = keel_core::auth::caller_name(request.extensions());
     let message = request.into_inner();
     Ok(QueryInput {
+        caller_key,
         endpoint: message.endpoint,
         question: message.question,
         messages: messages_input(message.messages),

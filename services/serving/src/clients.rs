@@ -5,18 +5,21 @@ use std::future::Future;
 use std::time::Duration;
 
 use keel_core::channel::ServiceChannel;
+use keel_core::tls::ClientTls;
 use tonic::Code;
 
 use crate::error::Error;
 
 /// A channel that connects on first use, so serving starts while its
-/// dependencies are still down; its calls present `key`.
+/// dependencies are still down; its calls present `key`, over TLS for
+/// an `https://` url.
 pub fn lazy_channel(
     url: &str,
     connect_timeout: Duration,
     key: Option<&str>,
+    tls: &ClientTls,
 ) -> Result<ServiceChannel, Error> {
-    ServiceChannel::lazy(url, connect_timeout, key)
+    ServiceChannel::lazy(url, connect_timeout, key, tls)
         .map_err(|error| Error::Config(error.to_string()))
 }
 

@@ -63,10 +63,15 @@ pub struct Config {
     /// What each generator costs, by its name in the catalog, for the cost
     /// series on `/metrics`; a generator without a price costs nothing.
     pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
+    /// Rates and budgets per API key and per endpoint (`[serving.limits]`).
+    pub limits: crate::limits::LimitsConfig,
     /// The `[auth]` section, shared by every service: filled by the binary
     /// and `keel up`, not read from this section.
     #[serde(skip)]
     pub auth: keel_core::auth::AuthConfig,
+    /// The `[tls]` section, shared like `[auth]`.
+    #[serde(skip)]
+    pub tls: keel_core::tls::TlsConfig,
 }
 
 /// Where inference records wait on their way to monitoring.
@@ -92,6 +97,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             auth: keel_core::auth::AuthConfig::default(),
+            tls: keel_core::tls::TlsConfig::default(),
             port: 7102,
             database_url: String::new(),
             registry_url: "http://127.0.0.1:7101".to_string(),
@@ -116,6 +122,7 @@ impl Default for Config {
             resolver_ttl_ms: 10_000,
             experiment_refresh_ms: 5000,
             prices: std::collections::BTreeMap::new(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -169,6 +176,7 @@ impl Config {
                 self.inference_batch_size
             ));
         }
+        self.limits.check()?;
         for (generator, price) in &self.prices {
             for (field, value) in [
                 ("input_per_million_tokens", price.input_per_million_tokens),

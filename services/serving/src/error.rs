@@ -1,5 +1,9 @@
 use keel_types::FieldError;
 
+/// The metadata key of a RESOURCE_EXHAUSTED refusal that says how many
+/// seconds to wait.
+pub const RETRY_AFTER: &str = "retry-after";
+
 /// Everything that can go wrong in serving; `From<Error> for tonic::Status`
 /// below is the one place that decides status codes.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +18,12 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A limit or budget of `[serving.limits]` has no room for the query.
+    #[error("{message}; retry after {} s", crate::limits::retry_after_seconds(*retry_after))]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A dependency (registry, vector index, database) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -27,6 +37,8 @@ pub enum Error {
     Serve(#[from] keel_core::ServeError),
     #[error(transparent)]
     Auth(#[from] keel_core::auth::AuthConfigError),
+    #[error(transparent)]
+    Tls(#[from] keel_core::tls::TlsError),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] keel_core::metrics::MetricsError),
     #[error("cannot open the inference spill log: {0}")]
@@ -63,6 +75,15 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::RateLimited { retry_after, .. } => {
+                let mut status = tonic::Status::resource_exhausted(message);
+                // As HTTP's Retry-After: whole seconds to wait.
+                status.metadata_mut().insert(
+                    RETRY_AFTER,
+                    crate::limits::retry_after_seconds(retry_after).into(),
+                );
+                status
+            }
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Store(ref store_error) if store_error.is_unreachable() => {
                 tonic::Status::unavailable(message)
@@ -72,6 +93,7 @@ impl From<Error> for tonic::Status {
             | Error::Config(_)
             | Error::Serve(_)
             | Error::Auth(_)
+            | Error::Tls(_)
             | Error::Metrics(_)
             | Error::Spill(_) => {
                 tracing::error!(error = %message, "internal error");

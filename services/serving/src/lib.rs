@@ -21,6 +21,7 @@ pub mod generation;
 pub mod inference_delivery;
 pub mod inference_log;
 pub mod jetstream_sink;
+pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod pipeline;
@@ -72,22 +73,28 @@ pub async fn serve(
 ) -> Result<(), Error> {
     config.check().map_err(Error::Config)?;
     let store = keel_store::Store::open(&config.database_url, store::MIGRATIONS).await?;
-    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
+    let tls = config.tls.load()?;
+    let auth = keel_core::auth::Auth::through_registry(&config.auth, &tls.client)?;
     let key = auth.own_key();
     let dependency_timeout = Duration::from_millis(config.dependency_timeout_ms);
     let delivery_timeout = Duration::from_millis(config.delivery_timeout_ms);
     let registry = RegistryClient::new(
-        clients::lazy_channel(&config.registry_url, dependency_timeout, key)?,
+        clients::lazy_channel(&config.registry_url, dependency_timeout, key, &tls.client)?,
         dependency_timeout,
     );
-    let vector_index_channel =
-        clients::lazy_channel(&config.vector_index_url, dependency_timeout, key)?;
+    let vector_index_channel = clients::lazy_channel(
+        &config.vector_index_url,
+        dependency_timeout,
+        key,
+        &tls.client,
+    )?;
     let retriever = Retriever::new(vector_index_channel.clone(), dependency_timeout);
     let sink = match config.inference_delivery {
         DeliveryTarget::Monitoring => RecordSink::monitoring(clients::lazy_channel(
             &config.monitoring_url,
             delivery_timeout,
             key,
+            &tls.client,
         )?),
         DeliveryTarget::Nats => RecordSink::JetStream(
             JetStreamSink::connect(&config.nats)
@@ -115,22 +122,29 @@ pub async fn serve(
         generation_pool.clone(),
         config.prices.clone(),
     );
-    let pipeline = Arc::new(Pipeline::new(
-        store.clone(),
-        resolver,
-        retriever,
-        catalog,
-        generation_pool,
-        inference_log.clone(),
-        QueryMetrics::new(&service_metrics, config.prices.clone())?,
-    ));
+    let limiter =
+        limits::Limiter::open(&config.limits, &config.database_url, config.prices.clone())
+            .await?
+            .with_metrics(&service_metrics)?;
+    let pipeline = Arc::new(
+        Pipeline::new(
+            store.clone(),
+            resolver,
+            retriever,
+            catalog,
+            generation_pool,
+            inference_log.clone(),
+            QueryMetrics::new(&service_metrics, config.prices.clone())?,
+        )
+        .with_limiter(limiter),
+    );
     let experiments = Arc::new(Experiments::new(
         store.clone(),
         pipeline.running_experiments(),
         registry.clone(),
         FigureSources::new(
-            clients::lazy_channel(&config.monitoring_url, dependency_timeout, key)?,
-            clients::lazy_channel(&config.feedback_url, dependency_timeout, key)?,
+            clients::lazy_channel(&config.monitoring_url, dependency_timeout, key, &tls.client)?,
+            clients::lazy_channel(&config.feedback_url, dependency_timeout, key, &tls.client)?,
             dependency_timeout,
         ),
     ));
@@ -161,6 +175,7 @@ pub async fn serve(
         cors_allowed_origins: Vec::new(),
         warmup: None,
         auth: auth.clone(),
+        tls: tls.server.clone(),
     };
     let served = keel_core::run_service(service, openai_routes, listeners, shutdown).await;
 

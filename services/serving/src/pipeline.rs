@@ -31,6 +31,7 @@ use crate::experiment_cache::RunningExperiments;
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
 use crate::inference_log::InferenceLog;
+use crate::limits::{Caller, Limiter, Reservation};
 use crate::metrics::{QueryMetrics, QueryObservation};
 use crate::resolver::Resolver;
 use crate::retrieval::{Retriever, SearchQuery};
@@ -68,6 +69,8 @@ pub struct QueryInput {
     /// The caller's `traceparent`: the query's span continues its trace
     /// (and with telemetry off, the answer still carries its trace id).
     pub caller: CallerTrace,
+    /// The name of the API key that sent it, as limits count it.
+    pub caller_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +240,17 @@ struct ValidQuery {
     /// Answers instead of the endpoint's routes when set.
     target: Option<ModelRef>,
     full_citation_text: bool,
+    /// Empty for a query Keel makes itself (a shadow): no limit counts it.
+    caller_key: String,
+}
+
+impl ValidQuery {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            key: &self.caller_key,
+            endpoint: &self.endpoint,
+        }
+    }
 }
 
 fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
@@ -266,6 +280,7 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
             session_id: input.session_id.clone(),
             target,
             full_citation_text: input.full_citation_text,
+            caller_key: input.caller_key.clone(),
         });
     }
     let (messages, question) = validate_messages(&input.messages)?;
@@ -277,6 +292,7 @@ fn validate_query(input: &QueryInput) -> Result<ValidQuery, FieldError> {
         session_id: input.session_id.clone(),
         target,
         full_citation_text: input.full_citation_text,
+        caller_key: input.caller_key.clone(),
     })
 }
 
@@ -343,6 +359,8 @@ struct Progress {
     waited_on_dependencies: Duration,
     /// The endpoint's shadow, when this live query is to be mirrored.
     shadow: Option<Shadow>,
+    /// Tokens and cost held for this query until it is settled.
+    reservation: Option<Reservation>,
 }
 
 pub struct Pipeline {
@@ -357,6 +375,8 @@ pub struct Pipeline {
     shadow_slot: Arc<Semaphore>,
     /// Which endpoints a running experiment takes over.
     experiments: Arc<RunningExperiments>,
+    /// Rates and budgets; off unless `[serving.limits]` has rules.
+    limiter: Limiter,
 }
 
 impl Pipeline {
@@ -379,7 +399,14 @@ impl Pipeline {
             inference_log,
             metrics,
             shadow_slot: Arc::new(Semaphore::new(1)),
+            limiter: Limiter::off(),
         }
+    }
+
+    /// The same pipeline, admitting queries through `limiter`.
+    pub fn with_limiter(mut self, limiter: Limiter) -> Pipeline {
+        self.limiter = limiter;
+        self
     }
 
     /// The running experiments queries are routed by, for the experiments'
@@ -393,6 +420,7 @@ impl Pipeline {
     /// is still recorded, with what was generated.
     pub async fn query(self: &Arc<Self>, input: QueryInput) -> Result<QueryOutput, Error> {
         let admitted = admit(&input)?;
+        self.limiter.admit(admitted.query.caller()).await?;
         let caller_gone = Arc::new(AtomicBool::new(false));
         let _set_when_caller_leaves = SetOnDrop(caller_gone.clone());
         let pipeline = self.clone();
@@ -413,6 +441,7 @@ impl Pipeline {
     /// (the citations) exists, or with the error that came before it.
     pub async fn query_stream(self: &Arc<Self>, input: QueryInput) -> Result<QueryStream, Error> {
         let admitted = admit(&input)?;
+        self.limiter.admit(admitted.query.caller()).await?;
         let (events, mut receiver) = mpsc::channel(STREAM_EVENT_BUFFER);
         let pipeline = self.clone();
         let span = admitted.span.clone();
@@ -508,6 +537,12 @@ impl Pipeline {
         let cost_usd = self
             .metrics
             .cost_usd(&progress.generator, input_tokens, output_tokens);
+        if let Some(reservation) = progress.reservation.take() {
+            // Off the caller's path: the answer does not wait for it.
+            let limiter = self.limiter.clone();
+            let used = u64::from(input_tokens) + u64::from(output_tokens);
+            tokio::spawn(async move { limiter.settle(reservation, used, cost_usd).await });
+        }
         let output = QueryOutput {
             answer: answer.clone(),
             citations,
@@ -578,6 +613,8 @@ impl Pipeline {
         let mut query = live.clone();
         query.target = Some(shadow.target);
         query.full_citation_text = false;
+        // Traffic Keel makes itself: no caller's limits count it.
+        query.caller_key = String::new();
         let request_id = RequestId::generate();
         let span = tracing::info_span!(
             parent: live_span,
@@ -661,6 +698,38 @@ impl Pipeline {
         }
         progress.generation = Some(outcome.result?);
         Ok(())
+    }
+
+    /// With token or cost limits on the caller: caps every candidate's
+    /// answer (at its own `max_tokens`, or the limits' default) and
+    /// reserves the prompt plus the longest answer at the dearest
+    /// candidate's price. RESOURCE_EXHAUSTED when a budget has no room.
+    async fn reserve_tokens(
+        &self,
+        query: &ValidQuery,
+        candidates: &mut [Candidate],
+        rendered_prompt: &str,
+    ) -> Result<Option<Reservation>, Error> {
+        let caller = query.caller();
+        if caller.key.is_empty() || !self.limiter.counts_tokens(caller) {
+            return Ok(None);
+        }
+        let default_max = self.limiter.default_max_output_tokens();
+        let mut output_tokens = 0;
+        for candidate in candidates.iter_mut() {
+            output_tokens =
+                output_tokens.max(*candidate.params.max_tokens.get_or_insert(default_max));
+        }
+        let input_tokens = crate::limits::estimate_input_tokens(rendered_prompt);
+        let names: Vec<&str> = candidates
+            .iter()
+            .map(|candidate| candidate.name.as_str())
+            .collect();
+        let cost = self
+            .limiter
+            .most_expensive(&names, input_tokens, output_tokens);
+        let tokens = u64::from(input_tokens) + u64::from(output_tokens);
+        self.limiter.reserve(caller, tokens, cost).await
     }
 
     async fn answer(
@@ -749,14 +818,16 @@ impl Pipeline {
         progress.waited_on_dependencies += retrieval_started.elapsed();
         let passages = retrieved?;
         progress.contexts = passages.clone();
+        let rendered = chain
+            .prompt
+            .render(&query.question, &passages, &query.messages)?;
+        progress.reservation = self
+            .reserve_tokens(query, &mut candidates, &rendered)
+            .await?;
         if candidates
             .iter()
             .all(|candidate| candidate.generator.remote().is_some())
         {
-            // Rendering is little work next to a remote answer: done here.
-            let rendered = chain
-                .prompt
-                .render(&query.question, &passages, &query.messages)?;
             return self
                 .generate_remotely(
                     query,
@@ -790,16 +861,12 @@ impl Pipeline {
             return Ok(());
         }
 
-        let prompt = chain.prompt.clone();
         let question = query.question.clone();
-        let messages = query.messages.clone();
         let job_listener = listener.clone();
         let job_span = query_span.clone();
-        // Rendering and generating are CPU work: both run on the pool.
         let generated = slot
             .run(
                 move || -> Result<(Vec<ChatMessage>, fallback::Outcome), Error> {
-                    let rendered = prompt.render(&question, &passages, &messages)?;
                     let prompt_messages = vec![ChatMessage {
                         role: Role::User,
                         content: rendered,
@@ -946,6 +1013,7 @@ mod tests {
             target: String::new(),
             full_citation_text: false,
             caller: CallerTrace::default(),
+            caller_key: "anonymous".to_string(),
         }
     }
 

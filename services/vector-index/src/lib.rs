@@ -88,7 +88,8 @@ pub async fn serve(
         "Live points in all collections.",
         move || i64::try_from(counted.point_count()).unwrap_or(i64::MAX),
     )?;
-    let auth = keel_core::auth::Auth::through_registry(&config.auth)?;
+    let tls = config.tls.load()?;
+    let auth = keel_core::auth::Auth::through_registry(&config.auth, &tls.client)?;
     let service = GrpcService {
         name: "vector-index",
         grpc_names: vec!["keel.v1.VectorIndexService"],
@@ -102,6 +103,7 @@ pub async fn serve(
         cors_allowed_origins: Vec::new(),
         warmup: Some(warmup.clone()),
         auth,
+        tls: tls.server.clone(),
     };
     let result =
         keel_core::run_service(service, axum::Router::new(), listeners, shutdown.clone()).await;

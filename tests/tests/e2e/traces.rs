@@ -309,6 +309,7 @@ async fn spans_reach_an_otlp_receiver_and_otlp_http(backend: Backend) {
         endpoint: format!("http://{}", receiver.address),
         headers: BTreeMap::from([("x-tenant".to_string(), "acme".to_string())]),
         timeout_ms: 5_000,
+        ca_path: None,
     })
     .unwrap();
     let _to_http = keel_core::telemetry::add_destination(&ExporterConfig {
@@ -318,6 +319,7 @@ async fn spans_reach_an_otlp_receiver_and_otlp_http(backend: Backend) {
             [keel_tests::master_key_header()].map(|(name, value)| (name.to_string(), value)),
         ),
         timeout_ms: 5_000,
+        ca_path: None,
     })
     .unwrap();
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::authenticator::{Authenticator, KeyLookup};
 use super::registry_lookup::RegistryLookup;
 use crate::channel::{ChannelError, ServiceChannel};
+use crate::tls::ClientTls;
 
 /// A master key shorter than this is refused: it is every scope at once.
 pub const MIN_MASTER_KEY_BYTES: usize = 32;
@@ -133,14 +134,15 @@ impl Auth {
     }
 
     /// For every other service: keys are checked by the registry at
-    /// `config.registry_url`, asked with the master key.
-    pub fn through_registry(config: &AuthConfig) -> Result<Auth, AuthConfigError> {
+    /// `config.registry_url`, asked with the master key over `tls`.
+    pub fn through_registry(config: &AuthConfig, tls: &ClientTls) -> Result<Auth, AuthConfigError> {
         let master_key = config.read_master_key()?;
         let authenticator = if config.enabled {
             let channel = ServiceChannel::lazy(
                 &config.registry_url,
                 Duration::from_secs(2),
                 master_key.as_deref(),
+                tls,
             )?;
             let lookup = Arc::new(RegistryLookup::new(channel, Duration::from_secs(2)));
             Some(config.authenticator(master_key.as_deref(), lookup))
@@ -201,7 +203,11 @@ mod tests {
         };
         assert_eq!(off.read_master_key().unwrap(), None);
         let key = "k".repeat(MIN_MASTER_KEY_BYTES);
-        let auth = Auth::through_registry(&AuthConfig::with_master_key(&key)).unwrap();
+        let auth = Auth::through_registry(
+            &AuthConfig::with_master_key(&key),
+            &ClientTls::public_roots(),
+        )
+        .unwrap();
         assert!(auth.is_on());
         assert_eq!(auth.own_key(), Some(key.as_str()));
     }

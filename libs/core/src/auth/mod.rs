@@ -17,5 +17,5 @@ pub use authenticator::{Authenticator, KeyLookup, LookupError};
 pub use config::{Auth, AuthConfig, AuthConfigError, MIN_MASTER_KEY_BYTES};
 pub use error::AuthError;
 pub use layer::{AuthLayer, AuthService, GrpcCalls, HttpRoutes};
-pub use principal::{audited_actor, require, Principal};
+pub use principal::{audited_actor, caller_name, require, Principal, ANONYMOUS};
 pub use registry_lookup::RegistryLookup;

@@ -75,6 +75,18 @@ pub fn require(extensions: &http::Extensions, needed: &Scope) -> Result<(), Auth
     }
 }
 
+/// The name of the key that made a call, as limits count it: `master` for
+/// the master key, `anonymous` with authentication off.
+pub fn caller_name(extensions: &http::Extensions) -> String {
+    match extensions.get::<Principal>() {
+        Some(principal) => principal.name.clone(),
+        None => ANONYMOUS.to_string(),
+    }
+}
+
+/// The caller's name when no key is checked.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// Who an audit trail records for a call: the key's name (`key:<name>`)
 /// when a key other than the master made it, since a request's own
 /// `actor` field is whatever the caller wrote; otherwise (the master key,

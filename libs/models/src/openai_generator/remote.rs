@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{
@@ -30,9 +31,13 @@ pub(super) struct RemoteClient {
 }
 
 impl RemoteClient {
-    pub(super) fn new(config: &OpenAiConfig) -> Result<RemoteClient, OpenAiConfigError> {
+    /// `trusted`: the only roots trusted, when set (else the public ones).
+    pub(super) fn new(
+        config: &OpenAiConfig,
+        trusted: Option<Vec<CertificateDer<'static>>>,
+    ) -> Result<RemoteClient, OpenAiConfigError> {
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
+            .tls_backend_preconfigured(tls_config(trusted)?)
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .tcp_nodelay(true)
@@ -45,11 +50,26 @@ impl RemoteClient {
     }
 }
 
-/// rustls on ring with the Mozilla roots (`webpki-roots`), HTTP/2 offered.
-fn tls_config() -> Result<rustls::ClientConfig, OpenAiConfigError> {
+/// rustls on ring with the Mozilla roots (`webpki-roots`) or `trusted`,
+/// HTTP/2 offered.
+fn tls_config(
+    trusted: Option<Vec<CertificateDer<'static>>>,
+) -> Result<rustls::ClientConfig, OpenAiConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    let roots = match trusted {
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let (_added, ignored) = roots.add_parsable_certificates(cas);
+            if ignored > 0 {
+                return Err(OpenAiConfigError::HttpClient(format!(
+                    "{ignored} certificate(s) in ca_path are not valid CA certificates"
+                )));
+            }
+            roots
+        }
     };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

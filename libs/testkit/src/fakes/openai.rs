@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use keel_core::tls::ServerTls;
 use keel_core::CancellationToken;
 
 #[derive(Clone)]
@@ -72,6 +73,7 @@ impl FineTuneJob {
 /// A chat-completions server speaking the OpenAI wire format: it streams
 /// its answer a word per server-sent event, or fails every request.
 pub struct FakeOpenAi {
+    scheme: &'static str,
     address: SocketAddr,
     requests: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
@@ -82,20 +84,42 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// A server that streams `answer`.
     pub async fn answering(answer: &str) -> FakeOpenAi {
-        FakeOpenAi::start(Some(answer.to_string()), 200, std::time::Duration::ZERO).await
+        FakeOpenAi::start(
+            Some(answer.to_string()),
+            200,
+            std::time::Duration::ZERO,
+            None,
+        )
+        .await
     }
 
     /// A server that streams `answer` after thinking for `delay`.
     pub async fn answering_after(answer: &str, delay: std::time::Duration) -> FakeOpenAi {
-        FakeOpenAi::start(Some(answer.to_string()), 200, delay).await
+        FakeOpenAi::start(Some(answer.to_string()), 200, delay, None).await
+    }
+
+    /// A server that streams `answer` over TLS only, presenting `tls`.
+    pub async fn answering_over_tls(answer: &str, tls: ServerTls) -> FakeOpenAi {
+        FakeOpenAi::start(
+            Some(answer.to_string()),
+            200,
+            std::time::Duration::ZERO,
+            Some(tls),
+        )
+        .await
     }
 
     /// A server that answers every request with HTTP `status`.
     pub async fn failing(status: u16) -> FakeOpenAi {
-        FakeOpenAi::start(None, status, std::time::Duration::ZERO).await
+        FakeOpenAi::start(None, status, std::time::Duration::ZERO, None).await
     }
 
-    async fn start(answer: Option<String>, status: u16, delay: std::time::Duration) -> FakeOpenAi {
+    async fn start(
+        answer: Option<String>,
+        status: u16,
+        delay: std::time::Duration,
+        tls: Option<ServerTls>,
+    ) -> FakeOpenAi {
         let requests = Arc::new(AtomicUsize::new(0));
         let most_in_flight = Arc::new(AtomicUsize::new(0));
         let calls = Arc::new(Mutex::new(Calls::default()));
@@ -117,13 +141,16 @@ impl FakeOpenAi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let stopped = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await
-        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tokio::spawn(keel_core::admin::serve_admin(
+            "fake-openai",
+            router,
+            listener,
+            tls,
+            shutdown.clone(),
+        ));
         FakeOpenAi {
+            scheme,
             address,
             requests,
             most_in_flight,
@@ -134,7 +161,7 @@ impl FakeOpenAi {
 
     /// The base URL an OpenAI client takes (it ends in `/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.address)
+        format!("{}://{}/v1", self.scheme, self.address)
     }
 
     /// How many chat-completion requests arrived.

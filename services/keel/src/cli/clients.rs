@@ -1,14 +1,15 @@
 //! Where the five services are, and the gRPC clients that reach them.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keel_core::channel::ServiceChannel;
+use keel_core::tls::ClientTls;
 use keel_proto::v1::feedback_service_client::FeedbackServiceClient;
 use keel_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use keel_proto::v1::registry_service_client::RegistryServiceClient;
 use keel_proto::v1::serving_service_client::ServingServiceClient;
 use keel_proto::v1::vector_index_service_client::VectorIndexServiceClient;
-use tonic::transport::Endpoint;
 
 use crate::cli::CliError;
 use crate::cluster::{RunningKeel, Service};
@@ -75,6 +76,15 @@ pub struct ServiceUrls {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
+    /// PEM CA certificates to trust for `https://` URLs besides the public
+    /// web roots (a Keel whose certificates a private CA signed)
+    #[arg(
+        long = "ca-cert",
+        global = true,
+        value_name = "FILE",
+        env = "KEEL_CA_CERT"
+    )]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl ServiceUrls {
@@ -88,16 +98,37 @@ impl ServiceUrls {
             feedback: running.grpc_url(Service::Feedback),
             monitoring: running.grpc_url(Service::Monitoring),
             api_key: running.master_key().map(str::to_string),
+            ca_cert: running.ca_path().map(Path::to_path_buf),
+        }
+    }
+
+    fn client_tls(&self) -> Result<ClientTls, CliError> {
+        match &self.ca_cert {
+            None => Ok(ClientTls::public_roots()),
+            Some(path) => ClientTls::trusting_pem_file(path, "--ca-cert")
+                .map_err(|error| CliError::Invalid(error.to_string())),
         }
     }
 
     pub async fn registry(&self) -> Result<RegistryServiceClient<ServiceChannel>, CliError> {
-        let channel = connect(Service::Registry, &self.registry, self.api_key.as_deref()).await?;
+        let channel = connect(
+            Service::Registry,
+            &self.registry,
+            self.api_key.as_deref(),
+            &self.client_tls()?,
+        )
+        .await?;
         Ok(RegistryServiceClient::new(channel))
     }
 
     pub async fn serving(&self) -> Result<ServingServiceClient<ServiceChannel>, CliError> {
-        let channel = connect(Service::Serving, &self.serving, self.api_key.as_deref()).await?;
+        let channel = connect(
+            Service::Serving,
+            &self.serving,
+            self.api_key.as_deref(),
+            &self.client_tls()?,
+        )
+        .await?;
         Ok(ServingServiceClient::new(channel))
     }
 
@@ -106,13 +137,20 @@ impl ServiceUrls {
             Service::VectorIndex,
             &self.vector_index,
             self.api_key.as_deref(),
+            &self.client_tls()?,
         )
         .await?;
         Ok(VectorIndexServiceClient::new(channel))
     }
 
     pub async fn feedback(&self) -> Result<FeedbackServiceClient<ServiceChannel>, CliError> {
-        let channel = connect(Service::Feedback, &self.feedback, self.api_key.as_deref()).await?;
+        let channel = connect(
+            Service::Feedback,
+            &self.feedback,
+            self.api_key.as_deref(),
+            &self.client_tls()?,
+        )
+        .await?;
         Ok(FeedbackServiceClient::new(channel))
     }
 
@@ -121,6 +159,7 @@ impl ServiceUrls {
             Service::Monitoring,
             &self.monitoring,
             self.api_key.as_deref(),
+            &self.client_tls()?,
         )
         .await?;
         Ok(MonitoringServiceClient::new(channel))
@@ -131,12 +170,11 @@ async fn connect(
     service: Service,
     url: &str,
     api_key: Option<&str>,
+    tls: &ClientTls,
 ) -> Result<ServiceChannel, CliError> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|source| CliError::Connect {
-        service: service.name(),
-        url: url.to_string(),
-        source,
-    })?;
+    let endpoint = tls
+        .endpoint(url)
+        .map_err(|error| CliError::Invalid(format!("{} url: {error}", service.name())))?;
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()

@@ -105,6 +105,12 @@ mod tests {
             assert!(url.starts_with("postgres://"), "{url}");
         }
         assert!(prod.auth.enabled && !dev.auth.enabled);
+        // TLS on every listener and client, and to the databases.
+        assert!(prod.tls.serves_tls() && !dev.tls.serves_tls());
+        assert!(prod.serving.registry_url.starts_with("https://"));
+        for url in urls {
+            assert!(url.contains("sslmode=verify-full"), "{url}");
+        }
         assert_eq!(prod.registry.watch_buffer, 4096);
         assert_eq!(prod.serving.dependency_timeout_ms, 2000);
         assert_eq!(prod.models.dir, Path::new("/var/lib/keel/models"));

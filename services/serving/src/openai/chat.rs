@@ -29,6 +29,7 @@ async fn answer(state: OpenAiState, request: Request) -> Result<Response, ApiErr
         None => String::new(),
     };
     let input = QueryInput {
+        caller_key: keel_core::auth::caller_name(&parts.extensions),
         endpoint: endpoint.to_string(),
         question: String::new(),
         messages: chat

@@ -75,6 +75,7 @@ async fn answer(state: OpenAiState, request: Request) -> Result<Value, ApiError>
                         ),
                         param: Some("model".to_string()),
                         code: Some("model_not_found"),
+                        retry_after: None,
                     },
                     _ => ApiError::from(status),
                 })?;

@@ -76,6 +76,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds a rate-limited caller should wait (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -85,6 +87,7 @@ impl ApiError {
             message: message.into(),
             param: Some(param.to_string()),
             code: None,
+            retry_after: None,
         }
     }
 
@@ -118,11 +121,17 @@ impl From<tonic::Status> for ApiError {
             Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, None),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
+        let retry_after = status
+            .metadata()
+            .get(crate::error::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
         ApiError {
             status: http_status,
             message: status.message().to_string(),
             param: None,
             code,
+            retry_after,
         }
     }
 }
@@ -149,7 +158,13 @@ impl IntoResponse for ApiError {
                 "code": self.code,
             }
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
