@@ -6,7 +6,7 @@
 use keel_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::{validate, ChatMessage, FieldError, FinishReason, Passage, RequestId};
+use crate::{validate, CacheHit, ChatMessage, FieldError, FinishReason, Passage, RequestId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +57,9 @@ pub struct InferenceRecord {
     /// to its user); `None` for live and evaluation requests.
     #[serde(default)]
     pub shadow_of: Option<RequestId>,
+    /// Served from the answer cache (no tokens generated).
+    #[serde(default)]
+    pub cache_hit: CacheHit,
 }
 
 impl InferenceRecord {
@@ -104,6 +107,7 @@ impl InferenceRecord {
             .collect::<Result<Vec<_>, _>>()?;
         let finish_reason =
             FinishReason::from_proto(&named("finish_reason"), record.finish_reason)?;
+        let cache_hit = CacheHit::from_proto(&named("cache_hit"), record.cache_hit)?;
         let usage = record.usage.unwrap_or_default();
         let shadow_of = match record.shadow_of.as_str() {
             "" => None,
@@ -111,6 +115,7 @@ impl InferenceRecord {
         };
         Ok(InferenceRecord {
             shadow_of,
+            cache_hit,
             request_id,
             trace_id: record.trace_id,
             span_id: record.span_id,
@@ -178,6 +183,7 @@ impl From<InferenceRecord> for pb::InferenceRecord {
                 .shadow_of
                 .map(|live| live.to_string())
                 .unwrap_or_default(),
+            cache_hit: pb::CacheHit::from(record.cache_hit) as i32,
         }
     }
 }
@@ -221,6 +227,7 @@ mod tests {
             generator: "extractive".to_string(),
             finish_reason: FinishReason::Length,
             shadow_of: None,
+            cache_hit: CacheHit::None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! rule) is defined here once, with its proto conversion, and every service
 //! uses this one.
 
+pub mod cache_hit;
 pub mod chat;
 pub mod field_error;
 pub mod inference;
@@ -15,6 +16,7 @@ pub mod scope;
 pub mod search_mode;
 pub mod validate;
 
+pub use cache_hit::CacheHit;
 pub use chat::{ChatMessage, FinishReason, GenerationParams, Role};
 pub use field_error::FieldError;
 pub use inference::{InferenceRecord, InferenceStatus};

@@ -451,6 +451,7 @@ mod tests {
             generator: "extractive".to_string(),
             finish_reason: FinishReason::Stop,
             shadow_of: None,
+            cache_hit: keel_types::CacheHit::None,
         }
     }
 

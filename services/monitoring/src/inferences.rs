@@ -279,6 +279,7 @@ pub(crate) mod tests {
             generator: "extractive".to_string(),
             finish_reason: FinishReason::Stop,
             shadow_of: None,
+            cache_hit: keel_types::CacheHit::None,
         }
     }
 

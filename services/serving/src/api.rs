@@ -139,6 +139,7 @@ fn query_output_to_proto(output: QueryOutput) -> pb::QueryResponse {
         finish_reason: pb::FinishReason::from(output.finish_reason) as i32,
         generator: output.generator,
         cost_usd: output.cost_usd,
+        cache_hit: pb::CacheHit::from(output.cache_hit) as i32,
     }
 }
 
@@ -169,6 +170,7 @@ fn query_event_to_proto(event: QueryEvent) -> pb::QueryStreamEvent {
             finish_reason: pb::FinishReason::from(output.finish_reason) as i32,
             generator: output.generator,
             cost_usd: output.cost_usd,
+            cache_hit: pb::CacheHit::from(output.cache_hit) as i32,
         }),
     };
     pb::QueryStreamEvent { event: Some(event) }

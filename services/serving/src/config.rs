@@ -65,6 +65,8 @@ pub struct Config {
     pub prices: std::collections::BTreeMap<String, crate::metrics::ModelPrice>,
     /// Rates and budgets per API key and per endpoint (`[serving.limits]`).
     pub limits: crate::limits::LimitsConfig,
+    /// Answers kept and served again, per endpoint (`[serving.cache]`).
+    pub cache: crate::cache::CacheConfig,
     /// The `[auth]` section, shared by every service: filled by the binary
     /// and `keel up`, not read from this section.
     #[serde(skip)]
@@ -123,6 +125,7 @@ impl Default for Config {
             experiment_refresh_ms: 5000,
             prices: std::collections::BTreeMap::new(),
             limits: crate::limits::LimitsConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 }
@@ -177,6 +180,7 @@ impl Config {
             ));
         }
         self.limits.check()?;
+        self.cache.check()?;
         for (generator, price) in &self.prices {
             for (field, value) in [
                 ("input_per_million_tokens", price.input_per_million_tokens),

@@ -220,6 +220,7 @@ mod tests {
             generator: String::new(),
             finish_reason: FinishReason::Unspecified,
             shadow_of: None,
+            cache_hit: keel_types::CacheHit::None,
         }
     }
 

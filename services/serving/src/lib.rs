@@ -3,6 +3,7 @@
 //! records shipped to monitoring off the request path.
 
 pub mod api;
+pub mod cache;
 pub mod clients;
 pub mod completion;
 pub mod config;
@@ -112,9 +113,18 @@ pub async fn serve(
         registry.clone(),
         Duration::from_millis(config.resolver_ttl_ms),
     ));
+    let service_metrics = ServiceMetrics::new("serving");
+    let answer_cache = cache::AnswerCache::new(vector_index_channel.clone(), config.cache.clone())
+        .with_metrics(&service_metrics)?;
+    let cache_task = (!config.cache.endpoints.is_empty()).then(|| {
+        tokio::spawn(cache::forget_on_alias_moves(
+            answer_cache.clone(),
+            resolver.subscribe_moves(),
+            background_shutdown.clone(),
+        ))
+    });
     let watch_task = tokio::spawn(resolver.clone().watch_aliases(background_shutdown.clone()));
 
-    let service_metrics = ServiceMetrics::new("serving");
     let generation_pool = GenerationPool::new(config.generation_workers, config.generation_queue);
     register_queue_metrics(&service_metrics, &inference_log, &generation_pool)?;
     let completions = Completions::new(
@@ -136,7 +146,8 @@ pub async fn serve(
             inference_log.clone(),
             QueryMetrics::new(&service_metrics, config.prices.clone())?,
         )
-        .with_limiter(limiter),
+        .with_limiter(limiter)
+        .with_cache(answer_cache.clone()),
     );
     let experiments = Arc::new(Experiments::new(
         store.clone(),
@@ -184,6 +195,11 @@ pub async fn serve(
     background_shutdown.cancel();
     if let Err(error) = refresher_task.await {
         tracing::warn!(%error, "experiment refresher failed");
+    }
+    if let Some(task) = cache_task {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, "cache invalidation task failed");
+        }
     }
     if let Err(error) = watch_task.await {
         tracing::warn!(%error, "alias watch task failed");

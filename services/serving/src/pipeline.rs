@@ -16,14 +16,15 @@ use keel_core::telemetry::{span_ids, CallerTrace};
 use keel_models::{Generation, GenerationRequest, ModelCatalog};
 use keel_store::Store;
 use keel_types::{
-    validate, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus, ModelRef,
-    Passage, RequestId, Role,
+    validate, CacheHit, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus,
+    ModelRef, Passage, RequestId, Role,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::cache::{self, AnswerCache, CachedAnswer, Lookup};
 use crate::endpoint::Shadow;
 use crate::error::Error;
 use crate::experiment::{self, Side};
@@ -92,6 +93,8 @@ pub struct QueryOutput {
     pub generator: String,
     /// By the generator's price in the config; 0 without one.
     pub cost_usd: f64,
+    /// Served from the answer cache.
+    pub cache_hit: CacheHit,
 }
 
 /// What a streamed query sends, in this order: `Citations` once, `Delta`
@@ -361,6 +364,8 @@ struct Progress {
     shadow: Option<Shadow>,
     /// Tokens and cost held for this query until it is settled.
     reservation: Option<Reservation>,
+    /// The answer came from the cache.
+    cache_hit: CacheHit,
 }
 
 pub struct Pipeline {
@@ -377,6 +382,9 @@ pub struct Pipeline {
     experiments: Arc<RunningExperiments>,
     /// Rates and budgets; off unless `[serving.limits]` has rules.
     limiter: Limiter,
+    /// Answers kept per endpoint and chain version; off unless
+    /// `[serving.cache]` names the endpoint.
+    cache: Option<AnswerCache>,
 }
 
 impl Pipeline {
@@ -400,7 +408,14 @@ impl Pipeline {
             metrics,
             shadow_slot: Arc::new(Semaphore::new(1)),
             limiter: Limiter::off(),
+            cache: None,
         }
+    }
+
+    /// The same pipeline, answering from `cache` where it is on.
+    pub fn with_cache(mut self, cache: AnswerCache) -> Pipeline {
+        self.cache = Some(cache);
+        self
     }
 
     /// The same pipeline, admitting queries through `limiter`.
@@ -557,6 +572,7 @@ impl Pipeline {
             finish_reason,
             generator: progress.generator.clone(),
             cost_usd,
+            cache_hit: progress.cache_hit,
         };
         let (status, error) = match error_text {
             None => (InferenceStatus::Ok, String::new()),
@@ -590,6 +606,7 @@ impl Pipeline {
             generator: progress.generator,
             finish_reason,
             shadow_of,
+            cache_hit: progress.cache_hit,
         });
         result.map(|()| output)
     }
@@ -806,6 +823,33 @@ impl Pipeline {
             });
         }
 
+        // Evaluation and replay (a pinned target) and shadows run the chain.
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|cache| query.target.is_none() && cache.settings(&query.endpoint).is_some());
+        let lookup = Lookup {
+            endpoint: &query.endpoint,
+            chain: &chain,
+        };
+        if let Some(cache) = cache.filter(|_| query.messages.len() <= 1) {
+            let lookup_started = Instant::now();
+            let found = cache.similar(&lookup, &query.question).await;
+            progress.waited_on_dependencies += lookup_started.elapsed();
+            if let Some(hit) = found {
+                return self
+                    .answer_from_cache(
+                        hit,
+                        CacheHit::Semantic,
+                        query,
+                        (request_id, trace_id),
+                        listener,
+                        progress,
+                    )
+                    .await;
+            }
+        }
+
         let search = SearchQuery {
             collection: &chain.collection,
             text: &query.question,
@@ -821,26 +865,68 @@ impl Pipeline {
         let rendered = chain
             .prompt
             .render(&query.question, &passages, &query.messages)?;
+        let exact_key = cache.map(|_| cache::exact_key(&lookup, &rendered));
+        if let (Some(cache), Some(key)) = (cache, &exact_key) {
+            let lookup_started = Instant::now();
+            let found = cache.exact(&lookup, key).await;
+            progress.waited_on_dependencies += lookup_started.elapsed();
+            if let Some(hit) = found {
+                return self
+                    .answer_from_cache(
+                        hit,
+                        CacheHit::Exact,
+                        query,
+                        (request_id, trace_id),
+                        listener,
+                        progress,
+                    )
+                    .await;
+            }
+        }
         progress.reservation = self
             .reserve_tokens(query, &mut candidates, &rendered)
             .await?;
+        let generation = (passages, rendered);
+        let ids = (request_id, trace_id);
         if candidates
             .iter()
             .all(|candidate| candidate.generator.remote().is_some())
         {
-            return self
-                .generate_remotely(
-                    query,
-                    &candidates,
-                    (passages, rendered),
-                    (request_id, trace_id),
-                    query_span,
-                    listener,
-                    progress,
-                )
-                .await;
+            self.generate_remotely(
+                query,
+                &candidates,
+                generation,
+                ids,
+                query_span,
+                listener,
+                progress,
+            )
+            .await?;
+        } else {
+            self.generate_locally(
+                query, candidates, generation, ids, query_span, listener, progress,
+            )
+            .await?;
         }
+        if let (Some(cache), Some(key)) = (cache, exact_key) {
+            remember(cache, &lookup, key, query, progress);
+        }
+        Ok(())
+    }
 
+    /// The generation step of a chain with a local model among its
+    /// generators: rendered and generated on the generation pool.
+    #[allow(clippy::too_many_arguments)]
+    async fn generate_locally(
+        &self,
+        query: &ValidQuery,
+        candidates: Vec<Candidate>,
+        (passages, rendered): (Vec<keel_types::Passage>, String),
+        (request_id, trace_id): (RequestId, &str),
+        query_span: &tracing::Span,
+        listener: &Listener,
+        progress: &mut Progress,
+    ) -> Result<(), Error> {
         // Overload is refused before the first event of a stream, so a
         // streaming caller sees RESOURCE_EXHAUSTED as the call's status.
         let generation_started = Instant::now();
@@ -902,6 +988,75 @@ impl Pipeline {
         progress.generation = Some(outcome.result?);
         Ok(())
     }
+
+    /// Answers with a cached answer, streamed like a generated one.
+    async fn answer_from_cache(
+        &self,
+        hit: CachedAnswer,
+        kind: CacheHit,
+        query: &ValidQuery,
+        (request_id, trace_id): (RequestId, &str),
+        listener: &Listener,
+        progress: &mut Progress,
+    ) -> Result<(), Error> {
+        progress.cache_hit = kind;
+        progress.generator = hit.generator;
+        if kind == CacheHit::Semantic {
+            progress.contexts = hit.citations;
+        }
+        if listener
+            .announce(&progress.contexts, query, request_id, trace_id)
+            .await
+            .is_break()
+        {
+            progress.generation = Some(nothing_generated());
+            return Ok(());
+        }
+        // Word by word, as a generator hands its answer over.
+        for piece in hit.answer.split_inclusive(' ') {
+            if listener.deliver(piece.to_string()).await.is_break() {
+                break;
+            }
+        }
+        progress.generation = Some(Generation {
+            text: hit.answer,
+            input_tokens: 0,
+            output_tokens: 0,
+            finish_reason: hit.finish_reason,
+        });
+        Ok(())
+    }
+}
+
+/// Keeps a whole answer (not one its caller left) in the cache.
+fn remember(
+    cache: &AnswerCache,
+    lookup: &Lookup<'_>,
+    key: String,
+    query: &ValidQuery,
+    progress: &Progress,
+) {
+    let Some(generation) = &progress.generation else {
+        return;
+    };
+    if generation.text.is_empty()
+        || matches!(
+            generation.finish_reason,
+            FinishReason::Cancelled | FinishReason::Unspecified
+        )
+    {
+        return;
+    }
+    let answer = CachedAnswer {
+        answer: generation.text.clone(),
+        citations: progress.contexts.clone(),
+        generator: progress.generator.clone(),
+        finish_reason: generation.finish_reason,
+    };
+    // An answer in a conversation depends on more than its last
+    // question: it is kept for exact lookups only.
+    let semantic = query.messages.len() <= 1;
+    cache.remember(lookup, key, &query.question, semantic, answer);
 }
 
 /// Validates `input` and gives the query its identity: a request id and

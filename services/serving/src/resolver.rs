@@ -65,11 +65,18 @@ struct CacheState {
     watch_connected: bool,
 }
 
+/// Alias moves waiting for a slow subscriber; beyond it the oldest are
+/// skipped (it is told how many).
+const MOVES_BUFFER: usize = 256;
+
 pub struct Resolver {
     registry: RegistryClient,
     state: Mutex<CacheState>,
     /// How long an alias-based entry is trusted without an announcement.
     alias_ttl: Duration,
+    /// Models whose alias moved, for whoever keeps answers per version
+    /// (the answer cache).
+    moves: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Resolver {
@@ -78,7 +85,13 @@ impl Resolver {
             registry,
             state: Mutex::new(CacheState::default()),
             alias_ttl,
+            moves: tokio::sync::broadcast::channel(MOVES_BUFFER).0,
         }
+    }
+
+    /// Every model whose alias moves from now on, as the watch reports it.
+    pub fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.moves.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, CacheState> {
@@ -186,14 +199,18 @@ impl Resolver {
 
     /// An alias of `model` moved: forget what went through its aliases.
     pub fn on_alias_moved(&self, model: &str) {
-        let mut state = self.lock();
-        state.epoch += 1;
-        state.entries.retain(|_, entry| {
-            !entry
-                .alias_models
-                .iter()
-                .any(|alias_model| alias_model == model)
-        });
+        {
+            let mut state = self.lock();
+            state.epoch += 1;
+            state.entries.retain(|_, entry| {
+                !entry
+                    .alias_models
+                    .iter()
+                    .any(|alias_model| alias_model == model)
+            });
+        }
+        // Nobody subscribed is not an error.
+        let _ = self.moves.send(model.to_string());
     }
 
     /// Aliases may have moved while the watch was down: forget every

@@ -7,6 +7,7 @@
 
 mod auth;
 mod bad_input;
+mod cache;
 mod champion;
 mod evaluation;
 mod experiment;

@@ -100,5 +100,6 @@ pub fn wire_record(
         generator: "extractive".to_string(),
         finish_reason: pb::FinishReason::Stop as i32,
         shadow_of: String::new(),
+        cache_hit: pb::CacheHit::None as i32,
     }
 }

@@ -101,6 +101,7 @@ pub fn keel_fields(output: &QueryOutput) -> Value {
         "route_target": output.route_target,
         "generator": output.generator,
         "cost_usd": output.cost_usd,
+        "cache_hit": output.cache_hit,
         "citations": output.citations,
     })
 }
