@@ -6,7 +6,10 @@
 use keel_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::{validate, CacheHit, ChatMessage, FieldError, FinishReason, Passage, RequestId};
+use crate::{
+    validate, CacheHit, ChatMessage, FieldError, FinishReason, GuardrailDecision, Passage,
+    RequestId,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +63,9 @@ pub struct InferenceRecord {
     /// Served from the answer cache (no tokens generated).
     #[serde(default)]
     pub cache_hit: CacheHit,
+    /// What the endpoint's guardrails decided, input first.
+    #[serde(default)]
+    pub guardrails: Vec<GuardrailDecision>,
 }
 
 impl InferenceRecord {
@@ -116,6 +122,7 @@ impl InferenceRecord {
         Ok(InferenceRecord {
             shadow_of,
             cache_hit,
+            guardrails: record.guardrails.into_iter().map(Into::into).collect(),
             request_id,
             trace_id: record.trace_id,
             span_id: record.span_id,
@@ -184,6 +191,7 @@ impl From<InferenceRecord> for pb::InferenceRecord {
                 .map(|live| live.to_string())
                 .unwrap_or_default(),
             cache_hit: pb::CacheHit::from(record.cache_hit) as i32,
+            guardrails: record.guardrails.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -228,6 +236,7 @@ mod tests {
             finish_reason: FinishReason::Length,
             shadow_of: None,
             cache_hit: CacheHit::None,
+            guardrails: Vec::new(),
         }
     }
 

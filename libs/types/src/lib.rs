@@ -7,6 +7,7 @@
 pub mod cache_hit;
 pub mod chat;
 pub mod field_error;
+pub mod guardrail;
 pub mod inference;
 pub mod model_ref;
 pub mod page_cursor;
@@ -19,6 +20,7 @@ pub mod validate;
 pub use cache_hit::CacheHit;
 pub use chat::{ChatMessage, FinishReason, GenerationParams, Role};
 pub use field_error::FieldError;
+pub use guardrail::GuardrailDecision;
 pub use inference::{InferenceRecord, InferenceStatus};
 pub use model_ref::{ModelRef, Selector};
 pub use page_cursor::{CursorKey, PageCursor};

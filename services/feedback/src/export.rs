@@ -452,6 +452,7 @@ mod tests {
             finish_reason: FinishReason::Stop,
             shadow_of: None,
             cache_hit: keel_types::CacheHit::None,
+            guardrails: Vec::new(),
         }
     }
 

@@ -280,6 +280,7 @@ pub(crate) mod tests {
             finish_reason: FinishReason::Stop,
             shadow_of: None,
             cache_hit: keel_types::CacheHit::None,
+            guardrails: Vec::new(),
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Answers kept and served again, per endpoint (`[serving.cache]`).
     pub cache: crate::cache::CacheConfig,
+    /// Checks on questions and answers, per endpoint
+    /// (`[serving.guardrails]`).
+    pub guardrails: crate::guardrails::GuardrailsConfig,
     /// The `[auth]` section, shared by every service: filled by the binary
     /// and `keel up`, not read from this section.
     #[serde(skip)]
@@ -126,6 +129,7 @@ impl Default for Config {
             prices: std::collections::BTreeMap::new(),
             limits: crate::limits::LimitsConfig::default(),
             cache: crate::cache::CacheConfig::default(),
+            guardrails: crate::guardrails::GuardrailsConfig::default(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl Config {
         }
         self.limits.check()?;
         self.cache.check()?;
+        self.guardrails.check()?;
         for (generator, price) in &self.prices {
             for (field, value) in [
                 ("input_per_million_tokens", price.input_per_million_tokens),

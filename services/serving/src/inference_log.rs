@@ -221,6 +221,7 @@ mod tests {
             finish_reason: FinishReason::Unspecified,
             shadow_of: None,
             cache_hit: keel_types::CacheHit::None,
+            guardrails: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod experiment_verdict;
 pub mod experiments;
 pub mod fallback;
 pub mod generation;
+pub mod guardrails;
 pub mod inference_delivery;
 pub mod inference_log;
 pub mod jetstream_sink;
@@ -147,7 +148,15 @@ pub async fn serve(
             QueryMetrics::new(&service_metrics, config.prices.clone())?,
         )
         .with_limiter(limiter)
-        .with_cache(answer_cache.clone()),
+        .with_cache(answer_cache.clone())
+        .with_guardrails(
+            guardrails::Guardrails::new(
+                vector_index_channel.clone(),
+                config.guardrails.clone(),
+                dependency_timeout,
+            )
+            .with_metrics(&service_metrics)?,
+        ),
     );
     let experiments = Arc::new(Experiments::new(
         store.clone(),

@@ -16,8 +16,8 @@ use keel_core::telemetry::{span_ids, CallerTrace};
 use keel_models::{Generation, GenerationRequest, ModelCatalog};
 use keel_store::Store;
 use keel_types::{
-    validate, CacheHit, ChatMessage, FieldError, FinishReason, InferenceRecord, InferenceStatus,
-    ModelRef, Passage, RequestId, Role,
+    validate, CacheHit, ChatMessage, FieldError, FinishReason, GuardrailDecision, InferenceRecord,
+    InferenceStatus, ModelRef, Passage, RequestId, Role,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tracing::field::Empty;
@@ -31,6 +31,7 @@ use crate::experiment::{self, Side};
 use crate::experiment_cache::RunningExperiments;
 use crate::fallback::{self, Candidate};
 use crate::generation::GenerationPool;
+use crate::guardrails::Guardrails;
 use crate::inference_log::InferenceLog;
 use crate::limits::{Caller, Limiter, Reservation};
 use crate::metrics::{QueryMetrics, QueryObservation};
@@ -129,13 +130,28 @@ enum Listener {
     Stream {
         events: mpsc::Sender<Result<QueryEvent, Error>>,
     },
+    /// A streaming call whose answer is held back until the guardrails
+    /// have checked it: the first event goes out, the deltas do not.
+    Held {
+        events: mpsc::Sender<Result<QueryEvent, Error>>,
+    },
 }
 
 impl Listener {
     fn is_gone(&self) -> bool {
         match self {
             Listener::Unary { caller_gone } => caller_gone.load(Ordering::Acquire),
-            Listener::Stream { events } => events.is_closed(),
+            Listener::Stream { events } | Listener::Held { events } => events.is_closed(),
+        }
+    }
+
+    /// The same caller, its stream's deltas held back.
+    fn held(&self) -> Listener {
+        match self {
+            Listener::Stream { events } => Listener::Held {
+                events: events.clone(),
+            },
+            other => other.clone(),
         }
     }
 
@@ -155,7 +171,9 @@ impl Listener {
         };
         let sent = match self {
             Listener::Unary { .. } => true,
-            Listener::Stream { events } => events.send(Ok(event)).await.is_ok(),
+            Listener::Stream { events } | Listener::Held { events } => {
+                events.send(Ok(event)).await.is_ok()
+            }
         };
         if sent && !self.is_gone() {
             ControlFlow::Continue(())
@@ -179,6 +197,13 @@ impl Listener {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_client_left) => ControlFlow::Break(()),
             },
+            Listener::Held { events } => {
+                if events.is_closed() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
         }
     }
 
@@ -197,6 +222,13 @@ impl Listener {
                 match events.blocking_send(Ok(QueryEvent::Delta(piece.to_string()))) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(_client_left) => ControlFlow::Break(()),
+                }
+            }
+            Listener::Held { events } => {
+                if events.is_closed() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
             }
         }
@@ -366,6 +398,11 @@ struct Progress {
     reservation: Option<Reservation>,
     /// The answer came from the cache.
     cache_hit: CacheHit,
+    /// What the endpoint's guardrails decided.
+    guardrails: Vec<GuardrailDecision>,
+    /// The question and conversation as the guardrails masked them: what
+    /// the chain saw, and what the record keeps.
+    masked_input: Option<(String, Vec<ChatMessage>)>,
 }
 
 pub struct Pipeline {
@@ -385,6 +422,8 @@ pub struct Pipeline {
     /// Answers kept per endpoint and chain version; off unless
     /// `[serving.cache]` names the endpoint.
     cache: Option<AnswerCache>,
+    /// Checks on questions and answers, per endpoint.
+    guardrails: Option<Guardrails>,
 }
 
 impl Pipeline {
@@ -409,7 +448,14 @@ impl Pipeline {
             shadow_slot: Arc::new(Semaphore::new(1)),
             limiter: Limiter::off(),
             cache: None,
+            guardrails: None,
         }
+    }
+
+    /// The same pipeline, checking questions and answers with `guardrails`.
+    pub fn with_guardrails(mut self, guardrails: Guardrails) -> Pipeline {
+        self.guardrails = Some(guardrails);
+        self
     }
 
     /// The same pipeline, answering from `cache` where it is on.
@@ -582,6 +628,11 @@ impl Pipeline {
         if let Some(shadow) = progress.shadow.take().filter(|_| result.is_ok()) {
             self.mirror(&query, request_id, &trace_id, shadow, &span);
         }
+        // What the guardrails masked is never kept.
+        let (question, input_messages) = progress
+            .masked_input
+            .take()
+            .unwrap_or((query.question, query.messages));
         self.inference_log.record(InferenceRecord {
             request_id,
             trace_id,
@@ -592,8 +643,8 @@ impl Pipeline {
             served_version: progress.served_version,
             user_id: query.user_id,
             session_id: query.session_id,
-            question: query.question,
-            input_messages: query.messages,
+            question,
+            input_messages,
             contexts: progress.contexts,
             prompt_messages: progress.prompt_messages,
             answer,
@@ -607,6 +658,7 @@ impl Pipeline {
             finish_reason,
             shadow_of,
             cache_hit: progress.cache_hit,
+            guardrails: progress.guardrails,
         });
         result.map(|()| output)
     }
@@ -762,6 +814,14 @@ impl Pipeline {
             .await?
             .ok_or_else(|| Error::NotFound(format!("endpoint `{}` not found", query.endpoint)))?;
         progress.endpoint_found = true;
+        let masked_query;
+        let query = match self.check_input(query, progress).await? {
+            Some(masked) => {
+                masked_query = masked;
+                &masked_query
+            }
+            None => query,
+        };
         if query.target.is_none() {
             progress.shadow = endpoint
                 .shadow
@@ -888,6 +948,17 @@ impl Pipeline {
             .await?;
         let generation = (passages, rendered);
         let ids = (request_id, trace_id);
+        // An answer the guardrails check reaches a streaming caller only
+        // once checked.
+        let checks_output = self
+            .guardrails
+            .as_ref()
+            .is_some_and(|rails| rails.checks_output(&query.endpoint));
+        let generation_listener = if checks_output {
+            listener.held()
+        } else {
+            listener.clone()
+        };
         if candidates
             .iter()
             .all(|candidate| candidate.generator.remote().is_some())
@@ -898,15 +969,24 @@ impl Pipeline {
                 generation,
                 ids,
                 query_span,
-                listener,
+                &generation_listener,
                 progress,
             )
             .await?;
         } else {
             self.generate_locally(
-                query, candidates, generation, ids, query_span, listener, progress,
+                query,
+                candidates,
+                generation,
+                ids,
+                query_span,
+                &generation_listener,
+                progress,
             )
             .await?;
+        }
+        if checks_output {
+            self.check_output(query, listener, progress).await?;
         }
         if let (Some(cache), Some(key)) = (cache, exact_key) {
             remember(cache, &lookup, key, query, progress);
@@ -987,6 +1067,74 @@ impl Pipeline {
         }
         progress.generation = Some(outcome.result?);
         Ok(())
+    }
+
+    /// The endpoint's input guardrails: a refusal is INVALID_ARGUMENT
+    /// naming the rule; `Some` is the query with personal data masked.
+    async fn check_input(
+        &self,
+        query: &ValidQuery,
+        progress: &mut Progress,
+    ) -> Result<Option<ValidQuery>, Error> {
+        let Some(rails) = &self.guardrails else {
+            return Ok(None);
+        };
+        match rails
+            .check_input(&query.endpoint, &query.question, &query.messages)
+            .await?
+        {
+            Ok(passed) => {
+                progress.guardrails.extend(passed.decisions);
+                Ok(passed.masked.map(|(question, messages)| {
+                    progress.masked_input = Some((question.clone(), messages.clone()));
+                    ValidQuery {
+                        question,
+                        messages,
+                        ..query.clone()
+                    }
+                }))
+            }
+            Err(blocked) => {
+                progress.guardrails.extend(blocked.decisions);
+                Err(Error::InvalidArgument(FieldError::new(
+                    "question",
+                    format!("refused by the endpoint's guardrails: {}", blocked.reason),
+                )))
+            }
+        }
+    }
+
+    /// The endpoint's output guardrails on the generated answer: masked in
+    /// place, or withheld (FAILED_PRECONDITION). A streaming caller gets
+    /// the checked answer as one piece.
+    async fn check_output(
+        &self,
+        query: &ValidQuery,
+        listener: &Listener,
+        progress: &mut Progress,
+    ) -> Result<(), Error> {
+        let (Some(rails), Some(generation)) = (&self.guardrails, progress.generation.as_mut())
+        else {
+            return Ok(());
+        };
+        match rails.check_output(&query.endpoint, &generation.text) {
+            Ok((shown, decisions)) => {
+                progress.guardrails.extend(decisions);
+                generation.text = shown;
+                if matches!(listener, Listener::Stream { .. }) && !generation.text.is_empty() {
+                    let _caller_may_have_left = listener.deliver(generation.text.clone()).await;
+                }
+                Ok(())
+            }
+            Err(blocked) => {
+                progress.guardrails.extend(blocked.decisions);
+                generation.text.clear();
+                Err(Error::FailedPrecondition(format!(
+                    "the answer was withheld by the endpoint's guardrails: {}",
+                    blocked.reason
+                )))
+            }
+        }
     }
 
     /// Answers with a cached answer, streamed like a generated one.

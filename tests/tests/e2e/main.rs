@@ -12,6 +12,7 @@ mod champion;
 mod evaluation;
 mod experiment;
 mod full_loop;
+mod guardrails;
 mod health_and_reflection;
 mod hybrid_retrieval;
 mod improve;

@@ -101,5 +101,6 @@ pub fn wire_record(
         finish_reason: pb::FinishReason::Stop as i32,
         shadow_of: String::new(),
         cache_hit: pb::CacheHit::None as i32,
+        guardrails: Vec::new(),
     }
 }
