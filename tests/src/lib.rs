@@ -212,6 +212,15 @@ impl Cluster {
         }
     }
 
+    /// The service's `/metrics` exposition, read with the master key.
+    pub async fn metrics(&self, service: Service) -> String {
+        let (name, value) = master_key_header();
+        let scrape = keel_testkit::http_request("GET", "/metrics", &[(name, value.as_str())], &[]);
+        let response = keel_testkit::http_exchange(self.keel.admin_addr(service), scrape).await;
+        assert_eq!(response.status, 200, "{service} /metrics");
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+
     /// Stops every service and asserts that they all stopped cleanly.
     pub async fn shutdown(self) {
         self.keel

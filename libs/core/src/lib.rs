@@ -17,6 +17,7 @@ pub mod jetstream;
 pub mod metrics;
 pub mod payload;
 pub mod periodic;
+pub mod pii;
 pub mod server;
 mod span_export;
 mod span_fallback;

@@ -108,7 +108,7 @@ pub async fn run(
         ..ExportSummary::default()
     };
     let masker = if request.mask_pii {
-        Some(Arc::new(PiiMasker::new()?))
+        Some(Arc::new(PiiMasker::new()))
     } else {
         None
     };

@@ -31,8 +31,6 @@ pub enum Error {
     GroupFailed { message: String, unreachable: bool },
     #[error("the feedback service is shutting down")]
     ShuttingDown,
-    #[error("personal data masking cannot start: {0}")]
-    Masking(#[from] regex::Error),
     #[error("invalid configuration: feedback.{0}")]
     Config(#[from] keel_core::cors::InvalidOrigin),
 }

@@ -1,58 +1,23 @@
-//! Masks personal data in exported text: e-mail addresses, card numbers
-//! (13–19 digits passing the Luhn check) and phone numbers (9–15 digits,
-//! optionally with +, spaces, dots, dashes and parentheses). Conservative
-//! by design: a long digit run that is not a card reads as a phone number
-//! and is masked too.
+//! Masks personal data in exported text: e-mail addresses, phone and card
+//! numbers and IBANs, as `keel_core::pii` finds them (the same rules as
+//! serving's guardrails).
 
 use std::borrow::Cow;
 
-use regex::{Captures, Regex};
-
 use keel_types::InferenceRecord;
 
-pub struct PiiMasker {
-    email: Regex,
-    digits: Regex,
-}
+#[derive(Debug, Default)]
+pub struct PiiMasker;
 
 impl PiiMasker {
-    /// Fails only if a pattern below does not compile, which the tests
-    /// rule out.
-    pub fn new() -> Result<PiiMasker, regex::Error> {
-        Ok(PiiMasker {
-            email: Regex::new(
-                r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-            )?,
-            // A run of digits with the separators people write in card and
-            // phone numbers; which one it is depends on its digits.
-            digits: Regex::new(r"\+?\(?\d[\d ().-]{7,}\d")?,
-        })
+    pub fn new() -> PiiMasker {
+        PiiMasker
     }
 
-    /// `text` with personal data replaced by [EMAIL], [CARD] or [PHONE].
+    /// `text` with personal data replaced by [EMAIL], [PHONE], [CARD] or
+    /// [IBAN].
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let without_emails = self.email.replace_all(text, "[EMAIL]");
-        let replaced = match self
-            .digits
-            .replace_all(&without_emails, |found: &Captures| {
-                let run = &found[0];
-                let digits: Vec<u32> = run.chars().filter_map(|c| c.to_digit(10)).collect();
-                if (13..=19).contains(&digits.len()) && luhn_valid(&digits) {
-                    "[CARD]".to_string()
-                } else if (9..=15).contains(&digits.len()) {
-                    "[PHONE]".to_string()
-                } else {
-                    run.to_string()
-                }
-            }) {
-            // A digit run that is neither is put back as it was.
-            Cow::Owned(masked) if masked != *without_emails => Some(masked),
-            _ => None,
-        };
-        match replaced {
-            Some(masked) => Cow::Owned(masked),
-            None => without_emails,
-        }
+        keel_core::pii::mask_all(text)
     }
 
     /// Masks `text` in place; returns whether anything was masked.
@@ -85,35 +50,13 @@ impl PiiMasker {
     }
 }
 
-/// The Luhn checksum every payment card number satisfies.
-fn luhn_valid(digits: &[u32]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(position, &digit)| {
-            if position % 2 == 1 {
-                let doubled = digit * 2;
-                if doubled > 9 {
-                    doubled - 9
-                } else {
-                    doubled
-                }
-            } else {
-                digit
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn masks_emails_cards_and_phones() {
-        let masker = PiiMasker::new().unwrap();
+        let masker = PiiMasker::new();
         assert_eq!(
             masker.mask("Mail jane.doe+billing@example.co.uk today."),
             "Mail [EMAIL] today."
@@ -135,7 +78,7 @@ mod tests {
 
     #[test]
     fn leaves_ordinary_numbers_and_text_alone() {
-        let masker = PiiMasker::new().unwrap();
+        let masker = PiiMasker::new();
         for text in [
             "Refunds take 30 days; version 1.2.3 shipped on 2024-01-15.",
             "The price is 1,299.00 EUR.",
@@ -147,7 +90,7 @@ mod tests {
 
     #[test]
     fn masks_a_whole_record() {
-        let masker = PiiMasker::new().unwrap();
+        let masker = PiiMasker::new();
         let mut record: InferenceRecord = serde_json::from_value(serde_json::json!({
             "request_id": "00000000-0000-0000-0000-000000000001",
             "trace_id": "", "endpoint": "support", "route_target": "chain@champion",

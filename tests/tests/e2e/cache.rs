@@ -10,10 +10,9 @@ use keel_proto::v1::{
     query_stream_event, CacheHit, CountPointsRequest, GetInferenceRequest, QueryResponse,
 };
 use keel_serving::cache::{CacheConfig, EndpointCache};
-use keel_testkit::{http_exchange, http_request};
 use keel_tests::cluster::Service;
 use keel_tests::fixtures::{self, CHAMPION_TARGET, ENDPOINT, REFUND_QUESTION, SHIPPING_QUESTION};
-use keel_tests::{eventually, master_key_header, on_both_backends, Backend, Cluster, Storage};
+use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
 
 /// Answers only for a similar question, never for the same prompt.
 const SEMANTIC_ENDPOINT: &str = "acme-similar";
@@ -209,14 +208,7 @@ async fn answers_come_from_the_cache(backend: Backend) {
     assert_eq!(moved.cache_hit(), CacheHit::None);
 
     // The hit rate, on /metrics.
-    let scrape = http_request(
-        "GET",
-        "/metrics",
-        &[(master_key_header().0, master_key_header().1.as_str())],
-        &[],
-    );
-    let metrics = http_exchange(cluster.keel.admin_addr(Service::Serving), scrape).await;
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let text = cluster.metrics(Service::Serving).await;
     for series in [
         format!("keel_serving_cache_lookups_total{{endpoint=\"{ENDPOINT}\",kind=\"exact\",outcome=\"hit\",service=\"serving\"}}"),
         format!("keel_serving_cache_lookups_total{{endpoint=\"{SEMANTIC_ENDPOINT}\",kind=\"semantic\",outcome=\"hit\",service=\"serving\"}}"),

@@ -10,10 +10,9 @@ use keel_proto::v1::{
     query_stream_event, InferenceRecord, ListInferencesRequest, UpsertPointsRequest,
 };
 use keel_serving::guardrails::{EndpointGuardrails, GuardrailsConfig, PiiAction};
-use keel_testkit::{http_exchange, http_request};
 use keel_tests::cluster::Service;
 use keel_tests::fixtures::{self, CHAMPION_TARGET, COLLECTION, ENDPOINT, REFUND_QUESTION};
-use keel_tests::{eventually, master_key_header, on_both_backends, Backend, Cluster, Storage};
+use keel_tests::{eventually, on_both_backends, Backend, Cluster, Storage};
 use tonic::Code;
 
 /// Refuses personal data instead of masking it.
@@ -228,14 +227,7 @@ async fn guardrails_check_questions_and_answers(backend: Backend) {
     assert!(refusals.iter().all(|record| record.answer.is_empty()));
 
     // Counted on /metrics.
-    let scrape = http_request(
-        "GET",
-        "/metrics",
-        &[(master_key_header().0, master_key_header().1.as_str())],
-        &[],
-    );
-    let metrics = http_exchange(cluster.keel.admin_addr(Service::Serving), scrape).await;
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let text = cluster.metrics(Service::Serving).await;
     for series in [
         format!("keel_serving_guardrail_decisions_total{{action=\"masked\",endpoint=\"{ENDPOINT}\",rule=\"pii.email\",stage=\"input\",service=\"serving\"}} 1"),
         format!("keel_serving_guardrail_decisions_total{{action=\"blocked\",endpoint=\"{ENDPOINT}\",rule=\"topic\",stage=\"input\",service=\"serving\"}} 1"),

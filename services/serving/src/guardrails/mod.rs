@@ -6,7 +6,6 @@
 //! the request rather than let it through unchecked.
 
 pub mod config;
-pub mod pii;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,15 +20,13 @@ use prometheus::IntCounterVec;
 use regex::Regex;
 
 pub use config::{EndpointGuardrails, GuardrailsConfig, PiiAction};
-use pii::PiiKind;
+use keel_core::pii::{self, PiiKind};
 
 use crate::clients::with_deadline;
 use crate::error::Error;
 
 /// Each denied topic with its embedding.
 type EmbeddedTopics = Arc<Vec<(String, Vec<f32>)>>;
-
-const ALL_PII: [PiiKind; 4] = [PiiKind::Email, PiiKind::Phone, PiiKind::Card, PiiKind::Iban];
 
 /// A request or answer the guardrails refused, and why.
 #[derive(Debug)]
@@ -131,8 +128,10 @@ impl Guardrails {
         }
         let mut masked = None;
         if rails.input_pii != PiiAction::Off {
-            let found: Vec<Vec<pii::Found>> =
-                texts.iter().map(|text| pii::find(text, &ALL_PII)).collect();
+            let found: Vec<Vec<pii::Found>> = texts
+                .iter()
+                .map(|text| pii::find(text, &pii::ALL))
+                .collect();
             let kinds = kinds_of(found.iter().flatten());
             if !kinds.is_empty() {
                 let action = action_name(rails.input_pii);
@@ -211,7 +210,7 @@ impl Guardrails {
         }
         let mut shown = answer.to_string();
         if rails.output_pii != PiiAction::Off {
-            let found = pii::find(answer, &ALL_PII);
+            let found = pii::find(answer, &pii::ALL);
             let kinds = kinds_of(found.iter());
             let action = action_name(rails.output_pii);
             for (kind, count) in &kinds {
