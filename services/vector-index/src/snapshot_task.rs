@@ -64,6 +64,12 @@ impl VectorIndex {
         // the graph: its writes take seqs under the lock held now.
         let covered_seq = self.last_seq.load(Ordering::SeqCst);
         let (graph, slot_table) = collection.index.read().snapshot_parts();
+        // A graph with no point (every one deleted, then compacted away)
+        // has nothing to restore, and hnsw_rs cannot dump it (it has no
+        // entry point): a start rebuilds it from the log in no time.
+        if graph.get_nb_point() == 0 {
+            return Ok(());
+        }
         let key = collection.snapshot_key();
         let started = Instant::now();
         let slots = slot_table.len();
