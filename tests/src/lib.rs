@@ -132,11 +132,9 @@ impl Storage {
         config.common.data_dir = self.data_dir.path().to_path_buf();
         config.auth = keel_core::auth::AuthConfig::with_master_key(MASTER_KEY);
         if let Some(urls) = &self.postgres_urls {
-            config.registry.database_url = urls[0].clone();
-            config.vector_index.database_url = urls[1].clone();
-            config.serving.database_url = urls[2].clone();
-            config.feedback.database_url = urls[3].clone();
-            config.monitoring.database_url = urls[4].clone();
+            for (url, fresh) in config.database_urls_mut().into_iter().zip(urls) {
+                url.clone_from(fresh);
+            }
         }
         config
     }

@@ -123,33 +123,11 @@ pub async fn start(config: KeelConfig, catalog: ModelCatalog) -> Result<RunningK
     let mut config = config;
     let host = config.common.host;
     let data_dir = config.common.data_dir.clone();
-    fill_database_url(
-        &mut config.registry.database_url,
-        &data_dir,
-        Service::Registry,
-    );
-    fill_database_url(
-        &mut config.vector_index.database_url,
-        &data_dir,
-        Service::VectorIndex,
-    );
-    fill_database_url(
-        &mut config.serving.database_url,
-        &data_dir,
-        Service::Serving,
-    );
+    for (url, service) in config.database_urls_mut().into_iter().zip(Service::ALL) {
+        fill_database_url(url, &data_dir, service);
+    }
     config.serving.fill_spill_dir(&data_dir);
     config.vector_index.fill_snapshot_dir(&data_dir);
-    fill_database_url(
-        &mut config.feedback.database_url,
-        &data_dir,
-        Service::Feedback,
-    );
-    fill_database_url(
-        &mut config.monitoring.database_url,
-        &data_dir,
-        Service::Monitoring,
-    );
 
     let registry = bind_service(Service::Registry, host, config.registry.port).await?;
     let vector_index = bind_service(Service::VectorIndex, host, config.vector_index.port).await?;

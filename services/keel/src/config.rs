@@ -35,6 +35,18 @@ impl KeelConfig {
         keel_core::config::load(path)
     }
 
+    /// The five services' database URLs, in `Service::ALL` order: for
+    /// whoever points every store somewhere else at once.
+    pub fn database_urls_mut(&mut self) -> [&mut String; 5] {
+        [
+            &mut self.registry.database_url,
+            &mut self.vector_index.database_url,
+            &mut self.serving.database_url,
+            &mut self.feedback.database_url,
+            &mut self.monitoring.database_url,
+        ]
+    }
+
     /// Every gRPC port set to 0, so the kernel picks free ones (and the admin
     /// ports follow, since `admin_port(0)` is 0): for tests and for running
     /// several clusters on one machine.

@@ -31,13 +31,7 @@ async fn health_follows_postgres_going_away_and_coming_back() {
     let mut proxy = Proxy::start(upstream).await;
     let proxy_address = proxy.address;
     let cluster = Cluster::start_with(&storage, |config| {
-        for url in [
-            &mut config.registry.database_url,
-            &mut config.vector_index.database_url,
-            &mut config.serving.database_url,
-            &mut config.feedback.database_url,
-            &mut config.monitoring.database_url,
-        ] {
+        for url in config.database_urls_mut() {
             *url = through(url, proxy_address);
         }
     })

@@ -50,13 +50,7 @@ async fn every_hop_speaks_tls(backend: Backend) {
     let mut config = storage.config();
     config.tls = ca.tls_config();
     if let Some(front) = &front {
-        for url in [
-            &mut config.registry.database_url,
-            &mut config.vector_index.database_url,
-            &mut config.serving.database_url,
-            &mut config.feedback.database_url,
-            &mut config.monitoring.database_url,
-        ] {
+        for url in config.database_urls_mut() {
             *url = front.url(url, "verify-full", &ca.ca_path());
         }
     }
