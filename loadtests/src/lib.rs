@@ -2,20 +2,29 @@
 //! `setup` creates what a run needs; `run` offers load in a closed loop
 //! (N clients back to back) or an open loop (a fixed schedule, latency from
 //! each request's due time) and summarises the measured window.
+//! `keel-gateway-bench` drives the same loops over HTTP to compare Keel's
+//! OpenAI-compatible path with another gateway in front of
+//! `keel-openai-mock`.
 
 pub mod ann_dataset;
 pub mod ann_grpc;
 pub mod client;
 pub mod corpus;
 pub mod error;
+pub mod gateway_call;
+pub mod gateway_compare;
+pub mod gateway_report;
+pub mod gateway_setup;
 pub mod latency;
 pub mod machine;
 pub mod model_bench;
 pub mod model_contention;
+pub mod openai_mock;
 pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod sender;
 pub mod setup;
 pub mod summary;
 pub mod workload;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::client::{code_name, connect};
 use crate::error::Error;
 use crate::schedule::{OpenLoopSchedule, Window};
+use crate::sender::Sender;
 use crate::summary::{Load, RunLabel, Sample, Summary, Tally};
 use crate::workload::{question_for, random_user_id};
 
@@ -115,13 +116,29 @@ pub async fn run(options: &RunOptions) -> Result<Summary, Error> {
         });
     }
     let window = Window::after_warmup(options.warmup, options.duration);
+    tracing::info!(target = %options.target, endpoint = %options.endpoint, load = ?options.load, "load test started");
+    let tally = drive(&queriers, options.load, window, options.show_progress).await?;
+    Ok(Summary::new(&options.label(), &tally))
+}
+
+/// Offers `load` through `senders` (spread over them in turn) and tallies
+/// the requests due inside `window`; whatever the requests are, gRPC queries
+/// or HTTP calls, the loops and their timing are these.
+pub async fn drive<S: Sender>(
+    senders: &[S],
+    load: Load,
+    window: Window,
+    show_progress: bool,
+) -> Result<Tally, Error> {
+    if senders.is_empty() {
+        return Err(invalid("--connections", "must be at least 1".to_string()));
+    }
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
-    let progress = Progress::start(options.show_progress, window, start, Arc::clone(&counters));
-    tracing::info!(target = %options.target, endpoint = %options.endpoint, load = ?options.load, "load test started");
-    let outcome = match options.load {
+    let progress = Progress::start(show_progress, window, start, Arc::clone(&counters));
+    let outcome = match load {
         Load::Closed { concurrency } => {
-            run_closed(&queriers, concurrency, window, start, &counters).await
+            run_closed(senders, concurrency, window, start, &counters).await
         }
         Load::Open {
             rate,
@@ -129,20 +146,11 @@ pub async fn run(options: &RunOptions) -> Result<Summary, Error> {
         } => {
             let schedule = OpenLoopSchedule::new(rate)
                 .ok_or_else(|| invalid("--rate", format!("unusable rate {rate}")))?;
-            run_open(
-                &queriers,
-                schedule,
-                max_outstanding,
-                window,
-                start,
-                &counters,
-            )
-            .await
+            run_open(senders, schedule, max_outstanding, window, start, &counters).await
         }
     };
     progress.finish();
-    let tally = outcome?;
-    Ok(Summary::new(&options.label(), &tally))
+    outcome
 }
 
 /// One client of serving; clones share the HTTP/2 connection.
@@ -151,6 +159,12 @@ struct Querier {
     client: ServingServiceClient<ServiceChannel>,
     endpoint: String,
     timeout: Duration,
+}
+
+impl Sender for Querier {
+    async fn send(&mut self, index: u64) -> Option<String> {
+        self.query(question_for(index)).await
+    }
 }
 
 impl Querier {
@@ -190,8 +204,8 @@ impl Counters {
 
 /// `concurrency` tasks, each sending its next query when the previous one
 /// returns, until the window ends. Latency is send to answer.
-async fn run_closed(
-    queriers: &[Querier],
+async fn run_closed<S: Sender>(
+    senders: &[S],
     concurrency: u32,
     window: Window,
     start: Instant,
@@ -199,8 +213,8 @@ async fn run_closed(
 ) -> Result<Tally, Error> {
     let next_question = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    for querier in queriers.iter().cycle().take(concurrency as usize) {
-        let mut querier = querier.clone();
+    for sender in senders.iter().cycle().take(concurrency as usize) {
+        let mut sender = sender.clone();
         let mut tally = Tally::new(window)?;
         let next_question = Arc::clone(&next_question);
         let counters = Arc::clone(counters);
@@ -210,8 +224,8 @@ async fn run_closed(
                 if intended >= window.end {
                     break;
                 }
-                let question_index = next_question.fetch_add(1, Ordering::Relaxed);
-                let error_code = querier.query(question_for(question_index)).await;
+                let index = next_question.fetch_add(1, Ordering::Relaxed);
+                let error_code = sender.send(index).await;
                 counters.count(error_code.is_some());
                 tally.record(Sample {
                     intended,
@@ -232,8 +246,8 @@ async fn run_closed(
 /// Requests sent on `schedule` whatever the answers do, at most
 /// `max_outstanding` in flight. A request held back by the cap goes out as
 /// soon as a slot frees, and its latency still counts from its due time.
-async fn run_open(
-    queriers: &[Querier],
+async fn run_open<S: Sender>(
+    senders: &[S],
     schedule: OpenLoopSchedule,
     max_outstanding: u32,
     window: Window,
@@ -242,7 +256,7 @@ async fn run_open(
 ) -> Result<Tally, Error> {
     let mut tally = Tally::new(window)?;
     let mut in_flight = JoinSet::new();
-    let mut senders = queriers.iter().cycle();
+    let mut turns = senders.iter().cycle();
     let mut index: u64 = 0;
     loop {
         let intended = schedule.intended_offset(index);
@@ -259,13 +273,13 @@ async fn run_open(
         while let Some(joined) = in_flight.try_join_next() {
             tally.record(joined?);
         }
-        let Some(querier) = senders.next() else {
+        let Some(sender) = turns.next() else {
             break;
         };
-        let mut querier = querier.clone();
+        let mut sender = sender.clone();
         let counters = Arc::clone(counters);
         in_flight.spawn(async move {
-            let error_code = querier.query(question_for(index)).await;
+            let error_code = sender.send(index).await;
             counters.count(error_code.is_some());
             Sample {
                 intended,

@@ -226,7 +226,7 @@ async fn upsert_passages(
     Ok(upserted)
 }
 
-async fn ensure_model(
+pub(crate) async fn ensure_model(
     registry: &mut RegistryServiceClient<ServiceChannel>,
     model: &str,
     kind: ModelKind,
@@ -244,7 +244,7 @@ async fn ensure_model(
 
 /// The version `@champion` points at, creating a version with `spec` and
 /// the alias when the model has none.
-async fn ensure_champion(
+pub(crate) async fn ensure_champion(
     registry: &mut RegistryServiceClient<ServiceChannel>,
     model: &str,
     spec: create_version_request::Spec,
@@ -293,7 +293,7 @@ async fn ensure_champion(
     Ok(version)
 }
 
-async fn ensure_endpoint(
+pub(crate) async fn ensure_endpoint(
     serving: &mut ServingServiceClient<ServiceChannel>,
     endpoint: &str,
     target: &str,

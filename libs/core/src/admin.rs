@@ -4,6 +4,7 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,11 @@ pub async fn serve_admin(
     match tls {
         None => {
             tracing::info!(service, %address, "admin http listening");
+            // Streamed answers are many small writes: without TCP_NODELAY
+            // each would wait for the peer's delayed ACK.
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await

@@ -140,15 +140,40 @@ async fn serving_killed_under_load(backend: Backend) {
     assert_eq!(answered.len(), answers.len(), "request ids are unique");
 
     let monitoring = MonitoringServiceClient::new(deployment.channel(Service::Monitoring));
-    let stored = eventually(
-        "every record delivered",
-        Duration::from_secs(60),
-        async || {
-            let stored = stored_request_ids(&monitoring, &answered).await;
-            must_arrive.is_subset(&stored).then_some(stored)
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let stored = stored_request_ids(&monitoring, &answered).await;
+        if must_arrive.is_subset(&stored) {
+            break stored;
+        }
+        if Instant::now() >= deadline {
+            // Which records, and how long before their run's kill they were
+            // answered: a loss just past the window is a slow fsync, one
+            // long before it is a lost record.
+            let missing: Vec<String> = answers
+                .iter()
+                .filter(|answer| {
+                    must_arrive.contains(&answer.request_id) && !stored.contains(&answer.request_id)
+                })
+                .map(|answer| {
+                    let before_kill = answer
+                        .run
+                        .and_then(|run| kills.get(run))
+                        .map(|kill| kill.duration_since(answer.answered_at));
+                    format!(
+                        "{} (run {:?}, answered {before_kill:?} before its kill)",
+                        answer.request_id, answer.run
+                    )
+                })
+                .collect();
+            panic!(
+                "{backend:?}: {} of {} required records not stored after 60 s: {missing:#?}",
+                missing.len(),
+                must_arrive.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let lost = answered.difference(&stored).count();
     eprintln!(
         "{backend:?}: {} answered, {} required, {} stored, {lost} lost (answered within {} ms of a kill)",

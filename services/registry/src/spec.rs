@@ -109,13 +109,7 @@ pub fn validate_prompt(spec: &PromptSpec) -> Result<(), FieldError> {
 /// Checks everything in a chain spec that needs no database; returns the
 /// parsed prompt reference, whose target the caller checks.
 pub fn validate_chain(spec: &ChainSpec) -> Result<ModelRef, FieldError> {
-    validate::name("chain.collection", &spec.collection)?;
-    validate::in_range(
-        "chain.top_k",
-        u64::from(spec.top_k),
-        1,
-        u64::from(MAX_TOP_K),
-    )?;
+    validate_retrieval(spec)?;
     let prompt = ModelRef::parse("chain.prompt", &spec.prompt)?;
     validate_generator("chain.generator", &spec.generator)?;
     if spec.fallbacks.len() > MAX_FALLBACKS {
@@ -136,6 +130,37 @@ pub fn validate_chain(spec: &ChainSpec) -> Result<ModelRef, FieldError> {
         }
     }
     Ok(prompt)
+}
+
+/// A chain retrieves from its collection, or (no collection, `top_k` 0)
+/// not at all: the generator answers from the prompt alone, as a gateway
+/// route to a model does.
+fn validate_retrieval(spec: &ChainSpec) -> Result<(), FieldError> {
+    if spec.collection.is_empty() {
+        if spec.top_k != 0 {
+            return Err(FieldError::new(
+                "chain.top_k",
+                format!(
+                    "must be 0 when chain.collection is empty (a chain without retrieval), got {}",
+                    spec.top_k
+                ),
+            ));
+        }
+        if !spec.filter.is_empty() {
+            return Err(FieldError::new(
+                "chain.filter",
+                "must be empty when chain.collection is empty (a chain without retrieval)",
+            ));
+        }
+        return Ok(());
+    }
+    validate::name("chain.collection", &spec.collection)?;
+    validate::in_range(
+        "chain.top_k",
+        u64::from(spec.top_k),
+        1,
+        u64::from(MAX_TOP_K),
+    )
 }
 
 /// `field` is where the generator sits: `chain.generator` or
@@ -221,6 +246,15 @@ mod tests {
                 Box::new(|c| c.collection = "bad name".into()),
             ),
             ("chain.top_k", Box::new(|c| c.top_k = 0)),
+            ("chain.top_k", Box::new(|c| c.collection = String::new())),
+            (
+                "chain.filter",
+                Box::new(|c| {
+                    c.collection = String::new();
+                    c.top_k = 0;
+                    c.filter.insert("lang".into(), "en".into());
+                }),
+            ),
             ("chain.top_k", Box::new(|c| c.top_k = 1001)),
             (
                 "chain.prompt",
@@ -269,6 +303,22 @@ mod tests {
             let error = validate_chain(&spec).unwrap_err();
             assert_eq!(error.field, field, "{error}");
         }
+    }
+
+    #[test]
+    fn a_chain_without_collection_and_top_k_skips_retrieval() {
+        let mut spec = chain();
+        spec.collection = String::new();
+        spec.top_k = 0;
+        assert!(validate_chain(&spec).is_ok());
+        spec.top_k = 3;
+        let error = validate_chain(&spec).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("must be 0 when chain.collection is empty"),
+            "{error}"
+        );
     }
 
     #[test]

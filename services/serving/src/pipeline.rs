@@ -917,10 +917,15 @@ impl Pipeline {
             filter: &chain.filter,
             mode: chain.retrieval_mode,
         };
-        let retrieval_started = Instant::now();
-        let retrieved = self.retriever.search(&search).await;
-        progress.waited_on_dependencies += retrieval_started.elapsed();
-        let passages = retrieved?;
+        // A chain without a collection goes straight to its generator.
+        let passages = if chain.top_k == 0 {
+            Vec::new()
+        } else {
+            let retrieval_started = Instant::now();
+            let retrieved = self.retriever.search(&search).await;
+            progress.waited_on_dependencies += retrieval_started.elapsed();
+            retrieved?
+        };
         progress.contexts = passages.clone();
         let rendered = chain
             .prompt

@@ -424,6 +424,46 @@ async fn a_query_can_name_its_target_and_ask_for_whole_passages() {
     serving.stop().await;
 }
 
+/// A chain without a collection is a gateway route to its generator: the
+/// vector index is never asked, the prompt is rendered without passages
+/// and the answer has no citations.
+#[tokio::test]
+async fn a_chain_without_retrieval_never_searches() {
+    let world = World::start().await;
+    let serving = world.serving().await;
+    let mut client = serving.client.clone();
+    client
+        .create_endpoint(create("gateway", vec![route("direct@champion", 1)]))
+        .await
+        .unwrap();
+    let searches_before = world.vector_index.searches();
+    let answer = client
+        .query(ask("gateway", "How does Keel route traffic?"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.route_target, "direct@champion");
+    assert_eq!(answer.served_model, "direct");
+    assert!(answer.citations.is_empty(), "{:?}", answer.citations);
+    assert_eq!(
+        answer.answer,
+        "I could not find an answer in the retrieved documents."
+    );
+    assert_eq!(world.vector_index.searches(), searches_before);
+
+    // The same question through a retrieving chain does search.
+    client
+        .create_endpoint(create("support", vec![route("bot@champion", 1)]))
+        .await
+        .unwrap();
+    client
+        .query(ask("support", "How does Keel route traffic?"))
+        .await
+        .unwrap();
+    assert_eq!(world.vector_index.searches(), searches_before + 1);
+    serving.stop().await;
+}
+
 /// Shadow traffic in front of fakes: a pinned (evaluation) query is never
 /// mirrored, an unknown shadow model is refused, and removing the shadow
 /// stops the mirroring.

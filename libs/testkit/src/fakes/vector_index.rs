@@ -2,6 +2,7 @@
 //! scripted points, best first, and remembers the trace context it was sent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::v1 as pb;
@@ -17,6 +18,7 @@ pub struct FakeVectorIndex {
     /// collection -> points, best first for every query.
     collections: Arc<Mutex<HashMap<String, Vec<pb::ScoredPoint>>>>,
     traceparents: Arc<Mutex<Vec<String>>>,
+    searches: Arc<AtomicUsize>,
 }
 
 impl FakeVectorIndex {
@@ -43,6 +45,11 @@ impl FakeVectorIndex {
             .lock()
             .unwrap()
             .insert(name.to_string(), points);
+    }
+
+    /// How many searches arrived, answered or not.
+    pub fn searches(&self) -> usize {
+        self.searches.load(Ordering::SeqCst)
     }
 
     /// The `traceparent` header of every search, in arrival order.
@@ -99,6 +106,7 @@ impl VectorIndexService for FakeVectorIndex {
         &self,
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
+        self.searches.fetch_add(1, Ordering::SeqCst);
         if let Some(value) = request.metadata().get("traceparent") {
             self.traceparents
                 .lock()

@@ -1,6 +1,7 @@
 //! Version spec files (`keel version create MODEL --file spec.yaml`): YAML
 //! (`.yaml`, `.yml`) or TOML (`.toml`) holding either `prompt: {template}` or
-//! `chain: {collection, top_k, filter, prompt, generator: {name, params}}`,
+//! `chain: {collection, top_k, filter, prompt, generator: {name, params}}`
+//! (collection and top_k left out: a chain without retrieval),
 //! plus `description`, `tags` and `lineage: {parent_version, datasets:
 //! [{name, digest, examples}], evaluation_runs}`.
 
@@ -72,7 +73,10 @@ struct PromptSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChainSection {
+    /// Both left out: a chain without retrieval.
+    #[serde(default)]
     collection: String,
+    #[serde(default)]
     top_k: u32,
     #[serde(default)]
     filter: serde_json::Map<String, serde_json::Value>,
@@ -259,6 +263,17 @@ temperature = 0.5
 max_tokens = 120
 stop = ["END"]
 "#;
+
+    #[test]
+    fn a_chain_may_leave_retrieval_out() {
+        let yaml = "chain:\n  prompt: pass-through@champion\n  generator:\n    name: gpt4o\n";
+        let request = version_request("gateway", Path::new("chain.yaml"), yaml).unwrap();
+        let Some(create_version_request::Spec::Chain(chain)) = &request.spec else {
+            panic!("expected a chain spec, got {:?}", request.spec);
+        };
+        assert_eq!((chain.collection.as_str(), chain.top_k), ("", 0));
+        assert_eq!(chain.generator.as_ref().unwrap().name, "gpt4o");
+    }
 
     #[test]
     fn yaml_and_toml_give_the_same_request() {

@@ -170,6 +170,9 @@ impl World {
         );
         registry.set_alias("broken", "champion", 1);
         registry.add_model("notes", pb::ModelKind::Prompt);
+        registry.add_model("direct", pb::ModelKind::Chain);
+        registry.add_chain_version("direct", chain_spec("", 0, "qa@champion", "extractive"));
+        registry.set_alias("direct", "champion", 1);
 
         let vector_index = FakeVectorIndex::default();
         let long_text = format!(
