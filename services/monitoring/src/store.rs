@@ -332,38 +332,37 @@ pub struct InferenceRow {
     pub record_json: String,
 }
 
-/// Inserts the rows in one transaction; a row whose request id is already
-/// stored is skipped. Returns how many rows were new.
+/// Inserts the rows in one transaction, many to a statement (one trip to
+/// the database's worker per statement, not per row); a row whose request
+/// id is already stored is skipped. Returns how many rows were new.
 pub async fn insert_inferences(store: &Store, rows: &[InferenceRow]) -> Result<u64, StoreError> {
     let mut tx = store.begin_write().await?;
-    let mut inserted = 0;
-    for row in rows {
-        let result = sqlx::query(
-            "INSERT INTO inferences (request_id, trace_id, endpoint, served_model, served_version,
-                route_target, user_id, session_id, status, latency_ms, input_tokens, output_tokens,
-                started_at_ms, record, shadow_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(row.request_id.clone())
-        .bind(row.trace_id.clone())
-        .bind(row.endpoint.clone())
-        .bind(row.served_model.clone())
-        .bind(row.served_version)
-        .bind(row.route_target.clone())
-        .bind(row.user_id.clone())
-        .bind(row.session_id.clone())
-        .bind(row.status)
-        .bind(row.latency_ms)
-        .bind(row.input_tokens)
-        .bind(row.output_tokens)
-        .bind(row.started_at_ms)
-        .bind(row.record_json.clone())
-        .bind(row.shadow_of.clone())
-        .execute(tx.conn())
-        .await?;
-        inserted += result.rows_affected();
-    }
+    let statement = (
+        "INSERT INTO inferences (request_id, trace_id, endpoint, served_model, served_version,
+            route_target, user_id, session_id, status, latency_ms, input_tokens, output_tokens,
+            started_at_ms, record, shadow_of)",
+        "ON CONFLICT (request_id) DO NOTHING",
+    );
+    let inserted = execute_rows(&mut tx, store.backend(), statement, 15, rows, |row, args| {
+        args.extend([
+            Arg::Text(row.request_id.clone()),
+            Arg::Text(row.trace_id.clone()),
+            Arg::Text(row.endpoint.clone()),
+            Arg::Text(row.served_model.clone()),
+            Arg::Int(row.served_version),
+            Arg::Text(row.route_target.clone()),
+            Arg::Text(row.user_id.clone()),
+            Arg::Text(row.session_id.clone()),
+            Arg::Text(row.status.to_string()),
+            Arg::Real(row.latency_ms),
+            Arg::Int(row.input_tokens),
+            Arg::Int(row.output_tokens),
+            Arg::Int(row.started_at_ms),
+            Arg::Text(row.record_json.clone()),
+            Arg::Text(row.shadow_of.clone()),
+        ]);
+    })
+    .await?;
     tx.commit().await?;
     Ok(inserted)
 }
@@ -540,6 +539,7 @@ pub struct ListQuery {
 enum Arg {
     Text(String),
     Int(i64),
+    Real(f64),
     Bytes(Vec<u8>),
 }
 
@@ -590,6 +590,7 @@ fn bind_all<'q, O>(
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
+            Arg::Real(number) => query.bind(number),
             Arg::Bytes(bytes) => query.bind(bytes),
         };
     }
@@ -604,6 +605,7 @@ fn bind_all_execute<'q>(
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(number) => query.bind(number),
+            Arg::Real(number) => query.bind(number),
             Arg::Bytes(bytes) => query.bind(bytes),
         };
     }
@@ -739,6 +741,7 @@ pub const SPAN_STATUS_ERROR: i64 = 2;
 
 /// Runs `{head} VALUES (..), (..) {tail}` over `rows`, `rows_per_statement`
 /// rows of `columns` arguments at a time; `row_args` adds one row's.
+/// Returns the rows the statements affected.
 async fn execute_rows<R>(
     tx: &mut WriteTx,
     backend: Backend,
@@ -746,8 +749,9 @@ async fn execute_rows<R>(
     columns: usize,
     rows: impl IntoIterator<Item = R>,
     row_args: impl Fn(R, &mut Vec<Arg>),
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let per_statement = rows_per_statement(backend);
+    let mut affected = 0;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let mut args = Vec::with_capacity(per_statement * columns);
@@ -758,11 +762,12 @@ async fn execute_rows<R>(
             "{head} VALUES {} {tail}",
             values_placeholders(backend, args.len() / columns, columns)
         );
-        bind_all_execute(sqlx::query(&sql), args)
+        affected += bind_all_execute(sqlx::query(&sql), args)
             .execute(tx.conn())
-            .await?;
+            .await?
+            .rows_affected();
     }
-    Ok(())
+    Ok(affected)
 }
 
 /// A trace's summary row: what a write of new spans makes of it, or, for a
@@ -890,7 +895,8 @@ pub async fn merge_traces(
         endpoint = CASE WHEN traces.endpoint = ''
             THEN excluded.endpoint ELSE traces.endpoint END,
         models = excluded.models";
-    execute_rows(tx, backend, (&head, tail), 10, rows, trace_args).await
+    execute_rows(tx, backend, (&head, tail), 10, rows, trace_args).await?;
+    Ok(())
 }
 
 /// Stores `(trace_id, spans)` chunks: concatenated one-span OTLP
@@ -911,7 +917,8 @@ pub async fn insert_span_chunks(
             args.extend([Arg::Text(trace_id), Arg::Bytes(spans)]);
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// `(trace_id, spans)` of every chunk stored for these traces, read inside
@@ -963,7 +970,8 @@ pub async fn insert_trace_models(
             ]);
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// The stored chunks of one trace, in the order they were written.
