@@ -343,25 +343,32 @@ pub async fn insert_inferences(store: &Store, rows: &[InferenceRow]) -> Result<u
             started_at_ms, record, shadow_of)",
         "ON CONFLICT (request_id) DO NOTHING",
     );
-    let inserted = execute_rows(&mut tx, store.backend(), statement, 15, rows, |row, args| {
-        args.extend([
-            Arg::Text(row.request_id.clone()),
-            Arg::Text(row.trace_id.clone()),
-            Arg::Text(row.endpoint.clone()),
-            Arg::Text(row.served_model.clone()),
-            Arg::Int(row.served_version),
-            Arg::Text(row.route_target.clone()),
-            Arg::Text(row.user_id.clone()),
-            Arg::Text(row.session_id.clone()),
-            Arg::Text(row.status.to_string()),
-            Arg::Real(row.latency_ms),
-            Arg::Int(row.input_tokens),
-            Arg::Int(row.output_tokens),
-            Arg::Int(row.started_at_ms),
-            Arg::Text(row.record_json.clone()),
-            Arg::Text(row.shadow_of.clone()),
-        ]);
-    })
+    let inserted = execute_rows(
+        &mut tx,
+        store.backend(),
+        statement,
+        15,
+        rows,
+        |row, args| {
+            args.extend([
+                Arg::Text(row.request_id.clone()),
+                Arg::Text(row.trace_id.clone()),
+                Arg::Text(row.endpoint.clone()),
+                Arg::Text(row.served_model.clone()),
+                Arg::Int(row.served_version),
+                Arg::Text(row.route_target.clone()),
+                Arg::Text(row.user_id.clone()),
+                Arg::Text(row.session_id.clone()),
+                Arg::Text(row.status.to_string()),
+                Arg::Real(row.latency_ms),
+                Arg::Int(row.input_tokens),
+                Arg::Int(row.output_tokens),
+                Arg::Int(row.started_at_ms),
+                Arg::Text(row.record_json.clone()),
+                Arg::Text(row.shadow_of.clone()),
+            ]);
+        },
+    )
     .await?;
     tx.commit().await?;
     Ok(inserted)
