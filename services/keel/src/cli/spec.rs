@@ -368,11 +368,13 @@ stop = ["END"]
         assert!(error.starts_with("spec file c.yaml: "), "{error}");
         assert!(error.contains("topk"), "{error}");
 
-        let missing = CHAIN_TOML.replace("top_k = 3\n", "");
+        // top_k may be left out (a chain without retrieval: the registry
+        // then wants no collection either); the prompt may not.
+        let missing = CHAIN_TOML.replace("prompt = \"support-prompt@champion\"\n", "");
         let error = version_request("m", Path::new("c.toml"), &missing)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("missing field `top_k`"), "{error}");
+        assert!(error.contains("missing field `prompt`"), "{error}");
 
         let wrong_type = CHAIN_TOML.replace("top_k = 3", "top_k = \"three\"");
         let error = version_request("m", Path::new("c.toml"), &wrong_type)
