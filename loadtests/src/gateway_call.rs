@@ -183,10 +183,7 @@ mod tests {
     #[tokio::test]
     async fn calls_reach_the_mock_and_failures_are_named() {
         let mock = crate::openai_mock::MockOpenAi::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = mock.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = mock.serve_on_any_port().await.unwrap();
         let timeout = Duration::from_secs(5);
 
         let mut call = GatewayCall::new(Gateway::Mock, &url, "gpt", None, timeout).unwrap();

@@ -300,10 +300,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_comparison_runs_every_phase_and_reports_the_bars() {
         let mock = crate::openai_mock::MockOpenAi::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = mock.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = mock.serve_on_any_port().await.unwrap();
         let target = |gateway| Target {
             gateway,
             url: url.clone(),

@@ -51,6 +51,16 @@ impl MockOpenAi {
             .with_state(self.clone())
     }
 
+    /// Serves the mock on a free port of 127.0.0.1 until the runtime ends;
+    /// returns its root URL.
+    pub async fn serve_on_any_port(&self) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let router = self.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(url)
+    }
+
     pub fn completions(&self) -> u64 {
         self.completions.load(Ordering::Relaxed)
     }
