@@ -910,17 +910,17 @@ impl Pipeline {
             }
         }
 
-        let search = SearchQuery {
-            collection: &chain.collection,
-            text: &query.question,
-            top_k: chain.top_k,
-            filter: &chain.filter,
-            mode: chain.retrieval_mode,
-        };
         // A chain without a collection goes straight to its generator.
         let passages = if chain.top_k == 0 {
             Vec::new()
         } else {
+            let search = SearchQuery {
+                collection: &chain.collection,
+                text: &query.question,
+                top_k: chain.top_k,
+                filter: &chain.filter,
+                mode: chain.retrieval_mode,
+            };
             let retrieval_started = Instant::now();
             let retrieved = self.retriever.search(&search).await;
             progress.waited_on_dependencies += retrieval_started.elapsed();
