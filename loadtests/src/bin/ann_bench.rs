@@ -176,7 +176,8 @@ fn in_process(dataset: &mut AnnDataset, efs: &[usize]) -> anyhow::Result<Report>
                     id: position.to_string(),
                     vector: metric
                         .index_form(&vector)
-                        .ok_or_else(|| anyhow::anyhow!("base vector {position} is zero"))?,
+                        .ok_or_else(|| anyhow::anyhow!("base vector {position} is zero"))?
+                        .into(),
                     text: String::new(),
                     payload: Default::default(),
                 })

@@ -360,7 +360,7 @@ fn optional_filter(field: &str, filter: Option<&pb::Filter>) -> Result<PayloadFi
 
 fn vector_if(wanted: bool, point: &IndexedPoint) -> Vec<f32> {
     if wanted {
-        point.vector.clone()
+        point.vector.to_vec()
     } else {
         Vec::new()
     }

@@ -322,6 +322,9 @@ pub struct VectorIndex {
     pub(crate) exact_search_threshold: usize,
     /// `None`: no snapshots; every start rebuilds every graph.
     pub(crate) snapshots: Option<SnapshotStore>,
+    /// Held while a snapshot is written: the periodic one and the one at
+    /// shutdown never race over a collection's directory.
+    pub(crate) snapshot_writer: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
 }
 
@@ -355,6 +358,7 @@ impl VectorIndex {
             catalog,
             collections: RwLock::new(collections),
             last_seq: AtomicI64::new(last_seq),
+            snapshot_writer: tokio::sync::Mutex::new(()),
             exact_search_threshold,
             snapshots,
             metrics,
@@ -838,7 +842,7 @@ async fn prepare_points(
                 id: point.id,
                 // Set when the write takes its seqs.
                 seq: 0,
-                vector: index_vector,
+                vector: index_vector.into(),
                 text: point.text,
                 payload: point.payload,
             },

@@ -1,5 +1,6 @@
-//! Compaction: hnsw_rs cannot remove a node, so deleted and replaced points
-//! stay in the graph as tombstones. Once they are more than half of it, a
+//! Compaction: an HNSW node cannot be removed without leaving holes in its
+//! neighbours' lists, so deleted and replaced points stay in the graph as
+//! tombstones. Once they are more than half of it, a
 //! new graph is built from the live points on a blocking thread while
 //! searches and writes go on against the old one; the writes made
 //! meanwhile are logged and applied to the new graph, and it is swapped in.

@@ -1,9 +1,8 @@
 //! Metrics: the score a search returns, its order, and the distance the HNSW
-//! graph is built with.
+//! graph is built and searched with.
 
 use std::cmp::Ordering;
 
-use hnsw_rs::anndists::dist::Distance;
 use simsimd::SpatialSimilarity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +47,22 @@ impl Metric {
         match self {
             Metric::Cosine | Metric::Dot => f32::NEG_INFINITY,
             Metric::L2 => f32::INFINITY,
+        }
+    }
+
+    /// The distance the graph orders nodes by, lower is closer: `-dot` for
+    /// cosine and dot, the squared distance for L2 (the same order as the
+    /// distance, without a square root per comparison). An overflowing pair
+    /// (NaN) is as far apart as can be.
+    pub fn distance(self, query: &[f32], candidate: &[f32]) -> f32 {
+        let distance = match self {
+            Metric::Cosine | Metric::Dot => -dot(query, candidate),
+            Metric::L2 => squared_euclidean(query, candidate),
+        };
+        if distance.is_nan() {
+            f32::MAX
+        } else {
+            distance as f32
         }
     }
 
@@ -97,45 +112,6 @@ fn squared_euclidean(left: &[f32], right: &[f32]) -> f64 {
     f32::l2sq(left, right).unwrap_or(f64::NAN)
 }
 
-/// Maps any real to a positive number, strictly increasing and without
-/// cancellation: `t + sqrt(t² + 1)`.
-fn positive_increasing(value: f64) -> f64 {
-    let hypotenuse = (value * value + 1.0).sqrt();
-    if value >= 0.0 {
-        value + hypotenuse
-    } else {
-        1.0 / (hypotenuse - value)
-    }
-}
-
-/// The distance the graph is built and searched with. hnsw_rs asserts that
-/// distances are non-negative and panics on NaN, and its own `DistDot`
-/// asserts `dot <= 1`, which rounding breaks. HNSW only ever compares
-/// distances, so any strictly increasing map of `-dot` builds the same graph
-/// as `-dot` itself; `positive_increasing` is one that stays positive.
-#[derive(Debug, Clone, Copy)]
-pub struct GraphDistance {
-    pub metric: Metric,
-}
-
-impl Distance<f32> for GraphDistance {
-    fn eval(&self, left: &[f32], right: &[f32]) -> f32 {
-        // The squared distance orders the graph as the distance does,
-        // without a square root per comparison.
-        let distance = match self.metric {
-            Metric::Cosine | Metric::Dot => positive_increasing(-dot(left, right)),
-            Metric::L2 => squared_euclidean(left, right),
-        };
-        // NaN (an overflow) would panic hnsw_rs: such a pair is as far
-        // apart as can be.
-        if distance.is_nan() {
-            f32::MAX
-        } else {
-            distance as f32
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -151,21 +127,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn graph_distance_is_positive_and_follows_the_score() {
-        let distance = GraphDistance {
-            metric: Metric::Dot,
-        };
+    fn graph_distance_follows_the_score_and_never_is_nan() {
         let query = [1.0f32, 2.0];
         let near = [10.0f32, 10.0];
         let far = [-10.0f32, -10.0];
         let huge = [f32::MAX, f32::MAX];
         let huge_negative = [f32::MAX, -f32::MAX];
-        assert!(distance.eval(&query, &near) < distance.eval(&query, &far));
+        assert!(Metric::Dot.distance(&query, &near) < Metric::Dot.distance(&query, &far));
+        assert!(Metric::L2.distance(&query, &[1.0, 3.0]) < Metric::L2.distance(&query, &near));
+        assert_eq!(Metric::L2.distance(&query, &[4.0, 6.0]), 25.0);
         for candidate in [near, far, huge, huge_negative] {
-            let value = distance.eval(&query, &candidate);
-            assert!(value >= 0.0 && !value.is_nan(), "{value}");
+            assert!(!Metric::Dot.distance(&query, &candidate).is_nan());
         }
-        assert!(!distance.eval(&huge, &huge_negative).is_nan());
+        assert_eq!(Metric::Dot.distance(&huge, &huge_negative), f32::MAX);
         assert!(
             Metric::Dot.compare_scores(
                 Metric::Dot.score(&query, &near),
@@ -180,11 +154,7 @@ pub(crate) mod tests {
         assert_eq!(unit, vec![0.6, 0.8]);
         assert!(Metric::Cosine.index_form(&[0.0, 0.0]).is_none());
         assert_eq!(Metric::L2.index_form(&[0.0, 0.0]).unwrap(), vec![0.0, 0.0]);
-        let self_distance = GraphDistance {
-            metric: Metric::Cosine,
-        }
-        .eval(&unit, &unit);
-        assert!(self_distance > 0.0);
+        assert!((Metric::Cosine.distance(&unit, &unit) + 1.0).abs() < 1e-6);
     }
 
     /// The SIMD kernels agree with an f64 reference on embedding-sized

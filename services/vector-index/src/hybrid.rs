@@ -71,7 +71,7 @@ mod tests {
                 point: Arc::new(IndexedPoint {
                     id: id.to_string(),
                     seq: 0,
-                    vector: Vec::new(),
+                    vector: Arc::from([]),
                     text: String::new(),
                     payload: Default::default(),
                 }),

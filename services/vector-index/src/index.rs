@@ -1,19 +1,20 @@
-//! The in-memory index of one collection: an HNSW graph (hnsw_rs) over the
-//! points' vectors, the points themselves, and tombstones for the graph
-//! nodes whose point was replaced or deleted (hnsw_rs cannot remove a node).
-//! Everything here is synchronous and CPU-bound: callers run it on blocking
-//! threads.
+//! The in-memory index of one collection: an HNSW graph over the points'
+//! vectors, the points themselves, and tombstones for the graph nodes whose
+//! point was replaced or deleted (a graph node is never removed; compaction
+//! rebuilds without them). Everything here is synchronous and CPU-bound:
+//! callers run it on blocking threads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 
-use hnsw_rs::hnsw::{FilterT, Hnsw, Neighbour};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::distance::{GraphDistance, Metric};
+use crate::distance::Metric;
 use crate::filter::PayloadFilter;
+use crate::graph::{FrozenGraph, Graph};
+use crate::graph_search::Allowed;
 use crate::payload_index::PayloadIndex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +31,14 @@ pub const DEFAULT_HNSW_PARAMS: HnswParams = HnswParams {
 };
 
 /// A point as the index keeps it; `vector` is in the metric's index form
-/// (unit length for cosine).
+/// (unit length for cosine), shared with the graph node that holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedPoint {
     pub id: String,
     /// The write that made this version of the point (the database's
     /// insertion sequence): how a snapshot's slot is matched to its row.
     pub seq: i64,
-    pub vector: Vec<f32>,
+    pub vector: Arc<[f32]>,
     pub text: String,
     pub payload: Map<String, Value>,
 }
@@ -47,8 +48,6 @@ pub struct Hit {
     pub point: Arc<IndexedPoint>,
     pub score: f32,
 }
-
-pub type Graph = Hnsw<'static, f32, GraphDistance>;
 
 /// What a snapshot keeps of an index besides its graph: each slot's point
 /// id and seq, `None` for a tombstone.
@@ -60,9 +59,6 @@ pub type SlotTable = Vec<Option<(String, i64)>>;
 fn slot_key(slot: usize) -> u32 {
     u32::try_from(slot).unwrap_or(u32::MAX)
 }
-
-/// hnsw_rs caps the number of layers at 16.
-const MAX_LAYERS: usize = 16;
 
 /// A filter matching fewer than 1/10 of the live points is searched
 /// exactly: the graph walk would visit mostly non-matching nodes.
@@ -84,46 +80,23 @@ pub struct CollectionIndex {
     payload_index: PayloadIndex,
 }
 
-/// Graph inserts for points that [`CollectionIndex::stage_upsert`] already
+/// Graph links for points that [`CollectionIndex::stage_upsert`] already
 /// made visible to exact scans. Run them without holding the index lock:
-/// hnsw_rs inserts through `&self`, so searches go on meanwhile.
+/// the graph links through `&self`, so searches go on meanwhile.
 #[must_use]
 pub struct PendingInserts {
     graph: Arc<Graph>,
-    points: Vec<(usize, Arc<IndexedPoint>)>,
+    nodes: Range<usize>,
 }
-
-/// A batch of at least this many points is inserted on rayon's threads
-/// (hnsw_rs's `parallel_insert_slice`): each insert is a graph search of
-/// its own, and they only share the graph's locks. Smaller batches stay on
-/// the caller's thread, where a hand-off would cost more than it saves.
-const PARALLEL_INSERT_MIN_POINTS: usize = 64;
 
 impl PendingInserts {
     pub fn run(self) {
-        if self.points.len() < PARALLEL_INSERT_MIN_POINTS {
-            for (slot, point) in &self.points {
-                self.graph.insert_slice((&point.vector, *slot));
-            }
-            return;
-        }
-        let slices: Vec<(&[f32], usize)> = self
-            .points
-            .iter()
-            .map(|(slot, point)| (point.vector.as_slice(), *slot))
-            .collect();
-        self.graph.parallel_insert_slice(&slices);
+        self.graph.link(self.nodes);
     }
 }
 
-fn new_graph(metric: Metric, params: HnswParams, capacity: usize) -> Graph {
-    Hnsw::new(
-        params.m,
-        capacity.max(16),
-        MAX_LAYERS,
-        params.ef_construction,
-        GraphDistance { metric },
-    )
+fn new_graph(metric: Metric, params: HnswParams) -> Graph {
+    Graph::new(metric, params.m, params.ef_construction)
 }
 
 /// One page of [`CollectionIndex::scroll`].
@@ -146,7 +119,7 @@ impl CollectionIndex {
         indexed_keys: &[String],
         points: Vec<Arc<IndexedPoint>>,
     ) -> CollectionIndex {
-        let graph = new_graph(metric, params, points.len());
+        let graph = new_graph(metric, params);
         let mut index = CollectionIndex {
             metric,
             params,
@@ -165,40 +138,38 @@ impl CollectionIndex {
         &self.indexed_keys
     }
 
-    /// The graph and the slot table, for a snapshot. The caller keeps
-    /// writes out until the graph is written: an insert meanwhile would
-    /// tear it.
-    pub fn snapshot_parts(&self) -> (Arc<Graph>, SlotTable) {
+    /// A copy of the graph and the slot table, for a snapshot. The caller
+    /// keeps writes out while this runs, so that every slot is a linked
+    /// graph node; the copy is written after, while writes go on.
+    pub fn snapshot_parts(&self) -> (FrozenGraph, SlotTable) {
         let slot_table = self
             .slots
             .iter()
             .map(|slot| slot.as_ref().map(|point| (point.id.clone(), point.seq)))
             .collect();
-        (Arc::clone(&self.graph), slot_table)
+        (self.graph.freeze(), slot_table)
     }
 
     /// The index from a snapshot (its graph and slot table) and the
     /// collection's rows in seq order. A row whose id and seq the snapshot
-    /// holds takes its slot and the graph's copy of its vector; the other
-    /// rows, written after the snapshot, must carry their vector and are
-    /// returned as inserts still to run. Snapshot slots no row claims (the
-    /// points deleted or replaced since) become tombstones.
+    /// holds takes its slot and the graph's vector; the other rows, written
+    /// after the snapshot, must carry their vector and are returned as
+    /// inserts still to run. Snapshot slots no row claims (the points
+    /// deleted or replaced since) become tombstones.
     pub fn restore(
         metric: Metric,
         params: HnswParams,
         indexed_keys: &[String],
-        mut graph: Graph,
+        graph: Graph,
         slot_table: SlotTable,
         rows: Vec<IndexedPoint>,
     ) -> Result<(CollectionIndex, PendingInserts), String> {
-        // A reloaded hnsw_rs graph extends candidates on insert, which
-        // `Hnsw::new` does not: keep inserts after a restart the same.
-        graph.set_extend_candidates(false);
-        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; slot_table.len()];
-        for point in graph.get_point_indexation() {
-            if let Some(vector) = vectors.get_mut(point.get_origin_id()) {
-                *vector = Some(point.get_v().to_vec());
-            }
+        if graph.len() != slot_table.len() {
+            return Err(format!(
+                "the graph holds {} nodes, the slot table {} slots",
+                graph.len(),
+                slot_table.len()
+            ));
         }
         let snapshot_slot_by_id: HashMap<&str, (usize, i64)> = slot_table
             .iter()
@@ -221,9 +192,9 @@ impl CollectionIndex {
         for mut row in rows {
             match snapshot_slot_by_id.get(row.id.as_str()) {
                 Some(&(slot, seq)) if seq == row.seq => {
-                    row.vector = vectors
-                        .get_mut(slot)
-                        .and_then(Option::take)
+                    row.vector = index
+                        .graph
+                        .vector(slot)
                         .ok_or_else(|| format!("the snapshot's graph lacks slot {slot}"))?;
                     index.payload_index.insert(slot_key(slot), &row.payload);
                     index.live_slots_by_id.insert(row.id.clone(), slot);
@@ -285,19 +256,22 @@ impl CollectionIndex {
     }
 
     fn stage(&mut self, points: Vec<Arc<IndexedPoint>>) -> PendingInserts {
-        let mut inserts = Vec::with_capacity(points.len());
+        // Graph nodes are numbered like slots: both only ever grow, together.
+        let nodes = self
+            .graph
+            .append(points.iter().map(|point| Arc::clone(&point.vector)));
+        debug_assert_eq!(nodes.start, self.slots.len());
         for point in points {
             let slot = self.slots.len();
             if let Some(replaced_slot) = self.live_slots_by_id.insert(point.id.clone(), slot) {
                 self.tombstone(replaced_slot);
             }
             self.payload_index.insert(slot_key(slot), &point.payload);
-            self.slots.push(Some(Arc::clone(&point)));
-            inserts.push((slot, point));
+            self.slots.push(Some(point));
         }
         PendingInserts {
             graph: Arc::clone(&self.graph),
-            points: inserts,
+            nodes,
         }
     }
 
@@ -421,7 +395,6 @@ impl CollectionIndex {
             }
             return self.exact_search(query, top_k, self.slots.iter().flatten());
         }
-        // Ascending, as `Vec<usize>`'s `FilterT` (a binary search) needs.
         let matching_slots = self.matching_slots(filter);
         let matching_points = || {
             matching_slots
@@ -446,24 +419,22 @@ impl CollectionIndex {
         top_k: usize,
         ef: usize,
         filter: &PayloadFilter,
-        allowed_slots: Option<&Vec<usize>>,
+        allowed_slots: Option<&[usize]>,
     ) -> Vec<Hit> {
-        let is_live = |slot: &usize| self.slots.get(*slot).is_some_and(Option::is_some);
-        let neighbours: Vec<Neighbour> = match allowed_slots {
-            Some(allowed) => self
-                .graph
-                .search_filter(query, ef, ef, Some(allowed as &dyn FilterT)),
-            None if self.tombstone_count() == 0 => self.graph.search(query, ef, ef),
-            None => self
-                .graph
-                .search_filter(query, ef, ef, Some(&is_live as &dyn FilterT)),
+        let is_live = |slot: usize| self.slots.get(slot).is_some_and(Option::is_some);
+        let allowed_set = allowed_slots.map(|slots| SlotSet::new(self.slots.len(), slots));
+        let is_allowed = |slot: usize| allowed_set.as_ref().is_some_and(|set| set.contains(slot));
+        let neighbours = match allowed_slots {
+            Some(_) => self.graph.search(query, ef, Some(&is_allowed as Allowed)),
+            None if self.tombstone_count() == 0 => self.graph.search(query, ef, None),
+            None => self.graph.search(query, ef, Some(&is_live as Allowed)),
         };
         // Re-checked here so that no behaviour of the graph search can let a
         // tombstone or a non-matching point through; scores are recomputed
         // exactly from the kept vectors.
         let mut hits = Vec::with_capacity(neighbours.len());
         for neighbour in neighbours {
-            let Some(Some(point)) = self.slots.get(neighbour.d_id) else {
+            let Some(Some(point)) = self.slots.get(neighbour.node as usize) else {
                 continue;
             };
             if !filter.matches(&point.payload) {
@@ -516,6 +487,30 @@ impl CollectionIndex {
     }
 }
 
+/// A set of slots as one bit each: a filter's matches, checked once per
+/// node the graph search visits.
+struct SlotSet {
+    words: Vec<u64>,
+}
+
+impl SlotSet {
+    fn new(slot_count: usize, slots: &[usize]) -> SlotSet {
+        let mut words = vec![0u64; slot_count.div_ceil(64)];
+        for &slot in slots {
+            if let Some(word) = words.get_mut(slot / 64) {
+                *word |= 1 << (slot % 64);
+            }
+        }
+        SlotSet { words }
+    }
+
+    fn contains(&self, slot: usize) -> bool {
+        self.words
+            .get(slot / 64)
+            .is_some_and(|word| word >> (slot % 64) & 1 == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,11 +518,11 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn point(id: &str, vector: Vec<f32>, payload: Value) -> IndexedPoint {
+    fn point(id: &str, vector: impl Into<Arc<[f32]>>, payload: Value) -> IndexedPoint {
         IndexedPoint {
             id: id.to_string(),
             seq: 0,
-            vector,
+            vector: vector.into(),
             text: format!("text of {id}"),
             payload: payload.as_object().cloned().unwrap_or_default(),
         }
@@ -582,7 +577,7 @@ mod tests {
                 .map(|n| {
                     let vector: Vec<f32> = (0..24).map(|_| next()).collect();
                     let mut point = point(&format!("b{batch}-{n:03}"), vector, json!({}));
-                    point.vector = Metric::Cosine.index_form(&point.vector).unwrap();
+                    point.vector = Metric::Cosine.index_form(&point.vector).unwrap().into();
                     point
                 })
                 .collect();

@@ -1,6 +1,6 @@
 //! keel-vector-index: collections of points (id, vector, text, payload)
 //! searched by vector or by text, with an in-memory HNSW graph per
-//! collection (hnsw_rs), restored at start-up from its snapshot and the
+//! collection (our own, `graph*.rs`), restored at start-up from its snapshot and the
 //! rows written since, or rebuilt from the service's database.
 
 pub mod api;
@@ -11,6 +11,10 @@ pub mod distance;
 pub mod error;
 pub mod filter;
 pub mod filter_proto;
+pub mod graph;
+mod graph_build;
+pub mod graph_io;
+pub mod graph_search;
 pub mod hybrid;
 pub mod index;
 mod load;

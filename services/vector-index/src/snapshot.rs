@@ -1,8 +1,7 @@
 //! Snapshots of a collection's index on disk, so that a start loads the
-//! graph instead of rebuilding it: hnsw_rs's own dump of the graph and its
-//! vectors (`file_dump`, reloaded with `HnswIo`), our slot table (each
-//! slot's point id and seq), and a manifest written last with every file's
-//! length and CRC-32.
+//! graph instead of rebuilding it: the graph with its vectors (`graph.bin`,
+//! see `graph_io`), the slot table (each slot's point id and seq), and a
+//! manifest written last with every file's length and CRC-32.
 //!
 //! `<root>/<collection>/snapshot-<generation>/` holds one snapshot; it is
 //! written under `….partial` and renamed once complete and synced. A start
@@ -13,20 +12,20 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
 use serde::{Deserialize, Serialize};
 
-use crate::distance::{GraphDistance, Metric};
-use crate::index::{Graph, SlotTable};
+use crate::distance::Metric;
+use crate::graph::{FrozenGraph, Graph};
+use crate::graph_io::{read_graph, write_graph};
+use crate::index::SlotTable;
 
-const FORMAT: u32 = 1;
+/// 1 was hnsw_rs's dump; its snapshots are refused and rebuilt.
+const FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const SLOTS: &str = "slots.bin";
-const GRAPH_BASENAME: &str = "graph";
+const GRAPH: &str = "graph.bin";
 const SLOTS_MAGIC: &[u8; 8] = b"KEELSLOT";
 const PARTIAL_SUFFIX: &str = ".partial";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -58,7 +57,6 @@ struct Manifest {
     /// snapshot; later ones are replayed from the database.
     covered_seq: i64,
     slots: usize,
-    graph_basename: String,
     files: Vec<FileSum>,
 }
 
@@ -85,15 +83,22 @@ impl SnapshotStore {
         self.root.join(collection)
     }
 
-    /// Writes a snapshot of `graph` and `slot_table` and removes the older
-    /// ones. Blocking; the caller keeps inserts out of `graph` meanwhile.
+    /// Writes a snapshot of `graph` and `slot_table` (one slot per node)
+    /// and removes the older ones. Blocking.
     pub fn write(
         &self,
         key: &SnapshotKey,
-        graph: &Graph,
+        graph: &FrozenGraph,
         slot_table: &SlotTable,
         covered_seq: i64,
     ) -> io::Result<PathBuf> {
+        if graph.len() != slot_table.len() {
+            return Err(io::Error::other(format!(
+                "a graph of {} nodes with {} slots",
+                graph.len(),
+                slot_table.len()
+            )));
+        }
         let dir = self.collection_dir(&key.collection);
         fs::create_dir_all(&dir)?;
         let existing = snapshot_dirs(&dir)?;
@@ -104,18 +109,16 @@ impl SnapshotStore {
             fs::remove_dir_all(&partial)?;
         }
         fs::create_dir_all(&partial)?;
-        let graph_basename = graph
-            .file_dump(&partial, GRAPH_BASENAME)
-            .map_err(|error| io::Error::other(format!("hnsw_rs dump failed: {error}")))?;
+        let mut graph_file = BufWriter::with_capacity(1 << 20, File::create(partial.join(GRAPH))?);
+        write_graph(graph, &mut graph_file)?;
+        graph_file
+            .into_inner()
+            .map_err(|error| error.into_error())?
+            .sync_all()?;
         write_slot_table(&partial.join(SLOTS), slot_table)?;
         let mut files = Vec::new();
-        for name in [
-            format!("{graph_basename}.hnsw.graph"),
-            format!("{graph_basename}.hnsw.data"),
-            SLOTS.to_string(),
-        ] {
+        for name in [GRAPH.to_string(), SLOTS.to_string()] {
             let path = partial.join(&name);
-            File::open(&path)?.sync_all()?;
             let (bytes, crc32) = checksum(&path)?;
             files.push(FileSum { name, bytes, crc32 });
         }
@@ -124,7 +127,6 @@ impl SnapshotStore {
             key: key.clone(),
             covered_seq,
             slots: slot_table.len(),
-            graph_basename,
             files,
         };
         let mut manifest_file = File::create(partial.join(MANIFEST))?;
@@ -270,11 +272,20 @@ impl FoundSnapshot {
                 self.manifest.slots
             ));
         }
-        let graph = load_graph(&self.path, &self.manifest.graph_basename, metric)?;
-        if graph.get_nb_point() != slot_table.len() {
+        let key = &self.manifest.key;
+        let file =
+            File::open(self.path.join(GRAPH)).map_err(|error| format!("{GRAPH}: {error}"))?;
+        let graph = read_graph(
+            metric,
+            key.m,
+            key.ef_construction,
+            &mut BufReader::with_capacity(1 << 20, file),
+        )
+        .map_err(|error| format!("{GRAPH}: {error}"))?;
+        if graph.len() != slot_table.len() {
             return Err(format!(
-                "the graph holds {} points, the slot table {}",
-                graph.get_nb_point(),
+                "the graph holds {} nodes, the slot table {}",
+                graph.len(),
                 slot_table.len()
             ));
         }
@@ -316,21 +327,6 @@ fn check(path: &Path, key: &SnapshotKey) -> Result<Manifest, String> {
         }
     }
     Ok(manifest)
-}
-
-fn load_graph(path: &Path, basename: &str, metric: Metric) -> Result<Graph, String> {
-    // The reloaded graph borrows its loader for its whole life (hnsw_rs
-    // lets it map the data file), and our graphs live as long as the
-    // process may: the loader, a path and a name, is leaked once per load.
-    let loader: &'static HnswIo = Box::leak(Box::new(HnswIo::new(path, basename)));
-    // hnsw_rs asserts on a malformed file instead of returning an error;
-    // the checksums make that unlikely, and a panic here still means
-    // "rebuild", not a crashed start.
-    catch_unwind(AssertUnwindSafe(|| {
-        loader.load_hnsw_with_dist(GraphDistance { metric })
-    }))
-    .map_err(|_| "hnsw_rs panicked reading the graph".to_string())?
-    .map_err(|error| format!("hnsw_rs could not read the graph: {error}"))
 }
 
 fn checksum(path: &Path) -> io::Result<(u64, u32)> {
@@ -411,6 +407,7 @@ mod tests {
     use crate::filter::PayloadFilter;
     use crate::index::{CollectionIndex, IndexedPoint, DEFAULT_HNSW_PARAMS};
     use serde_json::json;
+    use std::sync::Arc;
 
     fn key(collection: &str) -> SnapshotKey {
         SnapshotKey {
@@ -431,7 +428,8 @@ mod tests {
                 seq: first_seq + n as i64,
                 vector: Metric::Cosine
                     .index_form(&(0..8).map(|_| next()).collect::<Vec<f32>>())
-                    .unwrap(),
+                    .unwrap()
+                    .into(),
                 text: format!("text {n}"),
                 payload: json!({"n": n}).as_object().cloned().unwrap(),
             })
@@ -452,7 +450,7 @@ mod tests {
             .cloned()
             .map(|mut point| {
                 if point.seq <= covered_seq {
-                    point.vector = Vec::new();
+                    point.vector = Arc::from([]);
                 }
                 point
             })
@@ -537,7 +535,7 @@ mod tests {
         assert!(store.load(&other_collection, Metric::Cosine).is_none());
 
         // Tear the newer graph file: the older snapshot is loaded.
-        let graph_file = newer.join("graph.hnsw.graph");
+        let graph_file = newer.join(GRAPH);
         let length = fs::metadata(&graph_file).unwrap().len();
         let file = fs::OpenOptions::new()
             .write(true)
@@ -565,7 +563,7 @@ mod tests {
         let loaded = store.load(&key("docs"), Metric::Cosine).unwrap();
         let mut stranger = points(1, 5).pop().unwrap();
         stranger.id = "stranger".to_string();
-        stranger.vector = Vec::new();
+        stranger.vector = Arc::from([]);
         let error = CollectionIndex::restore(
             Metric::Cosine,
             DEFAULT_HNSW_PARAMS,

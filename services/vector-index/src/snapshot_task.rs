@@ -2,9 +2,10 @@
 //! since its last snapshot is snapshotted on a blocking thread, and once
 //! more at shutdown, so that the next start restores instead of rebuilding.
 //!
-//! A snapshot holds the collection's writer lock while hnsw_rs writes the
-//! graph (an insert meanwhile would tear it): writes to that collection
-//! wait for the dump, searches never do.
+//! A snapshot holds the collection's writer lock only to take the slot
+//! table and a copy of the graph (every write before it wholly in the
+//! graph); the files are written after, while writes and searches go on. One
+//! snapshot is written at a time.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ impl VectorIndex {
         let Some(snapshots) = self.snapshots.clone() else {
             return Ok(());
         };
+        let _one_at_a_time = self.snapshot_writer.lock().await;
         let dropped = collection.writer.lock().await;
         if *dropped {
             return Ok(());
@@ -64,10 +66,11 @@ impl VectorIndex {
         // the graph: its writes take seqs under the lock held now.
         let covered_seq = self.last_seq.load(Ordering::SeqCst);
         let (graph, slot_table) = collection.index.read().snapshot_parts();
-        // A graph with no point (every one deleted, then compacted away)
-        // has nothing to restore, and hnsw_rs cannot dump it (it has no
-        // entry point): a start rebuilds it from the log in no time.
-        if graph.get_nb_point() == 0 {
+        drop(dropped);
+        // A graph with no node (every point deleted, then compacted away)
+        // has nothing to restore: a start rebuilds it from the log in no
+        // time.
+        if graph.is_empty() {
             return Ok(());
         }
         let key = collection.snapshot_key();
@@ -77,7 +80,13 @@ impl VectorIndex {
             snapshots.write(&key, &graph, &slot_table, covered_seq)
         })
         .await?;
-        drop(dropped);
+        if let Ok(path) = &written {
+            // Dropped while the files were written: they belong to no one.
+            if *collection.writer.lock().await {
+                let _ = std::fs::remove_dir_all(path);
+                return Ok(());
+            }
+        }
         match written {
             Ok(path) => {
                 tracing::info!(

@@ -129,7 +129,7 @@ async fn while_loading_calls_answer_unavailable_and_a_torn_snapshot_is_rebuilt()
         .map(|entry| entry.unwrap().path())
         .find(|path| path.is_dir())
         .expect("a snapshot at shutdown");
-    let graph_file = snapshot_dir.join("graph.hnsw.graph");
+    let graph_file = snapshot_dir.join("graph.bin");
     let length = std::fs::metadata(&graph_file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
