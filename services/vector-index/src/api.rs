@@ -19,10 +19,11 @@ use crate::collections::{
 };
 use crate::config::NO_EMBEDDER;
 use crate::distance::Metric;
+use crate::error::Error;
 use crate::filter::PayloadFilter;
 use crate::filter_proto::{filter_from_proto, MAX_KEY_CHARS};
 use crate::hybrid::FusionWeights;
-use crate::index::{HnswParams, IndexedPoint, DEFAULT_HNSW_PARAMS};
+use crate::index::{HnswParams, StoredPoint, DEFAULT_HNSW_PARAMS};
 use keel_types::SearchMode;
 
 pub const MAX_POINTS_PER_CALL: usize = 1000;
@@ -186,6 +187,13 @@ impl VectorIndexService for Api {
             .index
             .search(&caller, &request.collection, search)
             .await?;
+        let mut vectors = self
+            .vectors_if(
+                request.with_vectors,
+                &request.collection,
+                hits.iter().map(|hit| hit.point.as_ref()),
+            )?
+            .into_iter();
         let points = hits
             .into_iter()
             .map(|hit| pb::ScoredPoint {
@@ -195,7 +203,7 @@ impl VectorIndexService for Api {
                 payload: request
                     .with_payload
                     .then(|| json_to_struct(&hit.point.payload)),
-                vector: vector_if(request.with_vectors, &hit.point),
+                vector: vectors.next().unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::SearchResponse { points }))
@@ -211,12 +219,13 @@ impl VectorIndexService for Api {
         for (position, id) in request.ids.iter().enumerate() {
             validate_id(&format!("ids[{position}]"), id)?;
         }
-        let points = self
-            .index
-            .get_points(&request.collection, &request.ids)?
-            .iter()
-            .map(|point| retrieved(point, request.with_payload, request.with_vectors))
-            .collect();
+        let found = self.index.get_points(&request.collection, &request.ids)?;
+        let points = self.retrieved(
+            &request.collection,
+            &found,
+            request.with_payload,
+            request.with_vectors,
+        )?;
         Ok(Response::new(pb::GetPointsResponse { points }))
     }
 
@@ -242,11 +251,12 @@ impl VectorIndexService for Api {
             .index
             .scroll_points(&request.collection, filter, after, limit)
             .await?;
-        let points = page
-            .points
-            .iter()
-            .map(|point| retrieved(point, request.with_payload, request.with_vectors))
-            .collect();
+        let points = self.retrieved(
+            &request.collection,
+            &page.points,
+            request.with_payload,
+            request.with_vectors,
+        )?;
         Ok(Response::new(pb::ScrollPointsResponse {
             points,
             next_page_token: page
@@ -358,20 +368,40 @@ fn optional_filter(field: &str, filter: Option<&pb::Filter>) -> Result<PayloadFi
     }
 }
 
-fn vector_if(wanted: bool, point: &IndexedPoint) -> Vec<f32> {
-    if wanted {
-        point.vector.to_vec()
-    } else {
-        Vec::new()
+impl Api {
+    /// The points' vectors when asked for (empty for a point replaced or
+    /// deleted since it was read), else none.
+    fn vectors_if<'a>(
+        &self,
+        wanted: bool,
+        collection: &str,
+        points: impl Iterator<Item = &'a StoredPoint>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        if !wanted {
+            return Ok(Vec::new());
+        }
+        self.index.vectors_of(collection, points)
     }
-}
 
-fn retrieved(point: &IndexedPoint, with_payload: bool, with_vectors: bool) -> pb::RetrievedPoint {
-    pb::RetrievedPoint {
-        id: point.id.clone(),
-        text: point.text.clone(),
-        payload: with_payload.then(|| json_to_struct(&point.payload)),
-        vector: vector_if(with_vectors, point),
+    fn retrieved(
+        &self,
+        collection: &str,
+        points: &[Arc<StoredPoint>],
+        with_payload: bool,
+        with_vectors: bool,
+    ) -> Result<Vec<pb::RetrievedPoint>, Error> {
+        let mut vectors = self
+            .vectors_if(with_vectors, collection, points.iter().map(Arc::as_ref))?
+            .into_iter();
+        Ok(points
+            .iter()
+            .map(|point| pb::RetrievedPoint {
+                id: point.id.clone(),
+                text: point.text.clone(),
+                payload: with_payload.then(|| json_to_struct(&point.payload)),
+                vector: vectors.next().unwrap_or_default(),
+            })
+            .collect())
     }
 }
 

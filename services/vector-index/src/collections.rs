@@ -21,7 +21,7 @@ use crate::distance::Metric;
 use crate::error::Error;
 use crate::filter::PayloadFilter;
 use crate::hybrid::FusionWeights;
-use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint, ScrollPage};
+use crate::index::{CollectionIndex, Hit, HnswParams, IndexedPoint, ScrollPage, StoredPoint};
 use crate::metrics::Metrics;
 use crate::snapshot::{SnapshotKey, SnapshotStore};
 use crate::store::{self, CollectionRow, PointRow};
@@ -641,10 +641,24 @@ impl VectorIndex {
         &self,
         collection_name: &str,
         ids: &[String],
-    ) -> Result<Vec<Arc<IndexedPoint>>, Error> {
+    ) -> Result<Vec<Arc<StoredPoint>>, Error> {
         let collection = self.ready_collection(collection_name)?;
         let index = collection.index.read();
         Ok(ids.iter().filter_map(|id| index.get(id).cloned()).collect())
+    }
+
+    /// The vectors (index form) of these versions of points, read from the
+    /// graph; empty for a version replaced or deleted since.
+    pub fn vectors_of<'a>(
+        &self,
+        collection_name: &str,
+        points: impl Iterator<Item = &'a StoredPoint>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let collection = self.ready_collection(collection_name)?;
+        let index = collection.index.read();
+        Ok(points
+            .map(|point| index.vector_of(point).unwrap_or_default())
+            .collect())
     }
 
     /// A page of the points `filter` keeps, by id, after `after`.

@@ -42,7 +42,7 @@ pub(crate) fn after_write(
             return;
         }
         (
-            index.live_points(),
+            index.live_writes(),
             index.metric(),
             index.params(),
             index.indexed_keys().to_vec(),

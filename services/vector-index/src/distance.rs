@@ -66,6 +66,17 @@ impl Metric {
         }
     }
 
+    /// The score of a pair from its graph distance ([`Metric::distance`]),
+    /// without touching the vectors again; an overflowed pair scores worst.
+    pub fn score_from_distance(self, distance: f32) -> f32 {
+        match (self, distance == f32::MAX) {
+            (Metric::Cosine | Metric::Dot, false) => -distance,
+            (Metric::Cosine | Metric::Dot, true) => f32::NEG_INFINITY,
+            (Metric::L2, false) => distance.sqrt(),
+            (Metric::L2, true) => f32::INFINITY,
+        }
+    }
+
     /// Orders scores best first.
     pub fn compare_scores(self, left: f32, right: f32) -> Ordering {
         match self {
@@ -136,6 +147,22 @@ pub(crate) mod tests {
         assert!(Metric::Dot.distance(&query, &near) < Metric::Dot.distance(&query, &far));
         assert!(Metric::L2.distance(&query, &[1.0, 3.0]) < Metric::L2.distance(&query, &near));
         assert_eq!(Metric::L2.distance(&query, &[4.0, 6.0]), 25.0);
+        for (metric, candidate) in [
+            (Metric::Dot, near),
+            (Metric::L2, far),
+            (Metric::Cosine, near),
+        ] {
+            let via_distance = metric.score_from_distance(metric.distance(&query, &candidate));
+            let exact = metric.score(&query, &candidate);
+            assert!(
+                (via_distance - exact).abs() <= exact.abs() * 1e-6,
+                "{via_distance} {exact}"
+            );
+        }
+        assert_eq!(
+            Metric::Dot.score_from_distance(Metric::Dot.distance(&huge, &huge_negative)),
+            f32::NEG_INFINITY
+        );
         for candidate in [near, far, huge, huge_negative] {
             assert!(!Metric::Dot.distance(&query, &candidate).is_nan());
         }

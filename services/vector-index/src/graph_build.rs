@@ -43,7 +43,7 @@ impl Graph {
     }
 
     fn link_node(&self, storage: &Storage, node: usize) {
-        let Some(query) = storage.vectors.get(node) else {
+        let Some(query) = storage.vector(node) else {
             return;
         };
         let level = usize::from(storage.levels.get(node).copied().unwrap_or(0));
@@ -112,7 +112,7 @@ impl Graph {
 /// heuristic chooses among its links and the new one.
 fn link_back(storage: &Storage, metric: Metric, neighbour: Near, node: u32, layer: usize) {
     let target = neighbour.node as usize;
-    let Some(target_vector) = storage.vectors.get(target) else {
+    let Some(target_vector) = storage.vector(target) else {
         return;
     };
     let _locked = storage.locks[target].lock();
@@ -162,7 +162,7 @@ fn select_neighbours(
         if kept.len() >= limit {
             break;
         }
-        let Some(vector) = storage.vectors.get(candidate.node as usize) else {
+        let Some(vector) = storage.vector(candidate.node as usize) else {
             continue;
         };
         let diverse = kept

@@ -4,10 +4,11 @@
 //! its vector (f32s) and, per layer 0..=level, the list length (u32) and
 //! the ids (u32). All little-endian. The manifest beside it holds the
 //! file's length and CRC. It is written from a [`FrozenGraph`], so the graph
-//! itself goes on taking writes meanwhile.
+//! itself goes on taking writes meanwhile: the vectors are read from it a
+//! block of nodes per hold of its read lock, so an append (a write to the
+//! collection) waits for one block at most, never for the file.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
 
 use crate::distance::Metric;
 use crate::graph::{Entry, FrozenGraph, Graph, NodeParts, MAX_LEVEL};
@@ -15,8 +16,10 @@ use crate::graph::{Entry, FrozenGraph, Graph, NodeParts, MAX_LEVEL};
 const MAGIC: &[u8; 8] = b"KEELHNSW";
 const FORMAT: u32 = 1;
 
+const NODES_PER_BLOCK: usize = 4096;
+
 pub fn write_graph(graph: &FrozenGraph, out: &mut impl Write) -> io::Result<()> {
-    let dimension = graph.vectors.first().map_or(0, |vector| vector.len());
+    let dimension = graph.graph.read().vectors.dimension();
     out.write_all(MAGIC)?;
     out.write_all(&FORMAT.to_le_bytes())?;
     out.write_all(
@@ -33,23 +36,32 @@ pub fn write_graph(graph: &FrozenGraph, out: &mut impl Write) -> io::Result<()> 
     out.write_all(&entry_node.to_le_bytes())?;
     out.write_all(&(entry_level as u32).to_le_bytes())?;
     let mut lists = graph.lists.iter();
-    for (node, (vector, level)) in graph.vectors.iter().zip(&graph.levels).enumerate() {
-        if vector.len() != dimension {
-            return Err(io::Error::other(format!(
-                "node {node} has {} dimensions, node 0 {dimension}",
-                vector.len()
-            )));
+    let mut block: Vec<u8> = Vec::new();
+    for first in (0..graph.len()).step_by(NODES_PER_BLOCK) {
+        block.clear();
+        let last = (first + NODES_PER_BLOCK).min(graph.len());
+        {
+            let storage = graph.graph.read();
+            for node in first..last {
+                let vector = storage
+                    .vector(node)
+                    .ok_or_else(|| io::Error::other(format!("node {node} is not in the graph")))?;
+                block.push(graph.levels[node]);
+                for value in vector {
+                    block.extend_from_slice(&value.to_le_bytes());
+                }
+            }
         }
-        out.write_all(&[*level])?;
-        for value in vector.iter() {
-            out.write_all(&value.to_le_bytes())?;
-        }
-        for _ in 0..=usize::from(*level) {
-            let length = lists.next().copied().unwrap_or(0);
-            out.write_all(&length.to_le_bytes())?;
-            for _ in 0..length {
-                let id = lists.next().copied().unwrap_or(0);
-                out.write_all(&id.to_le_bytes())?;
+        let mut vectors = block.chunks(1 + dimension * 4);
+        for level in &graph.levels[first..last] {
+            out.write_all(vectors.next().unwrap_or_default())?;
+            for _ in 0..=usize::from(*level) {
+                let length = lists.next().copied().unwrap_or(0);
+                out.write_all(&length.to_le_bytes())?;
+                for _ in 0..length {
+                    let id = lists.next().copied().unwrap_or(0);
+                    out.write_all(&id.to_le_bytes())?;
+                }
             }
         }
     }
@@ -106,7 +118,7 @@ pub fn read_graph(
             return Err(format!("node {node} has level {level}"));
         }
         input.read_exact(&mut values).map_err(short)?;
-        let vector: Arc<[f32]> = values
+        let vector: Vec<f32> = values
             .chunks_exact(4)
             .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
             .collect();
@@ -164,20 +176,21 @@ fn read_u64(input: &mut impl Read) -> Result<u64, String> {
 mod tests {
     use super::*;
     use crate::distance::tests::test_values;
+    use std::sync::Arc;
 
-    fn unit_vectors(count: usize, seed: u64) -> Vec<Arc<[f32]>> {
+    fn unit_vectors(count: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut next = test_values(seed);
         (0..count)
             .map(|_| {
                 let vector: Vec<f32> = (0..12).map(|_| next()).collect();
-                Metric::Cosine.index_form(&vector).unwrap_or(vector).into()
+                Metric::Cosine.index_form(&vector).unwrap_or(vector)
             })
             .collect()
     }
 
-    fn linked_graph(vectors: &[Arc<[f32]>]) -> Graph {
-        let graph = Graph::new(Metric::Cosine, 8, 64);
-        let nodes = graph.append(vectors.iter().cloned());
+    fn linked_graph(vectors: &[Vec<f32>]) -> Arc<Graph> {
+        let graph = Arc::new(Graph::new(Metric::Cosine, 8, 64));
+        let nodes = graph.append(vectors.iter().map(Vec::as_slice));
         graph.link(nodes);
         graph
     }
@@ -197,7 +210,7 @@ mod tests {
         let graph = linked_graph(&vectors[..600]);
         let frozen = graph.freeze();
         assert_eq!(frozen.len(), 600);
-        let later = graph.append(vectors[600..].iter().cloned());
+        let later = graph.append(vectors[600..].iter().map(Vec::as_slice));
         graph.link(later);
         assert_eq!(graph.len(), 900);
 
@@ -207,7 +220,7 @@ mod tests {
         assert_eq!(read.entry(), frozen.entry);
         let storage = read.read();
         for (node, vector) in vectors.iter().enumerate().take(600) {
-            assert_eq!(&storage.vectors[node], vector);
+            assert_eq!(storage.vector(node), Some(vector.as_slice()));
             for layer in 0..=usize::from(storage.levels[node]) {
                 assert!(storage
                     .neighbours(node, layer)
@@ -262,8 +275,8 @@ mod tests {
     #[test]
     fn searches_run_while_a_batch_is_linked() {
         let vectors = unit_vectors(3000, 13);
-        let graph = Arc::new(linked_graph(&vectors[..500]));
-        let nodes = graph.append(vectors[500..].iter().cloned());
+        let graph = linked_graph(&vectors[..500]);
+        let nodes = graph.append(vectors[500..].iter().map(Vec::as_slice));
         let linking = {
             let graph = Arc::clone(&graph);
             std::thread::spawn(move || graph.link(nodes))

@@ -17,14 +17,20 @@ use crate::graph::{Graph, Near, Storage};
 /// Which nodes a search may return.
 pub type Allowed<'a> = &'a dyn Fn(usize) -> bool;
 
-/// The nodes one search has seen, reset in O(1) by moving to a new epoch:
-/// one per thread, reused by every search on it.
-struct Visited {
+/// What one search works with, kept per thread and reused by every search
+/// on it, so a search allocates nothing: the nodes seen (reset in O(1) by
+/// moving to a new epoch), the candidates, the results, one node's
+/// unvisited neighbours.
+struct Scratch {
     marks: Vec<u32>,
     epoch: u32,
+    candidates: BinaryHeap<Reverse<Near>>,
+    /// A max-heap: the worst kept result on top.
+    results: BinaryHeap<Near>,
+    unvisited: Vec<u32>,
 }
 
-impl Visited {
+impl Scratch {
     fn start(&mut self, nodes: usize) {
         if self.marks.len() < nodes {
             self.marks.resize(nodes, 0);
@@ -34,23 +40,31 @@ impl Visited {
             self.marks.fill(0);
             self.epoch = 1;
         }
+        self.candidates.clear();
+        self.results.clear();
     }
+}
 
-    /// True the first time `node` is seen in this search.
-    fn first_visit(&mut self, node: u32) -> bool {
-        match self.marks.get_mut(node as usize) {
-            Some(mark) if *mark != self.epoch => {
-                *mark = self.epoch;
-                true
-            }
-            _ => false,
+/// True the first time `node` is seen in this search.
+fn first_visit(marks: &mut [u32], epoch: u32, node: u32) -> bool {
+    match marks.get_mut(node as usize) {
+        Some(mark) if *mark != epoch => {
+            *mark = epoch;
+            true
         }
+        _ => false,
     }
 }
 
 thread_local! {
-    static VISITED: RefCell<Visited> = const {
-        RefCell::new(Visited { marks: Vec::new(), epoch: 0 })
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            marks: Vec::new(),
+            epoch: 0,
+            candidates: BinaryHeap::new(),
+            results: BinaryHeap::new(),
+            unvisited: Vec::new(),
+        })
     };
 }
 
@@ -92,15 +106,20 @@ pub(crate) fn search_layer(
     layer: usize,
     allowed: Option<Allowed<'_>>,
 ) -> Vec<Near> {
-    VISITED.with(|visited| {
-        let mut visited = visited.borrow_mut();
-        visited.start(storage.len());
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.start(storage.len());
+        let Scratch {
+            marks,
+            epoch,
+            candidates,
+            results,
+            unvisited,
+        } = &mut *scratch;
+        let epoch = *epoch;
         let keeps = |node: u32| allowed.is_none_or(|allowed| allowed(node as usize));
-        let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 4);
-        // A max-heap: the worst kept result on top.
-        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
         for &entry in entries {
-            if visited.first_visit(entry.node) {
+            if first_visit(marks, epoch, entry.node) {
                 candidates.push(Reverse(entry));
                 if keeps(entry.node) {
                     results.push(entry);
@@ -110,23 +129,21 @@ pub(crate) fn search_layer(
                 }
             }
         }
-        let mut unvisited: Vec<u32> = Vec::with_capacity(storage.capacity(layer));
         let worst =
             |results: &BinaryHeap<Near>| results.peek().map_or(f32::MAX, |near| near.distance);
         while let Some(Reverse(current)) = candidates.pop() {
-            if current.distance > worst(&results) && (results.len() >= ef || allowed.is_none()) {
+            if current.distance > worst(results) && (results.len() >= ef || allowed.is_none()) {
                 break;
             }
             unvisited.clear();
             unvisited.extend(
                 storage
                     .neighbours(current.node as usize, layer)
-                    .filter(|neighbour| visited.first_visit(*neighbour)),
+                    .filter(|neighbour| first_visit(marks, epoch, *neighbour)),
             );
-            storage.touch(&unvisited);
-            for &neighbour in &unvisited {
+            for &neighbour in unvisited.iter() {
                 let distance = storage.distance(metric, query, neighbour);
-                if results.len() < ef || distance < worst(&results) {
+                if results.len() < ef || distance < worst(results) {
                     let near = Near {
                         distance,
                         node: neighbour,
@@ -141,7 +158,9 @@ pub(crate) fn search_layer(
                 }
             }
         }
-        results.into_sorted_vec()
+        let mut found: Vec<Near> = results.drain().collect();
+        found.sort_unstable();
+        found
     })
 }
 

@@ -63,15 +63,14 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::index::IndexedPoint;
+    use crate::index::StoredPoint;
 
     fn hits(ids: &[&str]) -> Vec<Hit> {
         ids.iter()
             .map(|id| Hit {
-                point: Arc::new(IndexedPoint {
+                point: Arc::new(StoredPoint {
                     id: id.to_string(),
                     seq: 0,
-                    vector: Arc::from([]),
                     text: String::new(),
                     payload: Default::default(),
                 }),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::distance::Metric;
 use crate::filter::PayloadFilter;
-use crate::graph::{FrozenGraph, Graph};
+use crate::graph::{FrozenGraph, Graph, Storage};
 use crate::graph_search::Allowed;
 use crate::payload_index::PayloadIndex;
 
@@ -30,8 +30,9 @@ pub const DEFAULT_HNSW_PARAMS: HnswParams = HnswParams {
     ef_search: 64,
 };
 
-/// A point as the index keeps it; `vector` is in the metric's index form
-/// (unit length for cosine), shared with the graph node that holds it.
+/// A point as it is written to the index; `vector` is in the metric's
+/// index form (unit length for cosine). The index keeps the vector in its
+/// graph and the rest as a [`StoredPoint`]: each vector is held once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedPoint {
     pub id: String,
@@ -43,9 +44,30 @@ pub struct IndexedPoint {
     pub payload: Map<String, Value>,
 }
 
+/// A point as the index keeps it; its vector is in the graph
+/// ([`CollectionIndex::vector_of`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    pub id: String,
+    pub seq: i64,
+    pub text: String,
+    pub payload: Map<String, Value>,
+}
+
+impl StoredPoint {
+    fn of(point: &IndexedPoint) -> StoredPoint {
+        StoredPoint {
+            id: point.id.clone(),
+            seq: point.seq,
+            text: point.text.clone(),
+            payload: point.payload.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Hit {
-    pub point: Arc<IndexedPoint>,
+    pub point: Arc<StoredPoint>,
     pub score: f32,
 }
 
@@ -72,7 +94,7 @@ pub struct CollectionIndex {
     params: HnswParams,
     graph: Arc<Graph>,
     /// By graph data id, in insertion order; `None` is a tombstone.
-    slots: Vec<Option<Arc<IndexedPoint>>>,
+    slots: Vec<Option<Arc<StoredPoint>>>,
     /// External id -> slot of its live version, ordered for scrolling.
     live_slots_by_id: BTreeMap<String, usize>,
     /// The payload keys the collection declared, for the payload index.
@@ -101,7 +123,7 @@ fn new_graph(metric: Metric, params: HnswParams) -> Graph {
 
 /// One page of [`CollectionIndex::scroll`].
 pub struct ScrollPage {
-    pub points: Vec<Arc<IndexedPoint>>,
+    pub points: Vec<Arc<StoredPoint>>,
     /// The id to continue after; `None` on the last page.
     pub next_after: Option<String>,
 }
@@ -189,16 +211,17 @@ impl CollectionIndex {
             payload_index: PayloadIndex::new(indexed_keys),
         };
         let mut written_since = Vec::new();
-        for mut row in rows {
+        for row in rows {
             match snapshot_slot_by_id.get(row.id.as_str()) {
                 Some(&(slot, seq)) if seq == row.seq => {
-                    row.vector = index
-                        .graph
-                        .vector(slot)
-                        .ok_or_else(|| format!("the snapshot's graph lacks slot {slot}"))?;
                     index.payload_index.insert(slot_key(slot), &row.payload);
                     index.live_slots_by_id.insert(row.id.clone(), slot);
-                    index.slots[slot] = Some(Arc::new(row));
+                    index.slots[slot] = Some(Arc::new(StoredPoint {
+                        id: row.id,
+                        seq: row.seq,
+                        text: row.text,
+                        payload: row.payload,
+                    }));
                 }
                 _ if row.vector.is_empty() => {
                     return Err(format!(
@@ -234,14 +257,45 @@ impl CollectionIndex {
         self.tombstone_count() * 2 > self.slots.len()
     }
 
-    /// The live points in insertion order, to rebuild from.
-    pub fn live_points(&self) -> Vec<Arc<IndexedPoint>> {
+    /// The live points in insertion order.
+    pub fn live_points(&self) -> Vec<Arc<StoredPoint>> {
         self.slots.iter().flatten().cloned().collect()
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<IndexedPoint>> {
+    /// The live points in insertion order with their vectors, to rebuild
+    /// from.
+    pub fn live_writes(&self) -> Vec<Arc<IndexedPoint>> {
+        let storage = self.graph.read();
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, point)| {
+                let point = point.as_ref()?;
+                Some(Arc::new(IndexedPoint {
+                    id: point.id.clone(),
+                    seq: point.seq,
+                    vector: storage.vector(slot)?.into(),
+                    text: point.text.clone(),
+                    payload: point.payload.clone(),
+                }))
+            })
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<StoredPoint>> {
         let slot = *self.live_slots_by_id.get(id)?;
         self.slots.get(slot)?.as_ref()
+    }
+
+    /// The vector of this version of the point (index form); `None` once it
+    /// was replaced or deleted.
+    pub fn vector_of(&self, point: &StoredPoint) -> Option<Vec<f32>> {
+        let slot = *self.live_slots_by_id.get(&point.id)?;
+        let live = self.slots.get(slot)?.as_ref()?;
+        if live.seq != point.seq {
+            return None;
+        }
+        self.graph.vector(slot)
     }
 
     /// Makes `points` live (tombstoning the versions they replace) and
@@ -259,7 +313,7 @@ impl CollectionIndex {
         // Graph nodes are numbered like slots: both only ever grow, together.
         let nodes = self
             .graph
-            .append(points.iter().map(|point| Arc::clone(&point.vector)));
+            .append(points.iter().map(|point| &point.vector[..]));
         debug_assert_eq!(nodes.start, self.slots.len());
         for point in points {
             let slot = self.slots.len();
@@ -267,7 +321,7 @@ impl CollectionIndex {
                 self.tombstone(replaced_slot);
             }
             self.payload_index.insert(slot_key(slot), &point.payload);
-            self.slots.push(Some(point));
+            self.slots.push(Some(Arc::new(StoredPoint::of(&point))));
         }
         PendingInserts {
             graph: Arc::clone(&self.graph),
@@ -310,10 +364,10 @@ impl CollectionIndex {
             Some(id) => Bound::Excluded(id),
             None => Bound::Unbounded,
         };
-        let mut points: Vec<Arc<IndexedPoint>> = Vec::with_capacity(limit.min(1024) + 1);
+        let mut points: Vec<Arc<StoredPoint>> = Vec::with_capacity(limit.min(1024) + 1);
         if !filter.is_empty() && self.payload_index.candidates(filter).is_some() {
             // The index names the matches: sorting them beats walking every id.
-            let mut matching: Vec<&Arc<IndexedPoint>> = self
+            let mut matching: Vec<&Arc<StoredPoint>> = self
                 .matching_slots(filter)
                 .into_iter()
                 .filter_map(|slot| self.slots.get(slot)?.as_ref())
@@ -386,31 +440,27 @@ impl CollectionIndex {
         }
         let ef = ef.max(top_k);
         if filter.is_empty() {
+            let live_slots = || self.live_slots_by_id.values().copied();
             if live_count <= exact_search_threshold {
-                return self.exact_search(query, top_k, self.slots.iter().flatten());
+                return self.exact_search(query, top_k, live_slots());
             }
             let hits = self.graph_search(query, top_k, ef, filter, None);
             if hits.len() >= top_k.min(live_count) {
                 return hits;
             }
-            return self.exact_search(query, top_k, self.slots.iter().flatten());
+            return self.exact_search(query, top_k, live_slots());
         }
         let matching_slots = self.matching_slots(filter);
-        let matching_points = || {
-            matching_slots
-                .iter()
-                .filter_map(|slot| self.slots.get(*slot)?.as_ref())
-        };
         let selective = matching_slots.len() <= exact_search_threshold
             || matching_slots.len() * SELECTIVE_FILTER_DIVISOR < live_count;
         if selective {
-            return self.exact_search(query, top_k, matching_points());
+            return self.exact_search(query, top_k, matching_slots.iter().copied());
         }
         let hits = self.graph_search(query, top_k, ef, filter, Some(&matching_slots));
         if hits.len() >= top_k.min(matching_slots.len()) {
             return hits;
         }
-        self.exact_search(query, top_k, matching_points())
+        self.exact_search(query, top_k, matching_slots.iter().copied())
     }
 
     fn graph_search(
@@ -430,60 +480,70 @@ impl CollectionIndex {
             None => self.graph.search(query, ef, Some(&is_live as Allowed)),
         };
         // Re-checked here so that no behaviour of the graph search can let a
-        // tombstone or a non-matching point through; scores are recomputed
-        // exactly from the kept vectors.
-        let mut hits = Vec::with_capacity(neighbours.len());
-        for neighbour in neighbours {
-            let Some(Some(point)) = self.slots.get(neighbour.node as usize) else {
-                continue;
-            };
-            if !filter.matches(&point.payload) {
-                continue;
-            }
-            hits.push(Hit {
-                score: self.metric.score(query, &point.vector),
-                point: Arc::clone(point),
-            });
-        }
-        self.rank(hits, top_k)
+        // tombstone or a non-matching point through.
+        let metric = self.metric;
+        let scored: Vec<(f32, &Arc<StoredPoint>)> = neighbours
+            .iter()
+            .filter_map(|neighbour| {
+                let point = self.slots.get(neighbour.node as usize)?.as_ref()?;
+                filter
+                    .matches(&point.payload)
+                    .then(|| (metric.score_from_distance(neighbour.distance), point))
+            })
+            .collect();
+        self.rank(scored, top_k)
     }
 
+    /// The `top_k` best of the live points in `slots`, scored against
+    /// every one.
     fn exact_search<'a>(
-        &self,
+        &'a self,
         query: &[f32],
         top_k: usize,
-        candidates: impl Iterator<Item = &'a Arc<IndexedPoint>>,
+        slots: impl Iterator<Item = usize>,
     ) -> Vec<Hit> {
-        let candidates: Vec<&Arc<IndexedPoint>> = candidates.collect();
+        let guard = self.graph.read();
+        let storage: &Storage = &guard;
+        let candidates: Vec<(usize, &'a Arc<StoredPoint>)> = slots
+            .filter_map(|slot| Some((slot, self.slots.get(slot)?.as_ref()?)))
+            .collect();
         let metric = self.metric;
-        let score = |point: &&Arc<IndexedPoint>| Hit {
-            score: metric.score(query, &point.vector),
-            point: Arc::clone(point),
+        let score = |&(slot, point): &(usize, &'a Arc<StoredPoint>)| -> Option<(f32, &'a Arc<StoredPoint>)> {
+            Some((metric.score(query, storage.vector(slot)?), point))
         };
-        let hits: Vec<Hit> = if candidates.len() >= PARALLEL_SCAN_MIN_POINTS {
-            candidates.par_iter().map(score).collect()
+        let scored: Vec<(f32, &Arc<StoredPoint>)> = if candidates.len() >= PARALLEL_SCAN_MIN_POINTS
+        {
+            candidates.par_iter().filter_map(score).collect()
         } else {
-            candidates.iter().map(score).collect()
+            candidates.iter().filter_map(score).collect()
         };
-        self.rank(hits, top_k)
+        self.rank(scored, top_k)
     }
 
-    fn rank(&self, mut hits: Vec<Hit>, top_k: usize) -> Vec<Hit> {
+    /// The `top_k` best of `scored`, best first, ties by id; only those are
+    /// cloned into hits.
+    fn rank(&self, mut scored: Vec<(f32, &Arc<StoredPoint>)>, top_k: usize) -> Vec<Hit> {
         let metric = self.metric;
-        let order = |left: &Hit, right: &Hit| {
+        let order = |left: &(f32, &Arc<StoredPoint>), right: &(f32, &Arc<StoredPoint>)| {
             metric
-                .compare_scores(left.score, right.score)
-                .then_with(|| left.point.id.cmp(&right.point.id))
+                .compare_scores(left.0, right.0)
+                .then_with(|| left.1.id.cmp(&right.1.id))
         };
         if top_k == 0 {
             return Vec::new();
         }
-        if hits.len() > top_k {
-            hits.select_nth_unstable_by(top_k - 1, order);
-            hits.truncate(top_k);
+        if scored.len() > top_k {
+            scored.select_nth_unstable_by(top_k - 1, order);
+            scored.truncate(top_k);
         }
-        hits.sort_by(order);
-        hits
+        scored.sort_by(order);
+        scored
+            .into_iter()
+            .map(|(score, point)| Hit {
+                score,
+                point: Arc::clone(point),
+            })
+            .collect()
     }
 }
 
@@ -532,7 +592,7 @@ mod tests {
         hits.iter().map(|hit| hit.point.id.as_str()).collect()
     }
 
-    fn ids_of(points: &[Arc<IndexedPoint>]) -> Vec<&str> {
+    fn ids_of(points: &[Arc<StoredPoint>]) -> Vec<&str> {
         points.iter().map(|point| point.id.as_str()).collect()
     }
 
@@ -586,7 +646,7 @@ mod tests {
         let everything = PayloadFilter::default();
         let mut found_first = 0;
         let mut agreeing = 0;
-        let points = index.live_points();
+        let points = index.live_writes();
         for point in &points {
             let via_graph = index.search(&point.vector, 10, &everything, 0);
             if via_graph.first().map(|hit| hit.point.id.as_str()) == Some(point.id.as_str()) {
@@ -786,7 +846,7 @@ mod tests {
             index.metric(),
             index.params(),
             index.indexed_keys(),
-            index.live_points(),
+            index.live_writes(),
         );
         assert_eq!(rebuilt.tombstone_count(), 0);
         assert_eq!(rebuilt.live_count(), 3);

@@ -493,8 +493,9 @@ mod tests {
         .unwrap();
         pending.run();
         assert_eq!(restored.live_count(), 298);
-        assert_eq!(restored.get("p0005").unwrap().vector, replaced.vector);
-        assert_eq!(restored.get("p0010").unwrap().vector, first[10].vector);
+        let vector_of = |id: &str| restored.vector_of(restored.get(id).unwrap()).unwrap();
+        assert_eq!(vector_of("p0005"), replaced.vector.to_vec());
+        assert_eq!(vector_of("p0010"), first[10].vector.to_vec());
         assert!(restored.get("p0007").is_none());
         let everything = PayloadFilter::default();
         let hits = restored.search(&replaced.vector, 1, &everything, 0);
