@@ -176,8 +176,7 @@ fn in_process(dataset: &mut AnnDataset, efs: &[usize]) -> anyhow::Result<Report>
                     id: position.to_string(),
                     vector: metric
                         .index_form(&vector)
-                        .ok_or_else(|| anyhow::anyhow!("base vector {position} is zero"))?
-                        .into(),
+                        .ok_or_else(|| anyhow::anyhow!("base vector {position} is zero"))?,
                     text: String::new(),
                     payload: Default::default(),
                 })

@@ -856,7 +856,7 @@ async fn prepare_points(
                 id: point.id,
                 // Set when the write takes its seqs.
                 seq: 0,
-                vector: index_vector.into(),
+                vector: index_vector,
                 text: point.text,
                 payload: point.payload,
             },

@@ -135,14 +135,22 @@ impl VectorBlocks {
 pub(crate) struct Storage {
     pub(crate) vectors: VectorBlocks,
     pub(crate) levels: Vec<u8>,
-    /// Per node `1 + m0` atomics: the list's length, then its ids.
+    /// Per node `1 + 2m` atomics: the list's length, then its ids.
     layer0: Vec<AtomicU32>,
     /// Per node, per layer 1..=level, `1 + m` atomics laid out the same.
     upper: Vec<Box<[AtomicU32]>>,
     /// Taken to rewrite the node's lists.
     pub(crate) locks: Vec<Mutex<()>>,
     m: usize,
-    m0: usize,
+}
+
+/// The most links a node keeps on `layer`: `m`, twice that on layer 0.
+pub(crate) fn links_per_node(m: usize, layer: usize) -> usize {
+    if layer == 0 {
+        2 * m
+    } else {
+        m
+    }
 }
 
 fn empty_lists(count: usize) -> impl Iterator<Item = AtomicU32> {
@@ -162,7 +170,6 @@ impl Storage {
             upper: Vec::new(),
             locks: Vec::new(),
             m,
-            m0: 2 * m,
         }
     }
 
@@ -172,17 +179,13 @@ impl Storage {
 
     /// The most links a node keeps on `layer`.
     pub(crate) fn capacity(&self, layer: usize) -> usize {
-        if layer == 0 {
-            self.m0
-        } else {
-            self.m
-        }
+        links_per_node(self.m, layer)
     }
 
     pub(crate) fn push(&mut self, vector: &[f32], level: usize) {
         self.vectors.push(vector);
         self.levels.push(level as u8);
-        self.layer0.extend(empty_lists(1 + self.m0));
+        self.layer0.extend(empty_lists(1 + self.capacity(0)));
         self.upper.push(empty_lists(level * (1 + self.m)).collect());
         self.locks.push(Mutex::new(()));
     }
@@ -190,7 +193,7 @@ impl Storage {
     /// The node's list on `layer` (length first); empty above its level.
     fn list(&self, node: usize, layer: usize) -> &[AtomicU32] {
         let list = if layer == 0 {
-            let stride = 1 + self.m0;
+            let stride = 1 + self.capacity(0);
             self.layer0.get(node * stride..(node + 1) * stride)
         } else {
             let stride = 1 + self.m;
@@ -358,7 +361,7 @@ impl Graph {
     /// linked, so that every node is wholly in the graph.
     pub fn freeze(self: &Arc<Self>) -> FrozenGraph {
         let storage = self.read();
-        let mut lists = Vec::with_capacity(storage.len() * (2 + storage.m0));
+        let mut lists = Vec::with_capacity(storage.len() * (2 + storage.capacity(0)));
         for (node, level) in storage.levels.iter().enumerate() {
             for layer in 0..=usize::from(*level) {
                 let length_at = lists.len();

@@ -11,7 +11,7 @@
 use std::io::{self, Read, Write};
 
 use crate::distance::Metric;
-use crate::graph::{Entry, FrozenGraph, Graph, NodeParts, MAX_LEVEL};
+use crate::graph::{links_per_node, Entry, FrozenGraph, Graph, NodeParts, MAX_LEVEL};
 
 const MAGIC: &[u8; 8] = b"KEELHNSW";
 const FORMAT: u32 = 1;
@@ -108,7 +108,6 @@ pub fn read_graph(
             ))
         }
     };
-    let capacity = |layer: usize| if layer == 0 { 2 * m.max(2) } else { m.max(2) };
     let mut parts = Vec::with_capacity(nodes.min(1 << 24));
     let mut values = vec![0u8; dimension * 4];
     for node in 0..nodes {
@@ -125,7 +124,7 @@ pub fn read_graph(
         let mut lists = Vec::with_capacity(level + 1);
         for layer in 0..=level {
             let length = read_u32(input)? as usize;
-            if length > capacity(layer) {
+            if length > links_per_node(m.max(2), layer) {
                 return Err(format!("node {node} has {length} links on layer {layer}"));
             }
             let mut ids = Vec::with_capacity(length);

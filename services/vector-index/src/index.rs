@@ -39,7 +39,7 @@ pub struct IndexedPoint {
     /// The write that made this version of the point (the database's
     /// insertion sequence): how a snapshot's slot is matched to its row.
     pub seq: i64,
-    pub vector: Arc<[f32]>,
+    pub vector: Vec<f32>,
     pub text: String,
     pub payload: Map<String, Value>,
 }
@@ -55,12 +55,25 @@ pub struct StoredPoint {
 }
 
 impl StoredPoint {
+    /// A copy without the vector, for a write that stays shared
+    /// (compaction's log and the text index hold it too).
     fn of(point: &IndexedPoint) -> StoredPoint {
         StoredPoint {
             id: point.id.clone(),
             seq: point.seq,
             text: point.text.clone(),
             payload: point.payload.clone(),
+        }
+    }
+}
+
+impl From<IndexedPoint> for StoredPoint {
+    fn from(point: IndexedPoint) -> StoredPoint {
+        StoredPoint {
+            id: point.id,
+            seq: point.seq,
+            text: point.text,
+            payload: point.payload,
         }
     }
 }
@@ -117,10 +130,6 @@ impl PendingInserts {
     }
 }
 
-fn new_graph(metric: Metric, params: HnswParams) -> Graph {
-    Graph::new(metric, params.m, params.ef_construction)
-}
-
 /// One page of [`CollectionIndex::scroll`].
 pub struct ScrollPage {
     pub points: Vec<Arc<StoredPoint>>,
@@ -141,7 +150,7 @@ impl CollectionIndex {
         indexed_keys: &[String],
         points: Vec<Arc<IndexedPoint>>,
     ) -> CollectionIndex {
-        let graph = new_graph(metric, params);
+        let graph = Graph::new(metric, params.m, params.ef_construction);
         let mut index = CollectionIndex {
             metric,
             params,
@@ -216,12 +225,7 @@ impl CollectionIndex {
                 Some(&(slot, seq)) if seq == row.seq => {
                     index.payload_index.insert(slot_key(slot), &row.payload);
                     index.live_slots_by_id.insert(row.id.clone(), slot);
-                    index.slots[slot] = Some(Arc::new(StoredPoint {
-                        id: row.id,
-                        seq: row.seq,
-                        text: row.text,
-                        payload: row.payload,
-                    }));
+                    index.slots[slot] = Some(Arc::new(StoredPoint::from(row)));
                 }
                 _ if row.vector.is_empty() => {
                     return Err(format!(
@@ -274,7 +278,7 @@ impl CollectionIndex {
                 Some(Arc::new(IndexedPoint {
                     id: point.id.clone(),
                     seq: point.seq,
-                    vector: storage.vector(slot)?.into(),
+                    vector: storage.vector(slot)?.to_vec(),
                     text: point.text.clone(),
                     payload: point.payload.clone(),
                 }))
@@ -313,7 +317,7 @@ impl CollectionIndex {
         // Graph nodes are numbered like slots: both only ever grow, together.
         let nodes = self
             .graph
-            .append(points.iter().map(|point| &point.vector[..]));
+            .append(points.iter().map(|point| point.vector.as_slice()));
         debug_assert_eq!(nodes.start, self.slots.len());
         for point in points {
             let slot = self.slots.len();
@@ -578,11 +582,11 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn point(id: &str, vector: impl Into<Arc<[f32]>>, payload: Value) -> IndexedPoint {
+    fn point(id: &str, vector: Vec<f32>, payload: Value) -> IndexedPoint {
         IndexedPoint {
             id: id.to_string(),
             seq: 0,
-            vector: vector.into(),
+            vector,
             text: format!("text of {id}"),
             payload: payload.as_object().cloned().unwrap_or_default(),
         }
@@ -637,7 +641,7 @@ mod tests {
                 .map(|n| {
                     let vector: Vec<f32> = (0..24).map(|_| next()).collect();
                     let mut point = point(&format!("b{batch}-{n:03}"), vector, json!({}));
-                    point.vector = Metric::Cosine.index_form(&point.vector).unwrap().into();
+                    point.vector = Metric::Cosine.index_form(&point.vector).unwrap();
                     point
                 })
                 .collect();

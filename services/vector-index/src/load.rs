@@ -225,7 +225,7 @@ fn decode_point(row: PointRow, metric: Metric, dimension: usize) -> Result<Index
     Ok(IndexedPoint {
         id: row.id,
         seq: row.seq,
-        vector: index_vector.into(),
+        vector: index_vector,
         text: row.text,
         payload,
     })

@@ -407,7 +407,6 @@ mod tests {
     use crate::filter::PayloadFilter;
     use crate::index::{CollectionIndex, IndexedPoint, DEFAULT_HNSW_PARAMS};
     use serde_json::json;
-    use std::sync::Arc;
 
     fn key(collection: &str) -> SnapshotKey {
         SnapshotKey {
@@ -428,8 +427,7 @@ mod tests {
                 seq: first_seq + n as i64,
                 vector: Metric::Cosine
                     .index_form(&(0..8).map(|_| next()).collect::<Vec<f32>>())
-                    .unwrap()
-                    .into(),
+                    .unwrap(),
                 text: format!("text {n}"),
                 payload: json!({"n": n}).as_object().cloned().unwrap(),
             })
@@ -450,7 +448,7 @@ mod tests {
             .cloned()
             .map(|mut point| {
                 if point.seq <= covered_seq {
-                    point.vector = Arc::from([]);
+                    point.vector = Vec::new();
                 }
                 point
             })
@@ -564,7 +562,7 @@ mod tests {
         let loaded = store.load(&key("docs"), Metric::Cosine).unwrap();
         let mut stranger = points(1, 5).pop().unwrap();
         stranger.id = "stranger".to_string();
-        stranger.vector = Arc::from([]);
+        stranger.vector = Vec::new();
         let error = CollectionIndex::restore(
             Metric::Cosine,
             DEFAULT_HNSW_PARAMS,
